@@ -1,0 +1,36 @@
+# One entry point: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# The virtual environment gets torch==2.13.0 (the CPU build) before the project, so that the
+# project's torch range never pulls a multi-GB CUDA build.  TORCH_PIP_ARGS can point pip at
+# another index, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lungcds-installed
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test install lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lungcds demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check server models dicom_node reports tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

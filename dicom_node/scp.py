@@ -1,0 +1,494 @@
+"""The DICOM Storage SCP: Verification and Storage Service Class provider.
+
+A :class:`StorageSCP` accepts associations (PS3.8 Section 7.1), answers
+C-ECHO (PS3.7 9.1.5, Verification Service Class PS3.4 Annex A) and C-STORE
+(PS3.7 9.1.1, Storage Service Class PS3.4 Annex B) for every storage SOP
+class pynetdicom knows, in all common transfer syntaxes (PS3.5 Section 10 and
+Annex A). Each received instance is spooled durably by a
+:class:`~dicom_node.spool.Spool` and then handed to an injected
+:class:`InstanceSink`; Success is sent only after both returned, so an
+acknowledged instance is on disk and indexed. Every failure becomes a C-STORE
+status of PS3.4 Annex B.2.3 with an Error Comment (0000,0902) (PS3.7 C.4.2):
+
+* :class:`~dicom_node.validation.InvalidInstance`: its own status
+  (``0xC000`` or ``0xA900``) and reason;
+* :class:`~dicom_node.spool.OutOfResources`: ``0xA700``;
+* an exception from the sink (e.g. the database is down): ``0xA700``; the file
+  stays in the spool and a re-send (a duplicate) calls the sink again;
+* any other error while spooling (a bug): ``0x0110`` *Processing failure*
+  (PS3.7 C.4.2), logged with its traceback.
+
+The SCP does no slow work in its handlers: the peer waits for the response
+until the handler returns (PS3.7 9.3.1.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self, cast
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node.spool import OutOfResources, Spool, StoredInstance
+from dicom_node.statuses import OUT_OF_RESOURCES, PROCESSING_FAILURE, SUCCESS
+from dicom_node.validation import InvalidInstance
+
+__all__ = [
+    "STORAGE_TRANSFER_SYNTAXES",
+    "VERIFICATION_TRANSFER_SYNTAXES",
+    "AssociationInfo",
+    "InstanceSink",
+    "StorageSCP",
+    "error_comment",
+]
+
+logger = logging.getLogger(__name__)
+
+VERIFICATION_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
+"""Transfer syntaxes accepted for the Verification SOP Class (PS3.4 A.4)."""
+
+STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    RLELossless,
+    JPEGLSNearLossless,
+    JPEG2000,
+    HTJ2K,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
+"""Transfer syntaxes accepted for every storage SOP class (PS3.5 Section 10, Annex A).
+
+The order is the acceptor's preference when a requestor offers several in one
+presentation context (PS3.8 9.3.2.2): uncompressed first, then lossless
+compression, then lossy compression, so that a converting sender is never
+invited to compress diagnostic images lossily.
+"""
+
+_ERROR_COMMENT_LENGTH = 64
+_SINK_FAILURE_COMMENT = "out of resources: could not index"
+_PROCESSING_FAILURE_COMMENT = "processing failure: internal error while storing"
+_STOP_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AssociationInfo:
+    """Who is on the other end of an association (PS3.8 7.1.1).
+
+    Attributes
+    ----------
+    id : str
+        A random identifier of this association, unique per SCP run.
+    calling_aet : str
+        Calling AE Title of the A-ASSOCIATE-RQ (the peer).
+    called_aet : str
+        Called AE Title of the A-ASSOCIATE-RQ (the title the peer asked for).
+    peer_host : str
+        The peer's IP address.
+    peer_port : int
+        The peer's TCP port.
+    """
+
+    id: str
+    calling_aet: str
+    called_aet: str
+    peer_host: str
+    peer_port: int
+
+
+class InstanceSink(Protocol):
+    """What the SCP tells its owner (for example, the server's indexer).
+
+    Both methods run on pynetdicom's association threads and must return
+    quickly; raising from :meth:`instance_stored` makes the SCP answer
+    ``0xA700`` (PS3.4 Annex B.2.3).
+    """
+
+    def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
+        """Record one instance that is durably in the spool (also called for duplicates)."""
+
+    def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
+        """Report the end of an association, once, with the Series Instance UIDs stored in it.
+
+        ``released`` is ``True`` after an orderly A-RELEASE (PS3.8 7.2) and
+        ``False`` after an A-ABORT, A-P-ABORT or a dropped connection
+        (PS3.8 7.3, 7.4).
+        """
+
+
+@dataclass
+class _AssociationState:
+    """Book-keeping for one accepted association."""
+
+    info: AssociationInfo
+    series_uids: set[str] = field(default_factory=set)
+
+
+def error_comment(reason: str) -> str:
+    """Fit a refusal reason into an Error Comment (0000,0902).
+
+    Parameters
+    ----------
+    reason : str
+        The full reason.
+
+    Returns
+    -------
+    str
+        At most 64 characters of the default character repertoire without
+        backslash, as the LO value representation requires (PS3.5 6.2,
+        PS3.7 C.4.2); a cut is marked with ``...``.
+    """
+    text = "".join(ch if (" " <= ch <= "~" and ch != "\\") else "?" for ch in reason)
+    if len(text) > _ERROR_COMMENT_LENGTH:
+        text = text[: _ERROR_COMMENT_LENGTH - 3] + "..."
+    return text
+
+
+def _failure(status: int, reason: str) -> Dataset:
+    """Build the status data set of a failed C-STORE: Status and Error Comment (PS3.7 C.4.2)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = error_comment(reason)
+    return response
+
+
+class StorageSCP:
+    """A Storage and Verification SCP that spools instances and notifies a sink.
+
+    Parameters
+    ----------
+    ae_title : str
+        Our AE title (PS3.5 AE VR: up to 16 characters).
+    spool : Spool
+        Where instances are written.
+    sink : InstanceSink
+        Told about each stored instance and each ended association.
+    allowed_calling_aets : Sequence of str, optional
+        When not empty, associations from other Calling AE Titles are rejected
+        with A-ASSOCIATE-RJ, rejected-permanent, service-user, "calling-AE-title
+        not recognized" (PS3.8 9.3.4).
+    maximum_pdu_size : int, optional
+        Maximum PDU length we receive (PS3.8 D.1); 0 means unlimited.
+    maximum_associations : int, optional
+        Simultaneous associations accepted; further requests are rejected
+        (transient, local limit exceeded, PS3.8 9.3.4). Default 10.
+    network_timeout : float or None, optional
+        Seconds without traffic before an association is aborted. Default 60.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        spool: Spool,
+        sink: InstanceSink,
+        allowed_calling_aets: Sequence[str] = (),
+        maximum_pdu_size: int = 0,
+        *,
+        maximum_associations: int = 10,
+        network_timeout: float | None = 60.0,
+    ) -> None:
+        if maximum_pdu_size < 0:
+            raise ValueError(f"maximum_pdu_size must be >= 0, got {maximum_pdu_size}")
+        if maximum_associations < 1:
+            raise ValueError(f"maximum_associations must be >= 1, got {maximum_associations}")
+        self.ae_title = ae_title
+        self.spool = spool
+        self.sink = sink
+        self.allowed_calling_aets = tuple(allowed_calling_aets)
+        self.maximum_pdu_size = maximum_pdu_size
+        self.maximum_associations = maximum_associations
+        self.network_timeout = network_timeout
+        self._ae: AE | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self._states: dict[Association, _AssociationState] = {}
+        self._watchers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port while running, else ``None``."""
+        if self._server is None:
+            return None
+        return int(self._server.server_address[1])
+
+    def start(self, host: str = "0.0.0.0", port: int = 104) -> int:
+        """Start listening in background threads.
+
+        Parameters
+        ----------
+        host : str, optional
+            Address to bind (default: all IPv4 interfaces).
+        port : int, optional
+            TCP port; 0 picks a free ephemeral port.
+
+        Returns
+        -------
+        int
+            The bound port.
+
+        Raises
+        ------
+        RuntimeError
+            If the SCP is already running.
+        OSError
+            If the address cannot be bound.
+        """
+        if self._server is not None:
+            raise RuntimeError("the Storage SCP is already running")
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = self.maximum_pdu_size
+        ae.maximum_associations = self.maximum_associations
+        ae.network_timeout = self.network_timeout
+        ae.require_calling_aet = list(self.allowed_calling_aets)
+        ae.add_supported_context(Verification, list(VERIFICATION_TRANSFER_SYNTAXES))
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(cast(str, context.abstract_syntax), list(STORAGE_TRANSFER_SYNTAXES))
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_CONN_CLOSE, self._on_connection_closed),
+        ]
+        server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        if server is None:
+            raise RuntimeError("pynetdicom did not return a server for a non-blocking start")
+        self._ae = ae
+        self._server = server
+        bound = int(server.server_address[1])
+        logger.info(
+            "Storage SCP %s listening on %s:%d (%d storage SOP classes, %d transfer syntaxes)",
+            self.ae_title,
+            host,
+            bound,
+            len(AllStoragePresentationContexts),
+            len(STORAGE_TRANSFER_SYNTAXES),
+        )
+        return bound
+
+    def stop(self) -> None:
+        """Abort open associations and stop listening.
+
+        Returns once every association has been reported to the sink (open
+        ones as not released), or after 10 s if a sink call hangs.
+        """
+        ae, self._ae, self._server = self._ae, None, None
+        if ae is None:
+            return
+        ae.shutdown()
+        with self._lock:
+            watchers, self._watchers = self._watchers, []
+        deadline = time.monotonic() + _STOP_WAIT_SECONDS
+        for watcher in watchers:
+            watcher.join(max(0.0, deadline - time.monotonic()))
+        logger.info("Storage SCP %s stopped", self.ae_title)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def handle_store(self, event: Event) -> int | Dataset:
+        """Handle one C-STORE request (``evt.EVT_C_STORE``).
+
+        Parameters
+        ----------
+        event : pynetdicom.events.Event
+            The C-STORE event; its data set is spooled as received, without
+            decoding (``event.encoded_dataset(include_meta=True)``).
+
+        Returns
+        -------
+        int or pydicom.dataset.Dataset
+            ``0x0000`` after the spool and the sink both returned; otherwise a
+            status data set with Status and Error Comment (PS3.4 Annex B.2.3,
+            PS3.7 C.4.2): ``0xC000``/``0xA900`` for invalid instances,
+            ``0xA700`` when the spool or the sink fails, ``0x0110`` for
+            unexpected errors.
+        """
+        state = self._state_for(event.assoc)
+        info = state.info
+        request = cast(C_STORE, event.request)
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        try:
+            stored = self.spool.store(event.encoded_dataset(include_meta=True))
+        except InvalidInstance as exc:
+            logger.warning(
+                "refused instance %s from %s (association %s) with 0x%04X: %s",
+                sop_uid,
+                info.calling_aet,
+                info.id,
+                exc.status,
+                exc.reason,
+            )
+            return _failure(exc.status, exc.reason)
+        except OutOfResources as exc:
+            logger.error(
+                "refused instance %s from %s (association %s), out of resources: %s",
+                sop_uid,
+                info.calling_aet,
+                info.id,
+                exc.reason,
+            )
+            return _failure(exc.status, f"out of resources: {exc.reason}")
+        except Exception:
+            logger.exception(
+                "unexpected error spooling instance %s (association %s); answered 0x%04X",
+                sop_uid,
+                info.id,
+                PROCESSING_FAILURE,
+            )
+            return _failure(PROCESSING_FAILURE, _PROCESSING_FAILURE_COMMENT)
+        try:
+            self.sink.instance_stored(stored, info)
+        except Exception:
+            logger.exception(
+                "instance %s is in the spool at %s but could not be indexed; answered 0x%04X",
+                sop_uid,
+                stored.path,
+                OUT_OF_RESOURCES,
+            )
+            return _failure(OUT_OF_RESOURCES, _SINK_FAILURE_COMMENT)
+        with self._lock:
+            state.series_uids.add(str(stored.header.series_instance_uid))
+        return SUCCESS
+
+    def _state_for(self, assoc: Association) -> _AssociationState:
+        """Return the book-keeping of an association, creating it on first sight."""
+        with self._lock:
+            state = self._states.get(assoc)
+            if state is None:
+                state = _AssociationState(self._describe(assoc))
+                self._states[assoc] = state
+            return state
+
+    @staticmethod
+    def _describe(assoc: Association) -> AssociationInfo:
+        """Collect AE titles and address of the requestor (PS3.8 7.1.1.3 to 7.1.1.6)."""
+        primitive = assoc.requestor.primitive
+        called = str(primitive.called_ae_title) if primitive is not None else ""
+        return AssociationInfo(
+            id=uuid.uuid4().hex,
+            calling_aet=str(assoc.requestor.ae_title).strip(),
+            called_aet=called.strip(),
+            peer_host=str(assoc.requestor.address),
+            peer_port=int(assoc.requestor.port or 0),
+        )
+
+    def _on_accepted(self, event: Event) -> None:
+        """Start book-keeping when an association is accepted (``evt.EVT_ACCEPTED``)."""
+        state = self._state_for(event.assoc)
+        logger.info(
+            "association %s accepted from %s at %s:%d",
+            state.info.id,
+            state.info.calling_aet,
+            state.info.peer_host,
+            state.info.peer_port,
+        )
+
+    def _on_released(self, event: Event) -> None:
+        """Report an orderly A-RELEASE (``evt.EVT_RELEASED``)."""
+        self._end_when_finished(event.assoc, released=True)
+
+    def _on_aborted(self, event: Event) -> None:
+        """Report an A-ABORT or A-P-ABORT (``evt.EVT_ABORTED``)."""
+        self._end_when_finished(event.assoc, released=False)
+
+    def _on_connection_closed(self, event: Event) -> None:
+        """Report a connection that closed without release (``evt.EVT_CONN_CLOSE``)."""
+        self._end_when_finished(event.assoc, released=False)
+
+    def _end_when_finished(self, assoc: Association, released: bool) -> None:
+        """Report the end of an association once its thread has run its last handler.
+
+        pynetdicom fires ``evt.EVT_RELEASED`` and (usually) ``evt.EVT_ABORTED``
+        on the association's own thread as its last act; those end it at once.
+        ``evt.EVT_CONN_CLOSE`` comes from the DUL thread (PS3.8 Section 9.2
+        state machine) and ``evt.EVT_ABORTED`` from the caller of a local
+        abort, possibly while a C-STORE handler still runs, or just before
+        ``evt.EVT_RELEASED``. Those wait in a helper thread for the
+        association thread to finish, so the report comes after every
+        ``instance_stored`` of the association and says ``released=True``
+        whenever the release completed.
+        """
+        if threading.current_thread() is assoc or not assoc.is_alive():
+            self._end(assoc, released=released or assoc.is_released)
+            return
+
+        def wait_then_end() -> None:
+            assoc.join()
+            self._end(assoc, released=released or assoc.is_released)
+
+        watcher = threading.Thread(target=wait_then_end, name=f"end-of-{assoc.name}", daemon=True)
+        with self._lock:
+            self._watchers = [w for w in self._watchers if w.is_alive()]
+            self._watchers.append(watcher)
+        watcher.start()
+
+    def _end(self, assoc: Association, released: bool) -> None:
+        """Call ``sink.association_ended`` exactly once per accepted association."""
+        with self._lock:
+            state = self._states.pop(assoc, None)
+            if state is None:
+                return
+            series = frozenset(state.series_uids)
+        logger.info(
+            "association %s from %s %s, %d series",
+            state.info.id,
+            state.info.calling_aet,
+            "released" if released else "aborted or dropped",
+            len(series),
+        )
+        try:
+            self.sink.association_ended(state.info, series, released)
+        except Exception:
+            logger.exception("sink failed to handle the end of association %s", state.info.id)

@@ -1,0 +1,478 @@
+"""The DICOM SCU: Verification and Storage towards PACS destinations.
+
+:func:`echo` runs C-ECHO (PS3.7 9.1.5, PS3.4 Annex A). :func:`send_files` and
+:func:`send_datasets` run C-STORE (PS3.7 9.1.1, PS3.4 Annex B) over one
+association whose presentation contexts (PS3.8 7.1.1.13, at most 128 per
+association) are exactly the (SOP Class, Transfer Syntax) pairs of the
+objects, so nothing is transcoded. Per-object outcomes are returned; an
+association that cannot be made or breaks raises :class:`AssociationFailed`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicom_node.statuses import NOT_SENT, SUCCESS, is_success_or_warning, status_name
+from dicom_node.validation import guess_transfer_syntax
+
+__all__ = [
+    "MAX_PRESENTATION_CONTEXTS",
+    "AssociationFailed",
+    "Destination",
+    "SendResult",
+    "echo",
+    "parse_destination",
+    "send_datasets",
+    "send_files",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_PRESENTATION_CONTEXTS: int = 128
+"""Presentation contexts one association can propose (context IDs 1 to 255, odd; PS3.8 9.3.2.2)."""
+
+_AE_TITLE_MAX = 16
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A remote DICOM application entity (PS3.8 7.1.1.4 and 7.1.1.6).
+
+    Attributes
+    ----------
+    ae_title : str
+        Its AE title: 1 to 16 characters of the default repertoire, no
+        backslash, not only spaces (PS3.5 6.2, AE VR).
+    host : str
+        Host name or IP address.
+    port : int
+        TCP port, 1 to 65535.
+    """
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        problem = _ae_title_problem(self.ae_title)
+        if problem:
+            raise ValueError(f"invalid AE title {self.ae_title!r}: {problem}")
+        if not self.host:
+            raise ValueError("destination host is empty")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"destination port {self.port} is outside 1..65535")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+def _ae_title_problem(title: str) -> str | None:
+    """Say why a text is not a valid AE title (PS3.5 6.2), or return ``None``."""
+    if not title.strip():
+        return "empty"
+    if len(title) > _AE_TITLE_MAX:
+        return f"longer than {_AE_TITLE_MAX} characters"
+    if any(not (" " <= ch <= "~") or ch == "\\" for ch in title):
+        return "only printable ASCII without backslash is allowed"
+    return None
+
+
+def parse_destination(text: str) -> Destination:
+    """Parse ``AET@host:port`` (IPv6 hosts in brackets: ``AET@[::1]:104``).
+
+    Parameters
+    ----------
+    text : str
+        The destination, as in the ``LUNGCDS_DESTINATIONS`` setting.
+
+    Returns
+    -------
+    Destination
+        The parsed destination.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: no ``@``, no ``:port``, a port that is not a
+        number in 1..65535, an empty host or an invalid AE title.
+    """
+    stripped = text.strip()
+    ae_title, at, address = stripped.rpartition("@")
+    if not at:
+        raise ValueError(f"destination {text!r} is not of the form AET@host:port (no '@')")
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"destination {text!r}: an IPv6 host must be written [address]:port")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = address.rpartition(":")
+        if not colon:
+            raise ValueError(f"destination {text!r} is not of the form AET@host:port (no ':port')")
+        if ":" in host:
+            raise ValueError(f"destination {text!r}: an IPv6 host must be written [address]:port")
+    if not host:
+        raise ValueError(f"destination {text!r} has an empty host")
+    if not port_text.isdigit():
+        raise ValueError(f"destination {text!r}: port {port_text!r} is not a number")
+    return Destination(ae_title=ae_title, host=host, port=int(port_text))
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Outcome of sending one object.
+
+    Attributes
+    ----------
+    path : pathlib.Path or None
+        The file, for :func:`send_files`; ``None`` for :func:`send_datasets`.
+    sop_instance_uid : str or None
+        The object's SOP Instance UID, when known.
+    status : int
+        The C-STORE response Status (PS3.4 Annex B.2.3), or
+        :data:`~dicom_node.statuses.NOT_SENT` (-1) when the object got no
+        response (unreadable, no accepted presentation context, association
+        broken).
+    ok : bool
+        ``True`` for Success and for the warnings of PS3.4 Annex B.2.3 (the
+        peer stored the object).
+    error : str
+        Empty when Success; otherwise what went wrong, with the peer's Error
+        Comment (0000,0902) when it sent one.
+    """
+
+    path: Path | None
+    sop_instance_uid: str | None
+    status: int
+    ok: bool
+    error: str
+
+
+class AssociationFailed(Exception):
+    """The association was rejected, aborted, or the peer was unreachable (PS3.8 7.1 to 7.4).
+
+    Parameters
+    ----------
+    reason : str
+        What happened, e.g. the A-ASSOCIATE-RJ result, source and reason.
+    results : Sequence of SendResult, optional
+        Outcomes of the objects handled before the association broke.
+
+    Attributes
+    ----------
+    reason : str
+        As given.
+    results : list of SendResult
+        As given.
+    """
+
+    def __init__(self, reason: str, results: Sequence[SendResult] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.results = list(results)
+
+
+@dataclass
+class _Outgoing:
+    """One object to send: where it comes from and its presentation context."""
+
+    path: Path | None
+    dataset: Dataset | None
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    transfer_syntax_uid: str | None
+    error: str = ""
+
+
+def _make_ae(calling_aet: str, timeout: float) -> AE:
+    """Build a requestor AE with all timeouts set to ``timeout`` seconds."""
+    problem = _ae_title_problem(calling_aet)
+    if problem:
+        raise ValueError(f"invalid calling AE title {calling_aet!r}: {problem}")
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    return ae
+
+
+def _associate(
+    ae: AE, dest: Destination, contexts: list[PresentationContext] | None = None
+) -> tuple[Association, bool]:
+    """Request an association; return it and whether the TCP connection was made at all."""
+    connected = threading.Event()
+    assoc = ae.associate(
+        dest.host,
+        dest.port,
+        contexts=contexts,
+        ae_title=dest.ae_title,
+        max_pdu=0,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
+    )
+    return assoc, connected.is_set()
+
+
+def _association_problem(assoc: Association, connected: bool, dest: Destination) -> str:
+    """Describe why an association was not established (PS3.8 7.1.1.7 to 7.1.1.9 for rejections)."""
+    if not connected:
+        return f"could not connect to {dest} (unreachable, refused or timed out)"
+    if assoc.is_rejected:
+        primitive = assoc.acceptor.primitive
+        if primitive is not None:
+            return (
+                f"association rejected by {dest}: {primitive.result_str}, "
+                f"source {primitive.source_str}, reason {primitive.reason_str}"
+            )
+        return f"association rejected by {dest}"
+    if assoc.is_aborted:
+        return f"association aborted by {dest} during negotiation"
+    return f"no association with {dest}: no answer to the association request"
+
+
+def echo(dest: Destination, calling_aet: str, timeout: float = 10.0) -> bool:
+    """Verify a destination with C-ECHO (PS3.4 Annex A, PS3.7 9.1.5).
+
+    Parameters
+    ----------
+    dest : Destination
+        The peer.
+    calling_aet : str
+        Our AE title.
+    timeout : float, optional
+        Seconds for connection, association and response. Default 10.
+
+    Returns
+    -------
+    bool
+        ``True`` when the association was accepted and the C-ECHO status was
+        Success; ``False`` otherwise (the reason is logged).
+    """
+    ae = _make_ae(calling_aet, timeout)
+    ae.add_requested_context(Verification)
+    assoc, connected = _associate(ae, dest)
+    if not assoc.is_established:
+        logger.warning("C-ECHO to %s failed: %s", dest, _association_problem(assoc, connected, dest))
+        return False
+    try:
+        response = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    status = int(response.Status) if "Status" in response else None
+    if status != SUCCESS:
+        logger.warning("C-ECHO to %s answered %s", dest, status_name(status) if status is not None else "nothing")
+        return False
+    return True
+
+
+def _describe_file(path: Path) -> _Outgoing:
+    """Read a file's SOP Class/Instance UIDs and transfer syntax without reading its pixel data."""
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - no or broken file meta: fall back to the data set
+        meta = FileMetaDataset()
+    sop_class = meta.get("MediaStorageSOPClassUID")
+    sop_instance = meta.get("MediaStorageSOPInstanceUID")
+    syntax = meta.get("TransferSyntaxUID")
+    try:
+        ds = dcmread(path, stop_before_pixels=True, force=True)
+        sop_class = ds.get("SOPClassUID") or sop_class
+        sop_instance = ds.get("SOPInstanceUID") or sop_instance
+        syntax = syntax or guess_transfer_syntax(ds)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on unreadable files
+        return _Outgoing(path, None, None, None, None, error=f"cannot read {path}: {exc}")
+    return _Outgoing(
+        path,
+        None,
+        str(sop_class) if sop_class else None,
+        str(sop_instance) if sop_instance else None,
+        str(syntax) if syntax else None,
+    )
+
+
+def _describe_dataset(ds: Dataset) -> _Outgoing:
+    """Prepare an in-memory data set; one without a transfer syntax is sent as explicit VR LE."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    outgoing = ds
+    if syntax is None:
+        outgoing = copy.copy(ds)
+        new_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+        new_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        outgoing.file_meta = new_meta
+        syntax = ExplicitVRLittleEndian
+    sop_class = ds.get("SOPClassUID")
+    sop_instance = ds.get("SOPInstanceUID")
+    return _Outgoing(
+        None,
+        outgoing,
+        str(sop_class) if sop_class else None,
+        str(sop_instance) if sop_instance else None,
+        str(syntax),
+    )
+
+
+def _contexts_for(items: Sequence[_Outgoing]) -> list[PresentationContext]:
+    """One presentation context per distinct (SOP Class, Transfer Syntax) pair, in first-seen order."""
+    pairs: dict[tuple[str, str], None] = {}
+    for item in items:
+        if not item.error and item.sop_class_uid and item.transfer_syntax_uid:
+            pairs.setdefault((item.sop_class_uid, item.transfer_syntax_uid), None)
+    if len(pairs) > MAX_PRESENTATION_CONTEXTS:
+        raise ValueError(
+            f"{len(pairs)} distinct SOP class/transfer syntax pairs need more than the "
+            f"{MAX_PRESENTATION_CONTEXTS} presentation contexts of one association; send in batches"
+        )
+    return [build_context(UID(sop_class), UID(syntax)) for sop_class, syntax in pairs]
+
+
+def _result_from_response(item: _Outgoing, response: Dataset) -> SendResult:
+    """Turn a C-STORE response into a :class:`SendResult`."""
+    status = int(response.Status)
+    comment = str(response.get("ErrorComment", "") or "")
+    ok = is_success_or_warning(status)
+    error = "" if status == SUCCESS else status_name(status) + (f": {comment}" if comment else "")
+    return SendResult(item.path, item.sop_instance_uid, status, ok, error)
+
+
+def _accepted(assoc: Association, item: _Outgoing) -> bool:
+    """Tell whether the peer accepted the presentation context the item needs."""
+    return any(
+        cx.abstract_syntax == item.sop_class_uid and cx.transfer_syntax[0] == item.transfer_syntax_uid
+        for cx in assoc.accepted_contexts
+    )
+
+
+def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeout: float) -> list[SendResult]:
+    """Send prepared objects over one association; the shared part of the public senders."""
+    contexts = _contexts_for(items)
+    results: list[SendResult] = []
+    if not contexts:
+        return [_not_sent(item, item.error or "no SOP Class UID or transfer syntax") for item in items]
+    ae = _make_ae(calling_aet, timeout)
+    assoc, connected = _associate(ae, dest, contexts)
+    if not assoc.is_established:
+        raise AssociationFailed(_association_problem(assoc, connected, dest))
+    try:
+        for item in items:
+            if item.error or not item.sop_class_uid or not item.transfer_syntax_uid:
+                results.append(_not_sent(item, item.error or "no SOP Class UID or transfer syntax"))
+                continue
+            if not _accepted(assoc, item):
+                results.append(
+                    _not_sent(
+                        item,
+                        f"{dest} accepted no presentation context for SOP class {item.sop_class_uid} "
+                        f"in transfer syntax {item.transfer_syntax_uid}",
+                    )
+                )
+                continue
+            source: Dataset | Path = item.dataset if item.dataset is not None else Path(str(item.path))
+            try:
+                response = assoc.send_c_store(source)
+            except (ValueError, AttributeError, OSError, TypeError) as exc:
+                results.append(_not_sent(item, f"not sent: {exc}"))
+                continue
+            except RuntimeError as exc:
+                raise AssociationFailed(f"association with {dest} ended: {exc}", results) from exc
+            if "Status" not in response:
+                results.append(_not_sent(item, "no C-STORE response: association aborted or timed out"))
+                raise AssociationFailed(f"association with {dest} aborted or timed out", results)
+            result = _result_from_response(item, response)
+            if not result.ok:
+                logger.warning("C-STORE of %s to %s: %s", item.sop_instance_uid, dest, result.error)
+            results.append(result)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return results
+
+
+def _not_sent(item: _Outgoing, error: str) -> SendResult:
+    """A result for an object that got no C-STORE response."""
+    return SendResult(item.path, item.sop_instance_uid, NOT_SENT, False, error)
+
+
+def send_files(dest: Destination, paths: Iterable[Path], calling_aet: str, timeout: float = 30.0) -> list[SendResult]:
+    """Send DICOM files with C-STORE over one association (PS3.4 Annex B).
+
+    Parameters
+    ----------
+    dest : Destination
+        The peer.
+    paths : Iterable of pathlib.Path
+        Part 10 files (or bare data sets in an uncompressed transfer syntax).
+    calling_aet : str
+        Our AE title.
+    timeout : float, optional
+        Seconds for connection, association and each response. Default 30.
+
+    Returns
+    -------
+    list of SendResult
+        One per path, in order.
+
+    Raises
+    ------
+    AssociationFailed
+        When the peer rejects or aborts the association, or cannot be reached.
+        Its ``results`` hold the outcomes obtained before.
+    ValueError
+        When the files need more than 128 presentation contexts.
+    """
+    items = [_describe_file(Path(path)) for path in paths]
+    if not items:
+        return []
+    return _send(dest, items, calling_aet, timeout)
+
+
+def send_datasets(
+    dest: Destination, datasets: Iterable[Dataset], calling_aet: str, timeout: float = 30.0
+) -> list[SendResult]:
+    """Send in-memory data sets with C-STORE over one association (PS3.4 Annex B).
+
+    Parameters
+    ----------
+    dest : Destination
+        The peer.
+    datasets : Iterable of pydicom.dataset.Dataset
+        The objects; each is proposed in the transfer syntax of its
+        ``file_meta`` or, without one, explicit VR little endian (the data
+        sets themselves are not modified).
+    calling_aet : str
+        Our AE title.
+    timeout : float, optional
+        Seconds for connection, association and each response. Default 30.
+
+    Returns
+    -------
+    list of SendResult
+        One per data set, in order (``path`` is ``None``).
+
+    Raises
+    ------
+    AssociationFailed
+        As for :func:`send_files`.
+    ValueError
+        As for :func:`send_files`.
+    """
+    items = [_describe_dataset(ds) for ds in datasets]
+    if not items:
+        return []
+    return _send(dest, items, calling_aet, timeout)

@@ -1,0 +1,794 @@
+"""Classical, weight-free segmentation of the left and right lungs on CT.
+
+No trained network is involved: the lungs are the large air-filled spaces inside the body, once
+the air outside the patient, the trachea and main bronchi, and gas below the diaphragm are taken
+away.  The steps, all on a coarse working copy of the scan (block averages of about 2 mm) so
+that a 600-slice thin-section scan costs little more than a 64-slice thick one:
+
+1. body: the largest connected region of tissue above -500 HU after a small opening (which
+   detaches the table and blankets), with holes filled slice by slice;
+2. air inside the body below -400 HU (halfway between aerated lung, about -850 HU, and soft
+   tissue, so that partial-volume voxels are split evenly);
+3. airways: from a small, near-midline air region in the top slices (the trachea), region
+   growing in very low HU; if the grown tree is too large it has leaked into lung, and the
+   threshold is lowered (explosion control) until it is not; the tree and its rim are cut out;
+4. gas: in-plane islands that are mostly pure gas (stomach, bowel) are removed, so that gas
+   touching a lung base in the next thick slice cannot join it;
+5. lung components: the largest non-gas components, and further ones that are large or reach
+   above the middle of the lungs (gas below the diaphragm does neither);
+6. left/right: a component that straddles the midline (lungs touching at the anterior or
+   posterior junction) is eroded in-plane until it falls apart into a left and a right core;
+   the cores are grown back level by level, so the cut falls in the middle of the junction;
+7. boundary: a closing with a 10 mm ball and 3-D hole filling bring vessels and fissures inside;
+   then, slice by slice, narrow dents in the outer contour of the lung (dense pathology against
+   the pleura, such as consolidation) are closed along the chord across them, except in the
+   sector facing the midline, where the dents are the hilum and the heart.  The airway lumen
+   stays out.
+
+Sides are labelled in patient space (DICOM LPS, patient left = +x), found from the geometry's
+direction cosines, so prone and feet-first scans are labelled correctly.  The masks are brought
+back to the original grid by linear interpolation of the coarse masks.
+
+Known limits: a mass or consolidation that reaches the mediastinum or hilum and is wider than
+about 2 cm is left outside the mask (it is not enclosed by aerated lung in 3-D, and a dent facing
+the midline cannot be told from the heart); so is pathology that fills a whole lung region.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from models.findings import Volume
+
+__all__ = ["LungMaskParameters", "LungSegmentation", "segment_lungs"]
+
+logger = logging.getLogger(__name__)
+
+#: 4-connectivity within a slice and none across slices, as a 3x3x3 structure for scipy.ndimage.
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
+#: Trachea candidates tried (best first, top slices first) before concluding there is none.
+_MAX_TRACHEA_CANDIDATES = 6
+
+
+@dataclass(frozen=True)
+class LungMaskParameters:
+    """Tunable constants of the classical lung mask, with the reason for each default.
+
+    Attributes
+    ----------
+    working_spacing_mm : float
+        Target voxel size of the coarse working copy; 2 mm keeps a lung's boundary error below
+        about 1 mm after interpolation while making a thin-section scan small.
+    body_threshold_hu : float
+        Tissue is above this: below fat (-100 HU), so fat is body, but above lung, foam pads
+        and blankets.
+    body_opening_mm : float
+        Radius of the in-plane opening that detaches thin table shells from the body.
+    air_threshold_hu : float
+        Aerated lung is below this; about halfway between lung (-850) and soft tissue (+40).
+    airway_threshold_hu : float
+        First region-growing threshold of the airway lumen (air, -1000 HU).
+    airway_min_threshold_hu : float
+        Lowest threshold tried before giving up on a clean airway tree.
+    airway_threshold_step_hu : float
+        How much the threshold is lowered after each leak.
+    max_airway_ml : float
+        A grown airway tree larger than this has leaked into lung or emphysema (trachea and
+        main bronchi are about 40 mL in adults).
+    min_trachea_extent_mm : float
+        A trachea candidate must be a tube at least this long.
+    airway_margin_mm : float
+        The airway is dilated by this much before it is cut from the air mask, to remove its
+        partial-volume rim, which would otherwise connect both lungs through the mediastinum.
+    gas_median_hu : float
+        A region whose median is below this is nearly pure gas (bowel, stomach), not lung,
+        whose parenchyma averages about -850 HU even in emphysema.
+    min_lung_ml : float
+        The largest lung component must be at least this large to call it lung at all.
+    min_component_fraction : float
+        Further components smaller than this fraction of the largest are discarded.
+    max_split_erosion_mm : float
+        How far touching lungs are eroded in search of a left and a right core.
+    closing_radius_mm : float
+        Radius of the closing ball; fills vessels, fissures and small notches without spanning
+        the heart or the diaphragm domes (whose curvature radii are several centimetres).
+    pleural_window_deg : float
+        Angular width of the rolling window on the outer contour: dips narrower than this
+        (seen from the lung's centre in each slice) are pathology against the pleura and are
+        filled; broader ones (the shape of the lung itself) are left alone.
+    pleural_min_depth_mm : float
+        Dips shallower than this are contour jitter of the coarse grid, not pathology.
+    pleural_max_depth_mm : float
+        Nothing is added farther than this beyond the aerated lung.
+    medial_exclusion_deg : float
+        Half-width of the sector facing the midline that is never filled, because there the
+        dips are the hilum and the heart, not pathology.
+    """
+
+    working_spacing_mm: float = 2.0
+    body_threshold_hu: float = -500.0
+    body_opening_mm: float = 3.0
+    air_threshold_hu: float = -400.0
+    airway_threshold_hu: float = -950.0
+    airway_min_threshold_hu: float = -995.0
+    airway_threshold_step_hu: float = 15.0
+    max_airway_ml: float = 250.0
+    min_trachea_extent_mm: float = 20.0
+    airway_margin_mm: float = 3.0
+    gas_median_hu: float = -975.0
+    min_lung_ml: float = 50.0
+    min_component_fraction: float = 0.02
+    max_split_erosion_mm: float = 24.0
+    closing_radius_mm: float = 10.0
+    pleural_window_deg: float = 60.0
+    pleural_min_depth_mm: float = 3.0
+    pleural_max_depth_mm: float = 40.0
+    medial_exclusion_deg: float = 60.0
+
+
+@dataclass(frozen=True)
+class LungSegmentation:
+    """Boolean left and right lung masks on the CT's own ``[z, y, x]`` grid.
+
+    ``warnings`` says in words what could not be done cleanly (no trachea found, lungs not
+    separable, no lung at all), for the report to print.
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """How the coarse working array relates to the original one.
+
+    ``factors`` are the block sizes along the original ``[z, y, x]`` axes.  The canonical
+    orientation has axis 0 running head to feet, axis 1 front to back and axis 2 patient right to
+    left; canonical axis ``i`` is original axis ``order[i]``, reversed when ``flips[i]``.
+    """
+
+    factors: tuple[int, int, int]
+    order: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    spacing: tuple[float, float, float]
+
+    def to_canonical(self, array: np.ndarray) -> np.ndarray:
+        """Reorient an array of the coarse grid to the canonical orientation."""
+        out: np.ndarray = np.transpose(array, self.order)
+        return np.flip(out, tuple(i for i, f in enumerate(self.flips) if f))
+
+    def from_canonical(self, array: np.ndarray) -> np.ndarray:
+        """Undo :meth:`to_canonical`."""
+        out = np.flip(array, tuple(i for i, f in enumerate(self.flips) if f))
+        return np.ascontiguousarray(np.transpose(out, np.argsort(self.order)))
+
+
+@dataclass(frozen=True)
+class _Component:
+    """Statistics of one connected air component in the canonical coarse grid.
+
+    ``top`` is its most cranial slice and ``middle`` the slice of its centre of mass (canonical
+    axis 0 runs head to feet); ``gas_fraction`` is its share of voxels below ``gas_median_hu``
+    (above one half means its median is gas).
+    """
+
+    label: int
+    volume_ml: float
+    gas_fraction: float
+    top: int
+    middle: float
+    box: tuple[slice, slice, slice]
+
+
+def _frame_for(volume: Volume, params: LungMaskParameters) -> _Frame:
+    """Block factors and the axis permutation that makes the working grid canonical.
+
+    The permutation is the one whose array axes are best aligned with the patient's
+    head-feet, front-back and right-left axes; an oblique acquisition gets the nearest one.
+    """
+    spacing = volume.geometry.spacing
+    fz, fy, fx = (max(1, round(params.working_spacing_mm / s)) for s in spacing)
+    direction = np.asarray(volume.geometry.direction, dtype=float)
+    array_axis_vectors = (direction[:, 2], direction[:, 1], direction[:, 0])
+    patient_axis_of_canonical = (2, 1, 0)
+
+    def alignment(i: int, order: tuple[int, ...]) -> float:
+        return float(array_axis_vectors[order[i]][patient_axis_of_canonical[i]])
+
+    best = max(itertools.permutations(range(3)), key=lambda order: sum(abs(alignment(i, order)) for i in range(3)))
+    wanted_sign = (-1.0, 1.0, 1.0)
+    flips = [bool(np.sign(alignment(i, best)) != wanted_sign[i]) for i in range(3)]
+    coarse_spacing = (spacing[0] * fz, spacing[1] * fy, spacing[2] * fx)
+    return _Frame(
+        factors=(fz, fy, fx),
+        order=(best[0], best[1], best[2]),
+        flips=(flips[0], flips[1], flips[2]),
+        spacing=(coarse_spacing[best[0]], coarse_spacing[best[1]], coarse_spacing[best[2]]),
+    )
+
+
+def _block_mean(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """Average ``factors``-sized blocks, slab by slab, so no full-size temporary is made.
+
+    Averaging (rather than picking every n-th voxel) keeps the partial-volume fraction, which
+    is what makes a -400 HU threshold split boundary voxels evenly on the coarse grid.
+    """
+    fz, fy, fx = factors
+    nz, ny, nx = hu.shape
+    cy, cx = -(-ny // fy), -(-nx // fx)
+    out = np.empty((-(-nz // fz), cy, cx), dtype=np.float32)
+    for k in range(out.shape[0]):
+        slab = hu[k * fz : (k + 1) * fz].mean(axis=0, dtype=np.float32)
+        if (cy * fy, cx * fx) != slab.shape:
+            slab = np.pad(slab, ((0, cy * fy - ny), (0, cx * fx - nx)), mode="edge")
+        out[k] = slab.reshape(cy, fy, cx, fx).mean(axis=(1, 3))
+    return out
+
+
+def _ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """A boolean ellipsoidal structuring element of ``radius_mm`` on an anisotropic grid."""
+    half = [max(0, math.floor(radius_mm / s)) for s in spacing]
+    squared = np.zeros([2 * h + 1 for h in half])
+    for axis, (h, s) in enumerate(zip(half, spacing, strict=True)):
+        offsets = (np.arange(-h, h + 1) * s / radius_mm) ** 2
+        squared += offsets.reshape([-1 if a == axis else 1 for a in range(len(half))])
+    return squared <= 1.0
+
+
+def _dilate(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Dilation by a ball of ``radius_mm``, via a distance map on the mask's bounding box only."""
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    box = tuple(
+        slice(max(0, int(p[0]) - m), int(p[-1]) + 1 + m)
+        for p, m in zip(
+            (np.nonzero(mask.any(axis=tuple(j for j in range(3) if j != i)))[0] for i in range(3)),
+            (math.ceil(radius_mm / s) + 1 for s in spacing),
+            strict=True,
+        )
+    )
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return out
+
+
+def _fill_holes(mask: np.ndarray, structure: np.ndarray, faces: tuple[int, ...]) -> np.ndarray:
+    """Fill background regions that do not reach the array faces on ``faces`` axes.
+
+    Labelling the background once is linear in the number of voxels, unlike iterative
+    propagation; with an in-plane structure and ``faces=(1, 2)`` it fills slice by slice.
+    """
+    labels, count = ndimage.label(~mask, structure=structure)
+    if count == 0:
+        return mask.copy()
+    keep = np.ones(count + 1, dtype=bool)
+    keep[0] = False
+    for axis in faces:
+        for index in (0, -1):
+            keep[np.take(labels, index, axis=axis)] = False
+    filled: np.ndarray = mask | keep[labels]
+    return filled
+
+
+def _body_mask(coarse: np.ndarray, spacing: tuple[float, float, float], params: LungMaskParameters) -> np.ndarray:
+    """The patient's body with everything it encloses (lungs included), slice by slice."""
+    tissue = coarse > params.body_threshold_hu
+    disk = _ball(params.body_opening_mm, (1e9, spacing[1], spacing[2]))
+    opened = ndimage.binary_opening(tissue, structure=disk)
+    labels, count = ndimage.label(opened)
+    if count == 0:
+        return np.zeros_like(tissue)
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    body = tissue & ndimage.binary_dilation(labels == largest, structure=disk)
+    return _fill_holes(body, _IN_PLANE_CROSS, faces=(1, 2))
+
+
+def _trachea_candidates(
+    low_air: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]
+) -> Iterator[tuple[int, int, int]]:
+    """Seeds of small, near-midline air regions in the top slices, best first per slice.
+
+    The trachea is 1.5-2.5 cm wide in adults: its cross-section is accepted between 0.5 and
+    8 cm^2, within 2 cm (or a tenth of the body width) of the body's midline.
+    """
+    pixel_mm2 = spacing[1] * spacing[2]
+    body_slices = np.nonzero(body.any(axis=(1, 2)))[0]
+    if body_slices.size == 0:
+        return
+    first = int(body_slices[0])
+    last = first + max(1, int(0.4 * (int(body_slices[-1]) - first + 1)))
+    for k in range(first, last):
+        labels, count = ndimage.label(low_air[k])
+        if count == 0:
+            continue
+        columns = np.nonzero(body[k])[1]
+        midline, width_mm = columns.mean(), (columns.max() - columns.min() + 1) * spacing[2]
+        areas = np.bincount(labels.ravel())[1:] * pixel_mm2
+        centres = ndimage.center_of_mass(low_air[k], labels, range(1, count + 1))
+        options = [
+            (area, index + 1)
+            for index, (area, centre) in enumerate(zip(areas, centres, strict=True))
+            if 50.0 <= area <= 800.0 and abs(centre[1] - midline) * spacing[2] <= max(20.0, 0.1 * width_mm)
+        ]
+        for _, label in sorted(options, reverse=True):
+            rows, cols = np.nonzero(labels == label)
+            middle = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+            yield k, int(rows[middle]), int(cols[middle])
+
+
+def _grow(candidate: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
+    """The 6-connected component of ``candidate`` that contains ``seed`` (empty if none does)."""
+    if not candidate[seed]:
+        return np.zeros_like(candidate)
+    labels, _ = ndimage.label(candidate)
+    component: np.ndarray = labels == labels[seed]
+    return component
+
+
+def _trachea_above_leak(tree: np.ndarray, seed_slice: int) -> np.ndarray:
+    """Keep the leaked tree only above the first slice whose area jumps (where it met lung)."""
+    areas = tree.sum(axis=(1, 2))
+    reference = float(np.median(areas[seed_slice : seed_slice + 3]))
+    stop = tree.shape[0]
+    for k in range(seed_slice, tree.shape[0]):
+        if areas[k] > 3.0 * reference:
+            stop = k
+            break
+    kept = np.zeros_like(tree)
+    kept[seed_slice:stop] = tree[seed_slice:stop]
+    return kept
+
+
+def _trace_airway(
+    coarse: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], params: LungMaskParameters
+) -> tuple[np.ndarray | None, list[str]]:
+    """Trachea and bronchi by explosion-controlled region growing from a trachea seed."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    low_air = body & (coarse < params.airway_threshold_hu)
+    tried = 0
+    for seed in _trachea_candidates(low_air, body, spacing):
+        if tried >= _MAX_TRACHEA_CANDIDATES:
+            break
+        tried += 1
+        tree = _grow(low_air, seed)
+        extent_mm = np.count_nonzero(tree.any(axis=(1, 2))) * spacing[0]
+        if extent_mm < min(params.min_trachea_extent_mm, 0.5 * coarse.shape[0] * spacing[0]):
+            continue
+        threshold = params.airway_threshold_hu
+        while tree.sum() * voxel_ml > params.max_airway_ml:
+            threshold -= params.airway_threshold_step_hu
+            lower = _grow(body & (coarse < threshold), seed)
+            if threshold < params.airway_min_threshold_hu or not lower.any():
+                logger.info("airway growing leaked at every threshold; keeping the trachea above the leak")
+                leak = (
+                    "airway tracing leaked into the lung at every threshold (emphysema?); only the "
+                    "trachea above the leak was removed, main bronchi may be included in the lung mask"
+                )
+                return _trachea_above_leak(tree, seed[0]), [leak]
+            tree = lower
+        logger.debug("airway traced at %.0f HU: %.1f mL", threshold, tree.sum() * voxel_ml)
+        return tree, []
+    return None, ["trachea not found in the top slices; large airways may be included in the lung mask"]
+
+
+def _without_gas_pockets(
+    candidates: np.ndarray,
+    coarse: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: LungMaskParameters,
+) -> np.ndarray:
+    """Drop the gas of in-plane air regions that are mostly pure gas (stomach, bowel, airways).
+
+    With thick slices the gastric bubble can touch the lung base in the next slice and join it
+    in 3-D.  In its own slice, though, gas is an island separated from the lung by the diaphragm,
+    while emphysema and bullae are connected in-plane to the surrounding parenchyma, so judging
+    each in-plane region by its share of voxels below ``gas_median_hu`` finds gas without
+    touching the lung.  Only the gas itself and a rim of ``airway_margin_mm`` (its partial-volume
+    edge) are removed, so lung that touches the gas in-plane stays.
+    """
+    labels, count = ndimage.label(candidates, structure=_IN_PLANE_CROSS)
+    if count == 0:
+        return candidates
+    flat = labels.ravel()
+    gas_voxels = coarse < params.gas_median_hu
+    sizes = np.bincount(flat, minlength=count + 1)
+    gas = np.bincount(flat[gas_voxels.ravel()], minlength=count + 1)
+    pocket = (gas >= 0.5 * sizes) & (sizes >= 100.0 / (spacing[1] * spacing[2]))
+    pocket[0] = False
+    if not pocket.any():
+        return candidates
+    in_pocket = pocket[labels]
+    rim = ndimage.binary_dilation(in_pocket & gas_voxels, structure=_ball(params.airway_margin_mm, (1e9, *spacing[1:])))
+    kept: np.ndarray = candidates & ~(rim & in_pocket)
+    return kept
+
+
+def _components(
+    candidates: np.ndarray,
+    coarse: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: LungMaskParameters,
+) -> tuple[np.ndarray, list[_Component]]:
+    """Label air components and describe those above 1 mL, largest first.
+
+    Counts come from ``bincount`` over the label image, which is linear in the number of
+    voxels; per-label medians and centres of mass from ``scipy.ndimage`` sort or loop instead.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    labels, count = ndimage.label(candidates)
+    if count == 0:
+        return labels, []
+    flat = labels.ravel()
+    sizes = np.bincount(flat, minlength=count + 1)
+    gas = np.bincount(flat[(coarse < params.gas_median_hu).ravel()], minlength=count + 1)
+    slice_index = np.broadcast_to(np.arange(labels.shape[0])[:, None, None], labels.shape).ravel()
+    middles = np.bincount(flat, weights=slice_index, minlength=count + 1) / np.maximum(sizes, 1)
+    boxes = ndimage.find_objects(labels)
+    found = [
+        _Component(
+            label=label,
+            volume_ml=float(sizes[label] * voxel_ml),
+            gas_fraction=float(gas[label] / sizes[label]),
+            top=int(boxes[label - 1][0].start),
+            middle=float(middles[label]),
+            box=boxes[label - 1],
+        )
+        for label in range(1, count + 1)
+        if sizes[label] * voxel_ml >= 1.0
+    ]
+    return labels, sorted(found, key=lambda c: c.volume_ml, reverse=True)
+
+
+def _select_lungs(components: list[_Component], params: LungMaskParameters) -> list[_Component]:
+    """The components that are lung: not gas, and either large or reaching above mid-lung.
+
+    Gas below the diaphragm (stomach, colon) is nearly pure air and sits entirely below the
+    middle of the lungs, so either test rejects it; lung fragments are neither.
+    """
+    tissue_like = [c for c in components if c.gas_fraction < 0.5]
+    if not tissue_like or tissue_like[0].volume_ml < params.min_lung_ml:
+        return []
+    main = tissue_like[0]
+    kept = [main]
+    for comp in tissue_like[1:]:
+        if comp.volume_ml < params.min_component_fraction * main.volume_ml:
+            continue
+        if comp.top <= main.middle or comp.volume_ml >= 0.2 * main.volume_ml:
+            kept.append(comp)
+        else:
+            logger.debug("rejecting air component of %.0f mL below mid-lung", comp.volume_ml)
+    return kept
+
+
+def _split_touching(
+    component: np.ndarray, midline: float, spacing: tuple[float, float, float], params: LungMaskParameters
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Split a component that holds both lungs into (left, right), or ``None`` if it will not.
+
+    In-plane erosion cuts the thin junction first; once there is a core on each side of the
+    midline (no core straddling it), the cores are grown back one erosion level at a time, each
+    only into its own level, so the cut falls in the middle of the junction where it vanished.
+    Whatever that leaves (thin parts that vanished early, ties) goes to the nearest side.
+    """
+    levels = [component]
+    x_index = np.arange(component.shape[2])
+    for _ in range(max(1, round(params.max_split_erosion_mm / spacing[2]))):
+        eroded = ndimage.binary_erosion(levels[-1], structure=_IN_PLANE_CROSS)
+        if not eroded.any():
+            return None
+        levels.append(eroded)
+        labels, count = ndimage.label(eroded)
+        if count < 2:
+            continue
+        sizes = np.bincount(labels.ravel())
+        left_counts = np.bincount(labels.ravel(), weights=np.broadcast_to(x_index > midline, labels.shape).ravel())
+        total = sizes[1:].sum()
+        big = sizes >= 0.01 * total
+        big[0] = False
+        fraction_left = left_counts / np.maximum(sizes, 1)
+        if np.any(big & (fraction_left > 0.1) & (fraction_left < 0.9)):
+            continue
+        left = (labels > 0) & (fraction_left[labels] >= 0.5)
+        right = (labels > 0) & (fraction_left[labels] < 0.5)
+        if left.sum() < 0.1 * total or right.sum() < 0.1 * total:
+            continue
+        for level in reversed(levels[:-1]):
+            free = level & ~left & ~right
+            grow_left = ndimage.binary_dilation(left, structure=_IN_PLANE_CROSS) & free
+            grow_right = ndimage.binary_dilation(right, structure=_IN_PLANE_CROSS) & free
+            left |= grow_left & ~grow_right
+            right |= grow_right & ~grow_left
+        rest = component & ~left & ~right
+        if rest.any():
+            nearest = ndimage.distance_transform_edt(
+                ~(left | right), sampling=spacing, return_distances=False, return_indices=True
+            )
+            left |= rest & left[tuple(nearest)]
+        return left, component & ~left
+    return None
+
+
+def _assign_sides(
+    labels: np.ndarray,
+    lungs: list[_Component],
+    body: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: LungMaskParameters,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Left and right lung masks (canonical coarse grid) from the selected components."""
+    top = min(c.box[0].start for c in lungs)
+    bottom = max(c.box[0].stop for c in lungs)
+    per_column = body[top:bottom].sum(axis=(0, 1), dtype=np.int64)
+    midline = float(np.average(np.arange(per_column.size), weights=per_column))
+    total = sum(c.volume_ml for c in lungs)
+    left = np.zeros(labels.shape, dtype=bool)
+    right = np.zeros(labels.shape, dtype=bool)
+    warnings: list[str] = []
+    for comp in lungs:
+        box = comp.box
+        mask = labels[box] == comp.label
+        x_local = midline - box[2].start
+        fraction_left = float(np.count_nonzero(mask[:, :, max(0, math.floor(x_local) + 1) :])) / mask.sum()
+        if comp.volume_ml >= 0.3 * total and 0.15 <= fraction_left <= 0.85:
+            split = _split_touching(mask, x_local, spacing, params)
+            if split is not None:
+                left[box] |= split[0]
+                right[box] |= split[1]
+                continue
+            warnings.append(
+                "the left and right lungs touch and could not be separated; the joined region was "
+                "given to the side holding most of it"
+            )
+        (left if fraction_left >= 0.5 else right)[box] |= mask
+    return left, right, warnings
+
+
+def _close(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Morphological closing with a ball of ``radius_mm`` and 3-D hole filling, via distance maps.
+
+    Distance transforms make the cost independent of the ball size; the mask is cropped to its
+    bounding box with a margin so that the dilation is not clipped by the array edge.
+    """
+    if not mask.any():
+        return mask.copy()
+    margin = [math.ceil(radius_mm / s) + 1 for s in spacing]
+    present = [np.nonzero(mask.any(axis=tuple(j for j in range(3) if j != i)))[0] for i in range(3)]
+    lo = [int(p[0]) for p in present]
+    hi = [int(p[-1]) + 1 for p in present]
+    crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    padded = np.pad(crop, [(m, m) for m in margin])
+    dilated = ndimage.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
+    closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    closed = _fill_holes(closed | padded, ndimage.generate_binary_structure(3, 1), faces=(0, 1, 2))
+    out = np.zeros_like(mask)
+    region = tuple(slice(max(0, lo[i] - margin[i]), min(mask.shape[i], hi[i] + margin[i])) for i in range(3))
+    inner = tuple(slice(region[i].start - (lo[i] - margin[i]), region[i].stop - (lo[i] - margin[i])) for i in range(3))
+    out[region] = closed[inner]
+    return out
+
+
+def _circular_runs(flags: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label runs of True in a circular 1-D array (a run may wrap from the end to the start)."""
+    runs, count = ndimage.label(flags)
+    if count > 1 and runs[0] and runs[-1]:
+        runs[runs == runs[-1]] = runs[0]
+    return runs, count
+
+
+def _bridge_runs(
+    contour: np.ndarray,
+    angles: np.ndarray,
+    runs: np.ndarray,
+    count: int,
+    eligible: np.ndarray,
+    min_depth: float,
+) -> np.ndarray:
+    """Raise each dip of a circular contour profile to the straight chord across it.
+
+    The chord joins the contour points (in the image plane, not in polar coordinates) just
+    before and just after the dip, as a taut string would: on a convex stretch of pleura the
+    chord lies inside the lung and adds nothing, across a dent it closes the dent.  A dip is left
+    as it is when the chord is less than ``min_depth`` outside the contour or when a side of it
+    is not ``eligible`` (no lung, or the medial sector): such a dip is the edge of the heart or
+    hilum, not a dent in the pleural surface.
+    """
+    bridged = contour.copy()
+    n = contour.size
+    for label in range(1, count + 1):
+        members = np.nonzero(runs == label)[0]
+        if members.size == 0:
+            continue
+        gaps = np.nonzero(np.diff(members) > 1)[0]
+        first = int(members[gaps[0] + 1]) if gaps.size else int(members[0])
+        before, after = (first - 1) % n, (first + members.size) % n
+        if not (eligible[[before, (before - 1) % n]].all() and eligible[[after, (after + 1) % n]].all()):
+            continue
+        ends = [contour[i] * np.array([np.cos(angles[i]), np.sin(angles[i])]) for i in (before, after)]
+        normal = np.array([ends[1][1] - ends[0][1], ends[0][0] - ends[1][0]])
+        offset = float(normal @ ends[0])
+        positions = (first + np.arange(members.size)) % n
+        towards = normal[0] * np.cos(angles[positions]) + normal[1] * np.sin(angles[positions])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            chord = np.where(offset * towards > 0, offset / towards, 0.0)
+        if np.max(chord - contour[positions]) >= min_depth:
+            bridged[positions] = np.maximum(contour[positions], chord)
+    return bridged
+
+
+def _fill_pleural_dips(
+    mask: np.ndarray,
+    allowed: np.ndarray,
+    spacing: tuple[float, float, float],
+    medial_angle: float,
+    params: LungMaskParameters,
+) -> np.ndarray:
+    """Fill narrow dips of the outer lung contour, slice by slice (a rolling window in angle).
+
+    Dense pathology against the pleura (consolidation, effusion) is not air, so it dents the
+    aerated lung from the outside; a closing cannot fill such a dent because the ball fits into
+    the chest wall behind it.  Here the outer contour is described, per slice, by the largest
+    lung radius in each angular bin around the lung's centre; a grey closing of that profile over
+    ``pleural_window_deg`` restores the envelope, and pixels between the contour and the envelope
+    are added.  The sector facing the midline is excluded, and bins without lung are never
+    filled, so the heart, the hilum and the diaphragm domes stay out.
+    """
+    bins = 120
+    window = max(3, round(params.pleural_window_deg / 360.0 * bins) | 1)
+    centres = (np.arange(bins) + 0.5) * 2.0 * np.pi / bins - np.pi
+    off_medial = np.abs(np.angle(np.exp(1j * (centres - medial_angle)))) > np.radians(params.medial_exclusion_deg)
+    margin = [math.ceil(params.pleural_max_depth_mm / s) for s in spacing]
+    out = mask.copy()
+    for k in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        rows, cols = np.nonzero(mask[k])
+        y0, y1 = max(0, rows.min() - margin[1]), min(mask.shape[1], rows.max() + margin[1] + 1)
+        x0, x1 = max(0, cols.min() - margin[2]), min(mask.shape[2], cols.max() + margin[2] + 1)
+        dy = (np.arange(y0, y1)[:, None] - rows.mean()) * spacing[1]
+        dx = (np.arange(x0, x1)[None, :] - cols.mean()) * spacing[2]
+        radius = np.hypot(dy, dx)
+        which = ((np.arctan2(dy, dx) + np.pi) / (2.0 * np.pi) * bins).astype(np.intp) % bins
+        inside = mask[k, y0:y1, x0:x1]
+        contour = np.zeros(bins)
+        np.maximum.at(contour, which[inside], radius[inside])
+        envelope = ndimage.grey_closing(contour, size=window, mode="wrap")
+        eligible = (contour > 0) & off_medial
+        runs, count = _circular_runs(eligible & (envelope > contour))
+        if count == 0:
+            continue
+        bridge = _bridge_runs(contour, centres, runs, count, eligible, params.pleural_min_depth_mm)
+        reach = np.minimum(bridge, contour + params.pleural_max_depth_mm)[which]
+        add = (radius > contour[which]) & (radius <= reach)
+        out[k, y0:y1, x0:x1] |= add & allowed[k, y0:y1, x0:x1]
+    return out
+
+
+def _axis_weights(factor: int, coarse: int, keep: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation indices and weights from a block-averaged axis back to full size."""
+    position = (np.arange(keep.start, keep.stop) - (factor - 1) / 2.0) / factor
+    position = np.clip(position, 0.0, coarse - 1)
+    lower = np.floor(position).astype(np.intp)
+    upper = np.minimum(lower + 1, coarse - 1)
+    return lower, upper, (position - lower).astype(np.float32)
+
+
+def _upsample(
+    left: np.ndarray, right: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bring coarse masks back to the full grid by separable linear interpolation.
+
+    Only the bounding box of the lungs is interpolated, a few slices at a time, so that the
+    full-size float temporaries of a 600-slice scan never exist.
+    """
+    full_left = np.zeros(shape, dtype=bool)
+    full_right = np.zeros(shape, dtype=bool)
+    union = left | right
+    if not union.any():
+        return full_left, full_right
+    if factors == (1, 1, 1):
+        return left.copy(), right.copy()
+    keep = []
+    for axis in range(3):
+        present = np.nonzero(union.any(axis=tuple(j for j in range(3) if j != axis)))[0]
+        start = max(0, (int(present[0]) - 1) * factors[axis])
+        stop = min(shape[axis], (int(present[-1]) + 2) * factors[axis])
+        keep.append(slice(start, stop))
+    weights = [_axis_weights(factors[a], left.shape[a], keep[a]) for a in range(3)]
+    (z0, z1, wz), (y0, y1, wy), (x0, x1, wx) = weights
+    sources = (left.astype(np.float32), right.astype(np.float32))
+    chunk = 16
+    for start in range(0, z0.size, chunk):
+        part = slice(start, start + chunk)
+        probabilities = []
+        for source in sources:
+            a = source[z0[part]] * (1 - wz[part])[:, None, None] + source[z1[part]] * wz[part][:, None, None]
+            a = a[:, y0] * (1 - wy)[None, :, None] + a[:, y1] * wy[None, :, None]
+            probabilities.append(a[:, :, x0] * (1 - wx) + a[:, :, x1] * wx)
+        p_left, p_right = probabilities
+        target = (
+            slice(keep[0].start + start, min(keep[0].stop, keep[0].start + start + chunk)),
+            keep[1],
+            keep[2],
+        )
+        full_left[target] = (p_left >= 0.5) & (p_left >= p_right)
+        full_right[target] = (p_right >= 0.5) & (p_right > p_left)
+    return full_left, full_right
+
+
+def _empty(shape: tuple[int, ...], warnings: list[str]) -> LungSegmentation:
+    """Empty masks with the reason; a missing lung is a finding, not a crash."""
+    logger.warning("no lung segmented: %s", "; ".join(warnings))
+    return LungSegmentation(np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool), tuple(warnings))
+
+
+def segment_lungs(volume: Volume, params: LungMaskParameters | None = None) -> LungSegmentation:
+    """Segment the left and right lungs of a CT volume with classical image processing.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT in HU; any slice thickness from about 0.5 to 8 mm, any patient position.
+    params : LungMaskParameters, optional
+        Tunable constants; the defaults are meant for adult chest CT.
+
+    Returns
+    -------
+    LungSegmentation
+        Disjoint boolean masks of the patient's left and right lung on ``volume``'s grid (the
+        trachea and main bronchi excluded), and warnings in words.  When no lung is found the
+        masks are empty and a warning says why.
+    """
+    params = params or LungMaskParameters()
+    shape = volume.hu.shape
+    frame = _frame_for(volume, params)
+    coarse = frame.to_canonical(_block_mean(volume.hu, frame.factors))
+    spacing = frame.spacing
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    logger.debug("working grid %s at %s mm (blocks %s)", coarse.shape, spacing, frame.factors)
+
+    body = _body_mask(coarse, spacing, params)
+    if not body.any():
+        return _empty(shape, ["no body found in the image (nothing above -500 HU)"])
+    warnings: list[str] = []
+    air = body & (coarse < params.air_threshold_hu)
+    airway, airway_warnings = _trace_airway(coarse, body, spacing, params)
+    warnings.extend(airway_warnings)
+    candidates = air
+    if airway is not None:
+        candidates = air & ~_dilate(airway, spacing, params.airway_margin_mm)
+
+    candidates = _without_gas_pockets(candidates, coarse, spacing, params)
+    labels, components = _components(candidates, coarse, spacing, params)
+    lungs = _select_lungs(components, params)
+    if not lungs:
+        largest = f"; the largest air region is {components[0].volume_ml:.0f} mL" if components else ""
+        return _empty(shape, [f"no lung found: no aerated region inside the body is lung-like{largest}"])
+    left, right, side_warnings = _assign_sides(labels, lungs, body, spacing, params)
+    warnings.extend(side_warnings)
+
+    allowed = body & ~airway if airway is not None else body
+    closed_left = _close(left, spacing, params.closing_radius_mm) & allowed & ~right
+    closed_left = _fill_pleural_dips(closed_left, allowed & ~right, spacing, np.pi, params)
+    closed_right = _close(right, spacing, params.closing_radius_mm) & allowed & ~closed_left
+    closed_right = _fill_pleural_dips(closed_right, allowed & ~closed_left, spacing, 0.0, params)
+    for name, mask in (("left", closed_left), ("right", closed_right)):
+        if not mask.any():
+            warnings.append(f"no {name} lung found")
+        elif any(np.take(mask, i, axis=a).any() for a in (1, 2) for i in (0, -1)):
+            warnings.append(f"the {name} lung reaches the edge of the field of view; part of it may be missing")
+    logger.info(
+        "lung mask: left %.0f mL, right %.0f mL (working grid)",
+        closed_left.sum() * voxel_ml,
+        closed_right.sum() * voxel_ml,
+    )
+    full_left, full_right = _upsample(
+        frame.from_canonical(closed_left), frame.from_canonical(closed_right), frame.factors, shape
+    )
+    return LungSegmentation(left=full_left, right=full_right, warnings=tuple(warnings))

@@ -1,0 +1,537 @@
+"""A synthetic chest CT with known lungs, for tests and for the demo when no real scan is at hand.
+
+The phantom is built from simple solids placed in patient coordinates (DICOM LPS, mm): an
+elliptic body with fat, muscle, ribs, sternum and spine; two lungs (~ -850 HU) with domed bases
+and vessels; heart and aorta pressing on the lungs; a trachea splitting at the carina into two
+main bronchi that enter the lungs; a stomach gas bubble under the left dome (gas that must not be
+called lung); a patient table; optionally a dense consolidation against the pleura and lungs that
+touch in the midline.  Because every solid is known, so are the true left and right lung masks,
+which is what makes Dice-type tests of :mod:`models.lungmask` possible.
+
+Sizes are adult-like and fixed in mm, independent of the voxel grid, so a phantom sampled at 1 mm
+or at 8 mm has the same anatomy; an in-plane field of view of at least 340 mm holds the body.
+
+:func:`write_ct_series` writes any HU volume as a CT Image Storage series (PS3.3 A.3) that
+``dciodvfy`` accepts, so the phantom can travel the same DICOM path as a real scan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from models.findings import Geometry, Volume
+
+__all__ = ["PATIENT_POSITIONS", "Phantom", "chest_phantom", "write_ct_series"]
+
+logger = logging.getLogger(__name__)
+
+#: Image Orientation (Patient) row and column cosines of axial scans per Patient Position
+#: (PS3.3 C.7.3.1.1.2), as scanners write them: the table is always at the bottom of the image.
+PATIENT_POSITIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "HFS": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "HFP": ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0)),
+    "FFS": ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "FFP": ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0)),
+}
+
+_AIR_HU = -1000.0
+_LUNG_HU = -850.0
+_FAT_HU = -100.0
+_SOFT_TISSUE_HU = 35.0
+_MUSCLE_HU = 50.0
+_BLOOD_HU = 40.0
+_LIVER_HU = 55.0
+_BONE_HU = 600.0
+_SPINE_HU = 350.0
+_CONSOLIDATION_HU = 30.0
+_AIRWAY_WALL_HU = 60.0
+_TABLE_HU = 150.0
+
+#: Body cross-section semi-axes (mm): left-right, anterior-posterior.
+_BODY_SEMI_AXES = (150.0, 105.0)
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """A synthetic CT in HU with its ground truth, all ``[z, y, x]`` on ``geometry``.
+
+    ``left`` and ``right`` are the patient's left and right lungs (vessels, consolidation and
+    bronchial walls inside them included; the airway lumen excluded).  ``airway`` is the lumen
+    of the trachea and main bronchi, ``consolidation`` the dense patch (empty when not asked for),
+    ``gas`` the stomach bubble under the left dome, which is air but not lung.
+    """
+
+    hu: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    airway: np.ndarray
+    consolidation: np.ndarray
+    gas: np.ndarray
+    geometry: Geometry
+    patient_position: str
+
+    def volume(self) -> Volume:
+        """The phantom as a :class:`Volume`, with synthetic but stable SOP Instance UIDs."""
+        uids = tuple(
+            str(generate_uid(entropy_srcs=["lungcds-phantom", repr(self.geometry), str(k)]))
+            for k in range(self.hu.shape[0])
+        )
+        return Volume(hu=self.hu, geometry=self.geometry, source_sop_instance_uids=uids)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Patient coordinates (mm) of the generation grid: z superior, y posterior, x left."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+
+    def box(self, lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[slice, ...]:
+        """Index slices ``[z, y, x]`` of the voxels whose centres lie in an (x, y, z) mm box."""
+        out = []
+        for axis, low, high in ((self.z, lo[2], hi[2]), (self.y, lo[1], hi[1]), (self.x, lo[0], hi[0])):
+            start = int(np.searchsorted(axis, low, side="left"))
+            stop = int(np.searchsorted(axis, high, side="right"))
+            out.append(slice(start, max(start, stop)))
+        return tuple(out)
+
+    def coords(self, box: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Broadcastable x, y, z coordinate arrays of a box, float32 to keep memory low."""
+        zs, ys, xs = box
+        return (
+            self.x[xs].astype(np.float32)[None, None, :],
+            self.y[ys].astype(np.float32)[None, :, None],
+            self.z[zs].astype(np.float32)[:, None, None],
+        )
+
+
+def _ellipsoid(
+    grid: _Grid, centre: tuple[float, float, float], semi: tuple[float, float, float]
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A solid ellipsoid as (box, mask within the box)."""
+    box = grid.box(
+        (centre[0] - semi[0], centre[1] - semi[1], centre[2] - semi[2]),
+        (centre[0] + semi[0], centre[1] + semi[1], centre[2] + semi[2]),
+    )
+    x, y, z = grid.coords(box)
+    inside = ((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2 + (
+        (z - centre[2]) / semi[2]
+    ) ** 2 <= 1.0
+    return box, inside
+
+
+def _tube(
+    grid: _Grid, start: tuple[float, float, float], end: tuple[float, float, float], radius: float
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A capsule (all points within ``radius`` of the segment start-end) as (box, mask)."""
+    a, b = np.asarray(start), np.asarray(end)
+    box = grid.box(tuple(np.minimum(a, b) - radius), tuple(np.maximum(a, b) + radius))
+    x, y, z = grid.coords(box)
+    d = b - a
+    t = ((x - a[0]) * d[0] + (y - a[1]) * d[1] + (z - a[2]) * d[2]) / float(d @ d)
+    t = np.clip(t, 0.0, 1.0)
+    dist2 = (x - a[0] - t * d[0]) ** 2 + (y - a[1] - t * d[1]) ** 2 + (z - a[2] - t * d[2]) ** 2
+    return box, dist2 <= radius**2
+
+
+def _paint(target: np.ndarray, shape: tuple[tuple[slice, ...], np.ndarray], value: float | bool) -> None:
+    """Set ``target`` to ``value`` inside a (box, mask) solid."""
+    box, mask = shape
+    view = target[box]
+    view[np.broadcast_to(mask, view.shape)] = value
+
+
+def _dome_top(centre_x: float, lung_centre_z: float) -> tuple[float, float, float, float]:
+    """Diaphragm dome under one lung: (x centre, z of the lung floor, dome height, width) in mm."""
+    return centre_x, lung_centre_z - 110.0, 45.0, 45.0
+
+
+def _below_dome(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray | float, dome: tuple[float, float, float, float]
+) -> np.ndarray:
+    """True under the dome surface z = floor + height * exp(-r^2 / width^2)."""
+    cx, floor, height, width = dome
+    surface = floor + height * np.exp(-(((x - cx) / width) ** 2 + (y / (width * 1.2)) ** 2))
+    return z < surface
+
+
+def _layout(touching: bool) -> dict[str, tuple[float, float, float]]:
+    """Centres and semi-axes (mm) of the lungs; touching lungs meet in the midline."""
+    if touching:
+        return {
+            "right_centre": (-58.0, 0.0, 0.0),
+            "right_semi": (59.5, 72.0, 110.0),
+            "left_centre": (58.0, 0.0, 0.0),
+            "left_semi": (59.5, 70.0, 105.0),
+        }
+    return {
+        "right_centre": (-65.0, 0.0, 0.0),
+        "right_semi": (55.0, 72.0, 110.0),
+        "left_centre": (65.0, 0.0, 0.0),
+        "left_semi": (52.0, 70.0, 105.0),
+    }
+
+
+def _vessels(
+    rng: np.random.Generator, side: float, lung_centre: tuple[float, float, float]
+) -> Iterator[tuple[tuple[float, float, float], tuple[float, float, float], float]]:
+    """Pulmonary vessels of one lung: one large hilar trunk and a spray of tapering branches."""
+    hilum = (side * 35.0, -5.0, 15.0)
+    yield (side * 5.0, -15.0, 25.0), hilum, 8.0
+    for _ in range(14):
+        direction = rng.normal(size=3)
+        direction[0] = side * abs(direction[0])
+        direction /= np.linalg.norm(direction)
+        reach = rng.uniform(0.5, 0.8)
+        tip = np.asarray(lung_centre) + direction * np.asarray((45.0, 60.0, 90.0)) * reach
+        yield hilum, (float(tip[0]), float(tip[1]), float(tip[2])), float(rng.uniform(1.5, 4.0))
+
+
+def _render(
+    grid: _Grid, *, consolidation: bool, touching: bool, table_posterior: bool, seed: int
+) -> dict[str, np.ndarray]:
+    """Paint the anatomy on the generation grid; returns HU and the truth masks."""
+    shape = (grid.z.size, grid.y.size, grid.x.size)
+    rng = np.random.default_rng(seed)
+    hu = np.full(shape, _AIR_HU, dtype=np.float32)
+    layout = _layout(touching)
+
+    table_y = (130.0, 142.0) if table_posterior else (-142.0, -130.0)
+    table = (grid.y[:, None] >= table_y[0]) & (grid.y[:, None] <= table_y[1]) & (np.abs(grid.x[None, :]) <= 200)
+    hu[:, table] = _TABLE_HU
+    ax, ay = _BODY_SEMI_AXES
+    radius = np.sqrt((grid.x[None, :] / ax) ** 2 + (grid.y[:, None] / ay) ** 2)
+    hu[:, radius <= 1.0] = _FAT_HU
+    hu[:, radius <= 0.9] = _MUSCLE_HU
+    hu[:, radius <= 0.84] = _SOFT_TISSUE_HU
+    rib_ring = (radius > 0.85) & (radius < 0.89) & (np.abs(grid.x[None, :]) > 25.0)
+    for z_rib in np.arange(-140.0, 160.0, 28.0):
+        in_band = np.abs(grid.z - z_rib) <= 5.0
+        if in_band.any():
+            block = hu[in_band]
+            block[:, rib_ring] = _BONE_HU
+            hu[in_band] = block
+    sternum = (np.abs(grid.x[None, :]) <= 15.0) & (grid.y[:, None] >= -100.0) & (grid.y[:, None] <= -88.0)
+    hu[:, sternum] = _BONE_HU
+    hu[:, (grid.x[None, :] ** 2 + (grid.y[:, None] - 62.0) ** 2) <= 20.0**2] = _SPINE_HU
+
+    inner = radius <= 0.84
+    domes = {name: _dome_top(layout[f"{name}_centre"][0], layout[f"{name}_centre"][2]) for name in ("right", "left")}
+    x_plane, y_plane = grid.x[None, :], grid.y[:, None]
+    for k, z in enumerate(grid.z):
+        under_right = _below_dome(x_plane, y_plane, np.float64(z), domes["right"]) & (x_plane < 0.0)
+        under_left = _below_dome(x_plane, y_plane, np.float64(z), domes["left"]) & (x_plane >= 0.0)
+        hu[k][(under_right | under_left) & inner] = _LIVER_HU
+    gas = np.zeros(shape, dtype=bool)
+    _paint(gas, _ellipsoid(grid, (layout["left_centre"][0] - 5.0, -10.0, -95.0), (35.0, 30.0, 18.0)), True)
+    hu[gas] = _AIR_HU
+
+    mediastinum = np.zeros(shape, dtype=bool)
+    _paint(mediastinum, _ellipsoid(grid, (15.0, -35.0, -45.0), (65.0, 50.0, 55.0)), True)
+    _paint(mediastinum, _tube(grid, (22.0, 38.0, 60.0), (22.0, 38.0, -150.0), 13.0), True)
+    hu[mediastinum] = _BLOOD_HU
+    _paint(mediastinum, _tube(grid, (0.0, 62.0, 400.0), (0.0, 62.0, -400.0), 24.0), True)
+
+    lungs = {}
+    for name, side in (("right", -1.0), ("left", 1.0)):
+        centre, semi = layout[f"{name}_centre"], layout[f"{name}_semi"]
+        box, inside = _ellipsoid(grid, centre, semi)
+        x, y, z = grid.coords(box)
+        inside &= ~_below_dome(x, y, z, domes[name])
+        if touching:
+            inside &= (x >= 0.0) if side > 0 else (x < 0.0)
+        mask = np.zeros(shape, dtype=bool)
+        mask[box] = inside
+        mask &= ~mediastinum
+        hu[mask] = _LUNG_HU
+        lungs[name] = mask
+
+    for name, side in (("right", -1.0), ("left", 1.0)):
+        for start, end, r in _vessels(rng, side, layout[f"{name}_centre"]):
+            _paint(hu, _tube(grid, start, end, r), _BLOOD_HU)
+
+    dense = np.zeros(shape, dtype=bool)
+    if consolidation:
+        _paint(dense, _ellipsoid(grid, (-97.0, 55.0, -30.0), (18.0, 18.0, 20.0)), True)
+        dense &= lungs["right"]
+        hu[dense] = _CONSOLIDATION_HU
+
+    carina = (0.0, -25.0, 60.0)
+    airway_segments = (
+        ((0.0, -25.0, 400.0), carina, 9.0),
+        (carina, (-48.0, -10.0, 28.0), 7.0),
+        (carina, (52.0, -5.0, 12.0), 6.0),
+    )
+    lumen = np.zeros(shape, dtype=bool)
+    for start, end, r in airway_segments:
+        _paint(hu, _tube(grid, start, end, r + 2.5), _AIRWAY_WALL_HU)
+    for start, end, r in airway_segments:
+        _paint(lumen, _tube(grid, start, end, r), True)
+    hu[lumen] = _AIR_HU
+    for mask in lungs.values():
+        mask &= ~lumen
+    return {
+        "hu": hu,
+        "left": lungs["left"],
+        "right": lungs["right"],
+        "airway": lumen,
+        "consolidation": dense,
+        "gas": gas,
+    }
+
+
+def chest_phantom(
+    shape_zyx: tuple[int, int, int],
+    spacing_zyx: tuple[float, float, float],
+    *,
+    patient_position: str = "HFS",
+    consolidation: bool = False,
+    touching_lungs: bool = False,
+    noise_hu: float = 15.0,
+    seed: int = 0,
+) -> Phantom:
+    """Generate a synthetic chest CT with known left and right lungs.
+
+    The anatomy is centred in the field of view (lungs about 1.7 L each, centre of the lungs at
+    the centre slice), so a z extent of about 300 mm shows apex, carina, lung bases and the
+    stomach bubble.
+
+    Parameters
+    ----------
+    shape_zyx, spacing_zyx : tuple
+        Grid size and voxel spacing in mm, ``[slice, row, column]``.
+    patient_position : {"HFS", "HFP", "FFS", "FFP"}
+        DICOM Patient Position; sets the orientation of the grid (and which side the table is)
+        exactly as a scanner would, so that left/right labelling can be tested on prone and
+        feet-first scans.
+    consolidation : bool
+        Add a dense (+30 HU) patch against the posterolateral pleura of the right lung, part of
+        the true right lung.
+    touching_lungs : bool
+        Place the lungs so that they meet in the midline (truth split at x = 0).
+    noise_hu : float
+        Standard deviation of additive Gaussian noise.
+    seed : int
+        Seed of the vessel layout and the noise.
+
+    Returns
+    -------
+    Phantom
+        HU volume, truth masks and geometry.
+    """
+    if patient_position not in PATIENT_POSITIONS:
+        raise ValueError(f"patient_position must be one of {sorted(PATIENT_POSITIONS)}, got {patient_position!r}")
+    if len(shape_zyx) != 3 or min(shape_zyx) < 1 or min(spacing_zyx) <= 0:
+        raise ValueError(f"need a positive 3-D shape and spacing, got {shape_zyx} and {spacing_zyx}")
+    nz, ny, nx = shape_zyx
+    sz, sy, sx = spacing_zyx
+    grid = _Grid(
+        x=(np.arange(nx) - (nx - 1) / 2.0) * sx,
+        y=(np.arange(ny) - (ny - 1) / 2.0) * sy,
+        z=(np.arange(nz) - (nz - 1) / 2.0) * sz,
+    )
+    row, column = PATIENT_POSITIONS[patient_position]
+    parts = _render(
+        grid, consolidation=consolidation, touching=touching_lungs, table_posterior=column[1] > 0, seed=seed
+    )
+    rng = np.random.default_rng(seed + 1)
+    hu = parts["hu"]
+    for k in range(nz):
+        hu[k] += rng.standard_normal((ny, nx), dtype=np.float32) * np.float32(noise_hu)
+
+    normal = np.cross(row, column)
+    flips = (normal[2] < 0, column[1] < 0, row[0] < 0)
+    index = tuple(slice(None, None, -1) if flip else slice(None) for flip in flips)
+    arrays = {name: np.ascontiguousarray(array[index]) for name, array in parts.items()}
+    origin = (
+        float(grid.x[-1] if flips[2] else grid.x[0]),
+        float(grid.y[-1] if flips[1] else grid.y[0]),
+        float(grid.z[-1] if flips[0] else grid.z[0]) - 400.0,
+    )
+    direction = np.column_stack([row, column, normal])
+    geometry = Geometry(
+        origin=origin,
+        spacing=(float(sz), float(sy), float(sx)),
+        direction=tuple((float(r[0]), float(r[1]), float(r[2])) for r in direction),
+        shape=(nz, ny, nx),
+    )
+    return Phantom(geometry=geometry, patient_position=patient_position, **arrays)
+
+
+def _stored_values(hu: np.ndarray) -> np.ndarray:
+    """HU as int16 stored values for Rescale Intercept -1024, Slope 1."""
+    return np.clip(np.rint(hu + 1024.0), -32768, 32767).astype(np.int16)
+
+
+def _series_dataset(
+    geometry: Geometry,
+    *,
+    patient_id: str,
+    patient_name: str,
+    patient_age: str,
+    patient_sex: str,
+    study_uid: str,
+    series_uid: str,
+    slice_thickness: float,
+    patient_position: str,
+) -> Dataset:
+    """The attributes shared by every slice of the series (CT Image IOD, PS3.3 A.3)."""
+    now = datetime.now(UTC)
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "lungcds"
+    ds.ManufacturerModelName = "synthetic chest phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "SYNTHETIC PHANTOM - NOT A PATIENT"
+    ds.SeriesDescription = "Synthetic chest CT phantom"
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = patient_sex
+    ds.PatientAge = patient_age
+    ds.BodyPartExamined = "CHEST"
+    ds.SliceThickness = f"{slice_thickness:g}"
+    ds.KVP = "120"
+    ds.PatientPosition = patient_position
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.AcquisitionNumber = 1
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame-of-reference"])
+    ds.PositionReferenceIndicator = ""
+    direction = np.asarray(geometry.direction, dtype=float)
+    ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [f"{geometry.spacing[1]:.6g}", f"{geometry.spacing[2]:.6g}"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = geometry.shape[1], geometry.shape[2]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "-600"
+    ds.WindowWidth = "1500"
+    ds.BurnedInAnnotation = "NO"
+    return ds
+
+
+def write_ct_series(
+    phantom_or_hu: Phantom | np.ndarray,
+    geometry: Geometry | None,
+    out_dir: Path,
+    *,
+    patient_id: str,
+    patient_name: str,
+    patient_age: str,
+    patient_sex: str,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    slice_thickness: float,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> list[Path]:
+    """Write a HU volume as a CT Image Storage series, one file per slice.
+
+    Stored values are int16 with Rescale Intercept -1024 and Slope 1 (so -1024 ... 31743 HU are
+    representable).  SOP Instance UIDs are derived from the Series Instance UID and the slice
+    index, so writing the same series twice gives the same files.
+
+    Parameters
+    ----------
+    phantom_or_hu : Phantom or numpy.ndarray
+        A phantom, or a ``[z, y, x]`` HU array.
+    geometry : Geometry or None
+        Geometry of the array; ``None`` to use the phantom's own.
+    out_dir : pathlib.Path
+        Directory to write into (created if missing).
+    patient_id, patient_name, patient_age, patient_sex : str
+        Patient module values; ``patient_age`` as an Age String such as ``"058Y"``.
+    study_uid, series_uid : str, optional
+        UIDs to use; new ones are generated when omitted.
+    slice_thickness : float
+        Slice Thickness in mm (a reconstruction property, not derivable from the spacing).
+    transfer_syntax : str
+        Transfer syntax UID: Explicit or Implicit VR Little Endian, or a compressed syntax that
+        pydicom can encode here (RLE Lossless, JPEG-LS Lossless, JPEG 2000 Lossless).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files, in slice order.
+    """
+    if isinstance(phantom_or_hu, Phantom):
+        hu, geometry = phantom_or_hu.hu, geometry or phantom_or_hu.geometry
+        position = phantom_or_hu.patient_position
+    else:
+        if geometry is None:
+            raise ValueError("a geometry is required when writing a plain HU array")
+        hu, position = phantom_or_hu, "HFS"
+    if tuple(hu.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {hu.shape} differs from geometry shape {geometry.shape}")
+    study_uid = study_uid or str(generate_uid())
+    series_uid = series_uid or str(generate_uid())
+    syntax = UID(transfer_syntax)
+    shared = _series_dataset(
+        geometry,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        patient_age=patient_age,
+        patient_sex=patient_sex,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        slice_thickness=slice_thickness,
+        patient_position=position,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(hu.shape[0]):
+        ds = Dataset()
+        ds.update(shared)
+        sop_uid = generate_uid(entropy_srcs=[series_uid, str(k)])
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = k + 1
+        position_mm = geometry.index_to_patient((k, 0, 0))
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position_mm]
+        ds.SliceLocation = f"{float(np.dot(position_mm, np.asarray(geometry.direction)[:, 2])):.6f}"
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        pixels = _stored_values(hu[k])
+        if syntax.is_compressed:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.compress(syntax, pixels, generate_instance_uid=False)
+            ds.LossyImageCompression = "00"
+        else:
+            ds.file_meta.TransferSyntaxUID = syntax
+            ds.PixelData = pixels.tobytes()
+        path = out_dir / f"CT{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True)
+        paths.append(path)
+    logger.info("wrote %d CT slices to %s", len(paths), out_dir)
+    return paths

@@ -1,0 +1,217 @@
+"""Installed model weights: one folder per model, a SHA-256 per file, a manifest per folder.
+
+The hash is what every report prints next to a model's output, so it must describe exactly
+the bytes a model loads.  Installation therefore streams the source once, hashing while it
+copies, into a file named by its hash; the small JSON manifest is replaced atomically only
+after that file is complete and synced.  A crash at any point leaves either the old manifest
+(and the old weights) or the new one, never a manifest that names a half-written file.
+
+Layout::
+
+    root/<model_name>/manifest.json
+    root/<model_name>/<sha256><suffix of the source file>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.registry import REGISTRY, get_spec
+
+__all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "sha256_of"]
+
+logger = logging.getLogger(__name__)
+
+#: File name of the per-model manifest.
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be installed or an installation that cannot be read."""
+
+
+@dataclass(frozen=True)
+class InstalledWeights:
+    """One installed weights file, as recorded in its manifest.
+
+    Attributes
+    ----------
+    name : str
+        Registered model name.
+    sha256 : str
+        Hex SHA-256 of the file's bytes.
+    size : int
+        File size in bytes.
+    installed_at : str
+        ISO 8601 UTC time of installation.
+    source_filename : str
+        Name of the file it was installed from (for the audit trail).
+    path : pathlib.Path
+        Where the installed copy is.
+    """
+
+    name: str
+    sha256: str
+    size: int
+    installed_at: str
+    source_filename: str
+    path: Path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks so that large weights need no memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json_atomically(path: Path, payload: dict[str, object]) -> None:
+    """Write JSON to a temporary file beside ``path``, sync it, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WeightStore:
+    """The weights installed for the registered models, under one root folder.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Folder holding one sub-folder per model; created on the first installation.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _folder(self, model_name: str) -> Path:
+        """The folder of a registered model; refuses unknown names before touching the disk."""
+        get_spec(model_name)
+        return self.root / model_name
+
+    def install(self, source: Path, model_name: str) -> InstalledWeights:
+        """Copy a weights file into the store and record its hash.
+
+        Parameters
+        ----------
+        source : pathlib.Path
+            The weights file (any format the model's loader reads).
+        model_name : str
+            A registered model that needs weights.
+
+        Returns
+        -------
+        InstalledWeights
+            What was recorded.
+
+        Raises
+        ------
+        models.registry.UnknownModelError
+            If the name is not registered (a :class:`ValueError`).
+        WeightsError
+            If the model is weight-free, or the source is missing, not a file or empty.
+        """
+        source = Path(source)
+        folder = self._folder(model_name)
+        if not get_spec(model_name).needs_weights:
+            raise WeightsError(f"model {model_name!r} is weight-free; there are no weights to install")
+        if not source.is_file():
+            raise WeightsError(f"weights file {source} does not exist or is not a regular file")
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".tmp")
+        try:
+            with source.open("rb") as reader, os.fdopen(fd, "wb") as writer:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            if size == 0:
+                raise WeightsError(f"weights file {source} is empty")
+            sha256 = digest.hexdigest()
+            target = folder / f"{sha256}{source.suffix}"
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        previous = self.get(model_name)
+        record = InstalledWeights(
+            name=model_name,
+            sha256=sha256,
+            size=size,
+            installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            source_filename=source.name,
+            path=target,
+        )
+        payload = {k: v for k, v in asdict(record).items() if k != "path"}
+        payload["file"] = target.name
+        _write_json_atomically(folder / MANIFEST_NAME, payload)
+        if previous is not None and previous.path != target:
+            previous.path.unlink(missing_ok=True)
+        logger.info("installed weights for %s: sha256 %s (%d bytes)", model_name, sha256, size)
+        return record
+
+    def _read(self, folder: Path) -> InstalledWeights | None:
+        """The manifest of one model folder, ``None`` (with a log line) if absent or unreadable."""
+        manifest = folder / MANIFEST_NAME
+        if not manifest.is_file():
+            return None
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            return InstalledWeights(
+                name=str(data["name"]),
+                sha256=str(data["sha256"]),
+                size=int(data["size"]),
+                installed_at=str(data["installed_at"]),
+                source_filename=str(data["source_filename"]),
+                path=folder / str(data["file"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring unreadable weights manifest %s: %s", manifest, exc)
+            return None
+
+    def get(self, name: str) -> InstalledWeights | None:
+        """The installed weights of a registered model, ``None`` when nothing is installed.
+
+        Raises
+        ------
+        models.registry.UnknownModelError
+            If the name is not registered.
+        """
+        return self._read(self._folder(name))
+
+    def installed(self) -> dict[str, InstalledWeights]:
+        """Every registered model with installed weights, by name."""
+        if not self.root.is_dir():
+            return {}
+        found = {}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in REGISTRY):
+            record = self._read(folder)
+            if record is not None and record.name == folder.name:
+                found[record.name] = record
+        return found
+
+    def verify(self, name: str) -> bool:
+        """True when the installed file still has the recorded hash (detects tampering or rot)."""
+        record = self.get(name)
+        return record is not None and record.path.is_file() and sha256_of(record.path) == record.sha256

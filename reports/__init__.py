@@ -1,0 +1,30 @@
+"""Report writers: ``Findings`` + source DICOM headers -> SR, SEG, PDF, encapsulated PDF.
+
+Pure functions (architecture spec, "Rooms"); this package imports only ``models.findings``
+from the project.  The objects follow DICOM PS3.3 (IODs) and PS3.16 (TID 1500 templates),
+built with highdicom where it has the IOD and with pydicom for Encapsulated PDF.
+"""
+
+from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, ReportSet, build_reports
+from reports.encapsulated_pdf import build_encapsulated_pdf
+from reports.identity import ReportContext
+from reports.keyimages import KeyImage, render_key_images
+from reports.pdf import build_pdf
+from reports.seg import build_seg
+from reports.sr import build_sr
+
+__all__ = [
+    "PDF_DICOM_FILE",
+    "PDF_FILE",
+    "SEG_FILE",
+    "SR_FILE",
+    "KeyImage",
+    "ReportContext",
+    "ReportSet",
+    "build_encapsulated_pdf",
+    "build_pdf",
+    "build_reports",
+    "build_seg",
+    "build_sr",
+    "render_key_images",
+]

@@ -1,0 +1,103 @@
+"""Series: state, eligibility reasons, their job, results and report downloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from server.api.deps import SessionDep, Viewer
+from server.api.problems import Problem
+from server.api.routes.jobs import job_public
+from server.api.schemas import Page, SeriesPublic
+from server.db_models import Job, Series
+
+router = APIRouter(prefix="/series", tags=["series"])
+
+#: Report downloads: URL name → (file name in the result folder, media type).
+REPORT_FILES: dict[str, tuple[str, str]] = {
+    "pdf": ("report.pdf", "application/pdf"),
+    "sr": ("sr.dcm", "application/dicom"),
+    "seg": ("seg.dcm", "application/dicom"),
+    "pdf-dicom": ("report_pdf.dcm", "application/dicom"),
+}
+
+
+def _latest_job(session: Session, series_uid: str) -> Job | None:
+    return session.exec(select(Job).where(Job.series_instance_uid == series_uid).order_by(col(Job.id).desc())).first()
+
+
+def series_public(session: Session, series: Series) -> SeriesPublic:
+    """The public view of a series, with its current job."""
+    job = _latest_job(session, series.series_instance_uid)
+    data = series.model_dump()
+    data["job"] = job_public(session, job) if job else None
+    return SeriesPublic(**data)
+
+
+@router.get("", response_model=Page[SeriesPublic])
+def list_series(
+    session: SessionDep,
+    _key: Viewer,
+    state: str | None = None,
+    study_uid: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> Page[SeriesPublic]:
+    """Series, most recently received first."""
+    stmt = select(Series)
+    if state:
+        stmt = stmt.where(Series.state == state)
+    if study_uid:
+        stmt = stmt.where(Series.study_instance_uid == study_uid)
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(stmt.order_by(col(Series.last_received_at).desc()).offset(offset).limit(limit)).all()
+    return Page(total=total, limit=limit, offset=offset, items=[series_public(session, r) for r in rows])
+
+
+def _get_series(session: Session, series_uid: str) -> Series:
+    series = session.get(Series, series_uid)
+    if series is None:
+        raise Problem(404, "Series not found", f"no series with Series Instance UID {series_uid}")
+    return series
+
+
+@router.get("/{series_uid}", response_model=SeriesPublic)
+def get_series(series_uid: str, session: SessionDep, _key: Viewer) -> SeriesPublic:
+    """One series with its state, reasons and job."""
+    return series_public(session, _get_series(session, series_uid))
+
+
+def _result_dir(session: Session, series_uid: str) -> Path:
+    _get_series(session, series_uid)
+    job = _latest_job(session, series_uid)
+    if job is None or job.result_dir is None:
+        raise Problem(404, "No results", f"series {series_uid} has no completed analysis")
+    return Path(job.result_dir)
+
+
+@router.get("/{series_uid}/result")
+def get_result(series_uid: str, session: SessionDep, _key: Viewer) -> dict[str, Any]:
+    """The series' result.json (findings, model statuses, eligibility)."""
+    path = _result_dir(session, series_uid) / "result.json"
+    if not path.is_file():
+        raise Problem(404, "No results", f"result.json of series {series_uid} is missing")
+    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return result
+
+
+@router.get("/{series_uid}/reports/{kind}")
+def get_report(series_uid: str, kind: str, session: SessionDep, _key: Viewer) -> FileResponse:
+    """Download a report object: ``pdf``, ``sr``, ``seg`` or ``pdf-dicom``."""
+    if kind not in REPORT_FILES:
+        raise Problem(404, "Unknown report", f"report kind must be one of {', '.join(REPORT_FILES)}")
+    name, media_type = REPORT_FILES[kind]
+    path = _result_dir(session, series_uid) / name
+    if not path.is_file():
+        raise Problem(404, "Report not produced", f"the analysis of {series_uid} produced no {name}")
+    return FileResponse(path, media_type=media_type, filename=name)

@@ -1,0 +1,91 @@
+"""Public shapes of the REST API (what admins and viewers see)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+__all__ = ["DeliveryPublic", "Health", "JobPublic", "Page", "SeriesPublic", "StudyPublic"]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a listing."""
+
+    total: int
+    limit: int
+    offset: int
+    items: list[T]
+
+
+class StudyPublic(BaseModel):
+    """A study and its patient context (viewer role: clinical staff)."""
+
+    study_instance_uid: str
+    patient_id: str | None
+    patient_name: str | None
+    accession_number: str | None
+    study_date: str | None
+    study_description: str | None
+    series_count: int
+
+
+class DeliveryPublic(BaseModel):
+    """One report object's delivery to one destination."""
+
+    id: int
+    destination: str
+    kind: str
+    sop_instance_uid: str
+    state: str
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+
+
+class JobPublic(BaseModel):
+    """An analysis job: state, timings and error."""
+
+    id: int
+    series_instance_uid: str
+    pipeline_version: str
+    state: str
+    revision: int
+    attempts: int
+    error: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: dict[str, float]
+    deliveries: list[DeliveryPublic] = []
+
+
+class SeriesPublic(BaseModel):
+    """A received series, where it stands, and every reason it was not analysed."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str | None
+    series_number: int | None
+    series_description: str | None
+    state: str
+    reasons: list[str]
+    instance_count: int
+    reopen_count: int
+    completion_trigger: str | None
+    first_received_at: datetime | None
+    last_received_at: datetime | None
+    completed_at: datetime | None
+    job: JobPublic | None = None
+
+
+class Health(BaseModel):
+    """Liveness and the state of the parts the server depends on."""
+
+    status: str
+    version: str
+    database: str
+    spool_free_mb: float

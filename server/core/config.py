@@ -1,0 +1,141 @@
+"""One settings object for every process (house rule 9).
+
+Every ``LUNGCDS_*`` setting of the architecture spec lives here.  Values come, in order of
+precedence, from keyword arguments, the environment (prefix ``LUNGCDS_``), an optional TOML file
+(``--config``) and the defaults.  The defaults are the embedded mode: SQLite and a Celery broker
+on kombu's SQLAlchemy transport, both under ``data_dir``, so a fresh machine needs no service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "load_settings"]
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    """Accept ``"A,B"`` from the environment as well as a list from TOML."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of a lungcds process (SCP + API host, or worker)."""
+
+    model_config = SettingsConfigDict(env_prefix="LUNGCDS_", extra="forbid")
+
+    data_dir: Path = Field(Path("lungcds-data"), description="Spool, results, weights, embedded DB/broker")
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite under data_dir")
+    broker_url: str = Field("", description="Celery broker URL; empty = embedded (SQLite under data_dir)")
+    ae_title: str = Field("LUNGCDS", max_length=16)
+    bind_host: str = Field("0.0.0.0", description="Interface for the DICOM SCP and the REST API")
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    api_port: int = Field(8080, ge=0, le=65535)
+    allowed_calling_aets: CommaList = Field(default_factory=list, description="Empty = any calling AE")
+    destinations: CommaList = Field(default_factory=list, description="AET@host:port, comma separated")
+    max_slice_thickness_mm: float = Field(3.0, gt=0)
+    series_idle_seconds: float = Field(60.0, gt=0)
+    rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
+    min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
+    worker_concurrency: int = Field(2, ge=1)
+    delivery_max_backoff_seconds: float = Field(600.0, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    _split = field_validator("allowed_calling_aets", "destinations", mode="before")(_split_commas)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_is_valid(cls, value: str) -> str:
+        """PS3.5 6.2: an AE title is 1-16 characters of the default repertoire, no backslash."""
+        stripped = value.strip()
+        if not stripped or "\\" in stripped or not stripped.isascii():
+            raise ValueError(f"invalid AE title {value!r}")
+        return stripped
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        """Derive the embedded database and broker URLs from ``data_dir``."""
+        data_dir = self.data_dir.expanduser().resolve()
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'lungcds.db'}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", f"sqla+sqlite:///{data_dir / 'broker.db'}")
+        if self.rules_file is None:
+            object.__setattr__(self, "rules_file", data_dir / "rules.toml")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither the database nor the broker is an external service."""
+        return self.database_url.startswith("sqlite") and self.broker_url.startswith("sqla+sqlite")
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where received instances are written, ``spool/<study>/<series>/<sop>.dcm``."""
+        return self.data_dir / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where each series' result.json and report objects are written."""
+        return self.data_dir / "results"
+
+    @property
+    def weights_dir(self) -> Path:
+        """Installed model weights (``lungcds models install``)."""
+        return self.data_dir / "weights"
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``LUNGCDS_*`` variables, for child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            env[f"LUNGCDS_{name.upper()}"] = text
+        return env
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, optionally layered over a TOML file.
+
+    The environment wins over the file so that an operator can override one value of a
+    shared configuration file on one host.
+    """
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"configuration file {config_file} does not exist")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+                file_secret_settings,
+            )
+
+    return _FileSettings(**overrides)

@@ -1,0 +1,346 @@
+"""Database operations shared by the SCP intake, the tasks, the API and the CLI.
+
+Every state change that could race (two triggers finalising one series, two workers picking
+up one job, two senders claiming one delivery) is a conditional UPDATE whose row count says
+who won, so it holds on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from dicom_node.header import InstanceHeader
+from server.core.db import insert_ignore
+from server.db_models import (
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    Series,
+    SeriesState,
+    Study,
+    utcnow,
+)
+
+__all__ = [
+    "claim_delivery",
+    "claim_series_for_finalizing",
+    "delivery_failed",
+    "delivery_sent",
+    "due_deliveries",
+    "fail_job",
+    "finish_job",
+    "idle_series",
+    "index_instance",
+    "job_is_current",
+    "queue_job",
+    "requeue_after_transient_error",
+    "series_headers",
+    "series_instance_paths",
+    "set_series_state",
+    "start_job",
+    "upsert_delivery",
+]
+
+_OPEN_STATES = (SeriesState.RECEIVING, SeriesState.FINALIZING)
+
+
+def index_instance(
+    session: Session,
+    *,
+    header: InstanceHeader,
+    path: str,
+    size: int,
+    calling_aet: str | None,
+) -> bool:
+    """Record a stored instance; reopen its series when it had already been finalised.
+
+    Returns True when the series was reopened by this instance (so the running analysis of
+    it, if any, is now stale).
+    """
+    now = utcnow()
+    insert_ignore(
+        session,
+        Study,
+        {
+            "study_instance_uid": header.study_instance_uid,
+            "patient_id": header.patient_id,
+            "patient_name": header.patient_name,
+            "patient_birth_date": header.patient_birth_date,
+            "patient_sex": header.patient_sex,
+            "accession_number": header.accession_number,
+            "study_date": header.study_date,
+            "study_time": header.study_time,
+            "study_description": header.study_description,
+            "created_at": now,
+        },
+    )
+    insert_ignore(
+        session,
+        Series,
+        {
+            "series_instance_uid": header.series_instance_uid,
+            "study_instance_uid": header.study_instance_uid,
+            "modality": header.modality,
+            "sop_class_uid": header.sop_class_uid,
+            "series_number": header.series_number,
+            "series_description": header.series_description,
+            "state": SeriesState.RECEIVING,
+            "reasons": [],
+            "instance_count": 0,
+            "calling_aet": calling_aet,
+            "reopen_count": 0,
+            "first_received_at": now,
+            "last_received_at": now,
+        },
+    )
+    new_instance = insert_ignore(
+        session,
+        Instance,
+        {
+            "sop_instance_uid": header.sop_instance_uid,
+            "series_instance_uid": header.series_instance_uid,
+            "sop_class_uid": header.sop_class_uid,
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "path": path,
+            "size": size,
+            "header": header.to_json(),
+            "received_at": now,
+        },
+    )
+    uid = header.series_instance_uid
+    values: dict[str, Any] = {"last_received_at": now}
+    if new_instance:
+        values["instance_count"] = Series.instance_count + 1  # type: ignore[operator]
+    session.execute(update(Series).where(col(Series.series_instance_uid) == uid).values(**values))
+    if not new_instance:
+        return False
+    reopened = session.execute(
+        update(Series)
+        .where(col(Series.series_instance_uid) == uid, col(Series.state).not_in(_OPEN_STATES))
+        .values(
+            state=SeriesState.RECEIVING,
+            reopen_count=Series.reopen_count + 1,  # type: ignore[operator]
+            reasons=[],
+            completed_at=None,
+        )
+    ).rowcount
+    if reopened:
+        session.execute(
+            update(Job).where(col(Job.series_instance_uid) == uid).values(revision=Job.revision + 1)  # type: ignore[operator]
+        )
+    return bool(reopened)
+
+
+def series_headers(session: Session, series_uid: str) -> list[InstanceHeader]:
+    """Headers of every stored instance of a series."""
+    rows = session.exec(select(Instance.header).where(Instance.series_instance_uid == series_uid)).all()
+    return [InstanceHeader.from_json(row) for row in rows]
+
+
+def series_instance_paths(session: Session, series_uid: str) -> list[str]:
+    """Spool paths of every stored instance of a series."""
+    return list(session.exec(select(Instance.path).where(Instance.series_instance_uid == series_uid)).all())
+
+
+def claim_series_for_finalizing(session: Session, series_uid: str, trigger: str) -> bool:
+    """Move a receiving series to ``finalizing``; only one caller can win."""
+    result = session.execute(
+        update(Series)
+        .where(col(Series.series_instance_uid) == series_uid, col(Series.state) == SeriesState.RECEIVING)
+        .values(state=SeriesState.FINALIZING, completion_trigger=trigger, completed_at=utcnow())
+    )
+    return bool(result.rowcount)
+
+
+def set_series_state(session: Session, series_uid: str, state: str, reasons: Sequence[str] = ()) -> None:
+    """Set a series' state and its reasons (every reason, in words)."""
+    session.execute(
+        update(Series).where(col(Series.series_instance_uid) == series_uid).values(state=state, reasons=list(reasons))
+    )
+
+
+def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Job:
+    """Get or create the job of (series, pipeline version) and mark it queued at a new revision."""
+    key = f"{series_uid}:{pipeline_version}"
+    insert_ignore(
+        session,
+        Job,
+        {
+            "idempotency_key": key,
+            "series_instance_uid": series_uid,
+            "pipeline_version": pipeline_version,
+            "state": JobState.QUEUED,
+            "revision": 0,
+            "attempts": 0,
+            "timings": {},
+        },
+    )
+    session.execute(
+        update(Job)
+        .where(col(Job.idempotency_key) == key)
+        .values(
+            state=JobState.QUEUED,
+            revision=Job.revision + 1,  # type: ignore[operator]
+            error=None,
+            queued_at=utcnow(),
+            started_at=None,
+            finished_at=None,
+        )
+    )
+    set_series_state(session, series_uid, SeriesState.QUEUED)
+    job = session.exec(select(Job).where(Job.idempotency_key == key)).one()
+    session.refresh(job)
+    return job
+
+
+def start_job(session: Session, job_id: int, revision: int) -> bool:
+    """Mark a queued job running if ``revision`` is still current; False means skip it."""
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.QUEUED)
+        .values(state=JobState.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1)  # type: ignore[operator]
+    )
+    if result.rowcount:
+        job = session.get(Job, job_id)
+        assert job is not None
+        set_series_state(session, job.series_instance_uid, SeriesState.ANALYSING)
+    return bool(result.rowcount)
+
+
+def job_is_current(session: Session, job_id: int, revision: int) -> bool:
+    """True while no later arrival or re-queue has superseded this run of the job."""
+    job = session.get(Job, job_id)
+    return job is not None and job.revision == revision and job.state == JobState.RUNNING
+
+
+def finish_job(session: Session, job_id: int, revision: int, *, result_dir: str, timings: dict[str, float]) -> bool:
+    """Mark a running job done (if still current) and its series done."""
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
+        .values(state=JobState.DONE, finished_at=utcnow(), result_dir=result_dir, timings=timings, error=None)
+    )
+    if result.rowcount:
+        job = session.get(Job, job_id)
+        assert job is not None
+        set_series_state(session, job.series_instance_uid, SeriesState.DONE)
+    return bool(result.rowcount)
+
+
+def fail_job(session: Session, job_id: int, revision: int, error: str) -> bool:
+    """Mark a job failed with its error (after the last retry) and its series failed."""
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.revision) == revision)
+        .values(state=JobState.FAILED, finished_at=utcnow(), error=error)
+    )
+    if result.rowcount:
+        job = session.get(Job, job_id)
+        assert job is not None
+        set_series_state(session, job.series_instance_uid, SeriesState.FAILED, [error])
+    return bool(result.rowcount)
+
+
+def requeue_after_transient_error(session: Session, job_id: int, revision: int, error: str) -> None:
+    """Put a running job back to queued (same revision) before a Celery retry."""
+    session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
+        .values(state=JobState.QUEUED, error=f"retrying after: {error}")
+    )
+
+
+def upsert_delivery(
+    session: Session, *, job_id: int, destination: str, kind: str, path: str, sop_instance_uid: str
+) -> int:
+    """Put one object for one destination in the outbox (again, after a re-run); its id."""
+    inserted = insert_ignore(
+        session,
+        Delivery,
+        {
+            "job_id": job_id,
+            "destination": destination,
+            "kind": kind,
+            "path": path,
+            "sop_instance_uid": sop_instance_uid,
+            "state": DeliveryState.PENDING,
+            "attempts": 0,
+            "next_attempt_at": utcnow(),
+        },
+    )
+    row = session.exec(
+        select(Delivery).where(Delivery.sop_instance_uid == sop_instance_uid, Delivery.destination == destination)
+    ).one()
+    if not inserted:
+        row.state, row.path, row.job_id, row.kind = DeliveryState.PENDING, path, job_id, kind
+        row.next_attempt_at, row.last_error, row.sent_at = utcnow(), None, None
+        session.add(row)
+    session.flush()
+    assert row.id is not None
+    return row.id
+
+
+def claim_delivery(session: Session, delivery_id: int, stale_after: timedelta) -> Delivery | None:
+    """Claim a pending (or abandoned ``sending``) delivery for one send attempt."""
+    now = utcnow()
+    result = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == delivery_id,
+            (col(Delivery.state) == DeliveryState.PENDING)
+            | ((col(Delivery.state) == DeliveryState.SENDING) & (col(Delivery.claimed_at) < now - stale_after)),
+        )
+        .values(state=DeliveryState.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)  # type: ignore[operator]
+    )
+    if not result.rowcount:
+        return None
+    return session.get(Delivery, delivery_id)
+
+
+def delivery_sent(session: Session, delivery_id: int) -> None:
+    """The destination accepted the object."""
+    session.execute(
+        update(Delivery)
+        .where(col(Delivery.id) == delivery_id)
+        .values(state=DeliveryState.SENT, sent_at=utcnow(), last_error=None)
+    )
+
+
+def delivery_failed(session: Session, delivery_id: int, error: str, retry_at: datetime) -> None:
+    """One attempt failed: back to pending, to be tried again at ``retry_at``."""
+    session.execute(
+        update(Delivery)
+        .where(col(Delivery.id) == delivery_id)
+        .values(state=DeliveryState.PENDING, last_error=error, next_attempt_at=retry_at)
+    )
+
+
+def due_deliveries(session: Session, now: datetime, stale_after: timedelta, limit: int = 100) -> list[int]:
+    """Outbox rows to (re)try now: pending and due, or claimed long ago by a sender that died."""
+    rows = session.exec(
+        select(Delivery.id)
+        .where(
+            ((col(Delivery.state) == DeliveryState.PENDING) & (col(Delivery.next_attempt_at) <= now))
+            | ((col(Delivery.state) == DeliveryState.SENDING) & (col(Delivery.claimed_at) < now - stale_after))
+        )
+        .order_by(col(Delivery.next_attempt_at))
+        .limit(limit)
+    ).all()
+    return [r for r in rows if r is not None]
+
+
+def idle_series(session: Session, older_than: datetime) -> list[str]:
+    """Receiving series whose last instance arrived before ``older_than``."""
+    rows = session.exec(
+        select(Series.series_instance_uid).where(
+            Series.state == SeriesState.RECEIVING, col(Series.last_received_at) < older_than
+        )
+    ).all()
+    return list(rows)

@@ -1,0 +1,174 @@
+"""Database tables (SQLModel).  Schema changes go only through Alembic (``server/alembic``).
+
+States
+------
+Series: ``receiving`` → ``finalizing`` → ``queued`` | ``rejected`` | ``ignored``;
+``queued`` → ``analysing`` → ``done`` | ``failed``.  An instance that arrives after the series
+left ``receiving`` reopens it (``reopen_count`` + 1) and invalidates the running job revision,
+so the series is analysed again under the same job instead of starting a second one.
+
+Job: ``queued`` → ``running`` → ``done`` | ``failed``; ``revision`` increases at every
+(re)queue, and a task only acts when the revision it was given is still current.
+
+Delivery (the outbox): ``pending`` → ``sending`` → ``sent``; a failed attempt returns to
+``pending`` with ``next_attempt_at`` pushed back, until the PACS accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ApiKey",
+    "Delivery",
+    "DeliveryState",
+    "Instance",
+    "Job",
+    "JobState",
+    "Series",
+    "SeriesState",
+    "Study",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; every timestamp in the database is UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class SeriesState:
+    """Series states (plain strings in the database, listed once here)."""
+
+    RECEIVING = "receiving"
+    FINALIZING = "finalizing"
+    QUEUED = "queued"
+    ANALYSING = "analysing"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+
+
+class JobState:
+    """Job states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryState:
+    """Outbox entry states."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+class Study(SQLModel, table=True):
+    """A DICOM study as first seen; patient attributes are kept for the API, never logged."""
+
+    study_instance_uid: str = Field(primary_key=True, max_length=64)
+    patient_id: str | None = Field(default=None, index=True)
+    patient_name: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    accession_number: str | None = Field(default=None, index=True)
+    study_date: str | None = Field(default=None, index=True)
+    study_time: str | None = None
+    study_description: str | None = None
+    created_at: datetime | None = _ts()
+
+
+class Series(SQLModel, table=True):
+    """One received series and where it stands in the data flow."""
+
+    series_instance_uid: str = Field(primary_key=True, max_length=64)
+    study_instance_uid: str = Field(foreign_key="study.study_instance_uid", index=True, max_length=64)
+    modality: str | None = None
+    sop_class_uid: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    state: str = Field(default=SeriesState.RECEIVING, index=True)
+    reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    instance_count: int = 0
+    calling_aet: str | None = None
+    reopen_count: int = 0
+    completion_trigger: str | None = None
+    first_received_at: datetime | None = _ts()
+    last_received_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+
+
+class Instance(SQLModel, table=True):
+    """One stored SOP instance; ``header`` is the JSON summary routing decisions use."""
+
+    sop_instance_uid: str = Field(primary_key=True, max_length=64)
+    series_instance_uid: str = Field(foreign_key="series.series_instance_uid", index=True, max_length=64)
+    sop_class_uid: str
+    transfer_syntax_uid: str | None = None
+    path: str
+    size: int
+    header: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime | None = _ts()
+
+
+class Job(SQLModel, table=True):
+    """The analysis of one series under one pipeline version (the idempotency key)."""
+
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_job_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200)
+    series_instance_uid: str = Field(foreign_key="series.series_instance_uid", index=True, max_length=64)
+    pipeline_version: str
+    state: str = Field(default=JobState.QUEUED, index=True)
+    revision: int = 0
+    attempts: int = 0
+    error: str | None = None
+    result_dir: str | None = None
+    queued_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Delivery(SQLModel, table=True):
+    """One report object to one destination: the outbox row that retries until accepted."""
+
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "destination", name="uq_delivery_object_dest"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    destination: str
+    kind: str
+    path: str
+    sop_instance_uid: str = Field(max_length=64)
+    state: str = Field(default=DeliveryState.PENDING, index=True)
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = _ts()
+    claimed_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only a SHA-256 of the (high-entropy, random) key is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_prefix: str = Field(index=True, max_length=16)
+    key_hash: str = Field(unique=True, max_length=64)
+    role: str
+    label: str | None = None
+    created_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()

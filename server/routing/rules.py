@@ -1,0 +1,209 @@
+"""Eligibility rules as data, and their evaluation on a received series.
+
+The rules are a TOML document (``default_rules.toml`` documents every key) that admins edit as
+a file or over REST.  Evaluation never stops at the first failure: a rejected series records
+every reason, in words a PACS administrator understands.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dicom_node.completeness import assess_series
+from dicom_node.header import InstanceHeader
+
+__all__ = ["Eligibility", "EligibilityRules", "evaluate", "load_rules", "patient_age_years", "save_rules"]
+
+_DEFAULTS_FILE = Path(__file__).with_name("default_rules.toml")
+
+
+class EligibilityRules(BaseModel):
+    """The eligibility rules; see ``default_rules.toml`` for what each key means."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analysed_sop_classes: list[str]
+    modalities: list[str]
+    required_image_type: list[str]
+    excluded_image_type: list[str]
+    max_axial_tilt_deg: float = Field(ge=0, le=90)
+    spacing_tolerance: float = Field(gt=0, lt=1)
+    min_coverage_mm: float = Field(ge=0)
+    min_slices: int = Field(ge=1)
+    min_age_years: float | None = Field(default=None, ge=0)
+    max_slice_thickness_mm: float | None = Field(default=None, gt=0)
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """The decision for one series: ``analysable`` is False for SOP classes never analysed."""
+
+    eligible: bool
+    analysable: bool
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``eligibility`` entry of result.json."""
+        return {"eligible": self.eligible, "reasons": list(self.reasons)}
+
+
+def _defaults() -> dict[str, Any]:
+    with _DEFAULTS_FILE.open("rb") as fh:
+        return dict(tomllib.load(fh)["eligibility"])
+
+
+def load_rules(path: Path | None, max_slice_thickness_mm: float) -> EligibilityRules:
+    """Defaults, overlaid by the admin's rules file when it exists, then the settings' thickness.
+
+    Raises ``ValueError`` naming the file and the offending key when the file is invalid.
+    """
+    values = _defaults()
+    if path is not None and path.is_file():
+        try:
+            with path.open("rb") as fh:
+                document = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"rules file {path} is not valid TOML: {exc}") from exc
+        values.update(document.get("eligibility", {}))
+    if values.get("max_slice_thickness_mm") is None:
+        values["max_slice_thickness_mm"] = max_slice_thickness_mm
+    try:
+        return EligibilityRules(**values)
+    except ValueError as exc:
+        raise ValueError(f"rules file {path} is invalid: {exc}") from exc
+
+
+def save_rules(path: Path, rules: EligibilityRules) -> None:
+    """Write ``rules`` atomically as the admin's rules file."""
+    lines = ["# Eligibility rules of lungcds, written by the REST API.", "", "[eligibility]"]
+    for key, value in rules.model_dump().items():
+        if value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+_AGE = re.compile(r"^(\d{3})([DWMY])$")
+_AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
+def _parse_date(text: str | None) -> date | None:
+    if not text or len(text.strip()) < 8:
+        return None
+    try:
+        t = text.strip()
+        return date(int(t[0:4]), int(t[4:6]), int(t[6:8]))
+    except ValueError:
+        return None
+
+
+def patient_age_years(header: InstanceHeader) -> float | None:
+    """Age from Patient's Age (AS, PS3.5 6.2) or else from birth date and study date."""
+    match = _AGE.match((header.patient_age or "").strip().upper())
+    if match:
+        return int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2)]
+    birth, study = _parse_date(header.patient_birth_date), _parse_date(header.study_date)
+    if birth and study and study >= birth:
+        return (study - birth).days / 365.25
+    return None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def evaluate(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> Eligibility:
+    """Apply every rule to one series' instance headers and collect every reason it fails."""
+    if not headers:
+        return Eligibility(False, False, ("the series has no stored instances",))
+    first = headers[0]
+    sop_classes = sorted({h.sop_class_uid for h in headers})
+    if not set(sop_classes) <= set(rules.analysed_sop_classes):
+        text = ", ".join(sop_classes)
+        return Eligibility(False, False, (f"SOP class {text} is stored but not analysed",))
+
+    reasons: list[str] = []
+    modalities = sorted({(h.modality or "").strip() or "(none)" for h in headers})
+    if not set(modalities) <= set(rules.modalities):
+        reasons.append(f"modality {', '.join(modalities)} is not {' or '.join(rules.modalities)}")
+
+    reasons.extend(_image_type_reasons(headers, rules))
+    reasons.extend(_geometry_reasons(headers, rules))
+
+    age = patient_age_years(first)
+    if rules.min_age_years is not None and age is not None and age < rules.min_age_years:
+        reasons.append(f"patient age {age:.1f} years is below the adult minimum of {rules.min_age_years:g} years")
+    return Eligibility(not reasons, True, tuple(reasons))
+
+
+def _image_type_reasons(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> list[str]:
+    reasons: list[str] = []
+    types = {tuple(v.strip().upper() for v in h.image_type) for h in headers}
+    for image_type in sorted(types):
+        shown = "\\".join(image_type) or "(empty)"
+        missing = [v for v in rules.required_image_type if v.upper() not in image_type[:2]]
+        if missing:
+            reasons.append(f"image type {shown} is not {'/'.join(rules.required_image_type)}")
+        excluded = [v for v in rules.excluded_image_type if v.upper() in image_type]
+        if excluded:
+            reasons.append(f"image type {shown} marks a {'/'.join(excluded).lower()} image, not a volume")
+    return reasons
+
+
+def _geometry_reasons(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> list[str]:
+    reasons: list[str] = []
+    geometry = assess_series(headers, spacing_tolerance=rules.spacing_tolerance)
+    if not geometry.consistent_orientation:
+        reasons.append("slices have different orientations")
+    tilt = geometry.axial_tilt_deg
+    if tilt is None:
+        reasons.append("slice orientation is missing, so the series cannot be shown to be axial")
+    elif tilt > rules.max_axial_tilt_deg:
+        reasons.append(f"slices are tilted {_fmt(tilt)}° from axial (at most {_fmt(rules.max_axial_tilt_deg)}°)")
+    if not geometry.uniform or geometry.missing_slices or geometry.duplicate_positions:
+        reasons.extend(r for r in geometry.reasons if r not in reasons)
+    if geometry.count < rules.min_slices:
+        reasons.append(f"{geometry.count} slices, fewer than the {rules.min_slices} needed")
+    coverage = geometry.coverage_mm
+    if coverage is not None and coverage < rules.min_coverage_mm:
+        reasons.append(
+            f"the series covers {_fmt(coverage)} mm cranio-caudally, less than the "
+            f"{_fmt(rules.min_coverage_mm)} mm needed to contain both lungs"
+        )
+    thickness = _series_thickness(headers, geometry.spacing_mm)
+    limit = rules.max_slice_thickness_mm
+    if limit is not None:
+        if thickness is None:
+            reasons.append("slice thickness is not given and cannot be derived from the slice spacing")
+        elif thickness > limit + 1e-6:
+            reasons.append(f"slice thickness {_fmt(thickness)} mm exceeds {_fmt(limit)} mm")
+    return reasons
+
+
+def _series_thickness(headers: Sequence[InstanceHeader], spacing_mm: float | None) -> float | None:
+    """The largest Slice Thickness in the series, or the slice spacing when none is given."""
+    values = [h.slice_thickness for h in headers if h.slice_thickness and math.isfinite(h.slice_thickness)]
+    if values:
+        return max(values)
+    return spacing_mm

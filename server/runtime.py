@@ -1,0 +1,158 @@
+"""``lungcds serve``: the DICOM SCP, the REST API, the routing loop and (embedded) a worker.
+
+One process holds the SCP and API threads and a background loop that finalises idle series
+and pumps the outbox.  In the embedded default the Celery worker runs in this same process,
+in the main thread (Celery installs its signal handlers there), with a thread pool; with
+``--no-worker`` the process waits for SIGTERM/SIGINT and workers run elsewhere.  Once both
+listeners are bound, ``DATA_DIR/serve.json`` records the actual ports (port 0 = any free one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from dicom_node.scp import StorageSCP
+from dicom_node.spool import Spool
+from server.api.main import create_app
+from server.core.config import Settings
+from server.core.db import make_engine, upgrade
+from server.routing.intake import SeriesIntake
+from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
+from server.tasks.delivery import pump_outbox
+
+__all__ = ["RUNTIME_FILE", "ServerRuntime"]
+
+logger = logging.getLogger(__name__)
+
+#: Written into the data dir once the server listens: pid, bound ports, AE title.
+RUNTIME_FILE = "serve.json"
+
+
+class ServerRuntime:
+    """The long-running server process of one lungcds installation."""
+
+    def __init__(self, settings: Settings, *, with_worker: bool) -> None:
+        self.settings = settings
+        self.with_worker = with_worker
+        self.engine = make_engine(settings.database_url)
+        self.celery: LungcdsCelery = create_celery(settings)
+        self.intake = SeriesIntake(self.engine, settings, self._enqueue_analysis)
+        self._stop = threading.Event()
+        self._scp: StorageSCP | None = None
+        self._api: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self.dicom_port = 0
+        self.api_port = 0
+
+    def _enqueue_analysis(self, job_id: int, revision: int) -> None:
+        enqueue_analysis(self.celery, job_id, revision)
+
+    def start(self) -> None:
+        """Migrate the database, then start the SCP, the API and the routing loop."""
+        settings = self.settings
+        for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.weights_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.database_url)
+        spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20)
+        self._scp = StorageSCP(
+            settings.ae_title, spool, self.intake, allowed_calling_aets=settings.allowed_calling_aets
+        )
+        self.dicom_port = self._scp.start(settings.bind_host, settings.dicom_port)
+        self._start_api()
+        self._spawn(self._routing_loop, "routing-loop")
+        self._write_runtime_file()
+        logger.info(
+            "lungcds serving",
+            extra={
+                "ae_title": settings.ae_title,
+                "dicom_port": self.dicom_port,
+                "api_port": self.api_port,
+                "embedded": settings.embedded,
+                "worker": self.with_worker,
+            },
+        )
+
+    def _spawn(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_api(self) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.bind_host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.bind_host, self.settings.api_port))
+        self.api_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.settings, self.engine), log_config=None, lifespan="off", access_log=False
+        )
+        self._api = uvicorn.Server(config)
+        self._spawn(lambda: self._api.run(sockets=[sock]) if self._api else None, "rest-api")
+
+    def _routing_loop(self) -> None:
+        """Finalise idle series and pump the outbox until stopped; errors never end the loop."""
+        tick = min(1.0, self.settings.series_idle_seconds / 4)
+        while not self._stop.wait(tick):
+            try:
+                self.intake.finalize_idle()
+                pump_outbox(self.celery, self.engine)
+            except Exception:  # the loop must survive a database or broker outage
+                logger.exception("routing loop iteration failed; retrying")
+
+    def _write_runtime_file(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "ae_title": self.settings.ae_title,
+            "dicom_port": self.dicom_port,
+            "api_port": self.api_port,
+            "bind_host": self.settings.bind_host,
+        }
+        path = Path(self.settings.data_dir) / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        tmp.replace(path)
+
+    def run_forever(self) -> None:
+        """Block: run the embedded worker, or wait for a termination signal."""
+        try:
+            if self.with_worker:
+                worker = self.celery.Worker(
+                    queues=[GPU_QUEUE, CPU_QUEUE],
+                    pool="threads",
+                    concurrency=self.settings.worker_concurrency,
+                    loglevel=self.settings.log_level,
+                    without_gossip=True,
+                    without_mingle=True,
+                    hostname=f"embedded@{socket.gethostname()}",
+                )
+                worker.start()
+            else:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, self._on_signal)
+                self._stop.wait()
+        finally:
+            self.stop()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal received; shutting down", extra={"signal": signum})
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Stop accepting associations and requests, then the loop (idempotent)."""
+        self._stop.set()
+        if self._scp is not None:
+            self._scp.stop()
+            self._scp = None
+        if self._api is not None:
+            self._api.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+        (Path(self.settings.data_dir) / RUNTIME_FILE).unlink(missing_ok=True)

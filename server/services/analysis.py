@@ -1,0 +1,146 @@
+"""One analysis, from stored files to result.json and report objects on disk.
+
+Shared by the Celery task and the offline ``lungcds analyze`` command so that both produce
+exactly the same outputs.  The output folder receives ``result.json``, ``sr.dcm``, ``seg.dcm``
+(when a mask exists), ``report.pdf`` and ``report_pdf.dcm`` (architecture spec, contracts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from dicom_node.header import InstanceHeader
+from models import PIPELINE_VERSION
+from models.findings import Findings
+from models.pipeline import analyse
+from models.volume import load_series, patient_context
+from models.weights import WeightStore
+from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_reports
+from reports.identity import ReportContext
+from server.routing.rules import Eligibility
+
+__all__ = ["AnalysisOutput", "DicomOutput", "report_context", "run_analysis", "write_result_json"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class DicomOutput:
+    """One DICOM report object on disk, as the outbox sends it."""
+
+    kind: str
+    path: Path
+    sop_instance_uid: str
+    series_instance_uid: str
+
+
+@dataclass
+class AnalysisOutput:
+    """What one analysis produced, and how long each stage took (seconds)."""
+
+    findings: Findings
+    reports: ReportSet
+    result: dict[str, Any]
+    out_dir: Path
+    dicom_outputs: list[DicomOutput]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def report_context(ae_title: str) -> ReportContext:
+    """The device identity our reports carry (same for every object of this installation)."""
+    return ReportContext(software_version=PIPELINE_VERSION, station_name=ae_title)
+
+
+def _dicom_outputs(reports: ReportSet, written: dict[str, Path]) -> list[DicomOutput]:
+    objects = (("sr", SR_FILE, reports.sr), ("seg", SEG_FILE, reports.seg), ("pdf", PDF_DICOM_FILE, reports.pdf_dicom))
+    return [
+        DicomOutput(kind, written[name], str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
+        for kind, name, ds in objects
+        if ds is not None and name in written
+    ]
+
+
+def write_result_json(out_dir: Path, result: dict[str, Any]) -> Path:
+    """Write result.json atomically (a reader never sees half a file)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "result.json"
+    tmp = out_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def run_analysis(
+    *,
+    paths: Sequence[Path],
+    out_dir: Path,
+    eligibility: Eligibility,
+    headers: Sequence[InstanceHeader],
+    weights: WeightStore | None,
+    ae_title: str,
+    demo_weights: bool = False,
+    progress: Progress | None = None,
+) -> AnalysisOutput:
+    """Load the series, run the pipeline, build and write every report object."""
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fraction: float) -> None:
+        if progress is not None:
+            progress(name, fraction)
+
+    start = time.perf_counter()
+    stage("loading", 0.0)
+    volume = load_series(list(paths))
+    timings["load_s"] = time.perf_counter() - start
+
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    t0 = time.perf_counter()
+    findings = analyse(
+        volume,
+        patient_context(first),
+        weights=weights,
+        demo_weights=demo_weights,
+        progress=lambda name, frac: stage(name, 0.1 + 0.7 * frac),
+    )
+    timings["analyse_s"] = time.perf_counter() - t0
+
+    stage("reports", 0.8)
+    t0 = time.perf_counter()
+    source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    reports = build_reports(findings, source_headers, report_context(ae_title), eligibility.reasons)
+    dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
+    timings["reports_s"] = time.perf_counter() - t0
+
+    result = {
+        "eligibility": eligibility.as_dict(),
+        "series_instance_uid": headers[0].series_instance_uid if headers else None,
+        "study_instance_uid": headers[0].study_instance_uid if headers else None,
+        **findings.as_dict(),
+        "outputs": {
+            o.kind: {
+                "file": o.path.name,
+                "sop_instance_uid": o.sop_instance_uid,
+                "series_instance_uid": o.series_instance_uid,
+            }
+            for o in dicom_outputs
+        },
+        "timings": timings,
+    }
+    write_result_json(out_dir, result)
+    timings["total_s"] = time.perf_counter() - start
+    stage("done", 1.0)
+    logger.info("analysis written", extra={"out_dir": str(out_dir), "timings": timings})
+    return AnalysisOutput(
+        findings=findings, reports=reports, result=result, out_dir=out_dir, dicom_outputs=dicom_outputs, timings=timings
+    )

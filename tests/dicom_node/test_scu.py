@@ -1,0 +1,187 @@
+"""SCU: destinations, C-ECHO, C-STORE to DCMTK storescp and to our SCP, association failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event
+
+from dicom_node.scp import StorageSCP
+from dicom_node.scu import (
+    MAX_PRESENTATION_CONTEXTS,
+    AssociationFailed,
+    Destination,
+    echo,
+    parse_destination,
+    send_datasets,
+    send_files,
+)
+from dicom_node.spool import Spool
+from dicom_node.statuses import NOT_SENT, OUT_OF_RESOURCES, SUCCESS
+from tests.dicom_node.helpers import (
+    SCP_AET,
+    SERIES_J2K,
+    SERIES_S2,
+    RecordingSink,
+    RunningSCP,
+    free_port,
+    make_basic_text_sr,
+    make_ct,
+    series_files,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PACS@pacs.example.org:104", Destination("PACS", "pacs.example.org", 104)),
+        (" ORTHANC@127.0.0.1:4242 ", Destination("ORTHANC", "127.0.0.1", 4242)),
+        ("AE@[::1]:11112", Destination("AE", "::1", 11112)),
+        ("MY@AE@host:1", Destination("MY@AE", "host", 1)),
+    ],
+)
+def test_parse_destination(text: str, expected: Destination) -> None:
+    parsed = parse_destination(text)
+    assert parsed == expected
+    assert parse_destination(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pacs.example.org:104", "no '@'"),
+        ("PACS@pacs.example.org", "no ':port'"),
+        ("PACS@host:abc", "not a number"),
+        ("PACS@host:0", "outside 1..65535"),
+        ("PACS@host:70000", "outside 1..65535"),
+        ("PACS@:104", "empty host"),
+        ("@host:104", "invalid AE title"),
+        ("SEVENTEEN_CHARS_X@host:104", "longer than 16"),
+        ("BAD\\AE@host:104", "backslash"),
+        ("AE@::1:104", "IPv6"),
+    ],
+)
+def test_parse_destination_rejects_malformed_text(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_destination(text)
+
+
+def test_echo(running_scp: RunningSCP) -> None:
+    assert echo(Destination(SCP_AET, "127.0.0.1", running_scp.port), "TESTSCU")
+    assert not echo(Destination(SCP_AET, "127.0.0.1", free_port()), "TESTSCU", timeout=2)
+
+
+def test_send_files_round_trip_to_dcmtk_storescp(dcmtk_storescp: tuple[int, Path], tmp_path: Path) -> None:
+    port, out = dcmtk_storescp
+    files = series_files(SERIES_S2)
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"not dicom")
+    j2k = series_files(SERIES_J2K)[0]
+
+    results = send_files(Destination("STORESCP", "127.0.0.1", port), [*files, garbage, j2k], "TESTSCU")
+
+    assert len(results) == len(files) + 2
+    assert all(r.ok and r.status == SUCCESS and r.error == "" for r in results[: len(files)])
+    assert [r.path for r in results] == [*files, garbage, j2k]
+    bad_file, compressed = results[-2:]
+    assert bad_file.status == NOT_SENT and not bad_file.ok and bad_file.error
+    # storescp accepts only uncompressed transfer syntaxes by default.
+    assert compressed.status == NOT_SENT and "accepted no presentation context" in compressed.error
+    received = sorted(out.iterdir())
+    assert len(received) == len(files)
+    sent_uids = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
+    assert {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in received} == sent_uids
+    first = dcmread(files[0])
+    copy = dcmread(next(f for f in received if first.SOPInstanceUID in f.name))
+    assert copy.PixelData == first.PixelData and copy.PatientID == first.PatientID
+
+
+def test_closed_port_raises_association_failed() -> None:
+    ds = make_ct()
+    with pytest.raises(AssociationFailed) as caught:
+        send_datasets(Destination("NOBODY", "127.0.0.1", free_port()), [ds], "TESTSCU", timeout=2)
+    assert "could not connect" in caught.value.reason
+    assert caught.value.results == []
+
+
+def test_rejected_association_raises_association_failed(tmp_path: Path, sink: RecordingSink) -> None:
+    with StorageSCP(SCP_AET, Spool(tmp_path / "spool"), sink, allowed_calling_aets=["FRIEND"]) as scp:
+        port = scp.start("127.0.0.1", 0)
+        with pytest.raises(AssociationFailed) as caught:
+            send_datasets(Destination(SCP_AET, "127.0.0.1", port), [make_ct()], "STRANGER")
+    assert "rejected" in caught.value.reason
+    assert "Calling AE Title Not Recognised" in caught.value.reason or "calling" in caught.value.reason.lower()
+
+
+def test_send_datasets_to_our_scp(running_scp: RunningSCP) -> None:
+    sr = make_basic_text_sr()
+    del sr.file_meta
+    ct = make_ct()
+
+    results = send_datasets(Destination(SCP_AET, "127.0.0.1", running_scp.port), [sr, ct], "TESTSCU")
+
+    assert [r.ok for r in results] == [True, True]
+    assert [r.sop_instance_uid for r in results] == [sr.SOPInstanceUID, ct.SOPInstanceUID]
+    assert not hasattr(sr, "file_meta") or "TransferSyntaxUID" not in sr.file_meta
+    stored = {s.header.sop_instance_uid: s for s, _ in running_scp.sink.stored}
+    assert stored[sr.SOPInstanceUID].header.transfer_syntax_uid == ExplicitVRLittleEndian
+
+
+def test_failure_status_is_reported_per_object(running_scp: RunningSCP) -> None:
+    running_scp.sink.fail_with = RuntimeError("database is down")
+    dest = Destination(SCP_AET, "127.0.0.1", running_scp.port)
+
+    (result,) = send_datasets(dest, [make_ct()], "TESTSCU")
+
+    assert result.status == OUT_OF_RESOURCES and not result.ok
+    assert "out of resources: could not index" in result.error
+
+
+def test_empty_uid_file_is_not_sent_but_others_are(running_scp: RunningSCP) -> None:
+    j2k = series_files(SERIES_J2K)[0]
+    ct = running_scp.spool.root.parent / "ct.dcm"
+    make_ct().save_as(ct, enforce_file_format=True)
+
+    results = send_files(Destination(SCP_AET, "127.0.0.1", running_scp.port), [j2k, ct], "TESTSCU")
+
+    assert results[0].status == NOT_SENT and not results[0].ok
+    assert results[1].ok
+
+
+def test_too_many_presentation_contexts_is_a_value_error() -> None:
+    datasets = []
+    for k in range(MAX_PRESENTATION_CONTEXTS + 1):
+        ds = make_ct()
+        ds.SOPClassUID = f"1.2.826.0.1.3680043.8.498.{k + 1}"
+        datasets.append(ds)
+    with pytest.raises(ValueError, match="presentation contexts"):
+        send_datasets(Destination("ANY", "127.0.0.1", free_port()), datasets, "TESTSCU")
+
+
+def test_association_aborted_mid_send_keeps_earlier_results() -> None:
+    calls = {"n": 0}
+
+    def abort_on_second(event: Event) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            event.assoc.abort()
+        return SUCCESS
+
+    ae = AE("ABORTER")
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(str(context.abstract_syntax), ExplicitVRLittleEndian)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, abort_on_second)])
+    assert server is not None
+    try:
+        port = int(server.server_address[1])
+        with pytest.raises(AssociationFailed) as caught:
+            send_datasets(Destination("ABORTER", "127.0.0.1", port), [make_ct() for _ in range(3)], "TESTSCU")
+    finally:
+        ae.shutdown()
+
+    assert caught.value.results[0].ok
+    assert len(caught.value.results) == 2 and not caught.value.results[1].ok

@@ -1,0 +1,101 @@
+"""Distributed mode on the machine's real PostgreSQL and Redis: the SCP/API host runs
+``lungcds serve --no-worker`` and a separate ``lungcds worker`` process does the analysis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.peers import LungcdsProcess, OrthancPeer, start_lungcds, start_worker, storescu, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.distributed]
+
+PG_ADMIN_URL = os.environ.get("LUNGCDS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    name = f"lungcds_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not _reachable(REDIS_HOST, REDIS_PORT):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=7)
+    client.flushdb()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/7"
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, orthanc: OrthancPeer, postgres_url: str, redis_url: str) -> Iterator[LungcdsProcess]:
+    server = start_lungcds(
+        tmp_path / "lungcds",
+        worker=False,
+        extra_env={
+            "LUNGCDS_DATABASE_URL": postgres_url,
+            "LUNGCDS_BROKER_URL": redis_url,
+            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+            "LUNGCDS_DESTINATIONS": orthanc.destination,
+        },
+    )
+    yield server
+    server.stop()
+
+
+def test_worker_in_a_separate_process_on_postgres_and_redis(
+    ct_dir: Path, orthanc: OrthancPeer, distributed: LungcdsProcess
+) -> None:
+    folder = ct_dir / "lung-dx-a0001-chest-5mm-s2"
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert storescu(distributed.dicom_port, files).returncode == 0
+
+    queued = wait_for(lambda: (s := distributed.series(uid)) and s["state"] == "queued" and s, 60, 0.5, "queued")
+    assert queued["job"]["state"] == "queued", "no worker yet: the job waits on the broker"
+
+    start_worker(distributed)
+
+    def delivered() -> dict | None:  # type: ignore[type-arg]
+        series = distributed.series(uid)
+        assert series is not None and series["state"] != "failed", series
+        deliveries = (series.get("job") or {}).get("deliveries") or []
+        done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
+        return series if done else None
+
+    series = wait_for(delivered, 900, 1.0, "analysis by the separate worker and delivery")
+    assert series["job"]["attempts"] == 1
+    sr_uid = next(d["sop_instance_uid"] for d in series["job"]["deliveries"] if d["kind"] == "sr")
+    assert [r for r in orthanc.lookup(sr_uid) if r["Type"] == "Instance"]
+    engine = create_engine(distributed.env["LUNGCDS_DATABASE_URL"])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM instance")).scalar() == 64
+        assert conn.execute(text("SELECT state FROM job")).scalar() == "done"
+    engine.dispose()

@@ -1,0 +1,83 @@
+"""models.registry: the models as data and honest statuses for models that did not run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from models import PIPELINE_VERSION
+from models.registry import (
+    CLASSICAL_LUNG_MASK,
+    MODEL_SPECS,
+    REGISTRY,
+    UnknownModelError,
+    get_spec,
+    unavailable_run,
+)
+from models.weights import WeightStore
+
+DEEP_MODELS = ("lobes", "lesions", "corads", "stoic", "i3dr")
+
+
+def test_every_model_is_registered_once_in_report_order() -> None:
+    assert tuple(REGISTRY) == (CLASSICAL_LUNG_MASK, *DEEP_MODELS)
+    assert tuple(spec.name for spec in MODEL_SPECS) == tuple(REGISTRY)
+    with pytest.raises(TypeError):
+        REGISTRY["extra"] = MODEL_SPECS[0]  # type: ignore[index]
+
+
+def test_only_the_classical_mask_is_implemented_and_weight_free() -> None:
+    classical = get_spec(CLASSICAL_LUNG_MASK)
+    assert classical.implemented and not classical.needs_weights
+    for name in DEEP_MODELS:
+        spec = get_spec(name)
+        assert spec.needs_weights and not spec.implemented
+        assert spec.description
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownModelError, match="unknown model 'corads2'.*lung_mask_classical.*i3dr"):
+        get_spec("corads2")
+    assert issubclass(UnknownModelError, ValueError)
+
+
+@pytest.mark.parametrize("name", DEEP_MODELS)
+def test_unimplemented_model_says_it_is_not_available(name: str, tmp_path: Path) -> None:
+    run = unavailable_run(get_spec(name), WeightStore(tmp_path))
+    assert run.status == "not_installed"
+    assert f"not available in pipeline version {PIPELINE_VERSION}" in run.reason
+    assert not run.validated
+    assert run.weights_sha256 is None
+    assert run.name == name
+
+
+def test_unimplemented_model_with_weights_still_does_not_run(tmp_path: Path) -> None:
+    source = tmp_path / "corads.pt"
+    source.write_bytes(b"weights")
+    store = WeightStore(tmp_path / "store")
+    sha = store.install(source, "corads").sha256
+    run = unavailable_run(get_spec("corads"), store, demo_weights=True)
+    assert run.status == "not_installed"
+    assert sha in run.reason and "unused" in run.reason
+    assert "demonstration weights" in run.reason
+    assert run.weights_sha256 is None
+
+
+def test_implemented_model_without_weights_asks_for_installation(tmp_path: Path) -> None:
+    spec = replace(get_spec("corads"), implemented=True)
+    run = unavailable_run(spec, WeightStore(tmp_path))
+    assert run.status == "not_installed"
+    assert run.reason == "no weights installed; install with `lungcds models install`"
+    assert unavailable_run(spec, None).reason == run.reason
+
+
+def test_implemented_model_with_weights_is_skipped_not_ran(tmp_path: Path) -> None:
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"x" * 10)
+    store = WeightStore(tmp_path / "store")
+    store.install(source, "stoic")
+    run = unavailable_run(replace(get_spec("stoic"), implemented=True), store)
+    assert run.status == "skipped"
+    assert not run.validated

@@ -1,0 +1,256 @@
+"""Real peers for tests: Orthanc as PACS, DCMTK as modality, our own server as a process.
+
+Every peer listens on loopback on a free port and is stopped at the end of its fixture.
+DCMTK tools and Orthanc get ``TCP_NODELAY=1`` (without it each file costs ~43 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "SHARED_DATA",
+    "LungcdsProcess",
+    "OrthancPeer",
+    "dciodvfy_errors",
+    "free_port",
+    "start_lungcds",
+    "start_orthanc",
+    "storescu",
+    "wait_for",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class OrthancPeer:
+    """A running Orthanc on loopback, with its REST client."""
+
+    process: subprocess.Popen[bytes]
+    aet: str
+    dicom_port: int
+    http: httpx.Client
+    log: Path
+
+    @property
+    def destination(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    def lookup(self, uid: str) -> list[dict[str, Any]]:
+        """Orthanc resources whose DICOM UID is ``uid``."""
+        result: list[dict[str, Any]] = self.http.post("/tools/lookup", content=uid).json()
+        return result
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        return self.http.get(f"/instances/{orthanc_id}/file").content
+
+    def instance_tags(self, orthanc_id: str) -> dict[str, Any]:
+        tags: dict[str, Any] = self.http.get(f"/instances/{orthanc_id}/simplified-tags").json()
+        return tags
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> OrthancPeer:
+    """Start Orthanc with its own storage under ``workdir``; loopback only, no auth."""
+    binary = shutil.which("Orthanc")
+    if binary is None:
+        raise FileNotFoundError("Orthanc is not installed (apt install orthanc)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "lungcds-test-pacs",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "DicomAet": aet,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "Plugins": [],
+        "HttpServerEnabled": True,
+        "StableAge": 2,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = workdir / "orthanc.log"
+    with log.open("wb") as fh:
+        process = subprocess.Popen([binary, str(config_path)], stdout=fh, stderr=subprocess.STDOUT, env=DCMTK_ENV)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            return http.get("/system").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 60, 0.2, "Orthanc to start")
+    return OrthancPeer(process=process, aet=aet, dicom_port=dicom_port, http=http, log=log)
+
+
+@dataclass
+class LungcdsProcess:
+    """A ``lungcds serve`` (or worker) subprocess and what it told us about itself."""
+
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    env: dict[str, str]
+    log: Path
+    dicom_port: int = 0
+    api_port: int = 0
+    api_key: str = ""
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.api_port}/api/v1",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=30,
+        )
+
+    def series(self, uid: str) -> dict[str, Any] | None:
+        with self.api as client:
+            response = client.get(f"/series/{uid}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        for proc in [self.process, *self.others]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [self.process, *self.others]:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def lungcds_command(*args: str) -> list[str]:
+    """The ``lungcds`` CLI of this interpreter."""
+    return [sys.executable, "-m", "server.cli", *args]
+
+
+def start_lungcds(data_dir: Path, *, extra_env: dict[str, str] | None = None, worker: bool = True) -> LungcdsProcess:
+    """Start ``lungcds serve`` on free loopback ports; wait until it listens; make a viewer key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUNGCDS_")}
+    env.update(
+        {
+            "LUNGCDS_DATA_DIR": str(data_dir),
+            "LUNGCDS_BIND_HOST": "127.0.0.1",
+            "LUNGCDS_DICOM_PORT": "0",
+            "LUNGCDS_API_PORT": "0",
+            "LUNGCDS_SERIES_IDLE_SECONDS": "10",
+            "LUNGCDS_LOG_LEVEL": "INFO",
+            "LUNGCDS_WORKER_CONCURRENCY": "2",
+        }
+    )
+    env.update(extra_env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"{data_dir.name}-serve.log"
+    args = ["serve"] if worker else ["serve", "--no-worker"]
+    with log.open("wb") as fh:
+        process = subprocess.Popen(
+            lungcds_command(*args), env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+        )
+    server = LungcdsProcess(process=process, data_dir=data_dir, env=env, log=log)
+    runtime = data_dir / "serve.json"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"lungcds serve exited {process.returncode}:\n{server.log_tail()}")
+        return runtime.is_file()
+
+    wait_for(ready, 120, 0.2, "lungcds serve to listen")
+    info = json.loads(runtime.read_text())
+    server.dicom_port, server.api_port = int(info["dicom_port"]), int(info["api_port"])
+    created = subprocess.run(
+        lungcds_command("apikey", "create", "--role", "admin"),
+        env=env,
+        capture_output=True,
+        check=True,
+        cwd=PROJECT_ROOT,
+    )
+    server.api_key = created.stdout.decode().strip().splitlines()[-1]
+    return server
+
+
+def start_worker(server: LungcdsProcess, queues: str = "gpu,cpu") -> subprocess.Popen[bytes]:
+    """Start a separate ``lungcds worker`` process with the server's environment."""
+    log = server.data_dir.parent / f"{server.data_dir.name}-worker.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            lungcds_command("worker", f"--queues={queues}", "--concurrency=1"),
+            env=server.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+    server.others.append(proc)
+    return proc
+
+
+def storescu(
+    port: int, files: list[Path], *, called: str = "LUNGCDS", calling: str = "CTSCANNER", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Send ``files`` with DCMTK's storescu (the real one, not pynetdicom's script)."""
+    cmd = ["/usr/bin/storescu", "-aec", called, "-aet", calling, *extra, "127.0.0.1", str(port), *map(str, files)]
+    return subprocess.run(cmd, check=False, env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Lines of ``dciodvfy`` output that report an error (warnings are not errors)."""
+    completed = subprocess.run(["dciodvfy", str(path)], check=False, capture_output=True, text=True, timeout=120)
+    output = completed.stdout + completed.stderr
+    return [line for line in output.splitlines() if line.startswith("Error")]

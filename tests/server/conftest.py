@@ -1,0 +1,77 @@
+"""Fixtures for the server room: settings on a temp dir, a migrated SQLite DB, headers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from dicom_node.header import InstanceHeader
+from server.core.config import Settings
+from server.core.db import make_engine, upgrade
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in list(__import__("os").environ):
+        if name.startswith("LUNGCDS_"):
+            monkeypatch.delenv(name)
+    return Settings(data_dir=tmp_path / "data", series_idle_seconds=5)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Engine:
+    upgrade(settings.database_url)
+    return make_engine(settings.database_url)
+
+
+HeaderFactory = Callable[..., list[InstanceHeader]]
+
+
+@pytest.fixture
+def ct_headers() -> HeaderFactory:
+    """A factory of axial CT series headers (positions along z, 1-based instance numbers)."""
+
+    def make(
+        count: int = 100,
+        spacing: float = 2.0,
+        thickness: float | None = 2.0,
+        series_uid: str = "1.2.826.0.1.3680043.8.498.2",
+        study_uid: str = "1.2.826.0.1.3680043.8.498.1",
+        skip: tuple[int, ...] = (),
+        **overrides: Any,
+    ) -> list[InstanceHeader]:
+        headers = []
+        for k in range(count):
+            if k in skip:
+                continue
+            values: dict[str, Any] = {
+                "sop_instance_uid": f"{series_uid}.{k + 1}",
+                "sop_class_uid": CT_IMAGE_STORAGE,
+                "study_instance_uid": study_uid,
+                "series_instance_uid": series_uid,
+                "transfer_syntax_uid": "1.2.840.10008.1.2.1",
+                "modality": "CT",
+                "patient_id": "PID-1",
+                "patient_name": "Doe^Jane",
+                "patient_age": "054Y",
+                "study_date": "20260101",
+                "image_type": ("ORIGINAL", "PRIMARY", "AXIAL"),
+                "image_orientation": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                "image_position": (-150.0, -150.0, -k * spacing),
+                "slice_thickness": thickness,
+                "pixel_spacing": (0.7, 0.7),
+                "rows": 512,
+                "columns": 512,
+                "instance_number": k + 1,
+            }
+            values.update(overrides)
+            headers.append(InstanceHeader(**values))
+        return headers
+
+    return make

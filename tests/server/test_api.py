@@ -1,0 +1,142 @@
+"""REST API: authentication, listings, series state and reasons, results, rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from dicom_node.scp import AssociationInfo
+from dicom_node.spool import StoredInstance
+from server.api.main import create_app
+from server.core.config import Settings
+from server.core.db import session_scope
+from server.core.security import create_api_key, revoke_api_key
+from server.db_models import ApiKey, Job
+from server.routing.intake import SeriesIntake
+from tests.server.conftest import HeaderFactory
+
+ASSOC = AssociationInfo(id="a", calling_aet="CT01", called_aet="LUNGCDS", peer_host="127.0.0.1", peer_port=1)
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine) -> TestClient:
+    return TestClient(create_app(settings, engine))
+
+
+@pytest.fixture
+def keys(engine: Engine) -> dict[str, str]:
+    with session_scope(engine) as session:
+        return {role: create_api_key(session, role).secret for role in ("viewer", "admin")}
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def received(engine: Engine, settings: Settings, ct_headers: HeaderFactory) -> dict[str, str]:
+    """One eligible (queued) and one rejected series of one study."""
+    intake = SeriesIntake(engine, settings, lambda job, rev: None)
+    good = ct_headers(series_uid="1.2.3.4.1")
+    thick = ct_headers(series_uid="1.2.3.4.2", count=64, spacing=5.0, thickness=5.0)
+    for h in good + thick:
+        intake.instance_stored(StoredInstance(header=h, path=Path("/x"), size=1, duplicate=False), ASSOC)
+    intake.association_ended(ASSOC, frozenset({"1.2.3.4.1", "1.2.3.4.2"}), released=True)
+    return {"good": "1.2.3.4.1", "thick": "1.2.3.4.2", "study": good[0].study_instance_uid or ""}
+
+
+def test_health_needs_no_key(client: TestClient) -> None:
+    body = client.get("/api/v1/health").json()
+    assert body["database"] == "ok" and body["status"] in {"ok", "degraded"}
+
+
+def test_401_without_or_with_a_bad_key_as_problem_json(client: TestClient, keys: dict[str, str]) -> None:
+    response = client.get("/api/v1/series")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["title"] == "Authentication required"
+    assert client.get("/api/v1/series", headers=_auth("lcds_wrong")).status_code == 401
+    assert client.get("/api/v1/series", headers={"X-API-Key": keys["viewer"]}).status_code == 200
+
+
+def test_revoked_keys_stop_working(client: TestClient, engine: Engine, keys: dict[str, str]) -> None:
+    assert client.get("/api/v1/jobs", headers=_auth(keys["viewer"])).status_code == 200
+    with session_scope(engine) as session:
+        key_id = next(k.id for k in session.exec(select(ApiKey)).all() if k.role == "viewer")
+        assert revoke_api_key(session, key_id)
+    assert client.get("/api/v1/jobs", headers=_auth(keys["viewer"])).status_code == 401
+
+
+def test_keys_are_stored_hashed(engine: Engine, keys: dict[str, str]) -> None:
+    with Session(engine) as session:
+        stored = {k.key_hash for k in session.exec(select(ApiKey)).all()}
+    assert not stored & set(keys.values())
+
+
+def test_series_state_and_rejection_reasons(client: TestClient, keys: dict[str, str], received: dict[str, str]) -> None:
+    headers = _auth(keys["viewer"])
+    thick = client.get(f"/api/v1/series/{received['thick']}", headers=headers).json()
+    assert thick["state"] == "rejected"
+    assert "slice thickness 5.0 mm exceeds 3.0 mm" in thick["reasons"]
+    good = client.get(f"/api/v1/series/{received['good']}", headers=headers).json()
+    assert good["state"] == "queued" and good["job"]["state"] == "queued"
+    listing = client.get("/api/v1/series", params={"state": "rejected"}, headers=headers).json()
+    assert [s["series_instance_uid"] for s in listing["items"]] == [received["thick"]]
+    assert client.get("/api/v1/series/9.9.9", headers=headers).status_code == 404
+
+
+def test_studies_filter_and_paginate(client: TestClient, keys: dict[str, str], received: dict[str, str]) -> None:
+    headers = _auth(keys["viewer"])
+    body = client.get("/api/v1/studies", params={"patient_id": "PID-1"}, headers=headers).json()
+    assert body["total"] == 1 and body["items"][0]["series_count"] == 2
+    assert client.get("/api/v1/studies", params={"patient_id": "nobody"}, headers=headers).json()["total"] == 0
+    bad = client.get("/api/v1/studies", params={"limit": 0}, headers=headers)
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_results_and_report_downloads(
+    client: TestClient, engine: Engine, keys: dict[str, str], received: dict[str, str], tmp_path: Path
+) -> None:
+    headers = _auth(keys["viewer"])
+    uid = received["good"]
+    assert client.get(f"/api/v1/series/{uid}/result", headers=headers).status_code == 404
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text(json.dumps({"eligibility": {"eligible": True, "reasons": []}}))
+    (out / "report.pdf").write_bytes(b"%PDF-1.4 test")
+    with Session(engine) as session:
+        session.execute(update(Job).where(Job.series_instance_uid == uid).values(result_dir=str(out)))
+        session.commit()
+    assert client.get(f"/api/v1/series/{uid}/result", headers=headers).json()["eligibility"]["eligible"] is True
+    pdf = client.get(f"/api/v1/series/{uid}/reports/pdf", headers=headers)
+    assert (
+        pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    )
+    assert client.get(f"/api/v1/series/{uid}/reports/sr", headers=headers).status_code == 404
+    assert client.get(f"/api/v1/series/{uid}/reports/nonsense", headers=headers).status_code == 404
+
+
+def test_rules_are_changed_by_admins_only_and_validated(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    assert client.get("/api/v1/rules", headers=_auth(keys["viewer"])).json()["max_slice_thickness_mm"] == 3.0
+    forbidden = client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["viewer"]))
+    assert forbidden.status_code == 403
+    bad = client.put("/api/v1/rules", json={"max_axial_tilt_deg": -1}, headers=_auth(keys["admin"]))
+    assert bad.status_code == 422
+    unknown = client.put("/api/v1/rules", json={"colour": "red"}, headers=_auth(keys["admin"]))
+    assert unknown.status_code == 422 and "colour" in unknown.json()["detail"]
+    ok = client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["admin"]))
+    assert ok.status_code == 200 and ok.json()["max_slice_thickness_mm"] == 5.0
+    assert settings.rules_file is not None and "max_slice_thickness_mm = 5.0" in settings.rules_file.read_text()
+
+
+def test_openapi_is_published(client: TestClient) -> None:
+    spec = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/series/{series_uid}/result" in spec["paths"]

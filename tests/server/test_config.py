@@ -1,0 +1,75 @@
+"""Settings: environment, TOML file, embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.core.config import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LUNGCDS_"):
+            monkeypatch.delenv(name)
+
+
+def test_embedded_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'lungcds.db'}"
+    assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    assert settings.embedded
+    assert settings.max_slice_thickness_mm == 3.0
+    assert settings.rules_file == tmp_path / "rules.toml"
+
+
+def test_environment_comma_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LUNGCDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LUNGCDS_DESTINATIONS", "PACS@10.0.0.1:104, ARCHIVE@pacs.example:11112")
+    monkeypatch.setenv("LUNGCDS_ALLOWED_CALLING_AETS", "CT1,CT2")
+    monkeypatch.setenv("LUNGCDS_DATABASE_URL", "postgresql+psycopg://u@db/lungcds")
+    monkeypatch.setenv("LUNGCDS_BROKER_URL", "redis://cache:6379/0")
+    settings = load_settings()
+    assert settings.destinations == ["PACS@10.0.0.1:104", "ARCHIVE@pacs.example:11112"]
+    assert settings.allowed_calling_aets == ["CT1", "CT2"]
+    assert not settings.embedded
+
+
+def test_toml_file_with_environment_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "lungcds.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\nae_title = "FROMFILE"\ndicom_port = 4242\n'
+        'destinations = ["PACS@127.0.0.1:4242"]\nmax_slice_thickness_mm = 1.5\n'
+    )
+    monkeypatch.setenv("LUNGCDS_DICOM_PORT", "5555")
+    settings = load_settings(config)
+    assert settings.ae_title == "FROMFILE"
+    assert settings.dicom_port == 5555
+    assert settings.destinations == ["PACS@127.0.0.1:4242"]
+    assert settings.max_slice_thickness_mm == 1.5
+
+
+def test_bad_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="AE title"):
+        Settings(data_dir=tmp_path, ae_title="BAD\\AE")
+    with pytest.raises(ValueError):
+        Settings(data_dir=tmp_path, ae_title="A" * 17)
+    with pytest.raises(ValueError):
+        Settings(data_dir=tmp_path, max_slice_thickness_mm=0)
+    config = tmp_path / "typo.toml"
+    config.write_text('ae_titel = "X"\n')
+    with pytest.raises(ValueError, match="ae_titel"):
+        load_settings(config)
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_the_example_settings_file_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "lungcds.example.toml"
+    settings = load_settings(example)
+    assert settings.destinations == ["PACS@pacs.hospital.local:104"]
+    assert settings.data_dir == Path("/var/lib/lungcds")
