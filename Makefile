@@ -30,7 +30,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check server models dicom_node reports tests benchmarks
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy server models dicom_node reports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, Executable, update
 from sqlmodel import Session, col, select
 
 from dicom_node.header import InstanceHeader
@@ -29,6 +29,7 @@ from server.db_models import (
 )
 
 __all__ = [
+    "changed_rows",
     "claim_delivery",
     "claim_series_for_finalizing",
     "delivery_failed",
@@ -49,6 +50,12 @@ __all__ = [
 ]
 
 _OPEN_STATES = (SeriesState.RECEIVING, SeriesState.FINALIZING)
+
+
+def changed_rows(session: Session, statement: Executable) -> int:
+    """Execute a DML statement and return how many rows it changed (who won a race)."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount)
 
 
 def index_instance(
@@ -117,24 +124,23 @@ def index_instance(
     uid = header.series_instance_uid
     values: dict[str, Any] = {"last_received_at": now}
     if new_instance:
-        values["instance_count"] = Series.instance_count + 1  # type: ignore[operator]
+        values["instance_count"] = Series.instance_count + 1
     session.execute(update(Series).where(col(Series.series_instance_uid) == uid).values(**values))
     if not new_instance:
         return False
-    reopened = session.execute(
+    reopened = changed_rows(
+        session,
         update(Series)
         .where(col(Series.series_instance_uid) == uid, col(Series.state).not_in(_OPEN_STATES))
         .values(
             state=SeriesState.RECEIVING,
-            reopen_count=Series.reopen_count + 1,  # type: ignore[operator]
+            reopen_count=Series.reopen_count + 1,
             reasons=[],
             completed_at=None,
-        )
-    ).rowcount
+        ),
+    )
     if reopened:
-        session.execute(
-            update(Job).where(col(Job.series_instance_uid) == uid).values(revision=Job.revision + 1)  # type: ignore[operator]
-        )
+        session.execute(update(Job).where(col(Job.series_instance_uid) == uid).values(revision=Job.revision + 1))
     return bool(reopened)
 
 
@@ -151,12 +157,13 @@ def series_instance_paths(session: Session, series_uid: str) -> list[str]:
 
 def claim_series_for_finalizing(session: Session, series_uid: str, trigger: str) -> bool:
     """Move a receiving series to ``finalizing``; only one caller can win."""
-    result = session.execute(
+    changed = changed_rows(
+        session,
         update(Series)
         .where(col(Series.series_instance_uid) == series_uid, col(Series.state) == SeriesState.RECEIVING)
-        .values(state=SeriesState.FINALIZING, completion_trigger=trigger, completed_at=utcnow())
+        .values(state=SeriesState.FINALIZING, completion_trigger=trigger, completed_at=utcnow()),
     )
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def set_series_state(session: Session, series_uid: str, state: str, reasons: Sequence[str] = ()) -> None:
@@ -187,7 +194,7 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
         .where(col(Job.idempotency_key) == key)
         .values(
             state=JobState.QUEUED,
-            revision=Job.revision + 1,  # type: ignore[operator]
+            revision=Job.revision + 1,
             error=None,
             queued_at=utcnow(),
             started_at=None,
@@ -202,16 +209,17 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
 
 def start_job(session: Session, job_id: int, revision: int) -> bool:
     """Mark a queued job running if ``revision`` is still current; False means skip it."""
-    result = session.execute(
+    changed = changed_rows(
+        session,
         update(Job)
         .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.QUEUED)
-        .values(state=JobState.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1)  # type: ignore[operator]
+        .values(state=JobState.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1),
     )
-    if result.rowcount:
+    if changed:
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, SeriesState.ANALYSING)
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def job_is_current(session: Session, job_id: int, revision: int) -> bool:
@@ -222,30 +230,32 @@ def job_is_current(session: Session, job_id: int, revision: int) -> bool:
 
 def finish_job(session: Session, job_id: int, revision: int, *, result_dir: str, timings: dict[str, float]) -> bool:
     """Mark a running job done (if still current) and its series done."""
-    result = session.execute(
+    changed = changed_rows(
+        session,
         update(Job)
         .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
-        .values(state=JobState.DONE, finished_at=utcnow(), result_dir=result_dir, timings=timings, error=None)
+        .values(state=JobState.DONE, finished_at=utcnow(), result_dir=result_dir, timings=timings, error=None),
     )
-    if result.rowcount:
+    if changed:
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, SeriesState.DONE)
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def fail_job(session: Session, job_id: int, revision: int, error: str) -> bool:
     """Mark a job failed with its error (after the last retry) and its series failed."""
-    result = session.execute(
+    changed = changed_rows(
+        session,
         update(Job)
         .where(col(Job.id) == job_id, col(Job.revision) == revision)
-        .values(state=JobState.FAILED, finished_at=utcnow(), error=error)
+        .values(state=JobState.FAILED, finished_at=utcnow(), error=error),
     )
-    if result.rowcount:
+    if changed:
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, SeriesState.FAILED, [error])
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def requeue_after_transient_error(session: Session, job_id: int, revision: int, error: str) -> None:
@@ -290,16 +300,17 @@ def upsert_delivery(
 def claim_delivery(session: Session, delivery_id: int, stale_after: timedelta) -> Delivery | None:
     """Claim a pending (or abandoned ``sending``) delivery for one send attempt."""
     now = utcnow()
-    result = session.execute(
+    changed = changed_rows(
+        session,
         update(Delivery)
         .where(
             col(Delivery.id) == delivery_id,
             (col(Delivery.state) == DeliveryState.PENDING)
             | ((col(Delivery.state) == DeliveryState.SENDING) & (col(Delivery.claimed_at) < now - stale_after)),
         )
-        .values(state=DeliveryState.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)  # type: ignore[operator]
+        .values(state=DeliveryState.SENDING, claimed_at=now, attempts=Delivery.attempts + 1),
     )
-    if not result.rowcount:
+    if not changed:
         return None
     return session.get(Delivery, delivery_id)
 

@@ -8,6 +8,7 @@ follows the series over the REST API with a progress bar, and prints where the S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,11 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from dicom_node.scp import AssociationInfo, StorageSCP
 from dicom_node.scu import Destination, send_files
@@ -86,7 +89,7 @@ def _wait_for_runtime_file(path: Path, proc: subprocess.Popen[bytes], timeout: f
     raise TimeoutError(f"the server did not start within {timeout:.0f} s")
 
 
-def run_demo(*, data_dir: Path | None, timeout: float, console: Console) -> int:
+def run_demo(*, data_dir: Path | None, timeout: float, keep_running: bool, console: Console) -> int:
     """Run the demo end to end; the exit code (0 when the reports reached the demo PACS)."""
     root = data_dir or Path(tempfile.mkdtemp(prefix="lungcds-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,14 @@ def run_demo(*, data_dir: Path | None, timeout: float, console: Console) -> int:
             [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            return _drive(console, proc, server_dir, files, pacs_sink, root, timeout, log_path)
+            code = _drive(console, proc, server_dir, files, pacs_sink, root, timeout, log_path)
+            if code == 0 and not keep_running:
+                console.print("The demo server stops now; `lungcds demo --keep-running` keeps it up for the REST API.")
+            if code == 0 and keep_running:
+                console.print("The server keeps running for the REST API; press Ctrl-C to stop it.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    proc.wait()
+            return code
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -189,9 +199,30 @@ def _drive(
         return 1
     result_dir = server_dir / "results" / series_uid
     console.print(f"[green]Analysed and delivered in {elapsed:.1f} s[/] (from the first slice sent)")
+    _print_measurements(console, json.loads((result_dir / "result.json").read_text(encoding="utf-8")))
     console.print(f"Results on the server: {result_dir}")
     for stored in pacs_sink.received:
-        console.print(f"  demo PACS received {stored.header.modality} {stored.header.sop_class_uid}: {stored.path}")
+        console.print(
+            f"  demo PACS received {_KIND_NAMES.get(stored.header.sop_class_uid or '', 'object')}: {stored.path}"
+        )
     console.print(f"REST: curl -H 'Authorization: Bearer {key}' {api}/series/{series_uid}/result")
     console.print(f"Everything of this demo is under {root}")
     return 0
+
+
+_KIND_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.88.34": "SR (Comprehensive 3D SR, TID 1500)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG (lung masks)",
+    "1.2.840.10008.5.1.4.1.1.104.1": "encapsulated PDF report",
+}
+
+
+def _print_measurements(console: Console, result: dict[str, Any]) -> None:
+    table = Table("region", "volume mL", "functional mL", "% < -950 HU", "15th perc. HU", "mean HU")
+    for region, m in result.get("measurements", {}).items():
+        cells = [m.get(k) for k in ("volume_ml", "fpv_ml", "laa950_pct", "perc15_hu", "mean_hu")]
+        table.add_row(region, *("-" if v is None else f"{v:.1f}" for v in cells))
+    console.print(table)
+    for name, run in result.get("models", {}).items():
+        if run["status"] != "ran":
+            console.print(f"  {name}: {run['status']} ({run['reason']})")

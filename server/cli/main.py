@@ -24,7 +24,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (environment wins)", exists=True)
 ]
@@ -116,12 +116,15 @@ def demo(
         Path | None, typer.Option(help="Where the demo server keeps its data (default: a new temp folder)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the analysis")] = 900.0,
+    keep_running: Annotated[bool, typer.Option(help="Keep the server up afterwards to explore the REST API")] = False,
 ) -> None:
     """Start a server, send it a chest CT, wait, and show where the SR and PDF went."""
     from server.demo import run_demo
 
     configure_logging("WARNING", json=True)
-    raise typer.Exit(run_demo(data_dir=data_dir, timeout=timeout, console=Console()))
+    raise typer.Exit(
+        run_demo(data_dir=data_dir, timeout=timeout, keep_running=keep_running, console=Console(soft_wrap=True))
+    )
 
 
 @apikey_app.command("create")

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import CursorResult, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
@@ -79,11 +79,12 @@ def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any
     """
     dialect = session.get_bind().dialect.name
     table = model.__table__  # type: ignore[attr-defined]
+    stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
         stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    result = session.execute(stmt)
+    result = cast(CursorResult[Any], session.execute(stmt))
     return bool(result.rowcount)

@@ -138,7 +138,7 @@ def evaluate(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> Elig
     if not headers:
         return Eligibility(False, False, ("the series has no stored instances",))
     first = headers[0]
-    sop_classes = sorted({h.sop_class_uid for h in headers})
+    sop_classes = sorted({h.sop_class_uid or "(none)" for h in headers})
     if not set(sop_classes) <= set(rules.analysed_sop_classes):
         text = ", ".join(sop_classes)
         return Eligibility(False, False, (f"SOP class {text} is stored but not analysed",))

@@ -40,5 +40,5 @@ def scan_folder(folder: Path) -> FolderScan:
         except InvalidInstance as exc:
             scan.refused.append((path, exc.reason))
             continue
-        scan.series[header.series_instance_uid].append((path, header))
+        scan.series[str(header.series_instance_uid)].append((path, header))
     return scan

@@ -133,7 +133,7 @@ def import_into_server(settings: Settings, folder: Path, *, console: Console) ->
             console.print(f"[red]error:[/] out of resources: {exc}")
             return EXIT_ERROR
         intake.instance_stored(stored, None)
-        touched.add(stored.header.series_instance_uid)
+        touched.add(str(stored.header.series_instance_uid))
         stored_count += 1
     for uid in sorted(touched):
         intake.finalize(uid, trigger="folder import")

@@ -67,6 +67,9 @@ def create_celery(settings: Settings) -> LungcdsCelery:
         task_routes={ANALYSIS_TASK: {"queue": GPU_QUEUE}, DELIVERY_TASK: {"queue": CPU_QUEUE}},
         imports=("server.tasks.analysis", "server.tasks.delivery"),
     )
+    # Register the tasks now, not only when a worker starts, so producers and in-process
+    # execution see the same registry.
+    app.loader.import_default_modules()
     return app
 
 

@@ -18,7 +18,7 @@ from server.core.db import make_engine
 __all__ = ["LungcdsTask"]
 
 
-class LungcdsTask(Task):  # type: ignore[misc]
+class LungcdsTask(Task):
     """Base of every lungcds task: settings from the app, lazily created resources."""
 
     abstract = True

@@ -50,11 +50,12 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
         due = crud.due_deliveries(session, now, LEASE)
         leased: list[int] = []
         for delivery_id in due:
-            won = session.execute(
+            won = crud.changed_rows(
+                session,
                 update(Delivery)
                 .where(col(Delivery.id) == delivery_id, col(Delivery.state) == DeliveryState.PENDING)
-                .values(next_attempt_at=now + LEASE)
-            ).rowcount
+                .values(next_attempt_at=now + LEASE),
+            )
             if won:
                 leased.append(delivery_id)
     for delivery_id in leased:

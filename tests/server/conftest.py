@@ -75,3 +75,21 @@ def ct_headers() -> HeaderFactory:
         return headers
 
     return make
+
+
+@pytest.fixture(scope="session")
+def phantom_series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A small synthetic chest CT series (2.5 mm slices) written as DICOM files."""
+    from models.phantom import chest_phantom, write_ct_series
+
+    phantom = chest_phantom(shape_zyx=(72, 160, 160), spacing_zyx=(2.5, 2.2, 2.2))
+    return write_ct_series(
+        phantom,
+        phantom.geometry,
+        tmp_path_factory.mktemp("phantom"),
+        patient_id="PHANTOM-1",
+        patient_name="Phantom^Chest",
+        patient_age="050Y",
+        patient_sex="O",
+        slice_thickness=2.5,
+    )

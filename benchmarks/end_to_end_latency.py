@@ -1,0 +1,122 @@
+"""Time from the last slice received to our SR in a real PACS, against the PACS' own ingest.
+
+For each repeat, a fresh Orthanc and a fresh ``lungcds serve`` (embedded mode, thickness rule
+relaxed to 5 mm, Orthanc as destination) are started on loopback. Then, in the same run:
+
+1. peer: DCMTK ``storescu`` sends the 64-slice chest CT straight to Orthanc (its ingest time);
+2. ours: ``storescu`` sends the same series to lungcds; the clock starts when ``storescu``
+   returns (last slice acknowledged) and stops when Orthanc answers a lookup of our SR's SOP
+   Instance UID (polled every 0.1 s), so it covers completion, queueing, loading, lung mask,
+   measurements, SR/SEG/PDF building and C-STORE to Orthanc.
+
+It prints one JSON line per repeat and a summary with medians and the ratio of our latency to
+the peer's ingest time of the same series.
+
+Usage::
+
+    .venv/bin/python benchmarks/end_to_end_latency.py [--repeats 3] [--series DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.peers import SHARED_DATA, start_lungcds, start_orthanc, storescu  # noqa: E402
+
+DEFAULT_SERIES = SHARED_DATA / "ct" / "lung-dx-a0001-chest-5mm-s2"
+
+
+def _sr_uid_when_sent(server, series_uid: str, timeout: float) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        series = server.series(series_uid) or {}
+        for delivery in (series.get("job") or {}).get("deliveries", []):
+            if delivery["kind"] == "sr":
+                return str(delivery["sop_instance_uid"])
+        if series.get("state") in {"failed", "rejected"}:
+            raise RuntimeError(f"series ended {series['state']}: {series.get('reasons')}")
+        time.sleep(0.1)
+    raise TimeoutError("no SR delivery was recorded")
+
+
+def one_run(series_dir: Path, workdir: Path) -> dict[str, float]:
+    """Measure one repeat with fresh peers under ``workdir``."""
+    import pydicom
+
+    files = sorted(p for p in series_dir.iterdir() if p.is_file())
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    orthanc = start_orthanc(workdir / "orthanc")
+    server = start_lungcds(
+        workdir / "lungcds",
+        extra_env={
+            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+            "LUNGCDS_DESTINATIONS": orthanc.destination,
+            "LUNGCDS_LOG_LEVEL": "WARNING",
+        },
+    )
+    try:
+        t0 = time.monotonic()
+        peer = storescu(orthanc.dicom_port, files, called=orthanc.aet)
+        orthanc_ingest = time.monotonic() - t0
+        assert peer.returncode == 0, peer.stderr
+
+        t0 = time.monotonic()
+        ours = storescu(server.dicom_port, files)
+        last_slice = time.monotonic()
+        assert ours.returncode == 0, ours.stderr
+        send_to_us = last_slice - t0
+
+        sr_uid = _sr_uid_when_sent(server, series_uid, timeout=900)
+        while not [r for r in orthanc.lookup(sr_uid) if r["Type"] == "Instance"]:
+            time.sleep(0.1)
+        latency = time.monotonic() - last_slice
+        job = (server.series(series_uid) or {})["job"]
+        return {
+            "slices": len(files),
+            "orthanc_ingest_s": round(orthanc_ingest, 3),
+            "send_to_lungcds_s": round(send_to_us, 3),
+            "last_slice_to_sr_in_orthanc_s": round(latency, 3),
+            "ratio_latency_to_orthanc_ingest": round(latency / orthanc_ingest, 2),
+            **{f"job_{k}": round(v, 3) for k, v in job["timings"].items()},
+        }
+    finally:
+        server.stop()
+        orthanc.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--series", type=Path, default=DEFAULT_SERIES)
+    args = parser.parse_args()
+    if not args.series.is_dir():
+        print(f"series folder {args.series} not found", file=sys.stderr)
+        return 2
+    runs = []
+    for index in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="lungcds-bench-") as tmp:
+            run = one_run(args.series, Path(tmp))
+        runs.append(run)
+        print(json.dumps({"repeat": index + 1, **run}), flush=True)
+    summary = {
+        key: statistics.median(r[key] for r in runs)
+        for key in ("orthanc_ingest_s", "send_to_lungcds_s", "last_slice_to_sr_in_orthanc_s")
+    }
+    summary["ratio_latency_to_orthanc_ingest"] = round(
+        summary["last_slice_to_sr_in_orthanc_s"] / summary["orthanc_ingest_s"], 2
+    )
+    print(json.dumps({"median_of": len(runs), **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

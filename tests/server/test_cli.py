@@ -1,0 +1,148 @@
+"""The ``lungcds`` command line: analyze exit codes and outputs, import, apikey, models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from server.cli.main import app
+from server.core.db import make_engine
+from server.db_models import Series
+from tests.peers import SHARED_DATA
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LUNGCDS_"):
+            monkeypatch.delenv(name)
+    data = tmp_path / "data"
+    monkeypatch.setenv("LUNGCDS_DATA_DIR", str(data))
+    monkeypatch.setenv("LUNGCDS_LOG_LEVEL", "WARNING")
+    return data
+
+
+def test_analyze_writes_every_contract_file(env: Path, phantom_series: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(phantom_series[0].parent), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"result.json", "sr.dcm", "seg.dcm", "report.pdf", "report_pdf.dcm"}
+    body = json.loads((out / "result.json").read_text())
+    assert body["eligibility"] == {"eligible": True, "reasons": []}
+    assert set(body["measurements"]) == {"lungs", "lung_left", "lung_right"}
+    for key in ("volume_ml", "fpv_ml", "laa950_pct", "perc15_hu", "mean_hu", "haa_pct"):
+        assert body["measurements"]["lungs"][key] is not None
+    assert body["models"]["stoic"]["status"] == "not_installed" and body["models"]["stoic"]["validated"] is False
+    sr = pydicom.dcmread(out / "sr.dcm")
+    assert sr.StudyInstanceUID == pydicom.dcmread(phantom_series[0], stop_before_pixels=True).StudyInstanceUID
+    assert body["outputs"]["sr"]["sop_instance_uid"] == sr.SOPInstanceUID
+
+
+def test_analyze_is_deterministic_about_output_uids(env: Path, phantom_series: list[Path], tmp_path: Path) -> None:
+    uids = []
+    for name in ("a", "b"):
+        assert (
+            runner.invoke(app, ["analyze", str(phantom_series[0].parent), "--out", str(tmp_path / name)]).exit_code == 0
+        )
+        uids.append(json.loads((tmp_path / name / "result.json").read_text())["outputs"])
+    assert uids[0] == uids[1], "a re-run replaces the earlier objects instead of duplicating them"
+
+
+def test_analyze_exit_2_with_reasons_when_ineligible(
+    env: Path, phantom_series: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LUNGCDS_MAX_SLICE_THICKNESS_MM", "2.0")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(phantom_series[0].parent), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "slice thickness 2.5 mm exceeds 2.0 mm" in result.output
+    assert json.loads((out / "result.json").read_text())["eligibility"]["eligible"] is False
+    assert not (out / "sr.dcm").exists()
+
+
+def test_analyze_exit_1_for_a_folder_without_valid_dicom(env: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not DICOM")
+    (folder / "truncated.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00")
+    result = runner.invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no valid DICOM instance" in result.output
+    assert "refused notes.txt" in result.output
+
+
+def test_analyze_refuses_the_empty_uid_series(env: Path, tmp_path: Path) -> None:
+    folder = SHARED_DATA / "ct" / "abdomen-jpeg2000-3mm"
+    if not folder.is_dir():
+        pytest.skip(f"real CT data not found at {folder}")
+    result = runner.invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "SOP Class UID (0008,0016) is empty" in result.output
+
+
+def test_analyze_asks_which_series_when_a_folder_has_two(env: Path, phantom_series: list[Path], tmp_path: Path) -> None:
+    from models.phantom import chest_phantom, write_ct_series
+
+    folder = tmp_path / "two"
+    shutil.copytree(phantom_series[0].parent, folder / "a")
+    phantom = chest_phantom(shape_zyx=(72, 96, 96), spacing_zyx=(2.5, 3.5, 3.5), seed=1)
+    write_ct_series(
+        phantom,
+        phantom.geometry,
+        folder / "b",
+        patient_id="P2",
+        patient_name="B^B",
+        patient_age="040Y",
+        patient_sex="F",
+        slice_thickness=2.5,
+    )
+    result = runner.invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "holds 2 series" in result.output
+
+
+def test_import_goes_through_validation_and_routing(env: Path, phantom_series: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    shutil.copytree(phantom_series[0].parent, folder)
+    (folder / "garbage.dcm").write_bytes(b"garbage")
+    result = runner.invoke(app, ["import", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "refused garbage.dcm" in result.output
+    with Session(make_engine(f"sqlite:///{env / 'lungcds.db'}")) as session:
+        series = session.exec(select(Series)).one()
+    assert series.state == "queued" and series.instance_count == len(phantom_series)
+    assert series.completion_trigger == "folder import"
+    assert len(list((env / "spool").rglob("*.dcm"))) == len(phantom_series)
+
+
+def test_apikey_create_prints_the_key_once(env: Path) -> None:
+    result = runner.invoke(app, ["apikey", "create", "--role", "viewer"])
+    assert result.exit_code == 0
+    secret = result.stdout.strip().splitlines()[-1]
+    assert secret.startswith("lcds_") and len(secret) > 40
+    listing = runner.invoke(app, ["apikey", "list"])
+    assert secret not in listing.output and "viewer" in listing.output
+    assert runner.invoke(app, ["apikey", "create", "--role", "root"]).exit_code == 2
+
+
+def test_models_list_and_install(env: Path, tmp_path: Path) -> None:
+    listing = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    names = {row["name"] for row in listing}
+    assert {"lung_mask_classical", "corads", "stoic", "i3dr", "lobes", "lesions"} <= names
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"\x00" * 1000)
+    assert runner.invoke(app, ["models", "install", str(weights), "--name", "nonsense"]).exit_code == 2
+    installed = runner.invoke(app, ["models", "install", str(weights), "--name", "corads"])
+    assert installed.exit_code == 0, installed.output
+    rows = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    corads = next(r for r in rows if r["name"] == "corads")
+    assert corads["weights_sha256"] == "541b3e9daa09b20bf85fa273e5cbd3e80185aa4ec298e765db87742b70138a53"

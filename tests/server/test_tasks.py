@@ -1,0 +1,144 @@
+"""Celery tasks run in-process (``Task.apply``): analysis, failure recording, the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from dicom_node.scp import AssociationInfo, StorageSCP
+from dicom_node.spool import Spool, StoredInstance
+from server.core.config import Settings
+from server.db_models import Delivery, Job, Series, utcnow
+from server.routing.intake import SeriesIntake
+from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, LungcdsCelery, create_celery
+from server.tasks.delivery import LEASE, pump_outbox, retry_delay
+from tests.peers import free_port
+
+
+class _Keep:
+    def __init__(self) -> None:
+        self.stored: list[StoredInstance] = []
+
+    def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
+        self.stored.append(stored)
+
+    def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
+        return None
+
+
+@pytest.fixture
+def pacs_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def app(settings: Settings, pacs_port: int) -> LungcdsCelery:
+    settings.destinations = [f"PACS@127.0.0.1:{pacs_port}"]
+    return create_celery(settings)
+
+
+@pytest.fixture
+def queued(engine: Engine, settings: Settings, phantom_series: list[Path]) -> Iterator[tuple[int, int, str]]:
+    """The phantom series stored through the spool, finalised and queued: (job, revision, series)."""
+    calls: list[tuple[int, int]] = []
+    intake = SeriesIntake(engine, settings, lambda job, rev: calls.append((job, rev)))
+    spool = Spool(settings.spool_dir, min_free_bytes=0)
+    for path in phantom_series:
+        intake.instance_stored(spool.store_file(path), None)
+    uid = str(pydicom.dcmread(phantom_series[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert intake.finalize(uid, trigger="test")
+    assert len(calls) == 1
+    yield calls[0][0], calls[0][1], uid
+
+
+def _job(engine: Engine, job_id: int) -> Job:
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_analysis_then_delivery_with_retry_until_the_pacs_accepts(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], pacs_port: int
+) -> None:
+    job_id, revision, uid = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    job = _job(engine, job_id)
+    assert job.state == "done", job.error
+    assert job.attempts == 1 and job.result_dir is not None
+    assert {p.name for p in Path(job.result_dir).iterdir()} >= {"result.json", "sr.dcm", "report_pdf.dcm"}
+    with Session(engine) as session:
+        assert session.get(Series, uid).state == "done"  # type: ignore[union-attr]
+        deliveries = session.exec(select(Delivery)).all()
+    assert {d.kind for d in deliveries} == {"sr", "seg", "pdf"}
+
+    sr = next(d for d in deliveries if d.kind == "sr")
+    app.tasks[DELIVERY_TASK].apply(args=[sr.id])
+    with Session(engine) as session:
+        failed = session.get(Delivery, sr.id)
+    assert failed is not None and failed.state == "pending" and failed.attempts == 1
+    assert failed.last_error and "association failed" in failed.last_error
+    assert failed.next_attempt_at is not None and failed.next_attempt_at > utcnow()
+
+    keep = _Keep()
+    with StorageSCP("PACS", Spool(Path(job.result_dir).parent / "pacs", min_free_bytes=0), keep) as pacs:
+        pacs.start("127.0.0.1", pacs_port)
+        app.tasks[DELIVERY_TASK].apply(args=[sr.id])
+    with Session(engine) as session:
+        sent = session.get(Delivery, sr.id)
+    assert sent is not None and sent.state == "sent" and sent.attempts == 2 and sent.last_error is None
+    assert [s.header.sop_instance_uid for s in keep.stored] == [sr.sop_instance_uid]
+    app.tasks[DELIVERY_TASK].apply(args=[sr.id])
+    assert len(keep.stored) == 1, "a sent object is not sent again"
+
+
+def test_a_superseded_revision_is_skipped(app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str]) -> None:
+    job_id, revision, _ = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision - 1])
+    job = _job(engine, job_id)
+    assert job.state == "queued" and job.attempts == 0
+
+
+def test_an_analysis_error_is_recorded_on_the_job_and_series(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], settings: Settings
+) -> None:
+    job_id, revision, uid = queued
+    victim = next(settings.spool_dir.rglob("*.dcm"))
+    ds = pydicom.dcmread(victim)
+    ds.Rows = 64  # the pixel data no longer matches the other slices
+    ds.save_as(victim)
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    job = _job(engine, job_id)
+    assert job.state == "failed"
+    assert job.error and "VolumeError" in job.error
+    with Session(engine) as session:
+        series = session.get(Series, uid)
+    assert series is not None and series.state == "failed" and series.reasons == [job.error]
+
+
+def test_the_pump_leases_each_due_delivery_once(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str]
+) -> None:
+    job_id, revision, _ = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    with Session(engine) as session:
+        session.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert pump_outbox(app, engine) == 3
+    assert pump_outbox(app, engine) == 0, "leased rows wait for their lease to expire"
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert all(r.next_attempt_at is not None and r.next_attempt_at > utcnow() + LEASE / 2 for r in rows)
+
+
+def test_retry_delay_backs_off_and_is_capped() -> None:
+    assert retry_delay(1, 600).total_seconds() == 5
+    assert retry_delay(3, 600).total_seconds() == 20
+    assert retry_delay(20, 600).total_seconds() == 600
