@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import structlog
 
@@ -41,6 +42,10 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("pynetdicom", "highdicom", "sqlalchemy.engine", "alembic", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # highdicom warns about single-component person names and quotes the name: patient data.
+    # Source names are copied faithfully, so the warning is silenced rather than logged.
+    warnings.filterwarnings("ignore", message=r".*unlikely to represent the intended person name", category=UserWarning)
+    logging.captureWarnings(True)
     structlog.configure(
         processors=[*pre_chain, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
