@@ -18,6 +18,7 @@ from dicom_node.header import InstanceHeader, summarize
 from dicom_node.scp import AssociationInfo, InstanceSink, StorageSCP
 from dicom_node.scu import (
     AssociationFailed,
+    ContextsRefused,
     Destination,
     SendResult,
     echo,
@@ -30,6 +31,7 @@ from dicom_node.validation import InvalidInstance, parse_instance, validate_data
 
 __all__ = [
     "AssociationFailed",
+    "ContextsRefused",
     "AssociationInfo",
     "Destination",
     "InstanceHeader",

@@ -32,6 +32,7 @@ from dicom_node.validation import guess_transfer_syntax
 __all__ = [
     "MAX_PRESENTATION_CONTEXTS",
     "AssociationFailed",
+    "ContextsRefused",
     "Destination",
     "SendResult",
     "echo",
@@ -185,6 +186,23 @@ class AssociationFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.results = list(results)
+
+
+class ContextsRefused(AssociationFailed):
+    """The peer refused every presentation context we proposed (PS3.8 9.3.3.2, result 1-4).
+
+    The peer will not take these SOP classes in these transfer syntaxes at all (e.g. a PACS
+    that does not store Segmentations), so trying again later changes nothing.
+
+    Attributes
+    ----------
+    sop_classes : list of str
+        The refused abstract syntaxes.
+    """
+
+    def __init__(self, reason: str, sop_classes: Sequence[str]) -> None:
+        super().__init__(reason)
+        self.sop_classes = list(sop_classes)
 
 
 @dataclass
@@ -368,6 +386,11 @@ def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeo
     ae = _make_ae(calling_aet, timeout)
     assoc, connected = _associate(ae, dest, contexts)
     if not assoc.is_established:
+        refused = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
+        if assoc.is_aborted and refused and not assoc.accepted_contexts:
+            raise ContextsRefused(
+                f"{dest} refused every proposed presentation context (SOP classes {', '.join(refused)})", refused
+            )
         raise AssociationFailed(_association_problem(assoc, connected, dest))
     try:
         for item in items:

@@ -22,6 +22,8 @@ __all__ = [
     "LOBE_NAMES",
     "LUNG_REGIONS",
     "REGION_NAMES",
+    "LESION_NAMES",
+    "QualityAssessment",
     "CoradsResult",
     "Findings",
     "Geometry",
@@ -40,6 +42,8 @@ LUNG_REGIONS: tuple[str, ...] = ("lungs", "lung_left", "lung_right")
 LOBE_NAMES: tuple[str, ...] = ("LUL", "LLL", "RUL", "RML", "RLL")
 #: Region names used everywhere: result.json, SR tracking identifiers, PDF tables.
 REGION_NAMES: tuple[str, ...] = LUNG_REGIONS + LOBE_NAMES
+#: Lesion masks: all infectious opacities, and the two kinds when a model separates them.
+LESION_NAMES: tuple[str, ...] = ("lesions", "ggo", "consolidation")
 
 
 @dataclass(frozen=True)
@@ -194,12 +198,26 @@ class SeverityResult:
 
 
 @dataclass(frozen=True)
+class QualityAssessment:
+    """Whether the lung mask is plausible enough to run the models that depend on it.
+
+    ``reasons`` says in words why not (e.g. "lung volume 0.4 L is outside 1-10 L"); when
+    ``plausible`` is False, downstream models are skipped with these reasons.
+    """
+
+    plausible: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Findings:
     """Everything the pipeline found on one series, plus what it did not do and why.
 
-    ``masks`` maps a region name of :data:`REGION_NAMES` (or a lesion name) to a boolean
-    ``[z, y, x]`` array on ``volume.geometry``.  ``measurements`` maps region names to their
-    weight-free measurements.  ``models`` records every registered model, ran or not.
+    ``masks`` maps a region name of :data:`REGION_NAMES` (or a lesion name of
+    :data:`LESION_NAMES`) to a boolean ``[z, y, x]`` array on ``volume.geometry``;
+    ``mask_sources`` names, for each mask, the entry of ``models`` that produced it.
+    ``measurements`` maps region names to their weight-free measurements.  ``models`` records
+    every registered model, ran or not.
     """
 
     volume: Volume
@@ -211,6 +229,8 @@ class Findings:
     stoic: StoicResult | None = None
     i3dr: I3drResult | None = None
     severity: SeverityResult | None = None
+    quality: QualityAssessment | None = None
+    mask_sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -232,7 +252,10 @@ class Findings:
             "measurements": {name: m.as_dict() for name, m in self.measurements.items()},
             "models": {name: run.as_dict() for name, run in self.models.items()},
             "warnings": list(self.warnings),
+            "mask_sources": dict(self.mask_sources),
         }
+        if self.quality is not None:
+            out["quality"] = {"plausible": self.quality.plausible, "reasons": list(self.quality.reasons)}
         if self.corads is not None:
             out["corads"] = {
                 "category": self.corads.category,

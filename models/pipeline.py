@@ -99,6 +99,7 @@ def analyse(
     findings = Findings(
         volume=volume,
         masks={"lungs": lungs, "lung_left": segmentation.left, "lung_right": segmentation.right},
+        mask_sources=dict.fromkeys(("lungs", "lung_left", "lung_right"), CLASSICAL_LUNG_MASK),
         measurements=measurements,
         models=runs,
         pipeline_version=PIPELINE_VERSION,

@@ -33,6 +33,7 @@ __all__ = [
     "claim_delivery",
     "claim_series_for_finalizing",
     "delivery_failed",
+    "delivery_refused",
     "delivery_sent",
     "due_deliveries",
     "fail_job",
@@ -330,6 +331,15 @@ def delivery_failed(session: Session, delivery_id: int, error: str, retry_at: da
         update(Delivery)
         .where(col(Delivery.id) == delivery_id)
         .values(state=DeliveryState.PENDING, last_error=error, next_attempt_at=retry_at)
+    )
+
+
+def delivery_refused(session: Session, delivery_id: int, error: str) -> None:
+    """The destination refused the object for good: recorded, not retried."""
+    session.execute(
+        update(Delivery)
+        .where(col(Delivery.id) == delivery_id)
+        .values(state=DeliveryState.REFUSED, last_error=error, next_attempt_at=None)
     )
 
 

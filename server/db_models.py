@@ -11,7 +11,9 @@ Job: ``queued`` → ``running`` → ``done`` | ``failed``; ``revision`` increase
 (re)queue, and a task only acts when the revision it was given is still current.
 
 Delivery (the outbox): ``pending`` → ``sending`` → ``sent``; a failed attempt returns to
-``pending`` with ``next_attempt_at`` pushed back, until the PACS accepts.
+``pending`` with ``next_attempt_at`` pushed back, until the PACS accepts.  A destination that
+refuses the object for good (it does not store that SOP class, or answers a failure status that
+no retry can change) makes it ``refused``, with the reason; the other objects still go.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class DeliveryState:
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
+    REFUSED = "refused"
 
 
 class Study(SQLModel, table=True):

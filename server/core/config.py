@@ -8,6 +8,7 @@ on kombu's SQLAlchemy transport, both under ``data_dir``, so a fresh machine nee
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "OUTPUT_KINDS"]
+
+#: Report objects a destination can receive: the SR, the SEG and the encapsulated PDF.
+OUTPUT_KINDS: tuple[str, ...] = ("sr", "seg", "pdf")
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -46,6 +50,10 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, ge=0, le=65535)
     allowed_calling_aets: CommaList = Field(default_factory=list, description="Empty = any calling AE")
     destinations: CommaList = Field(default_factory=list, description="AET@host:port, comma separated")
+    destination_outputs: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Per destination AE title, the outputs it receives, e.g. {"PACS": ["sr", "pdf"]}; default all',
+    )
     max_slice_thickness_mm: float = Field(3.0, gt=0)
     series_idle_seconds: float = Field(60.0, gt=0)
     rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
@@ -65,6 +73,23 @@ class Settings(BaseSettings):
         if not stripped or "\\" in stripped or not stripped.isascii():
             raise ValueError(f"invalid AE title {value!r}")
         return stripped
+
+    @model_validator(mode="after")
+    def _outputs_name_known_destinations(self) -> Settings:
+        """Every key of ``destination_outputs`` is a destination's AE title; values are output kinds."""
+        titles = {entry.split("@", 1)[0].strip() for entry in self.destinations}
+        for title, outputs in self.destination_outputs.items():
+            if title not in titles:
+                raise ValueError(f"destination_outputs names {title!r}, which is not in destinations")
+            unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
+            if unknown:
+                raise ValueError(f"destination_outputs[{title!r}] has unknown outputs {unknown}; use {OUTPUT_KINDS}")
+        return self
+
+    def outputs_for(self, destination: str) -> tuple[str, ...]:
+        """The output kinds ``destination`` (``AET@host:port``) receives."""
+        title = destination.split("@", 1)[0].strip()
+        return tuple(self.destination_outputs.get(title, OUTPUT_KINDS))
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -105,7 +130,12 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            text = ",".join(value) if isinstance(value, list) else str(value)
+            if isinstance(value, dict):
+                text = json.dumps(value)
+            elif isinstance(value, list):
+                text = ",".join(value)
+            else:
+                text = str(value)
             env[f"LUNGCDS_{name.upper()}"] = text
         return env
 

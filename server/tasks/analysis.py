@@ -75,7 +75,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             return
         for destination in settings.destinations:
             dest_key = str(parse_destination(destination))
-            for obj in output.dicom_outputs:
+            for obj in (o for o in output.dicom_outputs if o.kind in settings.outputs_for(destination)):
                 delivery_ids.append(
                     crud.upsert_delivery(
                         session,

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from dicom_node.scu import AssociationFailed, parse_destination, send_files
+from dicom_node.scu import AssociationFailed, ContextsRefused, parse_destination, send_files
 from dicom_node.statuses import status_name
 from server import crud
 from server.core.db import session_scope
@@ -25,7 +25,7 @@ from server.db_models import Delivery, DeliveryState, utcnow
 from server.tasks.app import DELIVERY_TASK
 from server.tasks.base import LungcdsTask
 
-__all__ = ["LEASE", "deliver_object", "enqueue_delivery", "pump_outbox", "retry_delay"]
+__all__ = ["LEASE", "deliver_object", "enqueue_delivery", "is_final_refusal", "pump_outbox", "retry_delay"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,18 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
     return len(leased)
 
 
+def is_final_refusal(status: int) -> bool:
+    """Whether a C-STORE failure status means "never", not "not now" (PS3.4 Annex B.2.3).
+
+    0xA7xx (out of resources) and 0x0110 (processing failure) may pass; 0x0122 (SOP class
+    not supported), 0x0124 (not authorised), 0xA9xx (data set does not match the SOP class)
+    and 0xCxxx (cannot understand) will not change on a retry of the same object.
+    """
+    if status in (0x0122, 0x0124):
+        return True
+    return (status & 0xFF00) == 0xA900 or (status & 0xF000) == 0xC000
+
+
 @shared_task(bind=True, base=LungcdsTask, name=DELIVERY_TASK)
 def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     """One C-STORE attempt of one report object to one destination."""
@@ -73,23 +85,28 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
             return
         destination, path, attempts = delivery.destination, Path(delivery.path), delivery.attempts
     error: str | None = None
+    final = False
     try:
         results = send_files(parse_destination(destination), [path], calling_aet=settings.ae_title)
-        refused = [r for r in results if not r.ok]
-        if refused:
-            error = "; ".join(r.error or f"status {status_name(r.status)}" for r in refused)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)
+            final = all(is_final_refusal(r.status) for r in failed)
+    except ContextsRefused as exc:
+        error, final = f"refused by the destination: {exc.reason}", True
     except AssociationFailed as exc:
         error = f"association failed: {exc}"
     except (OSError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+    extra = {"delivery": delivery_id, "destination": destination, "error": error}
     with session_scope(engine) as session:
         if error is None:
             crud.delivery_sent(session, delivery_id)
-            logger.info("report delivered", extra={"delivery": delivery_id, "destination": destination})
+            logger.info("report delivered", extra=extra)
+        elif final:
+            crud.delivery_refused(session, delivery_id, error)
+            logger.warning("delivery refused by the destination; not retried", extra=extra)
         else:
             retry_at = utcnow() + retry_delay(attempts, settings.delivery_max_backoff_seconds)
             crud.delivery_failed(session, delivery_id, error, retry_at)
-            logger.warning(
-                "delivery failed; will retry",
-                extra={"delivery": delivery_id, "destination": destination, "error": error},
-            )
+            logger.warning("delivery failed; will retry", extra=extra)

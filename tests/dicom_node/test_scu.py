@@ -14,6 +14,7 @@ from dicom_node.scp import StorageSCP
 from dicom_node.scu import (
     MAX_PRESENTATION_CONTEXTS,
     AssociationFailed,
+    ContextsRefused,
     Destination,
     echo,
     parse_destination,
@@ -115,6 +116,20 @@ def test_rejected_association_raises_association_failed(tmp_path: Path, sink: Re
             send_datasets(Destination(SCP_AET, "127.0.0.1", port), [make_ct()], "STRANGER")
     assert "rejected" in caught.value.reason
     assert "Calling AE Title Not Recognised" in caught.value.reason or "calling" in caught.value.reason.lower()
+
+
+def test_a_peer_refusing_the_sop_class_raises_contexts_refused() -> None:
+    ae = AE("CTONLY")
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ExplicitVRLittleEndian)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0)])
+    try:
+        sr = make_basic_text_sr()
+        with pytest.raises(ContextsRefused) as caught:
+            send_datasets(Destination("CTONLY", "127.0.0.1", server.server_address[1]), [sr], "TESTSCU")
+    finally:
+        server.shutdown()
+    assert caught.value.sop_classes == [str(sr.SOPClassUID)]
+    assert "refused every proposed presentation context" in caught.value.reason
 
 
 def test_send_datasets_to_our_scp(running_scp: RunningSCP) -> None:

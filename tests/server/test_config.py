@@ -73,3 +73,26 @@ def test_the_example_settings_file_is_valid() -> None:
     settings = load_settings(example)
     assert settings.destinations == ["PACS@pacs.hospital.local:104"]
     assert settings.data_dir == Path("/var/lib/lungcds")
+
+
+def test_outputs_per_destination(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, destinations=["PACS@h:104", "VNA@h:105"], destination_outputs={"PACS": ["sr", "pdf"]}
+    )
+    assert settings.outputs_for("PACS@h:104") == ("sr", "pdf")
+    assert settings.outputs_for("VNA@h:105") == ("sr", "seg", "pdf")
+    with pytest.raises(ValueError, match="not in destinations"):
+        Settings(data_dir=tmp_path, destinations=["PACS@h:104"], destination_outputs={"OTHER": ["sr"]})
+    with pytest.raises(ValueError, match="unknown outputs"):
+        Settings(data_dir=tmp_path, destinations=["PACS@h:104"], destination_outputs={"PACS": ["xml"]})
+
+
+def test_outputs_per_destination_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LUNGCDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LUNGCDS_DESTINATIONS", "PACS@h:104")
+    monkeypatch.setenv("LUNGCDS_DESTINATION_OUTPUTS", '{"PACS": ["sr"]}')
+    settings = load_settings()
+    assert settings.outputs_for("PACS@h:104") == ("sr",)
+    for name, value in settings.as_environment().items():  # what a child process would inherit
+        monkeypatch.setenv(name, value)
+    assert load_settings() == settings

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -18,7 +21,7 @@ from server.core.config import Settings
 from server.db_models import Delivery, Job, Series, utcnow
 from server.routing.intake import SeriesIntake
 from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, LungcdsCelery, create_celery
-from server.tasks.delivery import LEASE, pump_outbox, retry_delay
+from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
 from tests.peers import free_port
 
 
@@ -142,3 +145,56 @@ def test_retry_delay_backs_off_and_is_capped() -> None:
     assert retry_delay(1, 600).total_seconds() == 5
     assert retry_delay(3, 600).total_seconds() == 20
     assert retry_delay(20, 600).total_seconds() == 600
+
+
+def test_outputs_per_destination_and_a_refused_type_does_not_block_the_others(
+    settings: Settings, engine: Engine, queued: tuple[int, int, str], tmp_path: Path
+) -> None:
+    pacs_port, ct_only_port = free_port(), free_port()
+    settings.destinations = [f"PACS@127.0.0.1:{pacs_port}", f"CTONLY@127.0.0.1:{ct_only_port}"]
+    settings.destination_outputs = {"PACS": ["sr", "pdf"]}
+    app = create_celery(settings)
+    job_id, revision, _ = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    by_destination = {(r.destination.split("@")[0], r.kind): r for r in rows}
+    assert set(by_destination) == {
+        ("PACS", "sr"),
+        ("PACS", "pdf"),
+        ("CTONLY", "sr"),
+        ("CTONLY", "seg"),
+        ("CTONLY", "pdf"),
+    }
+
+    ct_only = AE("CTONLY")
+    ct_only.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    server = ct_only.start_server(
+        ("127.0.0.1", ct_only_port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0)]
+    )
+    keep = _Keep()
+    try:
+        with StorageSCP("PACS", Spool(tmp_path / "pacs", min_free_bytes=0), keep) as pacs:
+            pacs.start("127.0.0.1", pacs_port)
+            for row in rows:
+                app.tasks[DELIVERY_TASK].apply(args=[row.id])
+    finally:
+        server.shutdown()
+    with Session(engine) as session:
+        states = {
+            (r.destination.split("@")[0], r.kind): (r.state, r.last_error) for r in session.exec(select(Delivery))
+        }
+    assert states[("PACS", "sr")][0] == "sent" and states[("PACS", "pdf")][0] == "sent"
+    for kind in ("sr", "seg", "pdf"):
+        state, error = states[("CTONLY", kind)]
+        assert state == "refused" and error and "refused every proposed presentation context" in error
+    assert len(keep.stored) == 2
+    with Session(engine) as session:
+        session.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert pump_outbox(app, engine) == 0, "refused objects are not retried"
+
+
+def test_final_refusal_statuses() -> None:
+    assert is_final_refusal(0xA900) and is_final_refusal(0xC000) and is_final_refusal(0x0122)
+    assert not is_final_refusal(0xA700) and not is_final_refusal(0x0110) and not is_final_refusal(-1)
