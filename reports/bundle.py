@@ -19,13 +19,25 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from models.findings import Findings
-from reports.encapsulated_pdf import build_encapsulated_pdf
-from reports.identity import ReportContext
-from reports.pdf import build_pdf
+from reports.encapsulated_pdf import (
+    PDF_SERIES_DESCRIPTION,
+    PDF_UNVALIDATED_SERIES_DESCRIPTION,
+    build_encapsulated_pdf,
+)
+from reports.identity import ReportContext, banner_text
+from reports.pdf import build_not_analysable_pdf, build_pdf
 from reports.seg import build_seg
-from reports.sr import build_sr
+from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION, NOT_ANALYSABLE_VARIANT, build_not_analysable_sr, build_sr
 
-__all__ = ["PDF_DICOM_FILE", "PDF_FILE", "SEG_FILE", "SR_FILE", "ReportSet", "build_reports"]
+__all__ = [
+    "PDF_DICOM_FILE",
+    "PDF_FILE",
+    "SEG_FILE",
+    "SR_FILE",
+    "ReportSet",
+    "build_not_analysable",
+    "build_reports",
+]
 
 SR_FILE = "sr.dcm"
 SEG_FILE = "seg.dcm"
@@ -66,7 +78,8 @@ class ReportSet:
     sr : pydicom.Dataset
         Comprehensive 3D SR with the TID 1500 Measurement Report.
     seg : pydicom.Dataset or None
-        Segmentation of the masks; None when no mask has any voxel.
+        Segmentation of the masks; None when no mask has any voxel, and for a series that
+        could not be analysed (:func:`build_not_analysable`).
     pdf : bytes
         The PDF report.
     pdf_dicom : pydicom.Dataset
@@ -136,5 +149,62 @@ def build_reports(
     seg = build_seg(findings, source_headers, context)
     sr = build_sr(findings, source_headers, context, seg=seg)
     pdf = build_pdf(findings, source_headers, context, eligibility_reasons)
-    pdf_dicom = build_encapsulated_pdf(pdf, source_headers, context, pipeline_version=findings.pipeline_version)
+    pdf_dicom = build_encapsulated_pdf(
+        pdf,
+        source_headers,
+        context,
+        pipeline_version=findings.pipeline_version,
+        series_description=PDF_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else PDF_SERIES_DESCRIPTION,
+    )
     return ReportSet(sr=sr, seg=seg, pdf=pdf, pdf_dicom=pdf_dicom)
+
+
+def build_not_analysable(
+    source_headers: Sequence[Dataset],
+    context: ReportContext,
+    reasons: Sequence[str],
+    pipeline_version: str,
+) -> ReportSet:
+    """Report a series that was routed for analysis but could not be analysed.
+
+    For a series that passed routing yet yields no analysis (too few slices, lungs not
+    covered, unreadable pixels, ...), the radiologist in PACS must see that the scan was seen
+    and why no numbers follow.  This builds an SR (TID 1500 with the coded statement "Series
+    not analysable" and each reason as text, every source instance as evidence), a one-page
+    PDF and its Encapsulated PDF; there is no SEG.
+
+    Parameters
+    ----------
+    source_headers : sequence of pydicom.Dataset
+        Headers of the series (Pixel Data not needed).
+    context : ReportContext
+        Device identity and output numbering.
+    reasons : sequence of str
+        Why the series could not be analysed, in words (at least one, none blank).
+    pipeline_version : str
+        Pipeline version of the job.  With the source Series Instance UID it fixes the UIDs:
+        the objects go into the SR and PDF series that :func:`build_reports` uses for the same
+        series and version, with SOP Instance UIDs of their own (one UID, one content).
+
+    Returns
+    -------
+    ReportSet
+        With ``seg`` None (``ReportSet.write`` then removes a stale ``seg.dcm``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        When the headers are not one series of one study, ``reasons`` is empty or holds a
+        blank or non-string item, or ``pipeline_version`` is empty.
+    """
+    sr = build_not_analysable_sr(source_headers, context, reasons, pipeline_version)
+    pdf = build_not_analysable_pdf(source_headers, context, reasons, pipeline_version)
+    pdf_dicom = build_encapsulated_pdf(
+        pdf,
+        source_headers,
+        context,
+        pipeline_version=pipeline_version,
+        series_description=NOT_ANALYSABLE_SERIES_DESCRIPTION,
+        instance_variant=NOT_ANALYSABLE_VARIANT,
+    )
+    return ReportSet(sr=sr, seg=None, pdf=pdf, pdf_dicom=pdf_dicom)

@@ -9,7 +9,11 @@ declares it in the Coding Scheme Identification Sequence (PS3.3 C.12.1.1.4) thro
 :data:`PRIVATE_CODING_SCHEME`.
 
 Anatomy codes were checked against SNOMED CT: note that 45653009 is "Upper lobe of lung"
-(no laterality); the right upper lobe is 42400003.
+(no laterality); the right upper lobe is 42400003.  Severity qualifiers (None, Mild, Moderate,
+Severe) are the SNOMED CT codes of pydicom's DICOM code dictionary.  Model run status,
+validation status, lung-mask quality and "not analysable" are private coded values, so that a
+receiving system can act on them without parsing text; each is accompanied by a text item
+with the reason in words.
 """
 
 from __future__ import annotations
@@ -21,34 +25,46 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.coding import Code
 
 __all__ = [
+    "ANALYSIS_STATUS",
     "ANATOMICAL_STRUCTURE",
     "ARTIFICIAL_INTELLIGENCE",
     "ATTENUATION_COEFFICIENT",
+    "CONSOLIDATION",
     "CORADS_CATEGORY",
     "CORADS_CATEGORY_VALUES",
     "CORADS_SCORE",
     "CT_CHEST_REPORT",
     "CT_OF_CHEST",
+    "CT_SEVERITY_CATEGORY",
     "CT_SEVERITY_SCORE",
     "DECISION_SUPPORT",
     "DECISION_SUPPORT_STATEMENT",
     "DENSITOMETRY_ALGORITHM",
     "FPV_RANGE_HU",
     "FUNCTIONAL_LUNG_VOLUME",
+    "GROUND_GLASS_OPACITY",
     "HIGH_ATTENUATION_AREA",
     "I3DR_OUTPUT_CODES",
+    "I3DR_OUTPUT_LABELS",
     "I3DR_OUTPUT_UNITS",
+    "LANGUAGE_EN_US",
     "LESION",
+    "LESION_CODES",
     "LESION_MASK_ALGORITHM",
     "LOBE_INVOLVEMENT",
     "LOBE_MASK_ALGORITHM",
     "LOW_ATTENUATION_AREA_950",
     "LUNG_MASK_ALGORITHM",
+    "LUNG_MASK_QUALITY",
     "MEAN",
     "MEASUREMENT_NOT_AVAILABLE",
     "MODEL_RUN_STATUS",
+    "MODEL_STATUS_VALUES",
     "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
     "MORPHOLOGICAL_OPERATIONS",
+    "NOT_ANALYSABLE",
+    "NOT_ANALYSABLE_REASON",
+    "NOT_ANALYSABLE_STATEMENT",
     "OUTPUT_VALIDATION_STATUS",
     "PERCENTILE_15_ATTENUATION",
     "PIPELINE_WARNING",
@@ -57,7 +73,12 @@ __all__ = [
     "PROBABILITY_COVID19",
     "PROBABILITY_SEVERE_OUTCOME",
     "QUALITATIVE_EVALUATIONS",
+    "QUALITY_FINDING",
+    "QUALITY_IMPLAUSIBLE",
+    "QUALITY_PLAUSIBLE",
     "REGION_CODES",
+    "SEVERITY_CATEGORY_VALUES",
+    "SOFTWARE_STATEMENT",
     "SUM_OF_SEGMENTED_VOXELS",
     "UCUM_DLCO",
     "UCUM_HOUNSFIELD_UNIT",
@@ -70,6 +91,7 @@ __all__ = [
     "UNVALIDATED_METHOD_STATEMENT",
     "UNVALIDATED_NO_PROVENANCE_STATEMENT",
     "UNVALIDATED_WEIGHTS_STATEMENT",
+    "VALIDATION_VALUES",
     "VOLUME",
     "WEIGHT_FREE_STATEMENT",
 ]
@@ -87,6 +109,8 @@ PRIVATE_CODING_SCHEME = CodingSchemeIdentificationItem(
 
 # --- procedures and document titles -------------------------------------------------------
 
+#: Language of content (TID 1204), as highdicom's MeasurementReport sets it.
+LANGUAGE_EN_US = Code("en-US", "RFC5646", "English (United States)")
 #: Procedure reported (TID 1500 row 4; CID 100 is extensible).
 CT_OF_CHEST = Code("169069000", "SCT", "Computed tomography of chest")
 #: Document title of the encapsulated PDF (CID 7000 "Diagnostic Imaging Report Document Titles").
@@ -109,6 +133,14 @@ REGION_CODES: Mapping[str, Code] = MappingProxyType(
 )
 #: Segmented property type / finding type of lesion masks (CID 7151).
 LESION = Code("52988006", "SCT", "Lesion")
+#: The two kinds of infectious opacity (seeds/003).  No SNOMED CT code could be verified
+#: offline for them, so they are private concepts (category stays SNOMED CT).
+GROUND_GLASS_OPACITY = Code("GGO", PRIVATE_SCHEME, "Ground-glass opacity")
+CONSOLIDATION = Code("CONSOLIDATION", PRIVATE_SCHEME, "Consolidation")
+#: Segmented property type of each lesion mask of ``models.findings.LESION_NAMES``.
+LESION_CODES: Mapping[str, Code] = MappingProxyType(
+    {"lesions": LESION, "ggo": GROUND_GLASS_OPACITY, "consolidation": CONSOLIDATION}
+)
 #: Segmented property categories and finding categories (CID 7150).
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -146,6 +178,37 @@ OUTPUT_VALIDATION_STATUS = Code("VALIDATION", PRIVATE_SCHEME, "Output validation
 DECISION_SUPPORT = Code("DECSUPPORT", PRIVATE_SCHEME, "Decision support statement")
 PIPELINE_WARNING = Code("PIPEWARNING", PRIVATE_SCHEME, "Analysis pipeline warning")
 
+#: Coded values of :data:`MODEL_RUN_STATUS`, keyed by ``ModelRun.status``.
+MODEL_STATUS_VALUES: Mapping[str, Code] = MappingProxyType(
+    {
+        "ran": Code("RAN", PRIVATE_SCHEME, "Model ran"),
+        "not_installed": Code("NOTINSTALLED", PRIVATE_SCHEME, "Model not installed, no result"),
+        "skipped": Code("SKIPPED", PRIVATE_SCHEME, "Model skipped, no result"),
+        "failed": Code("FAILED", PRIVATE_SCHEME, "Model failed, no result"),
+    }
+)
+#: Coded values of :data:`OUTPUT_VALIDATION_STATUS` (see ``reports.identity.validation_key``).
+VALIDATION_VALUES: Mapping[str, Code] = MappingProxyType(
+    {
+        "validated_weights": Code("VALIDWEIGHTS", PRIVATE_SCHEME, "Validated weights"),
+        "weight_free": Code("WEIGHTFREE", PRIVATE_SCHEME, "Weight-free method (no trained weights)"),
+        "demo_weights": Code("DEMOWEIGHTS", PRIVATE_SCHEME, "UNVALIDATED: generated weights, not for clinical use"),
+        "unvalidated_method": Code("UNVALMETHOD", PRIVATE_SCHEME, "UNVALIDATED: method not clinically validated"),
+        "no_provenance": Code("NOPROVENANCE", PRIVATE_SCHEME, "UNVALIDATED: no model provenance recorded"),
+    }
+)
+
+#: Quality gate of the lung mask (``Findings.quality``).
+LUNG_MASK_QUALITY = Code("MASKQUALITY", PRIVATE_SCHEME, "Lung mask quality")
+QUALITY_PLAUSIBLE = Code("PLAUSIBLE", PRIVATE_SCHEME, "Lung mask plausible")
+QUALITY_IMPLAUSIBLE = Code("IMPLAUSIBLE", PRIVATE_SCHEME, "Lung mask implausible, dependent models skipped")
+QUALITY_FINDING = Code("QUALITYREASON", PRIVATE_SCHEME, "Lung mask quality finding")
+
+#: A series routed for analysis that could not be analysed (``reports.build_not_analysable``).
+ANALYSIS_STATUS = Code("ANALYSIS", PRIVATE_SCHEME, "Analysis status")
+NOT_ANALYSABLE = Code("NOTANALYSABLE", PRIVATE_SCHEME, "Series not analysable, no results")
+NOT_ANALYSABLE_REASON = Code("NAREASON", PRIVATE_SCHEME, "Reason series is not analysable")
+
 # --- model outputs ----------------------------------------------------------------------------
 
 CORADS_CATEGORY = Code("CORADSCAT", PRIVATE_SCHEME, "CO-RADS category")
@@ -155,7 +218,8 @@ CORADS_CATEGORY_VALUES: Mapping[int, Code] = MappingProxyType(
 )
 CORADS_SCORE = Code("CORADSSCORE", PRIVATE_SCHEME, "CO-RADS ensemble score")
 PROBABILITY_COVID19 = Code("PCOVID", PRIVATE_SCHEME, "Probability of COVID-19")
-PROBABILITY_SEVERE_OUTCOME = Code("PSEVERE", PRIVATE_SCHEME, "Probability of severe COVID-19 outcome")
+#: STOIC2021 severe outcome: intubation or death within one month.
+PROBABILITY_SEVERE_OUTCOME = Code("PSEVERE", PRIVATE_SCHEME, "Probability of intubation or death within one month")
 
 #: I3Dr outputs (architecture spec, ``result.json`` key ``i3dr``) as estimated quantities.
 I3DR_OUTPUT_CODES: Mapping[str, Code] = MappingProxyType(
@@ -171,6 +235,30 @@ I3DR_OUTPUT_CODES: Mapping[str, Code] = MappingProxyType(
 )
 LOBE_INVOLVEMENT = Code("INVOLVEMENT", PRIVATE_SCHEME, "Lesion involvement of lobe")
 CT_SEVERITY_SCORE = Code("CTSS", PRIVATE_SCHEME, "CT severity score")
+#: Severity category of the total CT severity score (seeds/003: mild 1-5, moderate 6-14,
+#: severe 15-25; 0 is no involvement), valued with SNOMED CT severity qualifiers.
+CT_SEVERITY_CATEGORY = Code("CTSSCATEGORY", PRIVATE_SCHEME, "CT severity category")
+SEVERITY_CATEGORY_VALUES: Mapping[str, Code] = MappingProxyType(
+    {
+        "none": Code("260413007", "SCT", "None"),
+        "mild": Code("255604002", "SCT", "Mild"),
+        "moderate": Code("6736007", "SCT", "Moderate"),
+        "severe": Code("24484000", "SCT", "Severe"),
+    }
+)
+
+#: Short labels of the I3Dr outputs (PDF tables and chart).
+I3DR_OUTPUT_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "pv_l": "PV",
+        "fpv_l": "FPV",
+        "fev1_pre_l": "FEV1 pre",
+        "fev1_post_l": "FEV1 post",
+        "fvc_pre_l": "FVC pre",
+        "fvc_post_l": "FVC post",
+        "dlco": "DLCO",
+    }
+)
 
 # --- units (UCUM, CID 7181 and PS3.16 section 7.2) ------------------------------------------
 
@@ -202,6 +290,15 @@ DECISION_SUPPORT_STATEMENT = (
 WEIGHT_FREE_STATEMENT = (
     "Lung volumes and attenuation measurements come from a classical, weight-free lung mask "
     "(image processing without a trained neural network)."
+)
+SOFTWARE_STATEMENT = (
+    "lungcds is decision-support software for chest CT. It outlines the lungs (and, when the "
+    "models are installed, the lobes and infectious opacities), measures volumes and attenuation, "
+    "and reports the outputs of the CO-RADS, STOIC2021 and I3Dr models described in its documentation."
+)
+NOT_ANALYSABLE_STATEMENT = (
+    "This CT series was received and checked by lungcds but could not be analysed, so no "
+    "measurements or model results follow. The reasons are listed below."
 )
 UNVALIDATED_WEIGHTS_STATEMENT = "UNVALIDATED: generated demonstration weights, not for clinical use"
 UNVALIDATED_METHOD_STATEMENT = "UNVALIDATED: method without clinical validation, not for clinical use"

@@ -20,10 +20,12 @@ from reports import codes
 from reports.identity import OUTPUT_CHARACTER_SET, ReportContext, check_source_series, copy_patient_study
 from reports.pdf import PDF_TITLE
 
-__all__ = ["PDF_SERIES_DESCRIPTION", "build_encapsulated_pdf"]
+__all__ = ["PDF_SERIES_DESCRIPTION", "PDF_UNVALIDATED_SERIES_DESCRIPTION", "build_encapsulated_pdf"]
 
 #: Series Description (0008,103E) of the encapsulated-PDF series.
 PDF_SERIES_DESCRIPTION = "lungcds report PDF (decision support)"
+#: Series Description of the encapsulated PDF of a report with unvalidated outputs.
+PDF_UNVALIDATED_SERIES_DESCRIPTION = "lungcds report PDF UNVALIDATED - not for clinical use"
 
 
 def _code_item(code_value: str, scheme: str, meaning: str) -> Dataset:
@@ -40,6 +42,8 @@ def build_encapsulated_pdf(
     context: ReportContext,
     *,
     pipeline_version: str,
+    series_description: str = PDF_SERIES_DESCRIPTION,
+    instance_variant: str = "",
 ) -> Dataset:
     """Wrap ``pdf`` in an Encapsulated PDF Storage object of the source study.
 
@@ -56,6 +60,8 @@ def build_encapsulated_pdf(
     pipeline_version : str
         ``Findings.pipeline_version`` (keyword-only): with the source Series Instance UID it
         determines the Series and SOP Instance UIDs, so a re-run replaces the earlier object.
+    series_description : str
+        Series Description (0008,103E), at most 64 characters (keyword-only).
 
     Returns
     -------
@@ -67,10 +73,15 @@ def build_encapsulated_pdf(
     Raises
     ------
     ValueError
-        When ``pdf`` is not a PDF or the headers are not one series of one study.
+        When ``pdf`` is not a PDF, the headers are not one series of one study, the pipeline
+        version is empty or the series description is not a valid LO value.
     """
     if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF-"):
         raise ValueError("pdf must be the bytes of a PDF document")
+    if not pipeline_version:
+        raise ValueError("pipeline_version must not be empty")
+    if not series_description.strip() or len(series_description) > 64 or "\\" in series_description:
+        raise ValueError(f"series_description must be 1-64 characters without backslash, got {series_description!r}")
     check_source_series(source_headers)
     source = source_headers[0]
     series_uid = str(source.SeriesInstanceUID)
@@ -79,7 +90,9 @@ def build_encapsulated_pdf(
     ds = Dataset()
     ds.SpecificCharacterSet = OUTPUT_CHARACTER_SET
     ds.SOPClassUID = EncapsulatedPDFStorage
-    ds.SOPInstanceUID = context.output_uid(series_uid, pipeline_version, "pdf", "instance")
+    ds.SOPInstanceUID = context.output_uid(
+        series_uid, pipeline_version, "pdf", "instance", instance_variant=instance_variant
+    )
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     copy_patient_study(source, ds)
@@ -87,7 +100,7 @@ def build_encapsulated_pdf(
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = context.output_uid(series_uid, pipeline_version, "pdf", "series")
     ds.SeriesNumber = context.pdf_series_number
-    ds.SeriesDescription = PDF_SERIES_DESCRIPTION
+    ds.SeriesDescription = series_description
     ds.SeriesDate = ds.InstanceCreationDate
     ds.SeriesTime = ds.InstanceCreationTime
 

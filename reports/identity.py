@@ -1,21 +1,54 @@
 """Who made a report object, about whom, from which images, and how far it can be trusted.
 
 * :class:`ReportContext` names the device (General Equipment module, PS3.3 C.7.5.1; Device
-  Observer, TID 1004) and derives the deterministic UIDs of our outputs (house rule 7): the
-  same source series and pipeline version always give the same Series and SOP Instance UIDs,
-  so a re-run replaces the earlier object in PACS instead of adding a duplicate.
+  Observer, TID 1004) and derives the deterministic UIDs of our outputs (house rule 7).
 * :func:`index_source_headers` validates the source CT headers against the ``Findings`` volume.
 * :func:`copy_patient_study` and :func:`evidence_headers` carry the Patient, General Study and
   Patient Study modules (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2) into our objects, leaving out what
   must not propagate (the source's Referenced Study Sequence, whose items may lack the Type 1
   Referenced SOP Class UID).
-* :func:`model_statement` and :func:`output_provenance` put every model's status and
-  validation into words that SR, PDF and API show verbatim.
+* :func:`model_statement`, :func:`output_provenance` and :func:`validation_key` put every
+  model's status and validation into words and codes that SR, PDF and API show verbatim.
+* :func:`validate_findings` checks everything a report shows before any object is built.
+
+Placement and UIDs
+------------------
+Every output goes into the *source study* (same Study Instance UID, Patient and Study modules
+copied) in a *new series per output type*: SR (Series Number 9901), SEG (9902) and encapsulated
+PDF (9903) by default.  Their UIDs (PS3.5 section 9) are derived, never random:
+
+``UID = root + decimal(SHA-512(json(["lungcds output", source Series Instance UID,
+pipeline version, kind, part])))``, truncated to 64 characters,
+
+computed by :func:`pydicom.uid.generate_uid` with that single JSON string as entropy source
+(JSON, so that no two different argument lists can concatenate to the same text).  ``kind`` is
+``"sr"``, ``"seg"`` or ``"pdf"`` and ``part`` is ``"series"`` (Series Instance UID) or
+``"instance"`` (SOP Instance UID).  ``root`` is :attr:`ReportContext.uid_prefix` -- a site's
+own registered root, e.g. ``"1.2.826.0.1.9999."`` -- or, when none is configured, pydicom's
+documented root ``1.2.826.0.1.3680043.8.498.`` (:data:`pydicom.uid.PYDICOM_ROOT_UID`); a root
+is at most 40 characters so that at least 24 hash digits (about 80 bits) remain.  Hence:
+
+* re-running the same job (same source series, same pipeline version) gives the same Series
+  and SOP Instance UIDs, whatever the order of the headers, the time, the software version or
+  the device serial number, so the new object replaces the old one in PACS instead of
+  duplicating it;
+* a new pipeline version (``Findings.pipeline_version``, which changes whenever an algorithm
+  or its weights change) gives new UIDs: the earlier results stay in PACS next to the new ones;
+* the not-analysable objects of :func:`reports.bundle.build_not_analysable` use the same
+  kinds ("sr", "pdf"), so a later successful analysis of the same series with the same pipeline
+  version carries the *same* SR and PDF UIDs and supersedes them (whether the archive then
+  overwrites the stored instance or keeps the first copy is the archive's policy, e.g.
+  Orthanc's ``OverwriteInstances``).
+
+Tracking UIDs (TID 4108) of regions and model groups derive the same way from
+``["lungcds tracking", series UID, pipeline version, name]``, and the Device Observer UID
+(TID 1004) from ``["lungcds device observer", station name]``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,8 +59,9 @@ from pydicom import Dataset
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 from pydicom.valuerep import PersonName
 
-from models.findings import LOBE_NAMES, Findings, ModelRun
+from models.findings import LESION_NAMES, LOBE_NAMES, REGION_NAMES, Findings, ModelRun
 from reports import codes
+from reports.severity import check_severity
 
 __all__ = [
     "OUTPUT_CHARACTER_SET",
@@ -42,13 +76,17 @@ __all__ = [
     "check_source_series",
     "copy_patient_study",
     "evidence_headers",
+    "find_output_run",
     "format_person_name",
+    "check_reasons",
     "index_source_headers",
+    "mask_source_run",
     "model_display_name",
     "model_statement",
     "output_provenance",
     "unvalidated_statement",
     "validate_findings",
+    "validation_key",
 ]
 
 OutputKind = Literal["sr", "seg", "pdf"]
@@ -182,12 +220,24 @@ class ReportContext:
     def _prefix(self) -> str:
         return self.uid_prefix if self.uid_prefix is not None else PYDICOM_ROOT_UID
 
+    def _derive(self, *sources: str) -> str:
+        """A UID under the root, hashed from one unambiguous JSON text of ``sources``."""
+        return str(generate_uid(self._prefix, entropy_srcs=[json.dumps(list(sources))]))
+
     @property
     def device_observer_uid(self) -> str:
         """Device Observer UID (DCM 121012, TID 1004), stable for a given station name."""
-        return str(generate_uid(self._prefix, entropy_srcs=["lungcds device observer", self.station_name]))
+        return self._derive("lungcds device observer", self.station_name)
 
-    def output_uid(self, source_series_uid: str, pipeline_version: str, kind: OutputKind, part: UidPart) -> str:
+    def output_uid(
+        self,
+        source_series_uid: str,
+        pipeline_version: str,
+        kind: OutputKind,
+        part: UidPart,
+        *,
+        instance_variant: str = "",
+    ) -> str:
         """Deterministic Series or SOP Instance UID of one of our outputs (house rule 7).
 
         Parameters
@@ -200,6 +250,10 @@ class ReportContext:
             Which output.
         part : {"series", "instance"}
             Series Instance UID (0020,000E) or SOP Instance UID (0008,0018).
+        instance_variant : str, optional
+            Distinguishes objects of different content in the same output series: the
+            not-analysable SR/PDF share their series with a later successful analysis but
+            keep their own SOP Instance UIDs (one UID, one content; PS3.3 C.12.1.1.1).
 
         Returns
         -------
@@ -212,24 +266,18 @@ class ReportContext:
             raise ValueError(f"part must be one of {sorted(_PARTS)}, got {part!r}")
         if not source_series_uid or not pipeline_version:
             raise ValueError("source_series_uid and pipeline_version must not be empty")
-        return str(
-            generate_uid(
-                self._prefix,
-                entropy_srcs=["lungcds output", source_series_uid, pipeline_version, kind, part],
-            )
-        )
+        if instance_variant and part == "instance":
+            return self._derive("lungcds output", source_series_uid, pipeline_version, kind, part, instance_variant)
+        return self._derive("lungcds output", source_series_uid, pipeline_version, kind, part)
 
     def tracking_uid(self, source_series_uid: str, pipeline_version: str, name: str) -> str:
         """Tracking Unique Identifier (DCM 112040, TID 4108) of a region or lesion.
 
         The SR measurement group and the SEG segment of the same region share this UID.
         """
-        return str(
-            generate_uid(
-                self._prefix,
-                entropy_srcs=["lungcds tracking", source_series_uid, pipeline_version, name],
-            )
-        )
+        if not source_series_uid or not pipeline_version or not name:
+            raise ValueError("source_series_uid, pipeline_version and name must not be empty")
+        return self._derive("lungcds tracking", source_series_uid, pipeline_version, name)
 
 
 def check_source_series(source_headers: Sequence[Dataset]) -> dict[str, Dataset]:
@@ -366,6 +414,22 @@ def unvalidated_statement(run: ModelRun | None) -> str | None:
     return codes.UNVALIDATED_METHOD_STATEMENT
 
 
+def validation_key(run: ModelRun | None) -> str | None:
+    """Key of :data:`reports.codes.VALIDATION_VALUES` for an output of ``run``.
+
+    None for a model that did not run (it has no output to qualify); "no_provenance" for an
+    output without a run record; otherwise validated weights, weight-free method, generated
+    (demo) weights or a method without clinical validation, as :func:`unvalidated_statement`.
+    """
+    if run is None:
+        return "no_provenance"
+    if run.status != "ran":
+        return None
+    if run.validated:
+        return "validated_weights" if run.weights_sha256 else "weight_free"
+    return "demo_weights" if run.weights_sha256 else "unvalidated_method"
+
+
 def model_statement(run: ModelRun) -> str:
     """One sentence on what happened to a model, e.g. "CO-RADS model not run (not installed):
     no weights installed".  Validation is stated separately by :func:`unvalidated_statement`."""
@@ -413,7 +477,12 @@ class ProvenanceRecord:
         return self.run.version if self.run is not None else "unknown"
 
 
-def _find_run(findings: Findings, output: str) -> ModelRun | None:
+def find_output_run(findings: Findings, output: str) -> ModelRun | None:
+    """The run record of model output ``output`` ("corads", "stoic", "i3dr", "severity").
+
+    ``findings.models[output]`` when present, else the single model whose name starts with
+    ``output``; None when there is none or several.
+    """
     exact = findings.models.get(output)
     if exact is not None:
         return exact
@@ -429,8 +498,16 @@ def output_provenance(findings: Findings) -> dict[str, ProvenanceRecord]:
     """
     present = {name: getattr(findings, name) for name in _MODEL_OUTPUTS}
     return {
-        name: ProvenanceRecord(name, _find_run(findings, name)) for name, value in present.items() if value is not None
+        name: ProvenanceRecord(name, find_output_run(findings, name))
+        for name, value in present.items()
+        if value is not None
     }
+
+
+def mask_source_run(findings: Findings, name: str) -> ModelRun | None:
+    """The run record of the model that produced mask ``name`` (``Findings.mask_sources``), if any."""
+    source = findings.mask_sources.get(name)
+    return findings.models.get(source) if source is not None else None
 
 
 def any_unvalidated(findings: Findings) -> bool:
@@ -469,9 +546,12 @@ def validate_findings(findings: Findings) -> None:
     TypeError
         When ``findings`` is not a :class:`models.findings.Findings`.
     ValueError
-        When a measurement is filed under another region's name or is not finite, a CO-RADS
-        category is outside 1-5, a probability outside [0, 1], an I3Dr output or a severity
-        lobe is unknown, or a CT severity score is outside its range (0-5 per lobe, 0-25).
+        When a measurement is filed under another region's name or is not finite, a mask is
+        neither a region nor a lesion, ``mask_sources`` names a mask or model that does not
+        exist or a model that did not run, an implausible quality verdict has no reason, a
+        CO-RADS category is outside 1-5, a probability outside [0, 1], an I3Dr output or lobe
+        is unknown, or the CT severity scores break the seeds/003 rules (see
+        :func:`reports.severity.check_severity`).
     """
     if not isinstance(findings, Findings):
         raise TypeError(f"expected models.findings.Findings, got {type(findings).__name__}")
@@ -488,6 +568,19 @@ def validate_findings(findings: Findings) -> None:
     for key, run in findings.models.items():
         if key != run.name:
             raise ValueError(f"models[{key!r}] describes model {run.name!r}")
+    for name in findings.masks:
+        if name not in REGION_NAMES and name not in LESION_NAMES:
+            raise ValueError(f"mask {name!r} is neither a region {REGION_NAMES} nor a lesion {LESION_NAMES}")
+    for name, source in findings.mask_sources.items():
+        if name not in findings.masks:
+            raise ValueError(f"mask_sources names mask {name!r}, which findings.masks lacks")
+        if source not in findings.models:
+            raise ValueError(f"mask_sources[{name!r}] names model {source!r}, which findings.models lacks")
+        if findings.models[source].status != "ran":
+            raise ValueError(f"mask {name!r} comes from model {source!r}, which did not run")
+    if findings.quality is not None:
+        if not findings.quality.plausible and not findings.quality.reasons:
+            raise ValueError("an implausible lung mask (findings.quality) must say why")
     if findings.corads is not None:
         if findings.corads.category not in codes.CORADS_CATEGORY_VALUES:
             raise ValueError(f"CO-RADS category must be 1-5, got {findings.corads.category}")
@@ -508,12 +601,30 @@ def validate_findings(findings: Findings) -> None:
                 check_finite(f"i3dr.{site}.{key}", value)
     if findings.severity is not None:
         for lobe, values in findings.severity.lobes.items():
-            if lobe not in LOBE_NAMES:
-                raise ValueError(f"severity lobe {lobe!r} is not one of {LOBE_NAMES}")
-            if not {"involvement_pct", "ctss"} <= set(values):
-                raise ValueError(f"severity.{lobe} needs involvement_pct and ctss, got {sorted(values)}")
-            check_finite(f"severity.{lobe}.involvement_pct", values["involvement_pct"])
-            if not 0 <= check_finite(f"severity.{lobe}.ctss", values["ctss"]) <= 5:
-                raise ValueError(f"severity.{lobe}.ctss must be 0-5, got {values['ctss']}")
-        if not 0 <= findings.severity.total_ctss <= 25:
-            raise ValueError(f"severity.total_ctss must be 0-25, got {findings.severity.total_ctss}")
+            for key, value in values.items():
+                check_finite(f"severity.{lobe}.{key}", value)
+        check_severity(findings.severity)
+
+
+def check_reasons(reasons: Sequence[str]) -> list[str]:
+    """The reasons a series could not be analysed, checked: at least one, none blank.
+
+    Raises
+    ------
+    TypeError
+        When ``reasons`` is a single string or holds something other than strings.
+    ValueError
+        When there is no reason or a reason is blank.
+    """
+    if isinstance(reasons, str):
+        raise TypeError("reasons must be a sequence of strings, not one string")
+    checked = []
+    for reason in reasons:
+        if not isinstance(reason, str):
+            raise TypeError(f"reasons must be strings, got {type(reason).__name__}")
+        if not reason.strip():
+            raise ValueError("a reason must not be blank")
+        checked.append(reason.strip())
+    if not checked:
+        raise ValueError("at least one reason is needed to report a series as not analysable")
+    return checked

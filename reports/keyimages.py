@@ -6,7 +6,9 @@ coronal one), resampled to square display pixels from the voxel spacing so that 
 its true proportions.  The level is the slice (and coronal row) of greatest lesion burden when
 a lesion mask has voxels, else the one with the largest lung area.  Region colours are fixed
 (:data:`LEGEND_COLOURS`) and shared with the SEG's Recommended Display CIELab Value
-(PS3.3 C.8.20.2).
+(PS3.3 C.8.20.2).  Lobes are drawn when present (else the left and right lungs, else the lung
+mask), then ground-glass opacity and consolidation in their own colours when those masks exist,
+else the all-lesions mask.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ __all__ = [
     "LEGEND_COLOURS",
     "LEGEND_LABELS",
     "LESION_KEY",
+    "LESION_TYPES",
     "WINDOW_LEVEL_HU",
     "WINDOW_WIDTH_HU",
     "KeyImage",
     "legend_entries",
+    "legend_key",
     "lesion_mask",
     "overlay_regions",
     "png_bytes",
@@ -39,8 +43,10 @@ __all__ = [
 
 WINDOW_WIDTH_HU = 1500.0
 WINDOW_LEVEL_HU = -600.0
-#: Legend key under which every mask that is not a region of REGION_NAMES is drawn.
+#: Legend key of the all-lesions mask, and of any other mask that is not a region.
 LESION_KEY = "lesion"
+#: Lesion masks drawn in their own colours instead of the all-lesions mask when present.
+LESION_TYPES: tuple[str, ...] = ("ggo", "consolidation")
 #: Fixed RGB colour per region (and for lesions).
 LEGEND_COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
     {
@@ -53,6 +59,8 @@ LEGEND_COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
         "LUL": (241, 196, 15),
         "LLL": (230, 126, 34),
         LESION_KEY: (231, 29, 54),
+        "ggo": (255, 0, 255),
+        "consolidation": (190, 0, 0),
     }
 )
 LEGEND_LABELS: Mapping[str, str] = MappingProxyType(
@@ -66,6 +74,8 @@ LEGEND_LABELS: Mapping[str, str] = MappingProxyType(
         "LUL": "Left upper lobe",
         "LLL": "Left lower lobe",
         LESION_KEY: "Lesion",
+        "ggo": "Ground-glass opacity",
+        "consolidation": "Consolidation",
     }
 )
 _ALPHA = 0.35
@@ -101,6 +111,21 @@ def _union(masks: list[np.ndarray]) -> np.ndarray:
     for mask in masks:
         union |= mask
     return union
+
+
+def legend_key(name: str) -> str:
+    """Key of :data:`LEGEND_COLOURS` for mask ``name`` (regions and lesion types by name)."""
+    return name if name in REGION_NAMES or name in LESION_TYPES else LESION_KEY
+
+
+def _lesion_layers(findings: Findings) -> list[tuple[str, np.ndarray]]:
+    """Lesion masks to draw, as (legend key, mask): the lesion types when any has voxels, else
+    the union of all lesion masks."""
+    typed = [(name, findings.masks[name]) for name in LESION_TYPES if name in findings.masks]
+    if any(mask.any() for _, mask in typed):
+        return [(name, mask) for name, mask in typed if mask.any()]
+    union = lesion_mask(findings)
+    return [(LESION_KEY, union)] if union is not None and union.any() else []
 
 
 def lesion_mask(findings: Findings) -> np.ndarray | None:
@@ -149,10 +174,7 @@ def _drawn_regions(findings: Findings) -> list[str]:
 
 def legend_entries(findings: Findings) -> list[tuple[str, tuple[int, int, int]]]:
     """(label, RGB) of every colour the key images of ``findings`` use, in drawing order."""
-    keys = _drawn_regions(findings)
-    lesions = lesion_mask(findings)
-    if lesions is not None and lesions.any():
-        keys.append(LESION_KEY)
+    keys = _drawn_regions(findings) + [key for key, _ in _lesion_layers(findings)]
     return [(LEGEND_LABELS[key], LEGEND_COLOURS[key]) for key in keys]
 
 
@@ -193,9 +215,7 @@ def _plane(
         return array[index] if plane == "axial" else array[:, index, :]
 
     masks = [(cut(findings.masks[name]), LEGEND_COLOURS[name]) for name in _drawn_regions(findings)]
-    lesions = lesion_mask(findings)
-    if lesions is not None:
-        masks.append((cut(lesions), LEGEND_COLOURS[LESION_KEY]))
+    masks += [(cut(mask), LEGEND_COLOURS[key]) for key, mask in _lesion_layers(findings)]
     return cut(findings.volume.hu), masks
 
 

@@ -1,16 +1,25 @@
 """The human-readable PDF report of one lungcds analysis (reportlab).
 
-Layout (A4): patient and study header; a prominent statement that this is decision support,
-not a diagnosis, with measurements from a classical weight-free lung mask; eligibility notes
-and pipeline warnings; axial and coronal key images with a colour legend; per-region
-measurements; model outputs when present; and every model with status, reason, version and
-weights SHA-256.  When any shown output is unvalidated, every page carries a red banner.
+Layout (A4).  Page 1: patient and study header; a boxed statement that this is decision
+support, not a diagnosis, what the software is, and that volumes come from a weight-free lung
+mask; the lung-mask quality gate when it failed; a results table (lung volume, CO-RADS,
+probabilities of COVID-19 and of severe outcome, CT severity score, I3Dr lung function), each
+with its model, version and validation, or why it is not available; axial and coronal key
+images at the level of greatest lesion burden (else largest lung area) with lung, lobe and
+lesion overlays and their legend.  Then: eligibility notes, pipeline warnings, the per-region
+measurement table (lungs, left/right, lobes), model outputs with their model name, version and
+weights SHA-256 (CO-RADS, STOIC2021, CT severity per lobe with the seeds/003 thresholds, I3Dr
+per patient and lobe with the figure-2.4 bar chart of :mod:`reports.charts`), and every model
+with status, reason, version, validation and weights SHA-256.  When any shown output is
+unvalidated, every page carries a red banner.  :func:`build_not_analysable_pdf` makes the
+one-page report of a series that could not be analysed.
 
-Static text uses the standard Helvetica fonts (WinAnsi).  Dynamic text (names, reasons) that
-WinAnsi cannot encode is set in a Unicode TrueType font found on the system (DejaVu, Noto,
-Liberation, FreeSans) or, for Chinese/Japanese/Korean, in reportlab's built-in CID fonts;
-characters no available font has are transliterated and a note says so.  The encapsulated
-form for PACS is made by :func:`reports.encapsulated_pdf.build_encapsulated_pdf`.
+Static text uses the standard Helvetica fonts (WinAnsi, which covers the accented Latin
+letters of Western European names).  Dynamic text (names, reasons) that WinAnsi cannot encode
+is set in a Unicode TrueType font found on the system (DejaVu, Noto, Liberation, FreeSans) or,
+for Chinese/Japanese/Korean, in reportlab's built-in CID fonts; characters no available font
+has are transliterated and a note says so.  The encapsulated form for PACS is made by
+:func:`reports.encapsulated_pdf.build_encapsulated_pdf`.
 """
 
 from __future__ import annotations
@@ -36,22 +45,30 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings
+from models.findings import LOBE_NAMES, REGION_NAMES, Findings, ModelRun
 from reports import codes
+from reports.charts import lung_function_chart
 from reports.identity import (
     STATUS_WORDS,
+    ProvenanceRecord,
     ReportContext,
     banner_text,
+    check_reasons,
+    check_source_series,
+    find_output_run,
     format_person_name,
     index_source_headers,
+    mask_source_run,
     model_display_name,
     output_provenance,
     unvalidated_statement,
     validate_findings,
+    validation_key,
 )
 from reports.keyimages import legend_entries, png_bytes, render_key_images
+from reports.severity import severity_category
 
-__all__ = ["PDF_TITLE", "UNICODE_FONT_CANDIDATES", "build_pdf"]
+__all__ = ["PDF_TITLE", "UNICODE_FONT_CANDIDATES", "build_not_analysable_pdf", "build_pdf"]
 
 #: Document title, also the DocumentTitle (0042,0010) of the encapsulated PDF.
 PDF_TITLE = "lungcds chest CT analysis (decision support)"
@@ -72,6 +89,9 @@ _PAGE_MARGIN = 15 * mm
 _BANNER_HEIGHT = 11 * mm
 _RED = colors.HexColor("#C62828")
 _NOT_AVAILABLE = "n/a"
+_UNVALIDATED_KEYS = frozenset({"demo_weights", "unvalidated_method", "no_provenance"})
+#: Largest side of a key image on the page (both fit on page 1 under header and summary).
+_KEY_IMAGE_SIDE = 76 * mm
 
 
 @dataclass(frozen=True)
@@ -154,7 +174,9 @@ def _styles() -> dict[str, ParagraphStyle]:
     base = getSampleStyleSheet()
     return {
         "title": ParagraphStyle("title", parent=base["Title"], fontSize=16, leading=20, spaceAfter=4),
-        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontSize=12, leading=15, spaceBefore=8, spaceAfter=4),
+        "h2": ParagraphStyle(
+            "h2", parent=base["Heading2"], fontSize=12, leading=15, spaceBefore=8, spaceAfter=4, keepWithNext=1
+        ),
         "body": ParagraphStyle("body", parent=base["BodyText"], fontSize=9, leading=11.5),
         "small": ParagraphStyle("small", parent=base["BodyText"], fontSize=7.5, leading=9.5),
         "tiny": ParagraphStyle("tiny", parent=base["BodyText"], fontName="Courier", fontSize=6, leading=7.5),
@@ -208,27 +230,47 @@ def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle
         ("Study description", str(header.get("StudyDescription", "") or "")),
         ("Series description", series),
     ]
-    data = [
+    cells = [
         [Paragraph(f"<b>{label}</b>", styles["body"]), Paragraph(text.markup(value) or "&nbsp;", styles["body"])]
         for label, value in rows
     ]
-    table = Table(data, colWidths=[40 * mm, 140 * mm])
-    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    half = (len(cells) + 1) // 2
+    data = [cells[i] + (cells[i + half] if i + half < len(cells) else ["", ""]) for i in range(half)]
+    table = Table(data, colWidths=[30 * mm, 60 * mm, 32 * mm, 58 * mm])
+    table.setStyle(
+        TableStyle(
+            [
+                ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+            ]
+        )
+    )
     return table
 
 
-def _statement_box(styles: dict[str, ParagraphStyle]) -> Table:
-    content = [
+def _statement_box(
+    styles: dict[str, ParagraphStyle], statements: Sequence[str] = (codes.WEIGHT_FREE_STATEMENT,)
+) -> Table:
+    """The boxed statement: decision support, not a diagnosis; what the software is; ``statements``."""
+    content: list[Any] = [
         Paragraph(escape(codes.DECISION_SUPPORT_STATEMENT), styles["statement"]),
         Spacer(1, 2 * mm),
-        Paragraph(escape(codes.WEIGHT_FREE_STATEMENT), styles["body"]),
+        Paragraph(escape(codes.SOFTWARE_STATEMENT), styles["body"]),
     ]
+    for statement in statements:
+        content += [Spacer(1, 1.5 * mm), Paragraph(escape(statement), styles["body"])]
+    return _box(content, colors.HexColor("#1A237E"), colors.HexColor("#FFF8E1"))
+
+
+def _box(content: list[Any], border: colors.Color, background: colors.Color) -> Table:
     box = Table([[content]], colWidths=[180 * mm])
     box.setStyle(
         TableStyle(
             [
-                ("BOX", (0, 0), (-1, -1), 1.5, colors.HexColor("#1A237E")),
-                ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#FFF8E1")),
+                ("BOX", (0, 0), (-1, -1), 1.5, border),
+                ("BACKGROUND", (0, 0), (-1, -1), background),
                 ("LEFTPADDING", (0, 0), (-1, -1), 6),
                 ("RIGHTPADDING", (0, 0), (-1, -1), 6),
                 ("TOPPADDING", (0, 0), (-1, -1), 5),
@@ -241,10 +283,10 @@ def _statement_box(styles: dict[str, ParagraphStyle]) -> Table:
 
 def _key_images(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[Any]:
     images = render_key_images(findings)
-    width = 86 * mm
     cells = []
     for key in images:
         w, h = key.image.size
+        width = min(_KEY_IMAGE_SIDE, _KEY_IMAGE_SIDE * w / h)
         picture = Image(io.BytesIO(png_bytes(key.image)), width=width, height=width * h / w)
         cells.append([picture, Paragraph(escape(key.caption), styles["caption"])])
     grid = Table([cells], colWidths=[90 * mm, 90 * mm])
@@ -310,7 +352,203 @@ def _caveat(statement: str | None, styles: dict[str, ParagraphStyle]) -> list[An
     return [Paragraph(escape(statement), styles["unvalidated"])] if statement else []
 
 
-def _output_tables(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _provenance(record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """ "Model <name>, version <v>, weights SHA-256 <sha>" and the UNVALIDATED caveat, if any."""
+    run = record.run
+    if run is None:
+        line = f"Model: none recorded for {record.output}"
+    else:
+        sha = f", weights SHA-256 {run.weights_sha256}" if run.weights_sha256 else ", no trained weights"
+        line = f"Model: {run.name}, version {run.version}{sha}"
+    return [Paragraph(text.markup(line), styles["small"])] + _caveat(record.statement, styles)
+
+
+def _quality_box(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """Red-bordered box with the reasons of a failed lung-mask quality gate."""
+    quality = findings.quality
+    if quality is None or quality.plausible:
+        return []
+    content: list[Any] = [
+        Paragraph(
+            "<b>Lung mask quality check failed</b>: models that depend on the lung mask were skipped.", styles["body"]
+        )
+    ]
+    content += [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in quality.reasons]
+    return [Spacer(1, 3 * mm), _box(content, _RED, colors.HexColor("#FFEBEE"))]
+
+
+def _severity_section(
+    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
+) -> list[Any]:
+    severity = findings.severity
+    if severity is None:
+        return []
+    data: list[list[Any]] = [
+        [Paragraph(f"<b>{h}</b>", styles["small"]) for h in ("Lobe", "Involvement (%)", "CTSS (0-5)")]
+    ]
+    for lobe in LOBE_NAMES:
+        if lobe in severity.lobes:
+            values = severity.lobes[lobe]
+            data.append([lobe, _fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
+    category = severity_category(severity.total_ctss)
+    data.append(["total", "", f"{severity.total_ctss} / 25 ({category})"])
+    table = Table(data, colWidths=[24 * mm, 30 * mm, 40 * mm], repeatRows=1, hAlign="LEFT")
+    table.setStyle(_GRID)
+    table.setStyle(TableStyle([("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold")]))
+    flow: list[Any] = [
+        Paragraph(
+            f"<b>CT severity score</b>: {severity.total_ctss} of 25, {category}",
+            styles["body"],
+        ),
+        table,
+        Paragraph(
+            "Per lobe 0 = no involvement, 1 &lt; 5 %, 2 = 5-25 %, 3 = 26-50 %, 4 = 51-75 %, 5 = 76-100 %; "
+            "total 1-5 mild, 6-14 moderate, 15-25 severe (seeds/003, after Pan et al.).",
+            styles["small"],
+        ),
+    ]
+    return [KeepTogether(flow + _provenance(record, text, styles))]
+
+
+def _i3dr_section(
+    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
+) -> list[Any]:
+    i3dr = findings.i3dr
+    if i3dr is None:
+        return []
+    keys = [k for k in codes.I3DR_OUTPUT_CODES if k in i3dr.patient or any(k in v for v in i3dr.lobes.values())]
+    sites = [("patient", i3dr.patient)] + [(lobe, i3dr.lobes[lobe]) for lobe in LOBE_NAMES if lobe in i3dr.lobes]
+    header = ["Site"] + [f"{codes.I3DR_OUTPUT_LABELS[k]} ({_i3dr_unit(k)})" for k in keys]
+    data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["small"]) for h in header]]
+    for site, values in sites:
+        data.append([site] + [_fmt(values.get(k), _i3dr_digits(k)) for k in keys])
+    width = min(23 * mm, 162 * mm / max(1, len(keys)))
+    table = Table(data, colWidths=[18 * mm] + [width] * len(keys), repeatRows=1, hAlign="LEFT")
+    table.setStyle(_GRID)
+    table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT")]))
+    flow: list[Any] = [
+        Paragraph(
+            "<b>I3Dr lung function estimates</b> (PV: lung volume, FPV: functional lung volume, FEV1 and FVC "
+            "before/after bronchodilator, DLCO: diffusing capacity for CO)",
+            styles["body"],
+        ),
+        table,
+    ]
+    chart = lung_function_chart(i3dr, 180 * mm, 62 * mm)
+    if chart is not None:
+        flow += [
+            Spacer(1, 2 * mm),
+            chart,
+            Paragraph(
+                "Grey: patient-level estimate; coloured: lobar estimates stacked in the lobe colours of the key "
+                "images (after thesis figure 2.4). The number on a stacked bar is the sum of the lobes.",
+                styles["caption"],
+            ),
+        ]
+    return [KeepTogether(flow)] + _provenance(record, text, styles)
+
+
+def _i3dr_unit(key: str) -> str:
+    return "mL/min/mmHg" if key == "dlco" else "L"
+
+
+def _i3dr_digits(key: str) -> int:
+    return 1 if key == "dlco" else 2
+
+
+def _validation_words(run: ModelRun | None) -> str:
+    key = validation_key(run)
+    if key is None:
+        return _NOT_AVAILABLE
+    words = {
+        "validated_weights": "validated weights",
+        "weight_free": "weight-free method",
+        "demo_weights": "UNVALIDATED (generated weights)",
+        "unvalidated_method": "UNVALIDATED (method)",
+        "no_provenance": "UNVALIDATED (no provenance)",
+    }[key]
+    return f'<font color="#C62828"><b>{words}</b></font>' if key in _UNVALIDATED_KEYS else words
+
+
+def _not_available(run: ModelRun | None, text: _Text, what: str) -> str:
+    if run is None:
+        return f"not available: {what}"
+    return f"not available: {STATUS_WORDS[run.status]} ({text.markup(run.reason) or 'no reason given'})"
+
+
+def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """Page-1 table of the main results, each with its model, version and validation.
+
+    An output that is missing says why (the model's status and reason), never a blank.
+    """
+    rows: list[tuple[str, str, ModelRun | None, bool]] = []
+    lungs = findings.measurements.get("lungs")
+    lung_run = mask_source_run(findings, "lungs")
+    if lungs is not None:
+        value = f"{lungs.volume_ml:.0f} mL"
+        if lungs.fpv_ml is not None and lungs.laa950_pct is not None:
+            value += f" (functional {lungs.fpv_ml:.0f} mL, {lungs.laa950_pct:.1f} % below -950 HU)"
+        rows.append(("Lung volume", value, lung_run, True))
+    else:
+        rows.append(("Lung volume", "not available: no lung measurement", lung_run, False))
+    corads_run = find_output_run(findings, "corads")
+    if findings.corads is not None:
+        corads = f"category {findings.corads.category} (score {findings.corads.score:.2f})"
+        rows.append(("CO-RADS", corads, corads_run, True))
+    else:
+        rows.append(("CO-RADS", _not_available(corads_run, text, "no CO-RADS model"), corads_run, False))
+    stoic_run = find_output_run(findings, "stoic")
+    if findings.stoic is not None:
+        rows.append(("Probability of COVID-19", f"{findings.stoic.p_covid:.2f}", stoic_run, True))
+        rows.append(
+            (
+                "Probability of severe outcome",
+                f"{findings.stoic.p_severe:.2f} (intubation or death within one month)",
+                stoic_run,
+                True,
+            )
+        )
+    else:
+        rows.append(
+            ("COVID-19 / severe outcome", _not_available(stoic_run, text, "no STOIC2021 model"), stoic_run, False)
+        )
+    severity_run = find_output_run(findings, "severity")
+    if findings.severity is not None:
+        total = findings.severity.total_ctss
+        rows.append(("CT severity score", f"{total} / 25 ({severity_category(total)})", severity_run, True))
+    else:
+        rows.append(("CT severity score", "not available: needs lobe and lesion segmentations", severity_run, False))
+    i3dr_run = find_output_run(findings, "i3dr")
+    if findings.i3dr is not None:
+        patient = findings.i3dr.patient
+        parts = [
+            f"{codes.I3DR_OUTPUT_LABELS[k]} {_fmt(patient[k], _i3dr_digits(k))} {_i3dr_unit(k)}"
+            for k in ("fev1_pre_l", "fvc_pre_l", "dlco")
+            if k in patient
+        ]
+        rows.append(("Lung function (I3Dr)", ", ".join(parts) or "lobar estimates only", i3dr_run, True))
+    else:
+        rows.append(("Lung function (I3Dr)", _not_available(i3dr_run, text, "no I3Dr model"), i3dr_run, False))
+
+    header = ["Result", "Value", "Model (version)", "Validation"]
+    data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
+    for label, value, run, present in rows:
+        model = f"{text.markup(run.name)} ({text.markup(run.version)})" if run is not None else _NOT_AVAILABLE
+        data.append(
+            [
+                Paragraph(f"<b>{escape(label)}</b>", styles["small"]),
+                Paragraph(value if present else f"<i>{value}</i>", styles["small"]),
+                Paragraph(model, styles["small"]),
+                Paragraph(_validation_words(run) if present else _NOT_AVAILABLE, styles["small"]),
+            ]
+        )
+    table = Table(data, colWidths=[36 * mm, 78 * mm, 36 * mm, 30 * mm], repeatRows=1)
+    table.setStyle(_GRID)
+    table.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
+    return [Paragraph("Results", styles["h2"]), table]
+
+
+def _output_tables(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     provenance = output_provenance(findings)
     if not provenance:
         return []
@@ -321,41 +559,20 @@ def _output_tables(findings: Findings, styles: dict[str, ParagraphStyle]) -> lis
                 f"<b>CO-RADS</b>: category {findings.corads.category} (ensemble score {findings.corads.score:.2f})",
                 styles["body"],
             )
-        ] + _caveat(provenance["corads"].statement, styles)
+        ] + _provenance(provenance["corads"], text, styles)
     if findings.stoic is not None:
         flow += [
+            Spacer(1, 2 * mm),
             Paragraph(
                 f"<b>STOIC2021</b>: probability of COVID-19 {findings.stoic.p_covid:.2f}, "
-                f"probability of severe outcome {findings.stoic.p_severe:.2f}",
+                f"probability of severe outcome (intubation or death within one month) {findings.stoic.p_severe:.2f}",
                 styles["body"],
-            )
-        ] + _caveat(provenance["stoic"].statement, styles)
-    if findings.i3dr is not None:
-        keys = list(codes.I3DR_OUTPUT_CODES)
-        sites = [("patient", findings.i3dr.patient)] + [
-            (lobe, findings.i3dr.lobes[lobe]) for lobe in LOBE_NAMES if lobe in findings.i3dr.lobes
-        ]
-        header = ["Site"] + [
-            f"{codes.I3DR_OUTPUT_CODES[k].meaning} ({'mL/min/mmHg' if k == 'dlco' else 'L'})" for k in keys
-        ]
-        data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["small"]) for h in header]]
-        for site, values in sites:
-            data.append([site] + [_fmt(values.get(k), 1 if k == "dlco" else 2) for k in keys])
-        table = Table(data, colWidths=[18 * mm] + [23 * mm] * len(keys), repeatRows=1)
-        table.setStyle(_GRID)
-        flow += [Paragraph("<b>I3Dr lung function estimates</b>", styles["body"]), table]
-        flow += _caveat(provenance["i3dr"].statement, styles)
+            ),
+        ] + _provenance(provenance["stoic"], text, styles)
     if findings.severity is not None:
-        data = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in ("Lobe", "Involvement (%)", "CTSS (0-5)")]]
-        for lobe in LOBE_NAMES:
-            if lobe in findings.severity.lobes:
-                values = findings.severity.lobes[lobe]
-                data.append([lobe, _fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
-        data.append(["total", "", f"{findings.severity.total_ctss} / 25"])
-        table = Table(data, colWidths=[24 * mm, 30 * mm, 30 * mm], repeatRows=1, hAlign="LEFT")
-        table.setStyle(_GRID)
-        flow += [Paragraph("<b>CT severity score</b>", styles["body"]), table]
-        flow += _caveat(provenance["severity"].statement, styles)
+        flow += [Spacer(1, 2 * mm)] + _severity_section(findings, provenance["severity"], text, styles)
+    if findings.i3dr is not None:
+        flow += [Spacer(1, 2 * mm)] + _i3dr_section(findings, provenance["i3dr"], text, styles)
     return flow
 
 
@@ -457,16 +674,27 @@ def build_pdf(
         Spacer(1, 4 * mm),
         _statement_box(styles),
     ]
+    story += _quality_box(findings, text, styles)
+    story += _summary(findings, text, styles)
+    story += _key_images(findings, styles)
     if reasons:
         story.append(Paragraph("Eligibility notes", styles["h2"]))
         story += [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in reasons]
     if findings.warnings:
         story.append(Paragraph("Analysis warnings", styles["h2"]))
         story += [Paragraph(f"&bull; {text.markup(warning)}", styles["body"]) for warning in findings.warnings]
-    story += _key_images(findings, styles)
     story += _measurement_table(findings, text, styles)
-    story += _output_tables(findings, styles)
+    story += _output_tables(findings, text, styles)
     story += _model_table(findings, text, styles)
+    _transliteration_note(story, text, styles)
+    footer = (
+        f"{context.manufacturer_model_name} {context.software_version} (pipeline {findings.pipeline_version}) "
+        "- decision support, not a diagnosis"
+    )
+    return _render(story, context, banner_text(findings), footer, compress)
+
+
+def _transliteration_note(story: list[Any], text: _Text, styles: dict[str, ParagraphStyle]) -> None:
     if text.transliterated:
         story.append(
             Paragraph(
@@ -476,11 +704,9 @@ def build_pdf(
             )
         )
 
-    banner = banner_text(findings)
-    footer = (
-        f"{context.manufacturer_model_name} {context.software_version} (pipeline {findings.pipeline_version}) "
-        "- decision support, not a diagnosis"
-    )
+
+def _render(story: list[Any], context: ReportContext, banner: str | None, footer: str, compress: bool) -> bytes:
+    """Lay ``story`` out on A4 pages with the banner (when given) and footer on every page."""
     top = _PAGE_MARGIN + (_BANNER_HEIGHT + 4 * mm if banner else 0)
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
@@ -499,3 +725,74 @@ def build_pdf(
     decorate = _page_decorator(banner, footer)
     doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
     return buffer.getvalue()
+
+
+def build_not_analysable_pdf(
+    source_headers: Sequence[Dataset],
+    context: ReportContext,
+    reasons: Sequence[str],
+    pipeline_version: str,
+    *,
+    compress: bool = True,
+) -> bytes:
+    """Render the one-page PDF saying that a series could not be analysed, and why.
+
+    Parameters
+    ----------
+    source_headers : sequence of pydicom.Dataset
+        Headers of the series; the patient and study header comes from the first.
+    context : ReportContext
+        Device identity (software version in the footer and PDF metadata).
+    reasons : sequence of str
+        Why the series could not be analysed (at least one).
+    pipeline_version : str
+        Pipeline version of the job, printed in the footer.
+    compress : bool
+        Compress page content streams.
+
+    Returns
+    -------
+    bytes
+        A one-page PDF 1.4 document (long reason lists may flow onto a second page).
+
+    Raises
+    ------
+    TypeError, ValueError
+        When the headers are not one series of one study, there is no reason or a blank one,
+        or the pipeline version is empty.
+    """
+    checked = check_reasons(reasons)
+    if not pipeline_version:
+        raise ValueError("pipeline_version must not be empty")
+    check_source_series(source_headers)
+    styles = _styles()
+    text = _Text()
+    story: list[Any] = [
+        Paragraph(escape(PDF_TITLE), styles["title"]),
+        _header_table(source_headers[0], text, styles),
+        Spacer(1, 4 * mm),
+        _statement_box(styles, statements=()),
+        Spacer(1, 4 * mm),
+        _box(
+            [
+                Paragraph("<b>Series not analysable: no results</b>", styles["statement"]),
+                Spacer(1, 1.5 * mm),
+                Paragraph(escape(codes.NOT_ANALYSABLE_STATEMENT), styles["body"]),
+            ]
+            + [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in checked],
+            _RED,
+            colors.HexColor("#FFEBEE"),
+        ),
+        Spacer(1, 3 * mm),
+        Paragraph(
+            f"{len(source_headers)} image(s) of this series were received. Send a series that meets the "
+            "requirements above to obtain measurements.",
+            styles["body"],
+        ),
+    ]
+    _transliteration_note(story, text, styles)
+    footer = (
+        f"{context.manufacturer_model_name} {context.software_version} (pipeline {pipeline_version}) "
+        "- decision support, not a diagnosis"
+    )
+    return _render(story, context, None, footer, compress)

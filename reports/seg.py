@@ -1,13 +1,33 @@
 """DICOM Segmentation (PS3.3 A.51) of the lung, lobe and lesion masks of one analysis.
 
-One BINARY segment per non-empty mask of ``Findings.masks`` (segments may overlap: the lungs
-contain the lobes, so LABELMAP does not apply).  Segment Label = region name; Segmented
-Property Category/Type from SNOMED CT (CID 7150/7151): Anatomical Structure with the lung,
-left/right lung or lobe, Morphologically Abnormal Structure / Lesion for every other mask;
-Segment Algorithm Type AUTOMATIC with an Algorithm Identification Sequence (PS3.3 C.8.20.2);
-tracking ID/UID shared with the SR measurement group of the same region.  Frames reference
-their source CT image through the Derivation Image Sequence (highdicom), slice ``k`` of the
-mask being ``Volume.source_sop_instance_uids[k]``; empty frames are omitted.
+One BINARY segment per non-empty mask of ``Findings.masks``, in the order lungs, left and
+right lung, the five lobes, then the lesion masks (``lesions``, ``ggo``, ``consolidation``).
+Segments overlap (the lungs contain the lobes, lesions lie in lobes), so LABELMAP does not
+apply.  Per segment (Segment Description macro, PS3.3 C.8.20.2):
+
+* Segment Label = region or lesion name, Tracking ID = the same name and Tracking UID shared
+  with the SR measurement group of that region;
+* Segmented Property Category/Type (CID 7150/7151): Anatomical Structure with the SNOMED CT
+  lung, left/right lung or lobe; Morphologically Abnormal Structure with Lesion, or the
+  private ground-glass opacity / consolidation concepts;
+* Segment Algorithm Type AUTOMATIC with the Segmentation Algorithm Identification of the model
+  that produced the mask (``Findings.mask_sources``: name, version, family, weights SHA-256);
+* Segment Description "UNVALIDATED: ..." when that model ran on unvalidated weights, and then
+  the Series Description says UNVALIDATED too, so the PACS series list shows it;
+* Recommended Display CIELab Value from the colours of the PDF legend.
+
+Frames reference their source CT image through the Derivation Image Sequence (highdicom),
+slice ``k`` of the mask being ``Volume.source_sop_instance_uids[k]``; frames without any voxel
+of their segment are omitted (``omit_empty_frames``), so a segment costs one frame per slice it
+touches.
+
+Size: a BINARY frame is packed 1 bit per pixel, 32 KiB for 512x512.  Uncompressed Explicit VR
+Little Endian is kept because every PACS and viewer reads it; highdicom 0.28 can encode BINARY
+only as JPEG 2000 Lossless besides the native syntaxes, and Deflated Explicit VR Little Endian
+is not accepted by every peer (dciodvfy cannot read it).  Measured on the 64-slice, 512x512 shared
+series: 6.4 MB for lungs + left + right (191 of 192 possible frames), 11.4 MB with the five
+lobes and three lesion masks as well (343 of 704 possible frames); JPEG 2000 Lossless would
+make the first about 0.35 MB and Deflate about 0.22 MB.
 
 highdicom 0.28 needs only the metadata of the source images (no Pixel Data), so headers read
 with ``stop_before_pixels=True`` are accepted as they are.
@@ -22,21 +42,37 @@ import numpy as np
 from highdicom.color import CIELabColor
 from pydicom import Dataset
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings
+from models.findings import LESION_NAMES, LOBE_NAMES, LUNG_REGIONS, REGION_NAMES, Findings
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
     ReportContext,
     evidence_headers,
     index_source_headers,
+    mask_source_run,
     validate_findings,
 )
-from reports.keyimages import LEGEND_COLOURS, LESION_KEY
+from reports.keyimages import LEGEND_COLOURS, legend_key
 
-__all__ = ["SEG_CONTENT_LABEL", "SEG_SERIES_DESCRIPTION", "build_seg", "segment_order"]
+__all__ = [
+    "SEG_CONTENT_LABEL",
+    "SEG_SERIES_DESCRIPTION",
+    "SEG_UNVALIDATED_METHOD_SEGMENT",
+    "SEG_UNVALIDATED_SEGMENT",
+    "SEG_UNVALIDATED_SERIES_DESCRIPTION",
+    "build_seg",
+    "segment_caveat",
+    "segment_order",
+]
 
 #: Series Description (0008,103E) of the SEG series.
 SEG_SERIES_DESCRIPTION = "lungcds lung masks (decision support)"
+#: Series Description when any segment comes from unvalidated weights or methods.
+SEG_UNVALIDATED_SERIES_DESCRIPTION = "lungcds masks UNVALIDATED - not for clinical use"
+#: Segment Description (0062,0006) of a segment made with generated (demo) weights.
+SEG_UNVALIDATED_SEGMENT = "UNVALIDATED: generated weights, not for clinical use"
+#: Segment Description of a segment made by a method without clinical validation.
+SEG_UNVALIDATED_METHOD_SEGMENT = "UNVALIDATED: method not clinically validated"
 #: Content Label (0070,0080), Content Identification Macro (PS3.3 C.10.9).
 SEG_CONTENT_LABEL = "LUNGCDS"
 
@@ -44,41 +80,73 @@ SEG_CONTENT_LABEL = "LUNGCDS"
 def segment_order(findings: Findings) -> list[str]:
     """Names of the masks that become segments, in segment-number order.
 
-    Regions come in ``REGION_NAMES`` order, then lesion masks by name; empty masks are left
-    out because a segment without any frame cannot be referenced.
+    Regions come in ``REGION_NAMES`` order, then lesion masks in ``LESION_NAMES`` order; empty
+    masks are left out because a segment without any frame cannot be referenced.
     """
-    regions = [name for name in REGION_NAMES if name in findings.masks]
-    lesions = sorted(name for name in findings.masks if name not in REGION_NAMES)
-    return [name for name in regions + lesions if findings.masks[name].any()]
+    names = [name for name in REGION_NAMES + LESION_NAMES if name in findings.masks]
+    return [name for name in names if findings.masks[name].any()]
+
+
+def _algorithm(name: str, findings: Findings, context: ReportContext) -> hd.AlgorithmIdentificationSequence:
+    """Segmentation Algorithm Identification (PS3.3 C.8.20.2) of mask ``name``.
+
+    From the run of ``Findings.mask_sources[name]``: its name and version, family Artificial
+    Intelligence with the weights SHA-256 as parameter when it used weights, else Morphological
+    Operations.  A mask without a source is named by kind with the pipeline version (family
+    Morphological Operations for the lungs, Artificial Intelligence for lobes and lesions,
+    which only learned models produce).
+    """
+    run = mask_source_run(findings, name)
+    if run is not None:
+        learned = run.weights_sha256 is not None
+        return hd.AlgorithmIdentificationSequence(
+            name=run.name,
+            family=codes.ARTIFICIAL_INTELLIGENCE if learned else codes.MORPHOLOGICAL_OPERATIONS,
+            version=run.version,
+            source=context.manufacturer,
+            parameters={"weights_sha256": str(run.weights_sha256)} if learned else None,
+        )
+    if name in LUNG_REGIONS:
+        algorithm, family = codes.LUNG_MASK_ALGORITHM, codes.MORPHOLOGICAL_OPERATIONS
+    elif name in LOBE_NAMES:
+        algorithm, family = codes.LOBE_MASK_ALGORITHM, codes.ARTIFICIAL_INTELLIGENCE
+    else:
+        algorithm, family = codes.LESION_MASK_ALGORITHM, codes.ARTIFICIAL_INTELLIGENCE
+    return hd.AlgorithmIdentificationSequence(
+        name=algorithm, family=family, version=findings.pipeline_version, source=context.manufacturer
+    )
+
+
+def segment_caveat(findings: Findings, name: str) -> str | None:
+    """Segment Description (0062,0006) owed by an unvalidated mask, or None."""
+    run = mask_source_run(findings, name)
+    if run is None or run.status != "ran" or run.validated:
+        return None
+    return SEG_UNVALIDATED_SEGMENT if run.weights_sha256 else SEG_UNVALIDATED_METHOD_SEGMENT
 
 
 def _description(
     number: int, name: str, findings: Findings, context: ReportContext, series_uid: str
 ) -> hd.seg.SegmentDescription:
-    version = findings.pipeline_version
     if name in REGION_NAMES:
         category, prop = codes.ANATOMICAL_STRUCTURE, codes.REGION_CODES[name]
-        algorithm = codes.LOBE_MASK_ALGORITHM if name in LOBE_NAMES else codes.LUNG_MASK_ALGORITHM
-        colour = LEGEND_COLOURS[name]
     else:
-        category, prop = codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.LESION
-        algorithm, colour = codes.LESION_MASK_ALGORITHM, LEGEND_COLOURS[LESION_KEY]
-    return hd.seg.SegmentDescription(
+        category, prop = codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.LESION_CODES[name]
+    description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=name,
         segmented_property_category=category,
         segmented_property_type=prop,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=algorithm,
-            family=codes.MORPHOLOGICAL_OPERATIONS,
-            version=version,
-            source=context.manufacturer,
-        ),
-        tracking_uid=context.tracking_uid(series_uid, version, name),
+        algorithm_identification=_algorithm(name, findings, context),
+        tracking_uid=context.tracking_uid(series_uid, findings.pipeline_version, name),
         tracking_id=name,
-        display_color=CIELabColor.from_rgb(*colour),
+        display_color=CIELabColor.from_rgb(*LEGEND_COLOURS[legend_key(name)]),
     )
+    caveat = segment_caveat(findings, name)
+    if caveat is not None:
+        description.SegmentDescription = caveat
+    return description
 
 
 def _pixel_array(findings: Findings, names: list[str], number_of_frames: int | None) -> np.ndarray:
@@ -186,7 +254,11 @@ def build_seg(
         content_description="Lung, lobe and lesion masks for decision support",
         content_label=SEG_CONTENT_LABEL,
         omit_empty_frames=True,
-        series_description=SEG_SERIES_DESCRIPTION,
+        series_description=(
+            SEG_UNVALIDATED_SERIES_DESCRIPTION
+            if any(segment_caveat(findings, name) for name in names)
+            else SEG_SERIES_DESCRIPTION
+        ),
         institution_name=context.institution_name,
         specific_character_set=OUTPUT_CHARACTER_SET,
     )

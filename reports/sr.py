@@ -1,36 +1,56 @@
 """Comprehensive 3D SR with a TID 1500 Measurement Report of one lungcds analysis.
 
-The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built only from highdicom's
-templates (PS3.16 Annex A):
+The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's templates
+(PS3.16 Annex A):
 
 * TID 1500 Measurement Report, with TID 1001 Observation Context naming the lungcds device
-  (TID 1002/1004) and "Computed tomography of chest" as procedure reported;
-* one measurement group per region of ``Findings.measurements``: TID 1411 Volumetric ROI
-  Measurements referencing the region's segment when a SEG is given (tracking UID shared with
-  the segment), else TID 1501; each with TID 4108 tracking identifier = region name, finding
-  site (SNOMED CT), TID 4019 algorithm identification and TID 300 measurements in UCUM units;
-* one TID 1501 group per model output (CO-RADS, STOIC2021, I3Dr per patient and lobe, CT
-  severity per lobe), each naming its model and, if unvalidated, saying so.
+  (TID 1002/1004) and "Computed tomography of chest" as procedure reported; every source
+  instance (and the SEG) is listed in the Current Requested Procedure Evidence Sequence
+  (PS3.3 C.17.2.2).
+* **One measurement group per region** (``lungs``, ``lung_left``, ``lung_right``, the lobes and
+  any lesion region with measurements): TID 1411 Volumetric ROI Measurements referencing the
+  region's SEG segment when there is one (tracking UID shared with the segment), else TID
+  1501; each with TID 4108 tracking identifier = region name, finding site (SNOMED CT), the
+  TID 4019 algorithm that made the region's mask (``Findings.mask_sources``) and TID 300
+  measurements in UCUM units, each with its own TID 4019 algorithm: the weight-free
+  densitometry, the lesion involvement and CT severity score (lobes; the total and its
+  category on ``lungs``) and the I3Dr lung-function estimates (lobes; patient level on
+  ``lungs``).
+* **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry
+  of ``Findings.models`` and every output without a run record: TID 4019 name, version and
+  weights SHA-256; coded run status and coded validation status; the CO-RADS category (coded)
+  and ensemble score, or the STOIC2021 probabilities; the reason in words.  A model that did not
+  run is thus stated, never silently absent.
+* The report-level "Qualitative Evaluations" container (TID 1500 rows 12-14): what the software
+  is, that it is decision support, the UNVALIDATED banner when any output is unvalidated, the
+  lung-mask quality gate with its reasons, and pipeline warnings.
 
-Two rows that highdicom 0.28 does not model are added with highdicom's own content-item
-classes: free-text qualitative evaluations inside a group (TID 1501 row 12 and the matching
-TID 1411 row), used for measurements that could not be computed and for UNVALIDATED
-statements; and the report-level "Qualitative Evaluations" container (TID 1500 rows 12-14),
-which holds the decision-support statement, every model's status and pipeline warnings.
+highdicom 0.28 does not model two things, which are added with highdicom's own content-item
+classes: free-text qualitative evaluations inside a group (TID 1501 row 12 / TID 1411 row 15)
+and the report-level "Qualitative Evaluations" container.  It also refuses a TID 1500 report
+without imaging measurements, which the not-analysable report of
+:func:`build_not_analysable_sr` is (TID 1500 requires at least one of the Imaging
+Measurements, Derived Imaging Measurements and Qualitative Evaluations containers), so that
+root is assembled from highdicom's content items the way :class:`MeasurementReport` does it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import highdicom as hd
 from highdicom.sr import (
     AlgorithmIdentification,
+    CodeContentItem,
+    CodedConcept,
     ContainerContentItem,
+    ContentItem,
     ContentSequence,
     DeviceObserverIdentifyingAttributes,
     FindingSite,
+    LanguageOfContentItemAndDescendants,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
@@ -49,24 +69,45 @@ from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 from pydicom.uid import SegmentationStorage
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings, RegionMeasurements
+from models.findings import LOBE_NAMES, REGION_NAMES, Findings, ModelRun, RegionMeasurements
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
     ProvenanceRecord,
     ReportContext,
+    banner_text,
+    check_reasons,
+    check_source_series,
     evidence_headers,
     index_source_headers,
+    mask_source_run,
+    model_display_name,
     model_statement,
     output_provenance,
     unvalidated_statement,
     validate_findings,
+    validation_key,
 )
+from reports.severity import severity_category
 
-__all__ = ["SR_SERIES_DESCRIPTION", "build_sr"]
+__all__ = [
+    "NOT_ANALYSABLE_SERIES_DESCRIPTION",
+    "NOT_ANALYSABLE_VARIANT",
+    "SR_SERIES_DESCRIPTION",
+    "SR_UNVALIDATED_SERIES_DESCRIPTION",
+    "build_not_analysable_sr",
+    "build_sr",
+    "model_tracking_identifier",
+]
 
 #: Series Description (0008,103E) of the SR series.
 SR_SERIES_DESCRIPTION = "lungcds measurements (decision support)"
+#: Series Description of the SR series when any output is unvalidated (seen in the PACS series list).
+SR_UNVALIDATED_SERIES_DESCRIPTION = "lungcds measurements UNVALIDATED - not for clinical use"
+#: Series Description of the SR and PDF series of a series that could not be analysed.
+NOT_ANALYSABLE_SERIES_DESCRIPTION = "lungcds: series not analysable, no results"
+#: Salt of the not-analysable objects' SOP Instance UIDs (their series is the normal one).
+NOT_ANALYSABLE_VARIANT = "not analysable"
 
 _Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations
 
@@ -112,9 +153,22 @@ _REGION_MEASUREMENTS: tuple[_RegionMeasurement, ...] = (
 )
 
 
+def model_tracking_identifier(name: str) -> str:
+    """Tracking Identifier (TID 4108) of the group of model ``name`` (e.g. "model corads").
+
+    Kept apart from region names: the registry has a model called "lesions", as is a mask.
+    """
+    return f"model {name}"
+
+
 def _text(name: Code, value: str) -> TextContentItem:
     """A free-text qualitative evaluation (TID 1501 row 12, TID 1500 row 14)."""
     return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
+
+
+def _code(name: Code, value: Code) -> CodeContentItem:
+    """A coded qualitative evaluation (TID 1500 row 13)."""
+    return CodeContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
 
 
 def _add_texts(group: _Group, items: Sequence[TextContentItem]) -> None:
@@ -136,27 +190,67 @@ def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str,
     return {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
 
 
-def _mask_algorithm(region: str, version: str, context: ReportContext) -> AlgorithmIdentification:
-    """TID 4019 for the mask that defines a region."""
+def _run_algorithm(run: ModelRun) -> AlgorithmIdentification:
+    """TID 4019 of a model run: name, version, weights SHA-256 as parameter, family when learned."""
+    return AlgorithmIdentification(
+        name=run.name,
+        version=run.version,
+        parameters=[f"weights SHA-256 {run.weights_sha256}"] if run.weights_sha256 else None,
+        family=codes.ARTIFICIAL_INTELLIGENCE if run.weights_sha256 else None,
+    )
+
+
+def _record_algorithm(record: ProvenanceRecord) -> AlgorithmIdentification:
+    """TID 4019 of a model output (a run, or a placeholder naming the missing provenance)."""
+    if record.run is not None:
+        return _run_algorithm(record.run)
+    return AlgorithmIdentification(name=record.algorithm_name, version=record.algorithm_version)
+
+
+def _mask_algorithm(region: str, findings: Findings, context: ReportContext) -> AlgorithmIdentification:
+    """TID 4019 of the model that made the mask of ``region`` (``Findings.mask_sources``).
+
+    Without a source the mask is named by kind with the pipeline version.
+    """
+    run = mask_source_run(findings, region)
+    if run is not None:
+        return _run_algorithm(run)
     if region in LOBE_NAMES:
         name = codes.LOBE_MASK_ALGORITHM
     elif region in REGION_NAMES:
         name = codes.LUNG_MASK_ALGORITHM
     else:
         name = codes.LESION_MASK_ALGORITHM
-    return AlgorithmIdentification(name=name, version=version, manufacturer=context.manufacturer)
+    return AlgorithmIdentification(name=name, version=findings.pipeline_version, manufacturer=context.manufacturer)
 
 
-def _region_group(
-    m: RegionMeasurements,
-    findings: Findings,
-    context: ReportContext,
-    series_uid: str,
-    seg: Dataset | None,
-    segment_numbers: dict[str, int],
-) -> _Group:
-    """Measurement group of one region (TID 1411 with a segment reference, else TID 1501)."""
-    version = findings.pipeline_version
+@dataclass
+class _GroupContent:
+    """Measurements and evaluations collected for one measurement group."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+    coded: list[QualitativeEvaluation] = field(default_factory=list)
+    texts: list[TextContentItem] = field(default_factory=list)
+    validation_keys: set[str] = field(default_factory=set)
+    caveats: set[str] = field(default_factory=set)
+
+    def caveat(self, who: str, run: ModelRun | None) -> None:
+        """Coded and worded validation statement (once each) for an unvalidated contribution of ``run``."""
+        statement = unvalidated_statement(run)
+        key = validation_key(run)
+        if statement is None or key is None:
+            return
+        if key not in self.validation_keys:
+            self.validation_keys.add(key)
+            self.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key]))
+        sentence = f"{who}: {statement}"
+        if sentence not in self.caveats:
+            self.caveats.add(sentence)
+            self.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, sentence))
+
+
+def _densitometry(m: RegionMeasurements, version: str, context: ReportContext, content: _GroupContent) -> None:
+    """TID 300 measurements of the weight-free densitometry of one region."""
     densitometry = AlgorithmIdentification(
         name=codes.DENSITOMETRY_ALGORITHM, version=version, manufacturer=context.manufacturer
     )
@@ -166,15 +260,12 @@ def _region_group(
         manufacturer=context.manufacturer,
         parameters=[f"attenuation range {codes.FPV_RANGE_HU[0]} to {codes.FPV_RANGE_HU[1]} HU inclusive"],
     )
-    measurements: list[Measurement] = []
-    missing: list[TextContentItem] = []
     for spec in _REGION_MEASUREMENTS:
         value = getattr(m, spec.attribute)
         if value is None:
-            reason = m.note or "not computed"
-            missing.append(_text(codes.MEASUREMENT_NOT_AVAILABLE, f"{spec.label}: {reason}"))
+            content.texts.append(_text(codes.MEASUREMENT_NOT_AVAILABLE, f"{spec.label}: {m.note or 'not computed'}"))
             continue
-        measurements.append(
+        content.measurements.append(
             Measurement(
                 name=spec.concept,
                 value=float(value),
@@ -184,188 +275,270 @@ def _region_group(
                 algorithm_id=fpv_algorithm if spec.attribute == "fpv_ml" else densitometry,
             )
         )
-    tracking = TrackingIdentifier(uid=context.tracking_uid(series_uid, version, m.region), identifier=m.region)
-    site = codes.REGION_CODES.get(m.region)
+
+
+def _model_measurements(
+    record: ProvenanceRecord, values: Iterable[tuple[Code, float, Code]], content: _GroupContent
+) -> None:
+    """TID 300 measurements of one model output, each naming the model (TID 4019)."""
+    algorithm = _record_algorithm(record)
+    content.measurements += [
+        Measurement(name=concept, value=float(value), unit=unit, algorithm_id=algorithm)
+        for concept, value, unit in values
+    ]
+    who = model_display_name(record.run) if record.run is not None else record.output
+    content.caveat(who, record.run)
+
+
+def _i3dr_values(values: Mapping[str, float]) -> list[tuple[Code, float, Code]]:
+    return [
+        (codes.I3DR_OUTPUT_CODES[key], values[key], codes.I3DR_OUTPUT_UNITS[key])
+        for key in codes.I3DR_OUTPUT_CODES
+        if key in values
+    ]
+
+
+def _region_names(findings: Findings) -> list[str]:
+    """Regions that get a group: measured, scored or estimated, in ``REGION_NAMES`` order."""
+    present = set(findings.measurements)
+    if findings.severity is not None:
+        present |= set(findings.severity.lobes) | {"lungs"}
+    if findings.i3dr is not None:
+        present |= {lobe for lobe, values in findings.i3dr.lobes.items() if values}
+        if findings.i3dr.patient:
+            present.add("lungs")
+    ordered = [name for name in REGION_NAMES if name in present]
+    return ordered + sorted(present - set(REGION_NAMES))
+
+
+def _region_group(
+    name: str,
+    findings: Findings,
+    context: ReportContext,
+    series_uid: str,
+    seg: Dataset | None,
+    segment_numbers: Mapping[str, int],
+) -> _Group:
+    """Measurement group of one region (TID 1411 with a segment reference, else TID 1501)."""
+    version = findings.pipeline_version
+    provenance = output_provenance(findings)
+    content = _GroupContent()
+    if name in findings.measurements:
+        _densitometry(findings.measurements[name], version, context, content)
+    if findings.severity is not None:
+        if name in findings.severity.lobes:
+            values = findings.severity.lobes[name]
+            _model_measurements(
+                provenance["severity"],
+                [
+                    (codes.LOBE_INVOLVEMENT, values["involvement_pct"], codes.UCUM_PERCENT),
+                    (codes.CT_SEVERITY_SCORE, values["ctss"], codes.UCUM_NO_UNITS),
+                ],
+                content,
+            )
+        if name == "lungs":
+            total = findings.severity.total_ctss
+            _model_measurements(
+                provenance["severity"], [(codes.CT_SEVERITY_SCORE, total, codes.UCUM_NO_UNITS)], content
+            )
+            category = codes.SEVERITY_CATEGORY_VALUES[severity_category(total)]
+            content.coded.append(QualitativeEvaluation(codes.CT_SEVERITY_CATEGORY, category))
+    if findings.i3dr is not None:
+        values = findings.i3dr.patient if name == "lungs" else findings.i3dr.lobes.get(name, {})
+        if values:
+            _model_measurements(provenance["i3dr"], _i3dr_values(values), content)
+    if name in findings.masks:
+        run = mask_source_run(findings, name)
+        if run is not None:
+            content.caveat(f"{model_display_name(run)} mask", run)
+
+    tracking = TrackingIdentifier(uid=context.tracking_uid(series_uid, version, name), identifier=name)
+    site = codes.REGION_CODES.get(name)
     category = codes.ANATOMICAL_STRUCTURE if site is not None else codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE
-    sites = [FindingSite(site)] if site is not None else None
+    finding_type = site or codes.LESION_CODES.get(name, codes.LESION)
+    algorithm = _mask_algorithm(name, findings, context) if name in findings.masks else None
     group: _Group
-    if seg is not None and m.region in segment_numbers:
+    if seg is not None and name in segment_numbers:
         group = VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             referenced_segment=ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=segment_numbers[m.region],
+                segment_number=segment_numbers[name],
                 source_series=SourceSeriesForSegmentation(series_uid),
             ),
             finding_category=category,
-            finding_type=site or codes.LESION,
-            finding_sites=sites,
-            algorithm_id=_mask_algorithm(m.region, version, context),
-            measurements=measurements,
+            finding_type=finding_type,
+            finding_sites=[FindingSite(site)] if site is not None else None,
+            algorithm_id=algorithm,
+            measurements=content.measurements or None,
+            qualitative_evaluations=content.coded or None,
         )
     else:
         group = MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             finding_category=category,
-            finding_type=site or codes.LESION,
-            finding_sites=sites,
-            algorithm_id=_mask_algorithm(m.region, version, context),
-            measurements=measurements,
+            finding_type=finding_type,
+            finding_sites=[FindingSite(site)] if site is not None else None,
+            algorithm_id=algorithm,
+            measurements=content.measurements or None,
+            qualitative_evaluations=content.coded or None,
         )
-    _add_texts(group, missing)
+    _add_texts(group, content.texts)
     return group
 
 
 def _model_group(
-    record: ProvenanceRecord,
-    tracking_name: str,
+    key: str,
+    run: ModelRun | None,
+    records: Sequence[ProvenanceRecord],
+    findings: Findings,
     context: ReportContext,
     series_uid: str,
-    pipeline_version: str,
-    site: Code,
-    measurements: Sequence[tuple[Code, float, Code]],
-    evaluations: Sequence[QualitativeEvaluation] = (),
 ) -> MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group carrying the outputs of one model at one site, with its provenance."""
-    sha = record.run.weights_sha256 if record.run is not None else None
-    algorithm = AlgorithmIdentification(
-        name=record.algorithm_name,
-        version=record.algorithm_version,
-        parameters=[f"weights SHA-256 {sha}"] if sha else None,
-        family=codes.ARTIFICIAL_INTELLIGENCE,
-    )
+    """TID 1501 group of one model: identity, coded status and validation, patient-level outputs."""
+    content = _GroupContent()
+    if run is not None:
+        content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
+        content.texts.append(_text(codes.MODEL_RUN_STATUS, model_statement(run)))
+        if run.description:
+            content.texts.append(_text(codes.MODEL_RUN_STATUS, run.description))
+    outputs = {record.output for record in records}
+    if "corads" in outputs and findings.corads is not None:
+        category = codes.CORADS_CATEGORY_VALUES[findings.corads.category]
+        content.coded.append(QualitativeEvaluation(codes.CORADS_CATEGORY, category))
+        content.measurements.append(
+            Measurement(
+                name=codes.CORADS_SCORE,
+                value=float(findings.corads.score),
+                unit=codes.UCUM_NO_UNITS,
+                algorithm_id=_record_algorithm(records[0]),
+            )
+        )
+    if "stoic" in outputs and findings.stoic is not None:
+        content.measurements += [
+            Measurement(
+                name=concept, value=float(value), unit=codes.UCUM_NO_UNITS, algorithm_id=_record_algorithm(records[0])
+            )
+            for concept, value in (
+                (codes.PROBABILITY_COVID19, findings.stoic.p_covid),
+                (codes.PROBABILITY_SEVERE_OUTCOME, findings.stoic.p_severe),
+            )
+        ]
+    validation = validation_key(run)
+    if validation is not None and (run is not None or records):
+        content.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[validation]))
+        statement = unvalidated_statement(run)
+        if statement is not None:
+            content.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, statement))
+    name = model_tracking_identifier(key)
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
-            uid=context.tracking_uid(series_uid, pipeline_version, tracking_name), identifier=tracking_name
+            uid=context.tracking_uid(series_uid, findings.pipeline_version, name), identifier=name
         ),
-        finding_sites=[FindingSite(site)],
-        algorithm_id=algorithm,
-        measurements=[
-            Measurement(name=concept, value=float(value), unit=unit, algorithm_id=algorithm)
-            for concept, value, unit in measurements
-        ],
-        qualitative_evaluations=list(evaluations) or None,
+        finding_sites=[FindingSite(codes.REGION_CODES["lungs"])],
+        algorithm_id=_run_algorithm(run) if run is not None else _record_algorithm(records[0]),
+        measurements=content.measurements or None,
+        qualitative_evaluations=content.coded,
     )
-    statement = record.statement
-    if statement is not None:
-        _add_texts(group, [_text(codes.OUTPUT_VALIDATION_STATUS, statement)])
+    _add_texts(group, content.texts)
     return group
 
 
-def _output_groups(
-    findings: Findings, context: ReportContext, series_uid: str
-) -> list[MeasurementsAndQualitativeEvaluations]:
-    """Groups for CO-RADS, STOIC2021, I3Dr and CT severity outputs that are present."""
-    provenance = output_provenance(findings)
-    version = findings.pipeline_version
-    lungs = codes.REGION_CODES["lungs"]
-    groups: list[MeasurementsAndQualitativeEvaluations] = []
-    if findings.corads is not None:
-        groups.append(
-            _model_group(
-                provenance["corads"],
-                "corads",
-                context,
-                series_uid,
-                version,
-                lungs,
-                [(codes.CORADS_SCORE, findings.corads.score, codes.UCUM_NO_UNITS)],
-                [QualitativeEvaluation(codes.CORADS_CATEGORY, codes.CORADS_CATEGORY_VALUES[findings.corads.category])],
-            )
-        )
-    if findings.stoic is not None:
-        groups.append(
-            _model_group(
-                provenance["stoic"],
-                "stoic",
-                context,
-                series_uid,
-                version,
-                lungs,
-                [
-                    (codes.PROBABILITY_COVID19, findings.stoic.p_covid, codes.UCUM_NO_UNITS),
-                    (codes.PROBABILITY_SEVERE_OUTCOME, findings.stoic.p_severe, codes.UCUM_NO_UNITS),
-                ],
-            )
-        )
-    if findings.i3dr is not None:
-        sites = [("patient", lungs, findings.i3dr.patient)] + [
-            (lobe, codes.REGION_CODES[lobe], findings.i3dr.lobes[lobe])
-            for lobe in LOBE_NAMES
-            if lobe in findings.i3dr.lobes
-        ]
-        for name, site, values in sites:
-            if not values:
-                continue
-            groups.append(
-                _model_group(
-                    provenance["i3dr"],
-                    f"i3dr {name}",
-                    context,
-                    series_uid,
-                    version,
-                    site,
-                    [
-                        (codes.I3DR_OUTPUT_CODES[key], values[key], codes.I3DR_OUTPUT_UNITS[key])
-                        for key in codes.I3DR_OUTPUT_CODES
-                        if key in values
-                    ],
-                )
-            )
-    if findings.severity is not None:
-        for lobe in LOBE_NAMES:
-            if lobe not in findings.severity.lobes:
-                continue
-            values = findings.severity.lobes[lobe]
-            groups.append(
-                _model_group(
-                    provenance["severity"],
-                    f"severity {lobe}",
-                    context,
-                    series_uid,
-                    version,
-                    codes.REGION_CODES[lobe],
-                    [
-                        (codes.LOBE_INVOLVEMENT, values["involvement_pct"], codes.UCUM_PERCENT),
-                        (codes.CT_SEVERITY_SCORE, values["ctss"], codes.UCUM_NO_UNITS),
-                    ],
-                )
-            )
-        groups.append(
-            _model_group(
-                provenance["severity"],
-                "severity total",
-                context,
-                series_uid,
-                version,
-                lungs,
-                [(codes.CT_SEVERITY_SCORE, findings.severity.total_ctss, codes.UCUM_NO_UNITS)],
-            )
-        )
+def _model_groups(findings: Findings, context: ReportContext, series_uid: str) -> list[_Group]:
+    """One group per registered model, then one per output that has no run record."""
+    records = output_provenance(findings)
+    by_run: dict[str, list[ProvenanceRecord]] = {}
+    orphans: dict[str, list[ProvenanceRecord]] = {}
+    for record in records.values():
+        if record.run is not None:
+            by_run.setdefault(record.run.name, []).append(record)
+        else:
+            orphans[record.output] = [record]
+    groups: list[_Group] = [
+        _model_group(name, run, by_run.get(name, []), findings, context, series_uid)
+        for name, run in findings.models.items()
+    ]
+    groups += [_model_group(key, None, recs, findings, context, series_uid) for key, recs in orphans.items()]
     return groups
 
 
-def _report_statements(findings: Findings) -> ContainerContentItem:
-    """TID 1500 row 12 "Qualitative Evaluations" with the statements about the whole report."""
-    items = [
-        _text(codes.DECISION_SUPPORT, codes.DECISION_SUPPORT_STATEMENT),
-        _text(codes.DECISION_SUPPORT, codes.WEIGHT_FREE_STATEMENT),
-    ]
-    for run in findings.models.values():
-        items.append(_text(codes.MODEL_RUN_STATUS, model_statement(run)))
-        caveat = unvalidated_statement(run)
-        if caveat is not None:
-            items.append(_text(codes.OUTPUT_VALIDATION_STATUS, f"{run.name}: {caveat}"))
-    for record in output_provenance(findings).values():
-        if record.run is None and record.statement is not None:
-            items.append(_text(codes.OUTPUT_VALIDATION_STATUS, f"{record.output}: {record.statement}"))
-    items.extend(_text(codes.PIPELINE_WARNING, warning) for warning in findings.warnings)
+def _qualitative_container(items: Sequence[ContentItem]) -> ContainerContentItem:
+    """TID 1500 row 12 "Qualitative Evaluations" holding ``items`` (rows 13-14)."""
     container = ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
     )
     container.ContentSequence = ContentSequence(items)
     return container
+
+
+def _report_statements(findings: Findings) -> ContainerContentItem:
+    """The report-level statements: what this is, the UNVALIDATED banner, quality gate, warnings."""
+    items: list[ContentItem] = [
+        _text(codes.DECISION_SUPPORT, codes.DECISION_SUPPORT_STATEMENT),
+        _text(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
+        _text(codes.DECISION_SUPPORT, codes.WEIGHT_FREE_STATEMENT),
+    ]
+    banner = banner_text(findings)
+    if banner is not None:
+        key = "demo_weights" if banner == codes.UNVALIDATED_BANNER else "unvalidated_method"
+        items += [
+            _code(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key]),
+            _text(codes.OUTPUT_VALIDATION_STATUS, banner),
+        ]
+    quality = findings.quality
+    if quality is not None:
+        verdict = codes.QUALITY_PLAUSIBLE if quality.plausible else codes.QUALITY_IMPLAUSIBLE
+        items.append(_code(codes.LUNG_MASK_QUALITY, verdict))
+        items += [_text(codes.QUALITY_FINDING, reason) for reason in quality.reasons]
+    items += [_text(codes.PIPELINE_WARNING, warning) for warning in findings.warnings]
+    return _qualitative_container(items)
+
+
+def _observation_context(context: ReportContext) -> ObservationContext:
+    """TID 1001 with the lungcds device as observer (TID 1004)."""
+    observer = ObserverContext(
+        observer_type=dcm_codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=context.device_observer_uid,
+            name=context.station_name,
+            manufacturer_name=context.manufacturer,
+            model_name=context.manufacturer_model_name,
+            serial_number=context.device_serial_number,
+        ),
+    )
+    return ObservationContext(observer_device_context=observer)
+
+
+def _document(
+    evidence: Sequence[Dataset],
+    content: Dataset | ContentSequence,
+    context: ReportContext,
+    series_uid: str,
+    pipeline_version: str,
+    series_description: str,
+    instance_variant: str = "",
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR document in the SR series of the source study."""
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=context.output_uid(series_uid, pipeline_version, "sr", "series"),
+        series_number=context.sr_series_number,
+        sop_instance_uid=context.output_uid(
+            series_uid, pipeline_version, "sr", "instance", instance_variant=instance_variant
+        ),
+        instance_number=1,
+        manufacturer=context.manufacturer,
+        is_complete=True,
+        institution_name=context.institution_name,
+        series_description=series_description,
+        manufacturer_model_name=context.manufacturer_model_name,
+        software_versions=context.software_version,
+        device_serial_number=context.device_serial_number,
+        coding_schemes=[codes.PRIVATE_CODING_SCHEME],
+        specific_character_set=OUTPUT_CHARACTER_SET,
+    )
 
 
 def build_sr(
@@ -393,7 +566,8 @@ def build_sr(
     Returns
     -------
     highdicom.sr.Comprehensive3DSR
-        A new series of the source study with deterministic Series and SOP Instance UIDs.
+        A new series of the source study with deterministic Series and SOP Instance UIDs
+        (see :mod:`reports.identity`).
 
     Raises
     ------
@@ -401,7 +575,7 @@ def build_sr(
         When the findings or headers are inconsistent (see
         :func:`reports.identity.validate_findings` and
         :func:`reports.identity.index_source_headers`), ``seg`` belongs to another study or
-        series, or there is nothing to report (no measurement and no model output).
+        series, or there is nothing to report (no region and no model).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
@@ -409,28 +583,15 @@ def build_sr(
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     segment_numbers = _segment_numbers(seg, study_uid, series_uid) if seg is not None else {}
 
-    ordered = [name for name in REGION_NAMES if name in findings.measurements]
-    ordered += sorted(name for name in findings.measurements if name not in REGION_NAMES)
     groups: list[_Group] = [
-        _region_group(findings.measurements[name], findings, context, series_uid, seg, segment_numbers)
-        for name in ordered
+        _region_group(name, findings, context, series_uid, seg, segment_numbers) for name in _region_names(findings)
     ]
-    groups += _output_groups(findings, context, series_uid)
+    groups += _model_groups(findings, context, series_uid)
     if not groups:
-        raise ValueError("findings hold no measurement and no model output: nothing to report")
+        raise ValueError("findings hold no measurement and no model: nothing to report")
 
-    observer = ObserverContext(
-        observer_type=dcm_codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=context.device_observer_uid,
-            name=context.station_name,
-            manufacturer_name=context.manufacturer,
-            model_name=context.manufacturer_model_name,
-            serial_number=context.device_serial_number,
-        ),
-    )
     report = MeasurementReport(
-        observation_context=ObservationContext(observer_device_context=observer),
+        observation_context=_observation_context(context),
         procedure_reported=codes.CT_OF_CHEST,
         imaging_measurements=groups,
     )
@@ -439,21 +600,79 @@ def build_sr(
     evidence = evidence_headers([first] + [ds for uid, ds in by_uid.items() if uid != first.SOPInstanceUID])
     if seg is not None:
         evidence.append(seg)
-    version = findings.pipeline_version
-    return hd.sr.Comprehensive3DSR(
-        evidence=evidence,
-        content=report,
-        series_instance_uid=context.output_uid(series_uid, version, "sr", "series"),
-        series_number=context.sr_series_number,
-        sop_instance_uid=context.output_uid(series_uid, version, "sr", "instance"),
-        instance_number=1,
-        manufacturer=context.manufacturer,
-        is_complete=True,
-        institution_name=context.institution_name,
-        series_description=SR_SERIES_DESCRIPTION,
-        manufacturer_model_name=context.manufacturer_model_name,
-        software_versions=context.software_version,
-        device_serial_number=context.device_serial_number,
-        coding_schemes=[codes.PRIVATE_CODING_SCHEME],
-        specific_character_set=OUTPUT_CHARACTER_SET,
+    description = SR_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else SR_SERIES_DESCRIPTION
+    return _document(evidence, report, context, series_uid, findings.pipeline_version, description)
+
+
+def build_not_analysable_sr(
+    source_headers: Sequence[Dataset],
+    context: ReportContext,
+    reasons: Sequence[str],
+    pipeline_version: str,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the SR saying that a series routed for analysis could not be analysed, and why.
+
+    The TID 1500 report holds no measurement group, only the "Qualitative Evaluations"
+    container: the coded statement "Analysis status" = "Series not analysable, no results",
+    each reason as text, what the software is and the pipeline version.  Every source
+    instance is listed as evidence, so PACS shows that the scan was seen.
+
+    Parameters
+    ----------
+    source_headers : sequence of pydicom.Dataset
+        Headers of the series (Pixel Data not needed, and may be unreadable).
+    context : ReportContext
+        Device identity and output numbering.
+    reasons : sequence of str
+        Why the series could not be analysed, in words (at least one).
+    pipeline_version : str
+        Pipeline version of the job; with the source series it fixes the UIDs, which are the
+        same as those of :func:`build_sr` for that series and version.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        The SR in the SR series of the source study.
+
+    Raises
+    ------
+    TypeError, ValueError
+        When the headers are not one series of one study, there is no reason or a blank one,
+        or the pipeline version is empty.
+    """
+    checked = check_reasons(reasons)
+    if not pipeline_version:
+        raise ValueError("pipeline_version must not be empty")
+    by_uid = check_source_series(source_headers)
+    first = source_headers[0]
+    series_uid = str(first.SeriesInstanceUID)
+
+    items: list[ContentItem] = [
+        _code(codes.ANALYSIS_STATUS, codes.NOT_ANALYSABLE),
+        _text(codes.DECISION_SUPPORT, codes.NOT_ANALYSABLE_STATEMENT),
+        *(_text(codes.NOT_ANALYSABLE_REASON, reason) for reason in checked),
+        _text(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
+        _text(codes.DECISION_SUPPORT, f"lungcds pipeline version {pipeline_version}"),
+    ]
+    root = ContainerContentItem(name=dcm_codes.cid7021.ImagingMeasurementReport, template_id="1500")
+    root.ContentSequence = ContentSequence()
+    root.ContentSequence.extend(LanguageOfContentItemAndDescendants(CodedConcept.from_code(codes.LANGUAGE_EN_US)))
+    root.ContentSequence.extend(_observation_context(context))
+    root.ContentSequence.append(
+        CodeContentItem(
+            name=dcm_codes.DCM.ProcedureReported,
+            value=codes.CT_OF_CHEST,
+            relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+        )
+    )
+    root.ContentSequence.append(_qualitative_container(items))
+    evidence = evidence_headers([first] + [ds for uid, ds in by_uid.items() if uid != first.SOPInstanceUID])
+    return _document(
+        evidence,
+        ContentSequence([root], is_root=True),
+        context,
+        series_uid,
+        pipeline_version,
+        NOT_ANALYSABLE_SERIES_DESCRIPTION,
+        instance_variant=NOT_ANALYSABLE_VARIANT,
     )

@@ -229,8 +229,17 @@ def job_is_current(session: Session, job_id: int, revision: int) -> bool:
     return job is not None and job.revision == revision and job.state == JobState.RUNNING
 
 
-def finish_job(session: Session, job_id: int, revision: int, *, result_dir: str, timings: dict[str, float]) -> bool:
-    """Mark a running job done (if still current) and its series done."""
+def finish_job(
+    session: Session,
+    job_id: int,
+    revision: int,
+    *,
+    result_dir: str,
+    timings: dict[str, float],
+    series_state: str = SeriesState.DONE,
+    reasons: Sequence[str] = (),
+) -> bool:
+    """Mark a running job done (if still current) and its series ``series_state``."""
     changed = changed_rows(
         session,
         update(Job)
@@ -240,7 +249,7 @@ def finish_job(session: Session, job_id: int, revision: int, *, result_dir: str,
     if changed:
         job = session.get(Job, job_id)
         assert job is not None
-        set_series_state(session, job.series_instance_uid, SeriesState.DONE)
+        set_series_state(session, job.series_instance_uid, series_state, reasons)
     return bool(changed)
 
 

@@ -3,7 +3,8 @@
 States
 ------
 Series: ``receiving`` → ``finalizing`` → ``queued`` | ``rejected`` | ``ignored``;
-``queued`` → ``analysing`` → ``done`` | ``failed``.  An instance that arrives after the series
+``queued`` → ``analysing`` → ``done`` | ``not_analysable`` (routed, but the pixels could not be
+analysed; reports say why) | ``failed`` (an error, on the job).  An instance that arrives after the series
 left ``receiving`` reopens it (``reopen_count`` + 1) and invalidates the running job revision,
 so the series is analysed again under the same job instead of starting a second one.
 
@@ -78,6 +79,7 @@ class SeriesState:
     QUEUED = "queued"
     ANALYSING = "analysing"
     DONE = "done"
+    NOT_ANALYSABLE = "not_analysable"
     FAILED = "failed"
     REJECTED = "rejected"
     IGNORED = "ignored"

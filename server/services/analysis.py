@@ -20,11 +20,12 @@ import pydicom
 
 from dicom_node.header import InstanceHeader
 from models import PIPELINE_VERSION
-from models.findings import Findings
+from models.findings import Findings, ModelRun
 from models.pipeline import analyse
-from models.volume import load_series, patient_context
+from models.registry import MODEL_SPECS
+from models.volume import VolumeError, load_series, patient_context
 from models.weights import WeightStore
-from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_reports
+from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
 
@@ -47,14 +48,20 @@ class DicomOutput:
 
 @dataclass
 class AnalysisOutput:
-    """What one analysis produced, and how long each stage took (seconds)."""
+    """What one analysis produced, and how long each stage took (seconds).
 
-    findings: Findings
+    ``findings`` is None when the series could not be analysed at all (``analysable`` False,
+    with ``reasons``); its reports then say so, so PACS shows that the scan was seen.
+    """
+
+    findings: Findings | None
     reports: ReportSet
     result: dict[str, Any]
     out_dir: Path
     dicom_outputs: list[DicomOutput]
     timings: dict[str, float] = field(default_factory=dict)
+    analysable: bool = True
+    reasons: tuple[str, ...] = ()
 
 
 def report_context(ae_title: str) -> ReportContext:
@@ -101,7 +108,10 @@ def run_analysis(
 
     start = time.perf_counter()
     stage("loading", 0.0)
-    volume = load_series(list(paths))
+    try:
+        volume = load_series(list(paths))
+    except VolumeError as exc:
+        return _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),))
     timings["load_s"] = time.perf_counter() - start
 
     first = pydicom.dcmread(paths[0], stop_before_pixels=True)
@@ -123,18 +133,9 @@ def run_analysis(
     timings["reports_s"] = time.perf_counter() - t0
 
     result = {
-        "eligibility": eligibility.as_dict(),
-        "series_instance_uid": headers[0].series_instance_uid if headers else None,
-        "study_instance_uid": headers[0].study_instance_uid if headers else None,
+        **_result_header(eligibility, headers, dicom_outputs),
+        "analysable": True,
         **findings.as_dict(),
-        "outputs": {
-            o.kind: {
-                "file": o.path.name,
-                "sop_instance_uid": o.sop_instance_uid,
-                "series_instance_uid": o.series_instance_uid,
-            }
-            for o in dicom_outputs
-        },
         "timings": timings,
     }
     write_result_json(out_dir, result)
@@ -143,4 +144,67 @@ def run_analysis(
     logger.info("analysis written", extra={"out_dir": str(out_dir), "timings": timings})
     return AnalysisOutput(
         findings=findings, reports=reports, result=result, out_dir=out_dir, dicom_outputs=dicom_outputs, timings=timings
+    )
+
+
+def _result_header(
+    eligibility: Eligibility, headers: Sequence[InstanceHeader], dicom_outputs: list[DicomOutput]
+) -> dict[str, Any]:
+    return {
+        "eligibility": eligibility.as_dict(),
+        "series_instance_uid": headers[0].series_instance_uid if headers else None,
+        "study_instance_uid": headers[0].study_instance_uid if headers else None,
+        "outputs": {
+            o.kind: {
+                "file": o.path.name,
+                "sop_instance_uid": o.sop_instance_uid,
+                "series_instance_uid": o.series_instance_uid,
+            }
+            for o in dicom_outputs
+        },
+    }
+
+
+def _not_analysable(
+    paths: Sequence[Path],
+    out_dir: Path,
+    eligibility: Eligibility,
+    headers: Sequence[InstanceHeader],
+    ae_title: str,
+    reasons: tuple[str, ...],
+) -> AnalysisOutput:
+    """Reports saying the series was seen but could not be analysed, and why."""
+    logger.warning("series not analysable", extra={"out_dir": str(out_dir), "reasons": list(reasons)})
+    source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    reports = build_not_analysable(source_headers, report_context(ae_title), reasons, PIPELINE_VERSION)
+    dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
+    why = "series not analysable: " + "; ".join(reasons)
+    runs = {
+        spec.name: ModelRun(
+            name=spec.name,
+            status="skipped",
+            reason=why,
+            validated=False,
+            version=spec.version,
+            description=spec.description,
+        )
+        for spec in MODEL_SPECS
+    }
+    result = {
+        **_result_header(eligibility, headers, dicom_outputs),
+        "analysable": False,
+        "reasons": list(reasons),
+        "pipeline_version": PIPELINE_VERSION,
+        "measurements": {},
+        "models": {name: run.as_dict() for name, run in runs.items()},
+    }
+    write_result_json(out_dir, result)
+    return AnalysisOutput(
+        findings=None,
+        reports=reports,
+        result=result,
+        out_dir=out_dir,
+        dicom_outputs=dicom_outputs,
+        analysable=False,
+        reasons=reasons,
     )

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from dicom_node.scu import parse_destination
 from server import crud
 from server.core.db import session_scope
-from server.db_models import Job
+from server.db_models import Job, SeriesState
 from server.routing.rules import evaluate, load_rules
 from server.services.analysis import run_analysis
 from server.tasks.app import ANALYSIS_TASK
@@ -70,7 +70,16 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
 
     delivery_ids: list[int] = []
     with session_scope(engine) as session:
-        if not crud.finish_job(session, job_id, revision, result_dir=str(output.out_dir), timings=output.timings):
+        finished = crud.finish_job(
+            session,
+            job_id,
+            revision,
+            result_dir=str(output.out_dir),
+            timings=output.timings,
+            series_state=SeriesState.DONE if output.analysable else SeriesState.NOT_ANALYSABLE,
+            reasons=output.reasons,
+        )
+        if not finished:
             logger.info("series changed during analysis; results discarded", extra={"job": job_id})
             return
         for destination in settings.destinations:

@@ -1,20 +1,29 @@
-"""build_reports + ReportSet.write: file contract, Part 10 encoding, re-runs, character sets, real series."""
+"""build_reports / build_not_analysable + ReportSet.write: file contract, Part 10, re-runs, character sets."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, build_reports
+from models.findings import Findings
+from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, build_not_analysable, build_reports
+from reports.encapsulated_pdf import PDF_SERIES_DESCRIPTION, PDF_UNVALIDATED_SERIES_DESCRIPTION
+from reports.identity import ReportContext
+from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION
+from tests.reports.helpers import Validation
 
 DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE)
 
 
-def test_writes_exactly_the_contract_files(tmp_path, headers, findings, context) -> None:
+def test_writes_exactly_the_contract_files(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     reports = build_reports(findings, headers, context, ["eligible"])
     written = reports.write(tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([SR_FILE, SEG_FILE, PDF_FILE, PDF_DICOM_FILE])
@@ -29,23 +38,75 @@ def test_writes_exactly_the_contract_files(tmp_path, headers, findings, context)
     assert (tmp_path / "out" / PDF_FILE).read_bytes() == reports.pdf
     pdf_dicom = pydicom.dcmread(tmp_path / "out" / PDF_DICOM_FILE)
     assert bytes(pdf_dicom.EncapsulatedDocument[: pdf_dicom.EncapsulatedDocumentLength]) == reports.pdf
+    assert pdf_dicom.SeriesDescription == PDF_SERIES_DESCRIPTION
     series = {pydicom.dcmread(tmp_path / "out" / name).SeriesInstanceUID for name in DICOM_FILES}
     assert len(series) == 3 and headers[0].SeriesInstanceUID not in series
 
 
-def test_rerun_replaces_and_drops_stale_seg(tmp_path, headers, findings, context) -> None:
+def test_same_job_same_uids_new_version_new_uids(
+    headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
+) -> None:
+    findings = make_findings(headers, outputs=True, unvalidated=True)
+    first = build_reports(findings, headers, context)
+    second = build_reports(findings, list(reversed(headers)), context)
+    newer = build_reports(dataclasses.replace(findings, pipeline_version="0.2.0"), headers, context)
+    assert first.seg is not None and second.seg is not None and newer.seg is not None
+    objects = [(first.sr, second.sr, newer.sr), (first.seg, second.seg, newer.seg)]
+    objects.append((first.pdf_dicom, second.pdf_dicom, newer.pdf_dicom))
+    for a, b, c in objects:
+        assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
+        assert a.SeriesInstanceUID != c.SeriesInstanceUID and a.SOPInstanceUID != c.SOPInstanceUID
+    assert first.pdf_dicom.SeriesDescription == PDF_UNVALIDATED_SERIES_DESCRIPTION
+
+
+def test_rerun_replaces_and_drops_stale_seg(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     first = build_reports(findings, headers, context)
     first.write(tmp_path)
     uids = {name: pydicom.dcmread(tmp_path / name).SOPInstanceUID for name in DICOM_FILES}
     second = build_reports(findings, list(reversed(headers)), context)
     second.write(tmp_path)
     assert {name: pydicom.dcmread(tmp_path / name).SOPInstanceUID for name in DICOM_FILES} == uids
-    maskless = dataclasses.replace(findings, masks={})
+    maskless = dataclasses.replace(findings, masks={}, mask_sources={})
     third = build_reports(maskless, headers, context)
     assert third.seg is None
     third.write(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
     assert pydicom.dcmread(tmp_path / SR_FILE).SOPInstanceUID == uids[SR_FILE]
+
+
+def test_not_analysable_set_shares_the_series_but_not_the_instances(
+    tmp_path: Path,
+    headers: list[Dataset],
+    findings: Findings,
+    context: ReportContext,
+    dciodvfy: Callable[[Path], Validation],
+) -> None:
+    """Same output series as a successful analysis of the job, but its own SOP Instance UIDs (one UID,
+    one content): a later successful analysis adds its report beside the not-analysable one."""
+    analysed = build_reports(findings, headers, context)
+    analysed.write(tmp_path)
+    reasons = ["only 10 slices; at least 40 are needed"]
+    first = build_not_analysable(headers, context, reasons, "0.1.0")
+    again = build_not_analysable(list(reversed(headers)), context, reasons, "0.1.0")
+    other_version = build_not_analysable(headers, context, reasons, "0.2.0")
+    assert first.seg is None
+    written = first.write(tmp_path)
+    assert sorted(written) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
+    for kind in ("sr", "pdf_dicom"):
+        ours, repeat, newer, success = (getattr(s, kind) for s in (first, again, other_version, analysed))
+        assert (ours.SeriesInstanceUID, ours.SOPInstanceUID) == (repeat.SeriesInstanceUID, repeat.SOPInstanceUID)
+        assert ours.SeriesInstanceUID == success.SeriesInstanceUID
+        assert ours.SOPInstanceUID != success.SOPInstanceUID
+        assert ours.SOPInstanceUID != newer.SOPInstanceUID
+        assert ours.SeriesDescription == NOT_ANALYSABLE_SERIES_DESCRIPTION
+    for name in (SR_FILE, PDF_DICOM_FILE):
+        result = dciodvfy(tmp_path / name)
+        assert not result.errors, "\n".join(result.errors)
+    with pytest.raises(ValueError, match="at least one"):
+        build_not_analysable(headers, context, [], "0.1.0")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +117,15 @@ def test_rerun_replaces_and_drops_stale_seg(tmp_path, headers, findings, context
         ("Müller^Jürgen", "ISO_IR 100"),
     ],
 )
-def test_non_ascii_patient_names(tmp_path, make_headers, make_findings, context, dciodvfy, name, charset) -> None:
+def test_non_ascii_patient_names(
+    tmp_path: Path,
+    make_headers: Callable[..., list[Dataset]],
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
+    dciodvfy: Callable[[Path], Validation],
+    name: str,
+    charset: str,
+) -> None:
     headers = make_headers(patient_name=name, charset=charset)
     reports = build_reports(make_findings(headers, outputs=True, unvalidated=True), headers, context)
     reports.write(tmp_path)
@@ -67,19 +136,3 @@ def test_non_ascii_patient_names(tmp_path, make_headers, make_findings, context,
         result = dciodvfy(tmp_path / file_name)
         assert not result.errors, "\n".join(result.errors)
     assert (tmp_path / PDF_FILE).read_bytes().startswith(b"%PDF-")
-
-
-def test_real_series_bundle(tmp_path, real_series, context, dciodvfy) -> None:
-    start = time.perf_counter()
-    reports = build_reports(real_series.findings, real_series.headers, context)
-    elapsed = time.perf_counter() - start
-    written = reports.write(tmp_path)
-    sizes = {name: path.stat().st_size for name, path in written.items()}
-    print(f"\nreal series: built in {elapsed:.2f} s; sizes {sizes}")
-    assert elapsed < 60
-    for name in DICOM_FILES:
-        result = dciodvfy(tmp_path / name)
-        print(f"dciodvfy {name}: {len(result.warnings)} warning(s)", *sorted(set(result.warnings)), sep="\n  ")
-        assert not result.errors, "\n".join(result.errors)
-    seg = pydicom.dcmread(tmp_path / SEG_FILE)
-    assert 0 < int(seg.NumberOfFrames) <= 3 * len(real_series.headers)

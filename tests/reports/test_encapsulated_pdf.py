@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pydicom
 import pytest
+from pydicom import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
-from reports.encapsulated_pdf import build_encapsulated_pdf
+from models.findings import Findings
+from reports.encapsulated_pdf import PDF_SERIES_DESCRIPTION, build_encapsulated_pdf
+from reports.identity import ReportContext
 from reports.pdf import PDF_TITLE, build_pdf
+from tests.reports.helpers import Validation
 
 
 @pytest.fixture()
-def pdf(headers, findings, context) -> bytes:
+def pdf(headers: list[Dataset], findings: Findings, context: ReportContext) -> bytes:
     return build_pdf(findings, headers, context)
 
 
 @pytest.mark.parametrize("pad", [0, 1])
-def test_round_trip_is_byte_exact(tmp_path, headers, context, pdf: bytes, pad: int) -> None:
+def test_round_trip_is_byte_exact(
+    tmp_path: Path, headers: list[Dataset], context: ReportContext, pdf: bytes, pad: int
+) -> None:
     document = pdf + b" " * pad
     path = tmp_path / "report_pdf.dcm"
     build_encapsulated_pdf(document, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
@@ -27,7 +36,7 @@ def test_round_trip_is_byte_exact(tmp_path, headers, context, pdf: bytes, pad: i
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
 
 
-def test_mandatory_attributes(tmp_path, headers, context, pdf: bytes) -> None:
+def test_mandatory_attributes(tmp_path: Path, headers: list[Dataset], context: ReportContext, pdf: bytes) -> None:
     path = tmp_path / "report_pdf.dcm"
     build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
     ds = pydicom.dcmread(path)
@@ -56,21 +65,34 @@ def test_mandatory_attributes(tmp_path, headers, context, pdf: bytes) -> None:
         assert str(ds[keyword].value) == str(source[keyword].value), keyword
     assert "ReferencedStudySequence" not in ds
     assert ds.SeriesNumber == context.pdf_series_number
+    assert ds.SeriesDescription == PDF_SERIES_DESCRIPTION
     assert ds.SeriesInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "pdf", "series")
     assert ds.SOPInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "pdf", "instance")
     assert {i.ReferencedSOPInstanceUID for i in ds.SourceInstanceSequence} == {h.SOPInstanceUID for h in headers}
 
 
-def test_rejects_bad_input(headers, context, pdf: bytes, make_headers) -> None:
+def test_rejects_bad_input(
+    headers: list[Dataset], context: ReportContext, pdf: bytes, make_headers: Callable[..., list[Dataset]]
+) -> None:
     with pytest.raises(ValueError, match="PDF"):
         build_encapsulated_pdf(b"not a pdf", headers, context, pipeline_version="0.1.0")
     with pytest.raises(ValueError, match="studies"):
         build_encapsulated_pdf(pdf, [*headers, make_headers()[0]], context, pipeline_version="0.1.0")
     with pytest.raises(ValueError, match="no source headers"):
         build_encapsulated_pdf(pdf, [], context, pipeline_version="0.1.0")
+    with pytest.raises(ValueError, match="pipeline_version"):
+        build_encapsulated_pdf(pdf, headers, context, pipeline_version="")
+    with pytest.raises(ValueError, match="series_description"):
+        build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0", series_description="x" * 65)
 
 
-def test_dciodvfy_accepts_encapsulated_pdf(tmp_path, headers, context, pdf: bytes, dciodvfy) -> None:
+def test_dciodvfy_accepts_encapsulated_pdf(
+    tmp_path: Path,
+    headers: list[Dataset],
+    context: ReportContext,
+    pdf: bytes,
+    dciodvfy: Callable[[Path], Validation],
+) -> None:
     path = tmp_path / "report_pdf.dcm"
     build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
     result = dciodvfy(path)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
+from pydicom import Dataset
 
+from models.findings import Findings
 from reports.keyimages import (
     LEGEND_COLOURS,
     legend_entries,
+    legend_key,
     overlay_regions,
     png_bytes,
     render_key_images,
     select_levels,
 )
+from tests.reports.helpers import RealSeries
 
 
-def test_level_of_greatest_lesion_burden(headers, findings) -> None:
+def test_level_of_greatest_lesion_burden(findings: Findings) -> None:
     k, y, reason = select_levels(findings)
     lesions = findings.masks["lesions"]
     assert k == int(lesions.sum(axis=(1, 2)).argmax())
@@ -27,7 +32,9 @@ def test_level_of_greatest_lesion_burden(headers, findings) -> None:
     assert reason == "greatest lesion burden"
 
 
-def test_level_of_largest_lung_area_without_lesions(headers, make_findings) -> None:
+def test_level_of_largest_lung_area_without_lesions(
+    headers: list[Dataset], make_findings: Callable[..., Findings]
+) -> None:
     findings = make_findings(headers, lesion=False)
     k, _, reason = select_levels(findings)
     areas = findings.masks["lungs"].sum(axis=(1, 2))
@@ -37,7 +44,7 @@ def test_level_of_largest_lung_area_without_lesions(headers, make_findings) -> N
     assert select_levels(empty)[:2] == (findings.volume.geometry.shape[0] // 2, findings.volume.geometry.shape[1] // 2)
 
 
-def test_aspect_ratio_follows_spacing(findings) -> None:
+def test_aspect_ratio_follows_spacing(findings: Findings) -> None:
     axial, coronal = render_key_images(findings)
     nz, ny, nx = findings.volume.geometry.shape
     sz, sy, sx = findings.volume.geometry.spacing
@@ -60,7 +67,7 @@ def _tinted(region: np.ndarray, colour: tuple[int, int, int]) -> int:
     return int((tinted & (best == target)).sum())
 
 
-def test_radiological_orientation_and_legend(headers, make_findings) -> None:
+def test_radiological_orientation_and_legend(headers: list[Dataset], make_findings: Callable[..., Findings]) -> None:
     findings = make_findings(headers, lobes=False, lesion=False)
     for key in render_key_images(findings):
         pixels = np.asarray(key.image).astype(float)
@@ -83,7 +90,22 @@ def test_radiological_orientation_and_legend(headers, make_findings) -> None:
     ]
 
 
-def test_coronal_has_superior_up(headers, make_findings) -> None:
+def test_lesion_types_get_their_own_colours(findings: Findings) -> None:
+    lesions = findings.masks["lesions"]
+    core = np.zeros_like(lesions)
+    core[2] = lesions[2] & (np.arange(lesions.shape[2])[None, :] < 18)
+    typed = dataclasses.replace(findings, masks={**findings.masks, "ggo": lesions & ~core, "consolidation": core})
+    labels = [label for label, _ in legend_entries(typed)]
+    assert labels[-2:] == ["Ground-glass opacity", "Consolidation"] and "Lesion" not in labels
+    assert legend_key("ggo") == "ggo" and legend_key("lesions") == "lesion" and legend_key("LUL") == "LUL"
+    typed_axial, _ = render_key_images(typed)
+    plain_axial, _ = render_key_images(findings)
+    assert typed_axial.index == plain_axial.index
+    assert _tinted(np.asarray(typed_axial.image).astype(float), LEGEND_COLOURS["ggo"]) > 0
+    assert _tinted(np.asarray(plain_axial.image).astype(float), LEGEND_COLOURS["ggo"]) == 0
+
+
+def test_coronal_has_superior_up(headers: list[Dataset], make_findings: Callable[..., Findings]) -> None:
     findings = make_findings(headers, lobes=True, lesion=False)
     _, coronal = render_key_images(findings)
     pixels = np.asarray(coronal.image).astype(float)
@@ -104,9 +126,11 @@ def test_overlay_window_and_png() -> None:
     assert image.format == "PNG" and image.size == (2, 2)
 
 
-def test_real_series_key_images(real_series) -> None:
-    axial, coronal = render_key_images(real_series.findings)
+def test_real_series_key_images(real: RealSeries) -> None:
+    axial, coronal = render_key_images(real.findings)
     assert axial.image.size == (512, 512)
-    nz, _, nx = real_series.findings.volume.geometry.shape
-    sz, _, sx = real_series.findings.volume.geometry.spacing
+    assert (axial.index, coronal.index) == select_levels(real.findings)[:2]
+    assert "greatest lesion burden" in axial.caption
+    nz, _, nx = real.findings.volume.geometry.shape
+    sz, _, sx = real.findings.volume.geometry.spacing
     assert abs(coronal.image.size[0] / coronal.image.size[1] - nx * sx / (nz * sz)) < 0.02

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -11,9 +13,23 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import EnhancedCTImageStorage, generate_uid
 
-from models.findings import Volume
+from models.findings import Findings, Volume
 from reports import codes
-from reports.seg import build_seg, segment_order
+from reports.identity import ReportContext
+from reports.seg import (
+    SEG_SERIES_DESCRIPTION,
+    SEG_UNVALIDATED_SEGMENT,
+    SEG_UNVALIDATED_SERIES_DESCRIPTION,
+    build_seg,
+    segment_order,
+)
+from tests.reports.helpers import SHA_DEMO, SHA_VALID, Validation
+
+
+def _build(findings: Findings, headers: list[Dataset], context: ReportContext) -> hd.seg.Segmentation:
+    seg = build_seg(findings, headers, context)
+    assert seg is not None
+    return seg
 
 
 def _frames_by_source(seg: Dataset) -> dict[tuple[str, int], np.ndarray]:
@@ -30,9 +46,11 @@ def _frames_by_source(seg: Dataset) -> dict[tuple[str, int], np.ndarray]:
     return out
 
 
-def test_segments_codes_and_frames_follow_volume_order(tmp_path, headers, findings, context) -> None:
+def test_segments_codes_and_frames_follow_volume_order(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     path = tmp_path / "seg.dcm"
-    build_seg(findings, headers, context).save_as(path, enforce_file_format=True)
+    _build(findings, headers, context).save_as(path, enforce_file_format=True)
     seg = pydicom.dcmread(path)
     labels = [item.SegmentLabel for item in seg.SegmentSequence]
     assert labels == ["lungs", "lung_left", "lung_right", "LUL", "LLL", "RUL", "RLL", "lesions"]
@@ -46,12 +64,18 @@ def test_segments_codes_and_frames_follow_volume_order(tmp_path, headers, findin
             assert (category, prop) == (codes.ANATOMICAL_STRUCTURE.value, codes.REGION_CODES[item.SegmentLabel].value)
         assert item.SegmentAlgorithmType == "AUTOMATIC"
         algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
-        assert algorithm.AlgorithmVersion == "0.1.0"
-        assert algorithm.AlgorithmName.startswith("lungcds")
+        run = findings.models[findings.mask_sources[item.SegmentLabel]]
+        assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (run.name, run.version)
+        family = algorithm.AlgorithmFamilyCodeSequence[0].CodeValue
+        if run.weights_sha256:
+            assert family == codes.ARTIFICIAL_INTELLIGENCE.value
+            assert algorithm.AlgorithmParameters == f"weights_sha256={SHA_VALID}"
+        else:
+            assert family == codes.MORPHOLOGICAL_OPERATIONS.value
+            assert "AlgorithmParameters" not in algorithm
         assert item.TrackingID == item.SegmentLabel
-    assert seg.SegmentSequence[1].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == (
-        "lungcds classical lung mask"
-    )
+        assert "SegmentDescription" not in item
+    assert seg.SeriesDescription == SEG_SERIES_DESCRIPTION
     frames = _frames_by_source(seg)
     uids = findings.volume.source_sop_instance_uids
     assert len(frames) == int(seg.NumberOfFrames)
@@ -73,14 +97,56 @@ def test_segments_codes_and_frames_follow_volume_order(tmp_path, headers, findin
     assert seg.SOPInstanceUID == context.output_uid(headers[0].SeriesInstanceUID, "0.1.0", "seg", "instance")
 
 
-def test_empty_masks_are_left_out_and_all_empty_gives_none(headers, findings, context) -> None:
+def test_lesion_types_and_unvalidated_segments(
+    tmp_path: Path, headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
+) -> None:
+    findings = make_findings(headers, unvalidated=True)
+    lesions = findings.masks["lesions"]
+    core = np.zeros_like(lesions)
+    core[2] = lesions[2]
+    masks = {**findings.masks, "ggo": lesions & ~core, "consolidation": core}
+    typed = dataclasses.replace(
+        findings, masks=masks, mask_sources={**findings.mask_sources, "ggo": "lesions", "consolidation": "lesions"}
+    )
+    path = tmp_path / "seg.dcm"
+    _build(typed, headers, context).save_as(path, enforce_file_format=True)
+    seg = pydicom.dcmread(path)
+    items = {str(item.SegmentLabel): item for item in seg.SegmentSequence}
+    assert list(items)[-3:] == ["lesions", "ggo", "consolidation"]
+    assert items["ggo"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.GROUND_GLASS_OPACITY.value
+    assert items["consolidation"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.CONSOLIDATION.value
+    assert items["ggo"].RecommendedDisplayCIELabValue != items["consolidation"].RecommendedDisplayCIELabValue
+    for name in ("LUL", "lesions", "ggo"):
+        assert items[name].SegmentDescription == SEG_UNVALIDATED_SEGMENT
+        algorithm = items[name].SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmParameters == f"weights_sha256={SHA_DEMO}"
+    assert "SegmentDescription" not in items["lungs"]
+    assert seg.SeriesDescription == SEG_UNVALIDATED_SERIES_DESCRIPTION
+
+
+def test_masks_without_source_are_named_by_kind(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    seg = _build(dataclasses.replace(findings, mask_sources={}), headers, context)
+    names = {
+        str(item.SegmentLabel): item.SegmentationAlgorithmIdentificationSequence[0] for item in seg.SegmentSequence
+    }
+    assert names["lungs"].AlgorithmName == codes.LUNG_MASK_ALGORITHM
+    assert names["LUL"].AlgorithmName == codes.LOBE_MASK_ALGORITHM
+    assert names["lesions"].AlgorithmName == codes.LESION_MASK_ALGORITHM
+    assert names["lesions"].AlgorithmVersion == findings.pipeline_version
+
+
+def test_empty_masks_are_left_out_and_all_empty_gives_none(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     assert "RML" in findings.masks and "RML" not in segment_order(findings)
     empty = dataclasses.replace(findings, masks={name: np.zeros_like(m) for name, m in findings.masks.items()})
     assert build_seg(empty, headers, context) is None
-    assert build_seg(dataclasses.replace(findings, masks={}), headers, context) is None
+    assert build_seg(dataclasses.replace(findings, masks={}, mask_sources={}), headers, context) is None
 
 
-def test_rejects_mismatching_images(headers, findings, context) -> None:
+def test_rejects_mismatching_images(headers: list[Dataset], findings: Findings, context: ReportContext) -> None:
     wrong = [h.copy() for h in headers]
     for h in wrong:
         h.Columns = 65
@@ -141,7 +207,9 @@ def _enhanced_ct(headers: list[Dataset], order: list[int]) -> Dataset:
     return ds
 
 
-def test_multi_frame_source_maps_frame_numbers(tmp_path, headers, findings, context) -> None:
+def test_multi_frame_source_maps_frame_numbers(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     nz = findings.volume.geometry.shape[0]
     order = list(range(nz))[::-1]
     enhanced = _enhanced_ct(headers, order)
@@ -153,12 +221,14 @@ def test_multi_frame_source_maps_frame_numbers(tmp_path, headers, findings, cont
     )
     multi = dataclasses.replace(findings, volume=volume)
     path = tmp_path / "seg.dcm"
-    build_seg(multi, [enhanced], context).save_as(path, enforce_file_format=True)
+    _build(multi, [enhanced], context).save_as(path, enforce_file_format=True)
     seg = hd.seg.segread(path)
+    numbers = volume.source_frame_numbers
+    assert numbers is not None
     frames = _frames_by_source(seg)
     lungs = multi.masks["lungs"]
     for k in range(nz):
-        key = (f"{enhanced.SOPInstanceUID}#{volume.source_frame_numbers[k]}", 1)
+        key = (f"{enhanced.SOPInstanceUID}#{numbers[k]}", 1)
         if lungs[k].any():
             assert np.array_equal(frames[key], lungs[k]), k
     bad = dataclasses.replace(multi, volume=dataclasses.replace(volume, source_frame_numbers=(1,) * nz))
@@ -166,22 +236,14 @@ def test_multi_frame_source_maps_frame_numbers(tmp_path, headers, findings, cont
         build_seg(bad, [enhanced], context)
 
 
-def test_dciodvfy_accepts_seg(tmp_path, headers, findings, context, dciodvfy) -> None:
+def test_dciodvfy_accepts_seg(
+    tmp_path: Path,
+    headers: list[Dataset],
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
+    dciodvfy: Callable[[Path], Validation],
+) -> None:
     path = tmp_path / "seg.dcm"
-    build_seg(findings, headers, context).save_as(path, enforce_file_format=True)
-    result = dciodvfy(path)
-    assert not result.errors, "\n".join(result.errors)
-
-
-def test_real_series_seg(tmp_path, real_series, context, dciodvfy) -> None:
-    path = tmp_path / "seg.dcm"
-    build_seg(real_series.findings, real_series.headers, context).save_as(path, enforce_file_format=True)
-    seg = pydicom.dcmread(path)
-    assert [item.SegmentLabel for item in seg.SegmentSequence] == ["lungs", "lung_left", "lung_right"]
-    frames = _frames_by_source(seg)
-    lungs = real_series.findings.masks["lungs"]
-    for k, uid in enumerate(real_series.findings.volume.source_sop_instance_uids):
-        if lungs[k].any():
-            assert np.array_equal(frames[(uid, 1)], lungs[k])
+    _build(make_findings(headers, unvalidated=True), headers, context).save_as(path, enforce_file_format=True)
     result = dciodvfy(path)
     assert not result.errors, "\n".join(result.errors)

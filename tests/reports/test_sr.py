@@ -1,67 +1,80 @@
-"""TID 1500 SR: content per region and model, round trip through highdicom, dciodvfy."""
+"""TID 1500 SR: region and model groups, provenance, statements, round trip, dciodvfy."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import pytest
+from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
+from pydicom.sr.coding import Code
 
-from models.findings import REGION_NAMES
+from models.findings import LOBE_NAMES, REGION_NAMES, Findings, QualityAssessment
 from reports import codes
+from reports.identity import ReportContext
 from reports.seg import build_seg
-from reports.sr import build_sr
+from reports.sr import (
+    NOT_ANALYSABLE_SERIES_DESCRIPTION,
+    SR_SERIES_DESCRIPTION,
+    SR_UNVALIDATED_SERIES_DESCRIPTION,
+    build_not_analysable_sr,
+    build_sr,
+)
+from tests.reports.helpers import (
+    MEASUREMENT_CONCEPTS,
+    SHA_DEMO,
+    Validation,
+    algorithm_of,
+    expected_values,
+    report_statements,
+    sr_codes,
+    sr_texts,
+    sr_values,
+)
 
-TEXT_NAME_TAG = "ConceptNameCodeSequence"
+MODEL_GROUPS = ["model lung_mask", "model lobes", "model lesions", "model corads", "model stoic", "model i3dr"]
 
 
-def _write_read(ds: pydicom.Dataset, path: Path) -> hd.sr.Comprehensive3DSR:
+def _write_read(ds: Dataset, path: Path) -> hd.sr.Comprehensive3DSR:
     ds.save_as(path, enforce_file_format=True)
-    return hd.sr.srread(path)
+    sr = hd.sr.srread(path)
+    assert isinstance(sr, hd.sr.Comprehensive3DSR)
+    return sr
 
 
-def _texts(item: pydicom.Dataset) -> list[tuple[str, str]]:
-    """(concept code value, text) of the TEXT children of a content item."""
-    return [
-        (child.ConceptNameCodeSequence[0].CodeValue, str(child.TextValue))
-        for child in item.ContentSequence
-        if child.ValueType == "TEXT"
-    ]
+def _report(sr: hd.sr.Comprehensive3DSR) -> hd.sr.MeasurementReport:
+    report = sr.content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    return report
 
 
-def _report_statements(sr: pydicom.Dataset) -> list[tuple[str, str]]:
-    containers = [
-        item
-        for item in sr.ContentSequence
-        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
-    ]
-    assert len(containers) == 1
-    return _texts(containers[0])
-
-
-def _measurement(group: hd.sr.MeasurementsAndQualitativeEvaluations, concept, derivation=None) -> float:
+def _measurement(
+    group: hd.sr.MeasurementsAndQualitativeEvaluations, concept: Code, derivation: Code | None = None
+) -> float:
     matches = [m for m in group.get_measurements(name=concept) if m.derivation == derivation]
     assert len(matches) == 1, [m.name for m in group.get_measurements()]
     return float(matches[0].value)
 
 
-def test_region_groups_measurements_and_sites(tmp_path, headers, findings, context) -> None:
-    sr = _write_read(build_sr(findings, headers, context), tmp_path / "sr.dcm")
-    report = sr.content
-    assert isinstance(report, hd.sr.MeasurementReport)
-    groups = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
-    assert list(groups) == [name for name in REGION_NAMES if name in findings.measurements]
-    for name, group in groups.items():
-        m = findings.measurements[name]
-        assert [site.value.value for site in group.finding_sites] == [codes.REGION_CODES[name].value]
-        assert group.finding_sites[0].value.scheme_designator == "SCT"
+def test_region_groups_measurements_and_sites(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    report = _report(_write_read(build_sr(findings, headers, context), tmp_path / "sr.dcm"))
+    groups = {str(g.tracking_identifier): g for g in report.get_image_measurement_groups()}
+    regions = [name for name in REGION_NAMES if name in findings.measurements]
+    assert list(groups) == regions + MODEL_GROUPS
+    for name in regions:
+        group, m = groups[name], findings.measurements[name]
+        assert group.finding_sites[0].value == codes.REGION_CODES[name]
         assert group.tracking_uid == context.tracking_uid(headers[0].SeriesInstanceUID, "0.1.0", name)
+        assert algorithm_of(group[0])["name"] == ["lobes" if name in LOBE_NAMES else "lung_mask"]
         assert _measurement(group, codes.VOLUME) == pytest.approx(m.volume_ml)
         if m.fpv_ml is None:
-            texts = _texts(group[0])
+            texts = sr_texts(report[0], name)
             assert ("MEASNA", "Functional volume (-950 to -500 HU): region is empty") in texts
             assert len([t for t in texts if t[0] == "MEASNA"]) == 5
             assert len(group.get_measurements()) == 1
@@ -72,14 +85,7 @@ def test_region_groups_measurements_and_sites(tmp_path, headers, findings, conte
         assert _measurement(group, codes.ATTENUATION_COEFFICIENT, codes.MEAN) == pytest.approx(m.mean_hu)
         assert _measurement(group, codes.HIGH_ATTENUATION_AREA) == pytest.approx(m.haa_pct)
         units = {mm.name.value: mm.unit.value for mm in group.get_measurements()}
-        assert units == {
-            "118565006": "ml",
-            "FPV": "ml",
-            "LAA950": "%",
-            "PERC15": "[hnsf'U]",
-            "112031": "[hnsf'U]",
-            "HAA": "%",
-        }
+        assert units == dict(MEASUREMENT_CONCEPTS.values())
     assert groups["RML"].get_measurements()[0].value == 0.0
 
 
@@ -91,11 +97,14 @@ def test_codes_of_lobes_are_lateralised() -> None:
     assert len({code.value for code in codes.REGION_CODES.values()}) == len(REGION_NAMES)
 
 
-def test_observer_procedure_evidence_and_patient(tmp_path, headers, findings, context) -> None:
+def test_observer_procedure_evidence_and_patient(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     sr = _write_read(build_sr(findings, headers, context), tmp_path / "sr.dcm")
-    observers = sr.content.get_observer_contexts(observer_type=dcm_codes.DCM.Device)
+    observers = _report(sr).get_observer_contexts(observer_type=dcm_codes.DCM.Device)
     assert len(observers) == 1
     device = observers[0].observer_identifying_attributes
+    assert isinstance(device, hd.sr.DeviceObserverIdentifyingAttributes)
     assert device.uid == context.device_observer_uid
     assert device.manufacturer_name == "lungcds project"
     procedures = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
@@ -118,74 +127,151 @@ def test_observer_procedure_evidence_and_patient(tmp_path, headers, findings, co
     assert "ReferencedStudySequence" not in sr
     assert sr.SeriesInstanceUID != source.SeriesInstanceUID
     assert sr.SeriesNumber == context.sr_series_number
+    assert sr.SeriesDescription == SR_SERIES_DESCRIPTION
     assert sr.SeriesInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "sr", "series")
     assert sr.SOPInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "sr", "instance")
     schemes = [item.CodingSchemeDesignator for item in sr.CodingSchemeIdentificationSequence]
     assert codes.PRIVATE_SCHEME in schemes
 
 
-def test_model_statements_and_decision_support(tmp_path, headers, findings, context) -> None:
-    sr = _write_read(build_sr(findings, headers, context), tmp_path / "sr.dcm")
-    statements = _report_statements(sr)
+def test_every_model_is_stated_with_coded_status(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    sr = build_sr(findings, headers, context)
+    expected = {
+        "model lung_mask": ("RAN", "WEIGHTFREE"),
+        "model lobes": ("RAN", "VALIDWEIGHTS"),
+        "model lesions": ("RAN", "VALIDWEIGHTS"),
+        "model corads": ("NOTINSTALLED", None),
+        "model stoic": ("SKIPPED", None),
+        "model i3dr": ("FAILED", None),
+    }
+    for group, (status, validation) in expected.items():
+        coded = dict(sr_codes(sr, group))
+        assert coded["MODELSTATUS"] == status, group
+        assert coded.get("VALIDATION") == validation, group
+    assert ("MODELSTATUS", "CO-RADS model not run (not installed): no weights installed") in sr_texts(
+        sr, "model corads"
+    )
+    assert any(
+        text.startswith("STOIC2021 model not run (skipped): slices are 5 mm") for _, text in sr_texts(sr, "model stoic")
+    )
+    assert ("MODELSTATUS", "I3Dr model not run (failed): RuntimeError: out of memory") in sr_texts(sr, "model i3dr")
+    statements = report_statements(sr)
     assert ("DECSUPPORT", codes.DECISION_SUPPORT_STATEMENT) in statements
-    status = [text for code, text in statements if code == "MODELSTATUS"]
-    assert "CO-RADS model not run (not installed): no weights installed" in status
-    assert any(text.startswith("STOIC2021 model not run (skipped): slices are 5 mm") for text in status)
-    assert "I3Dr model not run (failed): RuntimeError: out of memory" in status
-    assert not [code for code, _ in statements if code == "VALIDATION"]
+    assert ("DECSUPPORT", codes.SOFTWARE_STATEMENT) in statements
+    assert not [value for concept, value in statements if concept == "VALIDATION"]
     assert ("PIPEWARNING", "synthetic test data") in statements
 
 
-def test_model_outputs_with_unvalidated_weights(tmp_path, headers, make_findings, context) -> None:
+def test_model_outputs_with_unvalidated_weights(
+    tmp_path: Path, headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
+) -> None:
     findings = make_findings(headers, outputs=True, unvalidated=True)
     sr = _write_read(build_sr(findings, headers, context), tmp_path / "sr.dcm")
-    groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
-    corads = groups["corads"]
+    report = _report(sr)
+    groups = {str(g.tracking_identifier): g for g in report.get_image_measurement_groups()}
+    corads = groups["model corads"]
     assert _measurement(corads, codes.CORADS_SCORE) == pytest.approx(0.71)
     (category,) = corads.get_qualitative_evaluations(name=codes.CORADS_CATEGORY)
-    assert category.value.value == "CORADS4"
-    assert ("VALIDATION", codes.UNVALIDATED_WEIGHTS_STATEMENT) in _texts(corads[0])
-    stoic = groups["stoic"]
+    assert category.value == codes.CORADS_CATEGORY_VALUES[4]
+    assert algorithm_of(corads[0]) == {
+        "name": ["corads"],
+        "version": ["1.0"],
+        "parameters": [f"weights SHA-256 {SHA_DEMO}"],
+    }
+    assert ("VALIDATION", "DEMOWEIGHTS") in sr_codes(sr, "model corads")
+    assert ("VALIDATION", codes.UNVALIDATED_WEIGHTS_STATEMENT) in sr_texts(sr, "model corads")
+    stoic = groups["model stoic"]
     assert _measurement(stoic, codes.PROBABILITY_COVID19) == pytest.approx(0.62)
     assert _measurement(stoic, codes.PROBABILITY_SEVERE_OUTCOME) == pytest.approx(0.18)
-    assert not [t for t in _texts(stoic[0]) if t[0] == "VALIDATION"]
-    patient = groups["i3dr patient"]
-    fev1 = patient.get_measurements(name=codes.I3DR_OUTPUT_CODES["fev1_pre_l"])[0]
+    assert ("VALIDATION", "VALIDWEIGHTS") in sr_codes(sr, "model stoic")
+    lungs = groups["lungs"]
+    fev1 = lungs.get_measurements(name=codes.I3DR_OUTPUT_CODES["fev1_pre_l"])[0]
     assert fev1.value == pytest.approx(2.9) and fev1.unit.value == "l"
-    dlco = patient.get_measurements(name=codes.I3DR_OUTPUT_CODES["dlco"])[0]
+    assert algorithm_of(fev1[0])["name"] == ["i3dr"]
+    dlco = lungs.get_measurements(name=codes.I3DR_OUTPUT_CODES["dlco"])[0]
     assert dlco.value == pytest.approx(24.5) and dlco.unit.value == "ml/min/mm[Hg]"
-    lul = groups["i3dr LUL"]
-    assert lul.finding_sites[0].value.value == codes.REGION_CODES["LUL"].value
-    assert ("VALIDATION", codes.UNVALIDATED_WEIGHTS_STATEMENT) in _texts(lul[0])
-    rll = groups["severity RLL"]
+    assert _measurement(lungs, codes.CT_SEVERITY_SCORE) == 2
+    (severity,) = lungs.get_qualitative_evaluations(name=codes.CT_SEVERITY_CATEGORY)
+    assert severity.value == codes.SEVERITY_CATEGORY_VALUES["mild"]
+    lul = groups["LUL"]
+    assert lul.get_measurements(name=codes.I3DR_OUTPUT_CODES["dlco"])[0].value == pytest.approx(5.0)
+    assert _measurement(lul, codes.CT_SEVERITY_SCORE) == 0
+    lul_texts = sr_texts(sr, "LUL")
+    assert ("VALIDATION", f"I3Dr: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in lul_texts
+    assert ("VALIDATION", f"lobes mask: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in lul_texts
+    assert ("VALIDATION", f"severity: {codes.UNVALIDATED_NO_PROVENANCE_STATEMENT}") in lul_texts
+    assert {value for concept, value in sr_codes(sr, "LUL") if concept == "VALIDATION"} == {
+        "DEMOWEIGHTS",
+        "NOPROVENANCE",
+    }
+    rll = groups["RLL"]
     assert _measurement(rll, codes.CT_SEVERITY_SCORE) == 2
     assert _measurement(rll, codes.LOBE_INVOLVEMENT) == pytest.approx(12.5)
-    assert _measurement(groups["severity total"], codes.CT_SEVERITY_SCORE) == 2
-    assert ("VALIDATION", codes.UNVALIDATED_NO_PROVENANCE_STATEMENT) in _texts(rll[0])
-    statements = _report_statements(sr)
-    assert ("VALIDATION", f"corads: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in statements
-    assert ("VALIDATION", f"i3dr: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in statements
-    assert not any(text.startswith("stoic:") for _, text in statements)
+    assert ("VALIDATION", "NOPROVENANCE") in sr_codes(sr, "model severity")
+    assert "model severity" in groups and list(groups).index("model severity") == len(groups) - 1
+    statements = report_statements(sr)
+    assert ("VALIDATION", "DEMOWEIGHTS") in statements
+    assert ("VALIDATION", codes.UNVALIDATED_BANNER) in statements
+    assert sr.SeriesDescription == SR_UNVALIDATED_SERIES_DESCRIPTION
 
 
-def test_region_groups_reference_seg_segments(tmp_path, headers, findings, context) -> None:
+def test_every_result_number_is_in_the_sr(
+    headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
+) -> None:
+    findings = make_findings(headers, outputs=True, unvalidated=True)
+    sr = build_sr(findings, headers, context, seg=build_seg(findings, headers, context))
+    found = sr_values(sr)
+    expected = expected_values(findings.as_dict())
+    assert len(expected) > 50
+    for region, concept, value, unit in expected:
+        matches = [f for f in found if f[:2] == (region, concept)]
+        assert len(matches) == 1, (region, concept, matches)
+        assert matches[0][2] == pytest.approx(value, rel=1e-12, abs=1e-12), (region, concept)
+        assert matches[0][3] == unit, (region, concept)
+    assert len(found) == len(expected)
+
+
+def test_quality_gate_reasons(headers: list[Dataset], findings: Findings, context: ReportContext) -> None:
+    failed = dataclasses.replace(
+        findings, quality=QualityAssessment(False, ("lung volume 0.4 L is outside 1-10 L", "lungs touch the border"))
+    )
+    statements = report_statements(build_sr(failed, headers, context))
+    assert ("MASKQUALITY", "IMPLAUSIBLE") in statements
+    assert ("QUALITYREASON", "lung volume 0.4 L is outside 1-10 L") in statements
+    assert ("QUALITYREASON", "lungs touch the border") in statements
+    passed = dataclasses.replace(findings, quality=QualityAssessment(True))
+    assert ("MASKQUALITY", "PLAUSIBLE") in report_statements(build_sr(passed, headers, context))
+
+
+def test_region_groups_reference_seg_segments(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
     seg = build_seg(findings, headers, context)
+    assert seg is not None
     sr = _write_read(build_sr(findings, headers, context, seg=seg), tmp_path / "sr.dcm")
-    volumetric = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
-    labels = {item.SegmentLabel: item.SegmentNumber for item in seg.SegmentSequence}
+    report = _report(sr)
+    volumetric = {str(g.tracking_identifier): g for g in report.get_volumetric_roi_measurement_groups()}
+    labels = {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
     assert set(volumetric) == set(labels) - {"lesions"}
     for name, group in volumetric.items():
         ref = group.referenced_segment
+        assert isinstance(ref, hd.sr.ReferencedSegment)
         assert ref.referenced_segment_numbers == [labels[name]]
         assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
         assert group.tracking_uid == seg.SegmentSequence[labels[name] - 1].TrackingUID
-    image_groups = {g.tracking_identifier for g in sr.content.get_image_measurement_groups()}
+        algorithm = seg.SegmentSequence[labels[name] - 1].SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm_of(group[0])["name"] == [algorithm.AlgorithmName]
+    image_groups = {str(g.tracking_identifier) for g in report.get_image_measurement_groups()}
     assert "RML" in image_groups
     series = {uid for _, uid in sr.get_evidence_series()}
     assert seg.SeriesInstanceUID in series and headers[0].SeriesInstanceUID in series
 
 
-def test_rejects_foreign_seg_and_empty_findings(headers, findings, context, make_headers) -> None:
+def test_rejects_foreign_seg_and_empty_findings(
+    headers: list[Dataset], findings: Findings, context: ReportContext, make_headers: Callable[..., list[Dataset]]
+) -> None:
     seg = build_seg(findings, headers, context)
     other_headers = make_headers()
     other = dataclasses.replace(
@@ -199,19 +285,28 @@ def test_rejects_foreign_seg_and_empty_findings(headers, findings, context, make
     )
     with pytest.raises(ValueError, match="another study"):
         build_sr(other, other_headers, context, seg=seg)
-    empty = dataclasses.replace(findings, measurements={})
+    empty = dataclasses.replace(findings, measurements={}, models={}, masks={}, mask_sources={})
     with pytest.raises(ValueError, match="nothing to report"):
         build_sr(empty, headers, context)
 
 
-def test_deterministic_uids_across_runs(headers, findings, context) -> None:
+def test_deterministic_uids_across_runs(headers: list[Dataset], findings: Findings, context: ReportContext) -> None:
     first = build_sr(findings, headers, context)
     second = build_sr(findings, list(reversed(headers)), context)
     assert (first.SeriesInstanceUID, first.SOPInstanceUID) == (second.SeriesInstanceUID, second.SOPInstanceUID)
+    newer = build_sr(dataclasses.replace(findings, pipeline_version="0.2.0"), headers, context)
+    assert newer.SOPInstanceUID != first.SOPInstanceUID and newer.SeriesInstanceUID != first.SeriesInstanceUID
 
 
-def test_dciodvfy_accepts_sr(tmp_path, headers, make_findings, context, dciodvfy) -> None:
+def test_dciodvfy_accepts_sr(
+    tmp_path: Path,
+    headers: list[Dataset],
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
+    dciodvfy: Callable[[Path], Validation],
+) -> None:
     findings = make_findings(headers, outputs=True, unvalidated=True)
+    findings = dataclasses.replace(findings, quality=QualityAssessment(False, ("lung volume 0.4 L",)))
     seg = build_seg(findings, headers, context)
     path = tmp_path / "sr.dcm"
     build_sr(findings, headers, context, seg=seg).save_as(path, enforce_file_format=True)
@@ -219,16 +314,31 @@ def test_dciodvfy_accepts_sr(tmp_path, headers, make_findings, context, dciodvfy
     assert not result.errors, "\n".join(result.errors)
 
 
-def test_real_series_sr(tmp_path, real_series, context, dciodvfy) -> None:
-    seg = build_seg(real_series.findings, real_series.headers, context)
+def test_not_analysable_sr(
+    tmp_path: Path,
+    headers: list[Dataset],
+    findings: Findings,
+    context: ReportContext,
+    dciodvfy: Callable[[Path], Validation],
+) -> None:
+    reasons = ["only 12 slices; at least 40 are needed", "unreadable pixel data in 3 instances"]
     path = tmp_path / "sr.dcm"
-    build_sr(real_series.findings, real_series.headers, context, seg=seg).save_as(path, enforce_file_format=True)
-    sr = hd.sr.srread(path)
-    groups = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
-    assert set(groups) == {"lungs", "lung_left", "lung_right"}
-    lungs = real_series.findings.measurements["lungs"]
-    assert _measurement(groups["lungs"], codes.VOLUME) == pytest.approx(lungs.volume_ml)
-    assert "ReferencedStudySequence" not in sr
-    assert len(sr.get_evidence(current_procedure_only=True)) == len(real_series.headers) + 1
+    build_not_analysable_sr(headers, context, reasons, "0.1.0").save_as(path, enforce_file_format=True)
+    sr = _write_read(pydicom.dcmread(path), tmp_path / "again.dcm")
+    report = _report(sr)
+    assert report.get_image_measurement_groups() == []
+    statements = report_statements(sr)
+    assert statements[0] == ("ANALYSIS", "NOTANALYSABLE")
+    assert [value for concept, value in statements if concept == "NAREASON"] == reasons
+    assert ("DECSUPPORT", codes.NOT_ANALYSABLE_STATEMENT) in statements
+    assert ("DECSUPPORT", "lungcds pipeline version 0.1.0") in statements
+    assert {e[2] for e in sr.get_evidence(current_procedure_only=True)} == {str(h.SOPInstanceUID) for h in headers}
+    assert sr.SeriesDescription == NOT_ANALYSABLE_SERIES_DESCRIPTION
+    analysed = build_sr(findings, headers, context)
+    assert sr.SeriesInstanceUID == analysed.SeriesInstanceUID and sr.SOPInstanceUID != analysed.SOPInstanceUID
     result = dciodvfy(path)
     assert not result.errors, "\n".join(result.errors)
+    with pytest.raises(ValueError, match="at least one"):
+        build_not_analysable_sr(headers, context, [], "0.1.0")
+    with pytest.raises(ValueError, match="pipeline_version"):
+        build_not_analysable_sr(headers, context, ["x"], "")

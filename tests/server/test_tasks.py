@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -109,7 +110,7 @@ def test_a_superseded_revision_is_skipped(app: LungcdsCelery, engine: Engine, qu
     assert job.state == "queued" and job.attempts == 0
 
 
-def test_an_analysis_error_is_recorded_on_the_job_and_series(
+def test_unreadable_pixels_give_a_not_analysable_report_not_silence(
     app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], settings: Settings
 ) -> None:
     job_id, revision, uid = queued
@@ -119,8 +120,27 @@ def test_an_analysis_error_is_recorded_on_the_job_and_series(
     ds.save_as(victim)
     app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
     job = _job(engine, job_id)
+    assert job.state == "done" and job.result_dir is not None
+    with Session(engine) as session:
+        series = session.get(Series, uid)
+        kinds = {d.kind for d in session.exec(select(Delivery)).all()}
+    assert series is not None and series.state == "not_analysable"
+    assert series.reasons and "differing matrix size" in series.reasons[0]
+    assert kinds == {"sr", "pdf"}, "the radiologist gets an SR and a PDF saying why, no SEG"
+    result = json.loads((Path(job.result_dir) / "result.json").read_text())
+    assert result["analysable"] is False and result["reasons"] == series.reasons
+    assert all(run["status"] == "skipped" for run in result["models"].values())
+
+
+def test_an_unexpected_error_fails_the_job_with_its_message(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], settings: Settings
+) -> None:
+    job_id, revision, uid = queued
+    next(settings.spool_dir.rglob("*.dcm")).unlink()
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    job = _job(engine, job_id)
     assert job.state == "failed"
-    assert job.error and "VolumeError" in job.error
+    assert job.error and "FileNotFoundError" in job.error
     with Session(engine) as session:
         series = session.get(Series, uid)
     assert series is not None and series.state == "failed" and series.reasons == [job.error]
