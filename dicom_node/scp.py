@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, cast
@@ -217,6 +217,9 @@ class StorageSCP:
         (transient, local limit exceeded, PS3.8 9.3.4). Default 10.
     network_timeout : float or None, optional
         Seconds without traffic before an association is aborted. Default 60.
+    on_rejected : callable, optional
+        Called with the requestor and the reason in words for every association we reject
+        (unknown calling AE title, too many associations), e.g. for an audit trail.
     """
 
     def __init__(
@@ -229,6 +232,7 @@ class StorageSCP:
         *,
         maximum_associations: int = 10,
         network_timeout: float | None = 60.0,
+        on_rejected: Callable[[AssociationInfo, str], None] | None = None,
     ) -> None:
         if maximum_pdu_size < 0:
             raise ValueError(f"maximum_pdu_size must be >= 0, got {maximum_pdu_size}")
@@ -241,6 +245,7 @@ class StorageSCP:
         self.maximum_pdu_size = maximum_pdu_size
         self.maximum_associations = maximum_associations
         self.network_timeout = network_timeout
+        self.on_rejected = on_rejected
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._states: dict[Association, _AssociationState] = {}
@@ -292,6 +297,7 @@ class StorageSCP:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
+            (evt.EVT_REJECTED, self._on_rejected),
         ]
         server = ae.start_server((host, port), block=False, evt_handlers=handlers)
         if server is None:
@@ -434,6 +440,24 @@ class StorageSCP:
             state.info.peer_host,
             state.info.peer_port,
         )
+
+    def _on_rejected(self, event: Event) -> None:
+        """Report an association we rejected (``evt.EVT_REJECTED``, PS3.8 7.1.1.9)."""
+        with self._lock:
+            self._states.pop(event.assoc, None)
+        info = self._describe(event.assoc)
+        primitive = event.assoc.acceptor.primitive
+        reason = (
+            f"{primitive.result_str}, source {primitive.source_str}, reason {primitive.reason_str}"
+            if primitive is not None
+            else "rejected"
+        )
+        logger.warning("association from %s at %s rejected: %s", info.calling_aet, info.peer_host, reason)
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(info, reason)
+            except Exception:
+                logger.exception("on_rejected failed for the association from %s", info.calling_aet)
 
     def _on_released(self, event: Event) -> None:
         """Report an orderly A-RELEASE (``evt.EVT_RELEASED``)."""

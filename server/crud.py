@@ -21,6 +21,7 @@ from server.db_models import (
     DeliveryState,
     Instance,
     Job,
+    JobEvent,
     JobState,
     Series,
     SeriesState,
@@ -37,6 +38,10 @@ __all__ = [
     "delivery_sent",
     "due_deliveries",
     "fail_job",
+    "add_job_event",
+    "requeue_job",
+    "cancel_job",
+    "resend_deliveries",
     "finish_job",
     "idle_series",
     "index_instance",
@@ -205,6 +210,8 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
     set_series_state(session, series_uid, SeriesState.QUEUED)
     job = session.exec(select(Job).where(Job.idempotency_key == key)).one()
     session.refresh(job)
+    assert job.id is not None
+    add_job_event(session, job.id, "queued", {"revision": job.revision})
     return job
 
 
@@ -220,6 +227,7 @@ def start_job(session: Session, job_id: int, revision: int) -> bool:
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, SeriesState.ANALYSING)
+        add_job_event(session, job_id, "started", {"revision": revision, "attempt": job.attempts})
     return bool(changed)
 
 
@@ -250,6 +258,7 @@ def finish_job(
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, series_state, reasons)
+        add_job_event(session, job_id, "finished", {"series_state": series_state})
     return bool(changed)
 
 
@@ -265,6 +274,7 @@ def fail_job(session: Session, job_id: int, revision: int, error: str) -> bool:
         job = session.get(Job, job_id)
         assert job is not None
         set_series_state(session, job.series_instance_uid, SeriesState.FAILED, [error])
+        add_job_event(session, job_id, "failed", {"error": error})
     return bool(changed)
 
 
@@ -325,6 +335,15 @@ def claim_delivery(session: Session, delivery_id: int, stale_after: timedelta) -
     return session.get(Delivery, delivery_id)
 
 
+def _delivery_event(session: Session, delivery_id: int, kind: str, error: str | None = None) -> None:
+    row = session.get(Delivery, delivery_id)
+    if row is not None:
+        detail: dict[str, Any] = {"destination": row.destination, "object": row.kind, "attempt": row.attempts}
+        if error:
+            detail["error"] = error
+        add_job_event(session, row.job_id, kind, detail, name=row.destination)
+
+
 def delivery_sent(session: Session, delivery_id: int) -> None:
     """The destination accepted the object."""
     session.execute(
@@ -332,6 +351,7 @@ def delivery_sent(session: Session, delivery_id: int) -> None:
         .where(col(Delivery.id) == delivery_id)
         .values(state=DeliveryState.SENT, sent_at=utcnow(), last_error=None)
     )
+    _delivery_event(session, delivery_id, "delivered")
 
 
 def delivery_failed(session: Session, delivery_id: int, error: str, retry_at: datetime) -> None:
@@ -341,6 +361,7 @@ def delivery_failed(session: Session, delivery_id: int, error: str, retry_at: da
         .where(col(Delivery.id) == delivery_id)
         .values(state=DeliveryState.PENDING, last_error=error, next_attempt_at=retry_at)
     )
+    _delivery_event(session, delivery_id, "delivery_failed", error)
 
 
 def delivery_refused(session: Session, delivery_id: int, error: str) -> None:
@@ -350,6 +371,59 @@ def delivery_refused(session: Session, delivery_id: int, error: str) -> None:
         .where(col(Delivery.id) == delivery_id)
         .values(state=DeliveryState.REFUSED, last_error=error, next_attempt_at=None)
     )
+    _delivery_event(session, delivery_id, "delivery_refused", error)
+
+
+def add_job_event(
+    session: Session,
+    job_id: int,
+    kind: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+    name: str | None = None,
+    seconds: float | None = None,
+) -> None:
+    """Append one step to a job's timeline."""
+    session.add(JobEvent(job_id=job_id, at=at or utcnow(), kind=kind, name=name, seconds=seconds, detail=detail or {}))
+
+
+def requeue_job(session: Session, job_id: int) -> Job | None:
+    """An admin's re-queue: a new revision of the job, queued again (None if no such job)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    return queue_job(session, series_uid=job.series_instance_uid, pipeline_version=job.pipeline_version)
+
+
+def cancel_job(session: Session, job_id: int) -> bool:
+    """Cancel a queued or running job: its revision moves on, so a running task discards its work."""
+    changed = changed_rows(
+        session,
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.state).in_((JobState.QUEUED, JobState.RUNNING)))
+        .values(state=JobState.CANCELLED, revision=Job.revision + 1, finished_at=utcnow()),
+    )
+    if changed:
+        job = session.get(Job, job_id)
+        assert job is not None
+        set_series_state(session, job.series_instance_uid, SeriesState.CANCELLED, ["cancelled by an admin"])
+        add_job_event(session, job_id, "cancelled")
+    return bool(changed)
+
+
+def resend_deliveries(session: Session, job_id: int, destination: str | None) -> list[int]:
+    """Put a job's delivered or refused objects back in the outbox (for one destination or all)."""
+    stmt = select(Delivery).where(Delivery.job_id == job_id)
+    if destination is not None:
+        stmt = stmt.where(Delivery.destination == destination)
+    rows = session.exec(stmt).all()
+    for row in rows:
+        row.state, row.next_attempt_at, row.last_error, row.sent_at = DeliveryState.PENDING, utcnow(), None, None
+        session.add(row)
+    add_job_event(session, job_id, "resend", {"destination": destination or "all", "objects": len(rows)})
+    session.flush()
+    return [r.id for r in rows if r.id is not None]
 
 
 def due_deliveries(session: Session, now: datetime, stale_after: timedelta, limit: int = 100) -> list[int]:

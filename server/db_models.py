@@ -26,6 +26,9 @@ from sqlalchemy import JSON, Column, DateTime, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AuditEvent",
+    "JobEvent",
+    "WorkerHeartbeat",
     "ApiKey",
     "Delivery",
     "DeliveryState",
@@ -81,6 +84,7 @@ class SeriesState:
     DONE = "done"
     NOT_ANALYSABLE = "not_analysable"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     REJECTED = "rejected"
     IGNORED = "ignored"
 
@@ -92,6 +96,7 @@ class JobState:
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DeliveryState:
@@ -200,3 +205,54 @@ class ApiKey(SQLModel, table=True):
     label: str | None = None
     created_at: datetime | None = _ts()
     revoked_at: datetime | None = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited access: an API request or a DICOM association (IHE ATNA's who, when, what, outcome).
+
+    Append-only: the database refuses UPDATE and DELETE on this table (triggers created by the
+    migration), so not even the application can rewrite history.
+    """
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime | None = _ts(nullable=False)
+    channel: str = Field(index=True)
+    actor: str = Field(index=True)
+    role: str | None = None
+    source: str | None = None
+    action: str
+    target: str | None = None
+    outcome: str = Field(index=True)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class JobEvent(SQLModel, table=True):
+    """One step of a job's timeline: queued, started, each model's start and end, deliveries.
+
+    ``name`` and ``seconds`` are columns (not only JSON) so that metrics can aggregate stage
+    durations per model in SQL on SQLite and PostgreSQL alike.
+    """
+
+    __tablename__ = "job_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    at: datetime | None = _ts(nullable=False)
+    kind: str = Field(index=True)
+    name: str | None = None
+    seconds: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """The last sign of life of a worker process, for the queue overview."""
+
+    __tablename__ = "worker_heartbeat"
+
+    hostname: str = Field(primary_key=True, max_length=255)
+    queues: str
+    pid: int
+    started_at: datetime | None = _ts()
+    last_seen: datetime | None = _ts()

@@ -28,6 +28,7 @@ from server.core.db import make_engine, upgrade
 from server.routing.intake import SeriesIntake
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
 from server.tasks.delivery import pump_outbox
+from server.tasks.queue import CeleryQueue
 
 __all__ = ["RUNTIME_FILE", "ServerRuntime"]
 
@@ -64,7 +65,11 @@ class ServerRuntime:
         upgrade(settings.database_url)
         spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20)
         self._scp = StorageSCP(
-            settings.ae_title, spool, self.intake, allowed_calling_aets=settings.allowed_calling_aets
+            settings.ae_title,
+            spool,
+            self.intake,
+            allowed_calling_aets=settings.allowed_calling_aets,
+            on_rejected=self.intake.association_rejected,
         )
         self.dicom_port = self._scp.start(settings.bind_host, settings.dicom_port)
         self._start_api()
@@ -92,7 +97,10 @@ class ServerRuntime:
         sock.bind((self.settings.bind_host, self.settings.api_port))
         self.api_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(self.settings, self.engine), log_config=None, lifespan="off", access_log=False
+            create_app(self.settings, self.engine, CeleryQueue(self.celery)),
+            log_config=None,
+            lifespan="off",
+            access_log=False,
         )
         self._api = uvicorn.Server(config)
         self._spawn(lambda: self._api.run(sockets=[sock]) if self._api else None, "rest-api")

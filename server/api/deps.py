@@ -49,6 +49,7 @@ def current_key(request: Request, session: SessionDep) -> ApiKey:
     key = verify_api_key(session, secret)
     if key is None:
         raise Problem(401, "Invalid API key", "the API key is unknown or revoked")
+    request.state.api_key_id, request.state.api_key_role = key.id, key.role
     return key
 
 

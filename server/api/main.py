@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from models import PIPELINE_VERSION
+from server.api import metrics
+from server.api.metrics import registry_for
 from server.api.problems import install_problem_handlers
-from server.api.routes import health, jobs, rules, series, studies
+from server.api.routes import audit, health, jobs, queues, rules, series, studies
+from server.audit import record_audit
 from server.core.config import Settings
+from server.tasks.queue import QueueGateway
 
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    """An app bound to ``settings`` and ``engine`` (no globals)."""
+def create_app(settings: Settings, engine: Engine, queue: QueueGateway | None = None) -> FastAPI:
+    """An app bound to ``settings``, ``engine`` and the task ``queue`` (no globals).
+
+    Without a queue (offline tools, some tests) the admin actions that enqueue answer 503.
+    """
     app = FastAPI(
         title="lungcds",
         version=PIPELINE_VERSION,
@@ -27,9 +37,50 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.queue = queue
+    app.state.metrics_registry = registry_for(engine, queue)
     install_problem_handlers(app)
+    _install_audit(app, engine)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, studies, series, jobs, rules):
+    for module in (health, studies, series, jobs, rules, audit, queues):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(metrics.router)
     return app
+
+
+#: Probes and scrapes that would flood the audit trail without touching any data.
+UNAUDITED_PATHS = frozenset(
+    {f"{API_PREFIX}/health", f"{API_PREFIX}/health/live", f"{API_PREFIX}/health/ready", "/metrics"}
+)
+
+
+def _install_audit(app: FastAPI, engine: Engine) -> None:
+    """Write one audit event per API request: who, when, what, from where, outcome."""
+
+    @app.middleware("http")
+    async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if request.url.path in UNAUDITED_PATHS:
+            return response
+        key_id = getattr(request.state, "api_key_id", None)
+        template = _route_template(request.url.path, request.scope.get("path_params") or {})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        await run_in_threadpool(
+            record_audit,
+            engine,
+            channel="api",
+            actor=f"apikey:{key_id}" if key_id is not None else "anonymous",
+            role=getattr(request.state, "api_key_role", None),
+            source=request.client.host if request.client else None,
+            action=f"{request.method} {template}",
+            target=target,
+            outcome=str(response.status_code),
+        )
+        return response
+
+
+def _route_template(path: str, path_params: dict[str, str]) -> str:
+    """``/api/v1/series/1.2.3`` with ``{"series_uid": "1.2.3"}`` → ``/api/v1/series/{series_uid}``."""
+    names = {str(value): name for name, value in path_params.items()}
+    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))

@@ -60,15 +60,26 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def upgrade(url: str) -> None:
-    """Apply every Alembic migration up to head (idempotent)."""
+def alembic_config(url: str) -> Config:
+    """Alembic configuration for ``url`` with the package's migration scripts."""
     config = Config()
     config.set_main_option("script_location", str(_ALEMBIC_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision`` (idempotent)."""
     make_engine(url).dispose()
-    command.upgrade(config, "head")
-    logger.info("database schema at head")
+    command.upgrade(alembic_config(url), revision)
+    logger.info("database schema upgraded", extra={"revision": revision})
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Revert Alembic migrations down to ``revision`` (``base`` empties the schema)."""
+    command.downgrade(alembic_config(url), revision)
+    logger.info("database schema downgraded", extra={"revision": revision})
 
 
 def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from dicom_node.scp import AssociationInfo
 from dicom_node.spool import StoredInstance
 from models import PIPELINE_VERSION
 from server import crud
+from server.audit import record_audit
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.db_models import SeriesState, utcnow
@@ -58,11 +59,33 @@ class SeriesIntake:
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """A released association may complete its series; an aborted one waits for idle."""
+        record_audit(
+            self._engine,
+            channel="dicom",
+            actor=f"dicom:{assoc.calling_aet}",
+            source=f"{assoc.peer_host}:{assoc.peer_port}",
+            action="association",
+            target=",".join(sorted(series_uids)) or None,
+            outcome="released" if released else "aborted",
+            detail={"association": assoc.id, "called_aet": assoc.called_aet, "series": len(series_uids)},
+        )
         if not released:
             logger.info("association aborted; its series wait for the idle timeout", extra={"assoc": assoc.id})
             return
         for uid in sorted(series_uids):
             self.complete_if_content_says_so(uid, trigger="association released")
+
+    def association_rejected(self, assoc: AssociationInfo, reason: str) -> None:
+        """Audit an association the SCP refused (e.g. a calling AE title not on the allow-list)."""
+        record_audit(
+            self._engine,
+            channel="dicom",
+            actor=f"dicom:{assoc.calling_aet}",
+            source=f"{assoc.peer_host}:{assoc.peer_port}",
+            action="association",
+            outcome="rejected",
+            detail={"reason": reason, "called_aet": assoc.called_aet},
+        )
 
     def complete_if_content_says_so(self, series_uid: str, trigger: str) -> bool:
         """Finalise the series when its slice positions show it is complete."""

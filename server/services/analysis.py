@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_n
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
 
-__all__ = ["AnalysisOutput", "DicomOutput", "report_context", "run_analysis", "write_result_json"]
+__all__ = [
+    "Stage",
+    "StageClock",
+    "AnalysisOutput",
+    "DicomOutput",
+    "report_context",
+    "run_analysis",
+    "write_result_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,39 @@ class DicomOutput:
     path: Path
     sop_instance_uid: str
     series_instance_uid: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of an analysis (loading, each model, reports) with its wall-clock span."""
+
+    name: str
+    started_at: datetime
+    ended_at: datetime
+
+
+class StageClock:
+    """Turns the pipeline's progress callbacks into stage start and end times."""
+
+    def __init__(self) -> None:
+        self._done: list[Stage] = []
+        self._current: tuple[str, datetime] | None = None
+
+    def enter(self, name: str) -> None:
+        """Start ``name`` (ending the running stage) unless it is the running one."""
+        now = datetime.now(UTC)
+        if self._current is not None and self._current[0] == name:
+            return
+        if self._current is not None:
+            self._done.append(Stage(self._current[0], self._current[1], now))
+        self._current = (name, now)
+
+    def close(self) -> list[Stage]:
+        """End the running stage; every stage so far."""
+        if self._current is not None:
+            self._done.append(Stage(self._current[0], self._current[1], datetime.now(UTC)))
+            self._current = None
+        return list(self._done)
 
 
 @dataclass
@@ -62,6 +104,7 @@ class AnalysisOutput:
     timings: dict[str, float] = field(default_factory=dict)
     analysable: bool = True
     reasons: tuple[str, ...] = ()
+    stages: list[Stage] = field(default_factory=list)
 
 
 def report_context(ae_title: str) -> ReportContext:
@@ -101,8 +144,10 @@ def run_analysis(
 ) -> AnalysisOutput:
     """Load the series, run the pipeline, build and write every report object."""
     timings: dict[str, float] = {}
+    stages = StageClock()
 
     def stage(name: str, fraction: float) -> None:
+        stages.enter(name)
         if progress is not None:
             progress(name, fraction)
 
@@ -111,7 +156,9 @@ def run_analysis(
     try:
         volume = load_series(list(paths))
     except VolumeError as exc:
-        return _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),))
+        output = _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),))
+        output.stages = stages.close()
+        return output
     timings["load_s"] = time.perf_counter() - start
 
     first = pydicom.dcmread(paths[0], stop_before_pixels=True)
@@ -140,10 +187,17 @@ def run_analysis(
     }
     write_result_json(out_dir, result)
     timings["total_s"] = time.perf_counter() - start
-    stage("done", 1.0)
+    if progress is not None:
+        progress("done", 1.0)
     logger.info("analysis written", extra={"out_dir": str(out_dir), "timings": timings})
     return AnalysisOutput(
-        findings=findings, reports=reports, result=result, out_dir=out_dir, dicom_outputs=dicom_outputs, timings=timings
+        findings=findings,
+        reports=reports,
+        result=result,
+        out_dir=out_dir,
+        dicom_outputs=dicom_outputs,
+        timings=timings,
+        stages=stages.close(),
     )
 
 

@@ -79,6 +79,16 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             series_state=SeriesState.DONE if output.analysable else SeriesState.NOT_ANALYSABLE,
             reasons=output.reasons,
         )
+        for step in output.stages:
+            crud.add_job_event(
+                session,
+                job_id,
+                "stage",
+                {"ended_at": step.ended_at.isoformat()},
+                at=step.started_at,
+                name=step.name,
+                seconds=(step.ended_at - step.started_at).total_seconds(),
+            )
         if not finished:
             logger.info("series changed during analysis; results discarded", extra={"job": job_id})
             return

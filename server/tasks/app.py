@@ -65,7 +65,7 @@ def create_celery(settings: Settings) -> LungcdsCelery:
         ),
         task_default_queue=CPU_QUEUE,
         task_routes={ANALYSIS_TASK: {"queue": GPU_QUEUE}, DELIVERY_TASK: {"queue": CPU_QUEUE}},
-        imports=("server.tasks.analysis", "server.tasks.delivery"),
+        imports=("server.tasks.analysis", "server.tasks.delivery", "server.tasks.heartbeat"),
     )
     # Register the tasks now, not only when a worker starts, so producers and in-process
     # execution see the same registry.

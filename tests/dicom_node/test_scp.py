@@ -309,7 +309,14 @@ def test_storescu_required_contexts_for_sr_and_pdf(running_scp: RunningSCP, tmp_
 
 
 def test_calling_ae_allow_list(tmp_path: Path, sink: RecordingSink) -> None:
-    scp = StorageSCP(SCP_AET, Spool(tmp_path / "spool"), sink, allowed_calling_aets=["MODALITY1"])
+    rejected: list[tuple[str, str]] = []
+    scp = StorageSCP(
+        SCP_AET,
+        Spool(tmp_path / "spool"),
+        sink,
+        allowed_calling_aets=["MODALITY1"],
+        on_rejected=lambda info, reason: rejected.append((info.calling_aet, reason)),
+    )
     port = scp.start("127.0.0.1", 0)
     try:
         intruder = associate(port, [(Verification, ExplicitVRLittleEndian)], aet="INTRUDER")
@@ -324,6 +331,8 @@ def test_calling_ae_allow_list(tmp_path: Path, sink: RecordingSink) -> None:
         scp.stop()
     sink.wait_for_ended(1)
     assert [info.calling_aet for info, _, _ in sink.ended] == ["MODALITY1"]
+    assert [aet for aet, _ in rejected] == ["INTRUDER", "INTRUDER"]
+    assert "Calling AE title not recognised" in rejected[0][1] or "calling" in rejected[0][1].lower()
 
 
 def test_abort_mid_association_is_reported_not_released(running_scp: RunningSCP) -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from server.api.deps import SessionDep, Viewer
+from dicom_node.scu import parse_destination
+from server import crud
+from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
-from server.db_models import Delivery, Job
+from server.db_models import Delivery, Job, JobEvent, Series
+from server.tasks.queue import QueueGateway
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -45,4 +52,99 @@ def get_job(job_id: int, session: SessionDep, _key: Viewer) -> JobPublic:
     job = session.get(Job, job_id)
     if job is None:
         raise Problem(404, "Job not found", f"no job {job_id}")
+    return job_public(session, job)
+
+
+class TimelineEntry(BaseModel):
+    """One step in the life of a job's series: received, complete, queued, started, stages, deliveries."""
+
+    at: datetime
+    kind: str
+    detail: dict[str, Any] = {}
+
+
+class ResendRequest(BaseModel):
+    """Which destination to re-send to (``AET@host:port``); all of them when absent."""
+
+    destination: str | None = Field(None, max_length=200)
+
+
+def _get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Problem(404, "Job not found", f"no job {job_id}")
+    return job
+
+
+def _queue(request: Request) -> QueueGateway:
+    queue: QueueGateway | None = request.app.state.queue
+    if queue is None:
+        raise Problem(503, "No queue", "this API instance has no task queue configured")
+    return queue
+
+
+@router.get("/{job_id}/timeline", response_model=list[TimelineEntry])
+def get_timeline(job_id: int, session: SessionDep, _key: Viewer) -> list[TimelineEntry]:
+    """Everything that happened to the job's series, oldest first."""
+    job = _get_job(session, job_id)
+    entries: list[TimelineEntry] = []
+    series = session.get(Series, job.series_instance_uid)
+    if series is not None:
+        for kind, at in (
+            ("first_instance_received", series.first_received_at),
+            ("last_instance_received", series.last_received_at),
+            ("series_complete", series.completed_at),
+        ):
+            if at is not None:
+                entries.append(TimelineEntry(at=at, kind=kind, detail={"trigger": series.completion_trigger}))
+    events = session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))).all()
+    entries.extend(TimelineEntry(at=e.at, kind=e.kind, detail=e.detail) for e in events if e.at is not None)
+    return sorted(entries, key=lambda e: e.at)
+
+
+@router.post("/{job_id}/requeue", response_model=JobPublic)
+def requeue(job_id: int, request: Request, session: SessionDep, _key: Admin) -> JobPublic:
+    """Analyse the job's series again (a new revision; outputs replace the earlier ones)."""
+    _get_job(session, job_id)
+    queue = _queue(request)
+    job = crud.requeue_job(session, job_id)
+    assert job is not None and job.id is not None
+    session.commit()
+    queue.enqueue_analysis(job.id, job.revision)
+    return job_public(session, job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel(job_id: int, session: SessionDep, _key: Admin) -> JobPublic:
+    """Cancel a queued or running job; a running analysis finishes but its results are discarded."""
+    job = _get_job(session, job_id)
+    if not crud.cancel_job(session, job_id):
+        raise Problem(
+            409, "Job not cancellable", f"job {job_id} is {job.state}; only queued or running jobs can be cancelled"
+        )
+    session.commit()
+    session.refresh(job)
+    return job_public(session, job)
+
+
+@router.post("/{job_id}/resend", response_model=JobPublic)
+def resend(job_id: int, body: ResendRequest, session: SessionDep, settings: SettingsDep, _key: Admin) -> JobPublic:
+    """Put the job's report objects back in the outbox, for one configured destination or all."""
+    job = _get_job(session, job_id)
+    if body.destination is not None:
+        try:
+            destination = str(parse_destination(body.destination))
+        except ValueError as exc:
+            raise Problem(422, "Invalid destination", str(exc)) from exc
+        known = {str(parse_destination(d)) for d in settings.destinations}
+        if destination not in known:
+            raise Problem(422, "Unknown destination", f"{destination} is not a configured destination")
+    else:
+        destination = None
+    if not crud.resend_deliveries(session, job_id, destination):
+        raise Problem(
+            409, "Nothing to re-send", f"job {job_id} has no report objects for {destination or 'any destination'}"
+        )
+    session.commit()
+    session.refresh(job)
     return job_public(session, job)

@@ -1,0 +1,117 @@
+"""``/metrics`` for Prometheus, read from the database at each scrape.
+
+The SCP host, the API and the workers are separate processes (and hosts, distributed), so
+in-process counters would each see a part; the database sees everything.  Each scrape reads:
+received instances, series and jobs by state, deliveries by state and failed attempts, stage
+durations per model (from the job timeline), queue depths and workers alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from server.db_models import Delivery, Instance, Job, JobEvent, Series, WorkerHeartbeat, utcnow
+from server.tasks.heartbeat import ALIVE_WITHIN
+from server.tasks.queue import QueueGateway
+
+__all__ = ["DatabaseCollector", "router", "registry_for"]
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+
+
+class DatabaseCollector(Collector):
+    """Collects lungcds metrics from the database (and the broker's queue depths)."""
+
+    def __init__(self, engine: Engine, queue: QueueGateway | None) -> None:
+        self._engine = engine
+        self._queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        with Session(self._engine) as session:
+            yield from self._counts(session)
+            yield from self._stages(session)
+            yield self._workers(session)
+        if self._queue is not None:
+            depth = GaugeMetricFamily("lungcds_queue_depth", "Messages waiting per queue", labels=["queue"])
+            try:
+                for name, value in self._queue.depths().items():
+                    depth.add_metric([name], value)
+            except Exception:  # noqa: BLE001 - a broker outage must not break the scrape
+                logger.warning("queue depths unavailable for /metrics", exc_info=True)
+            yield depth
+
+    @staticmethod
+    def _counts(session: Session) -> Iterator[Metric]:
+        received = CounterMetricFamily("lungcds_instances_received", "DICOM instances stored (duplicates once)")
+        received.add_metric([], session.exec(select(func.count()).select_from(Instance)).one())
+        yield received
+        for model, name, text in (
+            (Series, "lungcds_series", "Series by state"),
+            (Job, "lungcds_jobs", "Analysis jobs by state"),
+            (Delivery, "lungcds_deliveries", "Report deliveries by state"),
+        ):
+            gauge = GaugeMetricFamily(name, text, labels=["state"])
+            for state, count in session.exec(select(model.state, func.count()).group_by(model.state)).all():
+                gauge.add_metric([state], count)
+            yield gauge
+        failures = CounterMetricFamily(
+            "lungcds_delivery_failures", "Failed or refused delivery attempts", labels=["outcome"]
+        )
+        for kind, count in session.exec(
+            select(JobEvent.kind, func.count())
+            .where(col(JobEvent.kind).in_(("delivery_failed", "delivery_refused")))
+            .group_by(JobEvent.kind)
+        ).all():
+            failures.add_metric([kind.removeprefix("delivery_")], count)
+        yield failures
+
+    @staticmethod
+    def _stages(session: Session) -> Iterator[Metric]:
+        stages = SummaryMetricFamily(
+            "lungcds_stage_duration_seconds",
+            "Wall time of each analysis stage (loading, each model, reports)",
+            labels=["stage"],
+        )
+        rows = session.exec(
+            select(JobEvent.name, func.count(), func.sum(JobEvent.seconds))
+            .where(JobEvent.kind == "stage")
+            .group_by(JobEvent.name)
+        ).all()
+        for name, count, total in rows:
+            stages.add_metric([name or "unknown"], count_value=count, sum_value=float(total or 0.0))
+        yield stages
+
+    @staticmethod
+    def _workers(session: Session) -> Metric:
+        alive = GaugeMetricFamily("lungcds_workers_alive", "Workers with a recent heartbeat")
+        cutoff = utcnow() - ALIVE_WITHIN
+        alive.add_metric(
+            [],
+            session.exec(
+                select(func.count()).select_from(WorkerHeartbeat).where(col(WorkerHeartbeat.last_seen) >= cutoff)
+            ).one(),
+        )
+        return alive
+
+
+def registry_for(engine: Engine, queue: QueueGateway | None) -> CollectorRegistry:
+    """A registry holding only this installation's collector (no process-global state)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(engine, queue))
+    return registry
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus text exposition."""
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
