@@ -42,7 +42,7 @@ def list_audit_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[AuditEventPublic]:
     """Audit events, newest first."""
     stmt = select(AuditEvent)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastAPIPath
 from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -19,6 +20,9 @@ from server.db_models import Delivery, Job, JobEvent, Series
 from server.tasks.queue import QueueGateway
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+#: A job id: positive and within the 64-bit integer range of SQLite and PostgreSQL.
+JobId = Annotated[int, FastAPIPath(ge=1, le=2**62, description="Job id")]
 
 
 def job_public(session: Session, job: Job) -> JobPublic:
@@ -35,7 +39,7 @@ def list_jobs(
     _key: Viewer,
     state: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[JobPublic]:
     """Jobs, newest first."""
     stmt = select(Job)
@@ -47,7 +51,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep, _key: Viewer) -> JobPublic:
+def get_job(job_id: JobId, session: SessionDep, _key: Viewer) -> JobPublic:
     """One job."""
     job = session.get(Job, job_id)
     if job is None:
@@ -84,7 +88,7 @@ def _queue(request: Request) -> QueueGateway:
 
 
 @router.get("/{job_id}/timeline", response_model=list[TimelineEntry])
-def get_timeline(job_id: int, session: SessionDep, _key: Viewer) -> list[TimelineEntry]:
+def get_timeline(job_id: JobId, session: SessionDep, _key: Viewer) -> list[TimelineEntry]:
     """Everything that happened to the job's series, oldest first."""
     job = _get_job(session, job_id)
     entries: list[TimelineEntry] = []
@@ -103,7 +107,7 @@ def get_timeline(job_id: int, session: SessionDep, _key: Viewer) -> list[Timelin
 
 
 @router.post("/{job_id}/requeue", response_model=JobPublic)
-def requeue(job_id: int, request: Request, session: SessionDep, _key: Admin) -> JobPublic:
+def requeue(job_id: JobId, request: Request, session: SessionDep, _key: Admin) -> JobPublic:
     """Analyse the job's series again (a new revision; outputs replace the earlier ones)."""
     _get_job(session, job_id)
     queue = _queue(request)
@@ -115,7 +119,7 @@ def requeue(job_id: int, request: Request, session: SessionDep, _key: Admin) -> 
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel(job_id: int, session: SessionDep, _key: Admin) -> JobPublic:
+def cancel(job_id: JobId, session: SessionDep, _key: Admin) -> JobPublic:
     """Cancel a queued or running job; a running analysis finishes but its results are discarded."""
     job = _get_job(session, job_id)
     if not crud.cancel_job(session, job_id):
@@ -128,7 +132,7 @@ def cancel(job_id: int, session: SessionDep, _key: Admin) -> JobPublic:
 
 
 @router.post("/{job_id}/resend", response_model=JobPublic)
-def resend(job_id: int, body: ResendRequest, session: SessionDep, settings: SettingsDep, _key: Admin) -> JobPublic:
+def resend(job_id: JobId, body: ResendRequest, session: SessionDep, settings: SettingsDep, _key: Admin) -> JobPublic:
     """Put the job's report objects back in the outbox, for one configured destination or all."""
     job = _get_job(session, job_id)
     if body.destination is not None:

@@ -47,7 +47,7 @@ def list_series(
     state: str | None = None,
     study_uid: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[SeriesPublic]:
     """Series, most recently received first."""
     stmt = select(Series)

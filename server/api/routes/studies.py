@@ -35,7 +35,7 @@ def list_studies(
     date_from: str | None = Query(None, pattern=r"^\d{8}$", description="YYYYMMDD"),
     date_to: str | None = Query(None, pattern=r"^\d{8}$", description="YYYYMMDD"),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[StudyPublic]:
     """Studies, newest first."""
     stmt = select(Study)
