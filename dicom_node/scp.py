@@ -25,6 +25,7 @@ until the handler returns (PS3.7 9.3.1.2).
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -217,6 +218,9 @@ class StorageSCP:
         (transient, local limit exceeded, PS3.8 9.3.4). Default 10.
     network_timeout : float or None, optional
         Seconds without traffic before an association is aborted. Default 60.
+    ssl_context : ssl.SSLContext, optional
+        Serve associations over TLS with this server context (PS3.15 B.1);
+        see :mod:`dicom_node.tls`.
     on_rejected : callable, optional
         Called with the requestor and the reason in words for every association we reject
         (unknown calling AE title, too many associations), e.g. for an audit trail.
@@ -233,6 +237,7 @@ class StorageSCP:
         maximum_associations: int = 10,
         network_timeout: float | None = 60.0,
         on_rejected: Callable[[AssociationInfo, str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if maximum_pdu_size < 0:
             raise ValueError(f"maximum_pdu_size must be >= 0, got {maximum_pdu_size}")
@@ -246,6 +251,7 @@ class StorageSCP:
         self.maximum_associations = maximum_associations
         self.network_timeout = network_timeout
         self.on_rejected = on_rejected
+        self.ssl_context = ssl_context
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._states: dict[Association, _AssociationState] = {}
@@ -299,7 +305,7 @@ class StorageSCP:
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        server = ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=self.ssl_context)
         if server is None:
             raise RuntimeError("pynetdicom did not return a server for a non-blocking start")
         self._ae = ae

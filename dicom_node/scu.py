@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import ssl
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
@@ -62,11 +63,15 @@ class Destination:
         Host name or IP address.
     port : int
         TCP port, 1 to 65535.
+    tls : ssl.SSLContext or None
+        When set, associations run over TLS with this client context
+        (PS3.15 B.1); see :mod:`dicom_node.tls`.
     """
 
     ae_title: str
     host: str
     port: int
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problem = _ae_title_problem(self.ae_title)
@@ -242,6 +247,7 @@ def _associate(
         ae_title=dest.ae_title,
         max_pdu=0,
         evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
+        tls_args=(dest.tls, dest.host) if dest.tls is not None else None,
     )
     return assoc, connected.is_set()
 

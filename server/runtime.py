@@ -25,6 +25,7 @@ from dicom_node.spool import Spool
 from server.api.main import create_app
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
+from server.core.tls import scp_ssl_context
 from server.routing.intake import SeriesIntake
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
 from server.tasks.delivery import pump_outbox
@@ -70,6 +71,7 @@ class ServerRuntime:
             self.intake,
             allowed_calling_aets=settings.allowed_calling_aets,
             on_rejected=self.intake.association_rejected,
+            ssl_context=scp_ssl_context(settings),
         )
         self.dicom_port = self._scp.start(settings.bind_host, settings.dicom_port)
         self._start_api()
@@ -96,11 +98,14 @@ class ServerRuntime:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.bind_host, self.settings.api_port))
         self.api_port = sock.getsockname()[1]
+        certificate, key = self.settings.api_tls_certificate, self.settings.api_tls_private_key
         config = uvicorn.Config(
             create_app(self.settings, self.engine, CeleryQueue(self.celery)),
             log_config=None,
             lifespan="off",
             access_log=False,
+            ssl_certfile=str(certificate) if certificate else None,
+            ssl_keyfile=str(key) if key else None,
         )
         self._api = uvicorn.Server(config)
         self._spawn(lambda: self._api.run(sockets=[sock]) if self._api else None, "rest-api")

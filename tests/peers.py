@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -144,13 +145,17 @@ class LungcdsProcess:
     api_port: int = 0
     api_key: str = ""
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    https: bool = False
+    ca_file: Path | None = None
 
     @property
     def api(self) -> httpx.Client:
+        scheme = "https" if self.https else "http"
         return httpx.Client(
-            base_url=f"http://127.0.0.1:{self.api_port}/api/v1",
+            base_url=f"{scheme}://127.0.0.1:{self.api_port}/api/v1",
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=30,
+            verify=ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True,
         )
 
     def series(self, uid: str) -> dict[str, Any] | None:
@@ -182,7 +187,14 @@ def lungcds_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
 
-def start_lungcds(data_dir: Path, *, extra_env: dict[str, str] | None = None, worker: bool = True) -> LungcdsProcess:
+def start_lungcds(
+    data_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    worker: bool = True,
+    https: bool = False,
+    ca_file: Path | None = None,
+) -> LungcdsProcess:
     """Start ``lungcds serve`` on free loopback ports; wait until it listens; make a viewer key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUNGCDS_")}
     env.update(
@@ -204,7 +216,7 @@ def start_lungcds(data_dir: Path, *, extra_env: dict[str, str] | None = None, wo
         process = subprocess.Popen(
             lungcds_command(*args), env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
         )
-    server = LungcdsProcess(process=process, data_dir=data_dir, env=env, log=log)
+    server = LungcdsProcess(process=process, data_dir=data_dir, env=env, log=log, https=https, ca_file=ca_file)
     runtime = data_dir / "serve.json"
 
     def ready() -> bool:

@@ -60,10 +60,21 @@ class Settings(BaseSettings):
     min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
     worker_concurrency: int = Field(2, ge=1)
     delivery_max_backoff_seconds: float = Field(600.0, gt=0)
+    dicom_tls_certificate: Path | None = Field(None, description="PEM certificate of our SCP (enables TLS)")
+    dicom_tls_private_key: Path | None = Field(None, description="PEM private key of that certificate")
+    dicom_tls_ca: Path | None = Field(None, description="CA bundle that signs trusted peers (clients and PACS)")
+    dicom_tls_require_client_certificate: bool = False
+    dicom_tls_destinations: CommaList = Field(
+        default_factory=list, description="AE titles of destinations reached over TLS (verified with dicom_tls_ca)"
+    )
+    api_tls_certificate: Path | None = Field(None, description="PEM certificate for HTTPS on the API port")
+    api_tls_private_key: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
 
-    _split = field_validator("allowed_calling_aets", "destinations", mode="before")(_split_commas)
+    _split = field_validator("allowed_calling_aets", "destinations", "dicom_tls_destinations", mode="before")(
+        _split_commas
+    )
 
     @field_validator("ae_title")
     @classmethod
@@ -84,6 +95,20 @@ class Settings(BaseSettings):
             unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
             if unknown:
                 raise ValueError(f"destination_outputs[{title!r}] has unknown outputs {unknown}; use {OUTPUT_KINDS}")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_settings_are_complete(self) -> Settings:
+        """Certificates come with their keys; TLS to destinations needs a CA to verify them."""
+        pairs = (
+            ("dicom_tls_certificate", "dicom_tls_private_key"),
+            ("api_tls_certificate", "api_tls_private_key"),
+        )
+        for cert, key in pairs:
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ValueError(f"{cert} and {key} must be given together")
+        if (self.dicom_tls_destinations or self.dicom_tls_require_client_certificate) and self.dicom_tls_ca is None:
+            raise ValueError("dicom_tls_destinations and dicom_tls_require_client_certificate need dicom_tls_ca")
         return self
 
     def outputs_for(self, destination: str) -> tuple[str, ...]:

@@ -17,10 +17,11 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from dicom_node.scu import AssociationFailed, ContextsRefused, parse_destination, send_files
+from dicom_node.scu import AssociationFailed, ContextsRefused, send_files
 from dicom_node.statuses import status_name
 from server import crud
 from server.core.db import session_scope
+from server.core.tls import destination as tls_destination
 from server.db_models import Delivery, DeliveryState, utcnow
 from server.tasks.app import DELIVERY_TASK
 from server.tasks.base import LungcdsTask
@@ -87,7 +88,7 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     error: str | None = None
     final = False
     try:
-        results = send_files(parse_destination(destination), [path], calling_aet=settings.ae_title)
+        results = send_files(tls_destination(settings, destination), [path], calling_aet=settings.ae_title)
         failed = [r for r in results if not r.ok]
         if failed:
             error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)

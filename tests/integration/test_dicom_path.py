@@ -35,6 +35,7 @@ S2 = "lung-dx-a0001-chest-5mm-s2"
 S3 = "lung-dx-a0001-chest-5mm-s3"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 PDF_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def _files(folder: Path) -> list[Path]:
@@ -75,7 +76,7 @@ def _delivered(server: LungcdsProcess, uid: str) -> dict | None:  # type: ignore
     return None
 
 
-def test_two_real_series_sent_at_once_come_back_as_sr_and_pdf_in_orthanc(
+def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
     ct_dir: Path, orthanc: OrthancPeer, relaxed_server: LungcdsProcess, tmp_path: Path
 ) -> None:
     folders = [ct_dir / S2, ct_dir / S3]
@@ -92,7 +93,7 @@ def test_two_real_series_sent_at_once_come_back_as_sr_and_pdf_in_orthanc(
         assert job["attempts"] == 1 and job["revision"] == 1, "processed once"
         assert series["instance_count"] == 64 and series["completion_trigger"] == "association released"
         kinds = {d["kind"] for d in job["deliveries"]}
-        assert {"sr", "pdf"} <= kinds
+        assert kinds == {"sr", "seg", "pdf"}
 
         with relaxed_server.api as client:
             result = client.get(f"/series/{uid}/result").json()
@@ -104,7 +105,7 @@ def test_two_real_series_sent_at_once_come_back_as_sr_and_pdf_in_orthanc(
         assert result["models"]["corads"]["status"] == "not_installed"
 
         source_study = str(pydicom.dcmread(_files(folder)[0], stop_before_pixels=True).StudyInstanceUID)
-        for kind, sop_class in (("sr", SR_CLASS), ("pdf", PDF_CLASS)):
+        for kind, sop_class in (("sr", SR_CLASS), ("seg", SEG_CLASS), ("pdf", PDF_CLASS)):
             sop_uid = next(d["sop_instance_uid"] for d in job["deliveries"] if d["kind"] == kind)
             found = [r for r in orthanc.lookup(sop_uid) if r["Type"] == "Instance"]
             assert len(found) == 1, f"{kind} {sop_uid} not in Orthanc"

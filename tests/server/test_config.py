@@ -96,3 +96,28 @@ def test_outputs_per_destination_from_the_environment(monkeypatch: pytest.Monkey
     for name, value in settings.as_environment().items():  # what a child process would inherit
         monkeypatch.setenv(name, value)
     assert load_settings() == settings
+
+
+def test_tls_settings_come_in_complete_sets(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must be given together"):
+        Settings(data_dir=tmp_path, dicom_tls_certificate=tmp_path / "c.pem")
+    with pytest.raises(ValueError, match="need dicom_tls_ca"):
+        Settings(data_dir=tmp_path, dicom_tls_destinations=["PACS"])
+    settings = Settings(data_dir=tmp_path, dicom_tls_destinations="PACS, VNA", dicom_tls_ca=tmp_path / "ca.pem")
+    assert settings.dicom_tls_destinations == ["PACS", "VNA"]
+
+
+def test_destinations_listed_for_tls_get_a_verifying_context(tmp_path: Path) -> None:
+    from server.core.tls import destination
+    from tests.dicom_node.certificates import ThrowawayCA
+
+    ca = ThrowawayCA(tmp_path / "pki", "Hospital CA")
+    settings = Settings(
+        data_dir=tmp_path,
+        destinations=["PACS@127.0.0.1:2762", "VNA@127.0.0.1:104"],
+        dicom_tls_destinations=["PACS"],
+        dicom_tls_ca=ca.files.certificate,
+    )
+    secure = destination(settings, "PACS@127.0.0.1:2762")
+    assert secure.tls is not None and secure.tls.verify_mode.name == "CERT_REQUIRED"
+    assert destination(settings, "VNA@127.0.0.1:104").tls is None

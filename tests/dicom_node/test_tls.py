@@ -1,0 +1,83 @@
+"""DICOM over TLS (PS3.15 B.1): trusted certificates associate, untrusted ones do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_node.scp import StorageSCP
+from dicom_node.scu import AssociationFailed, Destination, echo, send_datasets
+from dicom_node.spool import Spool
+from dicom_node.tls import client_context, server_context
+from tests.dicom_node.certificates import ThrowawayCA
+from tests.dicom_node.helpers import SCP_AET, RecordingSink, make_ct
+
+
+@pytest.fixture
+def hospital_ca(tmp_path: Path) -> ThrowawayCA:
+    return ThrowawayCA(tmp_path / "hospital", "Hospital CA")
+
+
+@pytest.fixture
+def rogue_ca(tmp_path: Path) -> ThrowawayCA:
+    return ThrowawayCA(tmp_path / "rogue", "Rogue CA")
+
+
+def _scp(tmp_path: Path, sink: RecordingSink, ca: ThrowawayCA, *, require_client: bool) -> StorageSCP:
+    cert = ca.issue("lungcds-scp", server=True)
+    context = server_context(
+        cert.certificate, cert.key, client_ca=ca.files.certificate, require_client_certificate=require_client
+    )
+    return StorageSCP(SCP_AET, Spool(tmp_path / "spool", min_free_bytes=0), sink, ssl_context=context)
+
+
+def test_trusted_server_certificate_associates_and_stores(
+    tmp_path: Path, sink: RecordingSink, hospital_ca: ThrowawayCA
+) -> None:
+    with _scp(tmp_path, sink, hospital_ca, require_client=False) as scp:
+        port = scp.start("127.0.0.1", 0)
+        dest = Destination(SCP_AET, "127.0.0.1", port, tls=client_context(hospital_ca.files.certificate))
+        assert echo(dest, "TLSSCU")
+        results = send_datasets(dest, [make_ct()], "TLSSCU")
+    assert [r.ok for r in results] == [True]
+
+
+def test_untrusted_server_certificate_is_refused_by_our_scu(
+    tmp_path: Path, sink: RecordingSink, hospital_ca: ThrowawayCA, rogue_ca: ThrowawayCA
+) -> None:
+    with _scp(tmp_path, sink, rogue_ca, require_client=False) as scp:
+        port = scp.start("127.0.0.1", 0)
+        dest = Destination(SCP_AET, "127.0.0.1", port, tls=client_context(hospital_ca.files.certificate))
+        assert not echo(dest, "TLSSCU")
+        with pytest.raises(AssociationFailed):
+            send_datasets(dest, [make_ct()], "TLSSCU")
+    assert sink.stored == []
+
+
+def test_plain_tcp_to_a_tls_scp_fails(tmp_path: Path, sink: RecordingSink, hospital_ca: ThrowawayCA) -> None:
+    with _scp(tmp_path, sink, hospital_ca, require_client=False) as scp:
+        port = scp.start("127.0.0.1", 0)
+        assert not echo(Destination(SCP_AET, "127.0.0.1", port), "PLAINSCU", timeout=3)
+
+
+def test_client_certificates_when_required(
+    tmp_path: Path, sink: RecordingSink, hospital_ca: ThrowawayCA, rogue_ca: ThrowawayCA
+) -> None:
+    with _scp(tmp_path, sink, hospital_ca, require_client=True) as scp:
+        port = scp.start("127.0.0.1", 0)
+        trusted_ca = hospital_ca.files.certificate
+        anonymous = Destination(SCP_AET, "127.0.0.1", port, tls=client_context(trusted_ca))
+        assert not echo(anonymous, "TLSSCU", timeout=3)
+        ours = hospital_ca.issue("modality", server=False)
+        known = client_context(trusted_ca, certificate=ours.certificate, private_key=ours.key)
+        assert echo(Destination(SCP_AET, "127.0.0.1", port, tls=known), "TLSSCU")
+        stranger = rogue_ca.issue("stranger", server=False)
+        unknown = client_context(trusted_ca, certificate=stranger.certificate, private_key=stranger.key)
+        assert not echo(Destination(SCP_AET, "127.0.0.1", port, tls=unknown), "TLSSCU", timeout=3)
+
+
+def test_requiring_client_certificates_needs_a_ca(tmp_path: Path, hospital_ca: ThrowawayCA) -> None:
+    cert = hospital_ca.issue("scp", server=True)
+    with pytest.raises(ValueError, match="CA bundle"):
+        server_context(cert.certificate, cert.key, require_client_certificate=True)
