@@ -10,8 +10,10 @@ that a 600-slice thin-section scan costs little more than a 64-slice thick one:
 2. air inside the body below -400 HU (halfway between aerated lung, about -850 HU, and soft
    tissue, so that partial-volume voxels are split evenly);
 3. airways: from a small, near-midline air region in the top slices (the trachea), region
-   growing in very low HU; if the grown tree is too large it has leaked into lung, and the
-   threshold is lowered (explosion control) until it is not; the tree and its rim are cut out;
+   growing below a threshold set just above the trachea's own lumen HU (soft kernels and some
+   scanners read tracheal air at -950 HU, not -1000 HU); if the grown tree is too large it has
+   leaked into lung, and the threshold is lowered (explosion control) until it is not; the tree
+   and its rim are cut out;
 4. gas: in-plane islands that are mostly pure gas (stomach, bowel) are removed, so that gas
    touching a lung base in the next thick slice cannot join it;
 5. lung components: the largest non-gas components, and further ones that are large or reach
@@ -20,18 +22,31 @@ that a 600-slice thin-section scan costs little more than a 64-slice thick one:
    posterior junction) is eroded in-plane until it falls apart into a left and a right core;
    the cores are grown back level by level, so the cut falls in the middle of the junction;
 7. boundary: a closing with a 10 mm ball and 3-D hole filling bring vessels and fissures inside;
-   then, slice by slice, narrow dents in the outer contour of the lung (dense pathology against
-   the pleura, such as consolidation) are closed along the chord across them, except in the
-   sector facing the midline, where the dents are the hilum and the heart.  The airway lumen
-   stays out.
+   then dense pathology against the costal pleura (consolidation, atelectasis, a peripheral
+   mass) is given back to the lung, slice by slice, using the ribs as the reference for where
+   the pleura is (see :func:`_fill_against_ribs`).  The airway lumen stays out.
+
+Why the ribs: aerated lung lies against the inner surface of the ribs all around the costal side,
+a few millimetres of intercostal muscle and pleura away, so wherever the aerated lung falls short
+of that distance something dense lies between it and the pleura, and the rib cage says how far
+out the lung goes.  An earlier step closed such dents along the straight chord across them, which
+kept only about two thirds of a subpleural consolidation (the chord cuts off the curved pleura
+behind it) and none of one wider than its 60-degree window; a per-slice convex hull has the same
+chord problem, and a rolling ball or closing large enough to bridge a consolidation also bridges
+the heart and the diaphragm domes.  Following the ribs keeps the curve of the chest wall and
+works for dents of any width, as long as aerated lung still touches the ribs on both sides of
+the dent and over a quarter of the costal contour of the slice.
 
 Sides are labelled in patient space (DICOM LPS, patient left = +x), found from the geometry's
 direction cosines, so prone and feet-first scans are labelled correctly.  The masks are brought
 back to the original grid by linear interpolation of the coarse masks.
 
-Known limits: a mass or consolidation that reaches the mediastinum or hilum and is wider than
-about 2 cm is left outside the mask (it is not enclosed by aerated lung in 3-D, and a dent facing
-the midline cannot be told from the heart); so is pathology that fills a whole lung region.
+Known limits: dense pathology is only given back on the lateral and posterior (costal) side, and
+only where aerated lung reaches the ribs on both sides of it in the slice: a mass or consolidation
+against the mediastinum, the hilum, the anterior chest wall (costal cartilage is not bone), or
+one that fills the whole back of a lung down to the spine stays outside the mask, as does
+pathology that fills a whole lung region.  A pleural effusion is as dense as consolidation and
+is taken into the lung like it.
 """
 
 from __future__ import annotations
@@ -75,7 +90,10 @@ class LungMaskParameters:
     air_threshold_hu : float
         Aerated lung is below this; about halfway between lung (-850) and soft tissue (+40).
     airway_threshold_hu : float
-        First region-growing threshold of the airway lumen (air, -1000 HU).
+        Trachea candidates are air below this, and airway growing never starts above it: well
+        below aerated lung (about -850 HU), well above air (-1000 HU) as any scanner reads it.
+    airway_lumen_margin_hu : float
+        Growing starts this far above the median HU of the trachea candidate's cross-section.
     airway_min_threshold_hu : float
         Lowest threshold tried before giving up on a clean airway tree.
     airway_threshold_step_hu : float
@@ -100,24 +118,44 @@ class LungMaskParameters:
     closing_radius_mm : float
         Radius of the closing ball; fills vessels, fissures and small notches without spanning
         the heart or the diaphragm domes (whose curvature radii are several centimetres).
-    pleural_window_deg : float
-        Angular width of the rolling window on the outer contour: dips narrower than this
-        (seen from the lung's centre in each slice) are pathology against the pleura and are
-        filled; broader ones (the shape of the lung itself) are left alone.
+    bone_threshold_hu : float
+        Ribs are above this after a 3x3 in-plane mean: above soft tissue, liver and most
+        contrast-enhanced blood, below cortical bone.
+    rib_slab_mm : float
+        Bone within this distance along the slice normal counts as the wall of a slice: ribs
+        run obliquely, so a single slice shows them only here and there.
+    max_rib_gap_deg : float
+        Angular gaps in the bone (and in the lung contour) up to this wide are interpolated.
+    pleural_min_known_deg : float
+        The usual lung-to-rib gap is only estimated from at least this much costal contour.
+    pleural_gap_percentile : float
+        Percentile of the lung-to-rib gaps of a slice taken as the usual gap (a low one, so that
+        dents covering up to three quarters of the costal contour do not raise it).
     pleural_min_depth_mm : float
-        Dips shallower than this are contour jitter of the coarse grid, not pathology.
+        Dents shallower than this (beyond the usual gap, and below the chord across the lung
+        contour at the dent's rims) are jitter of the coarse grid, not pathology.
+    pleural_min_section : float
+        Slices where a lung's cross-section is smaller than this share of its largest one (the
+        apex, the tips of the bases) are left alone: there the nearest bone is the clavicle, the
+        scapula or the first rib, at no steady distance from the pleura.
     pleural_max_depth_mm : float
-        Nothing is added farther than this beyond the aerated lung.
+        Bone farther than this beyond the aerated lung is not searched for: deeper dents are
+        not filled.
     medial_exclusion_deg : float
-        Half-width of the sector facing the midline that is never filled, because there the
-        dips are the hilum and the heart, not pathology.
+        Bins less than this from the direction of the midline, and on its anterior side
+        everything up to ``anterior_exclusion_deg`` past straight ahead, are never filled: there
+        the lung borders the heart, the hilum, the great vessels and the costal cartilages
+        (retrosternal fat), not ribs.
+    anterior_exclusion_deg : float
+        See ``medial_exclusion_deg``.
     """
 
     working_spacing_mm: float = 2.0
     body_threshold_hu: float = -500.0
     body_opening_mm: float = 3.0
     air_threshold_hu: float = -400.0
-    airway_threshold_hu: float = -950.0
+    airway_threshold_hu: float = -900.0
+    airway_lumen_margin_hu: float = 50.0
     airway_min_threshold_hu: float = -995.0
     airway_threshold_step_hu: float = 15.0
     max_airway_ml: float = 250.0
@@ -128,10 +166,16 @@ class LungMaskParameters:
     min_component_fraction: float = 0.02
     max_split_erosion_mm: float = 24.0
     closing_radius_mm: float = 10.0
-    pleural_window_deg: float = 60.0
-    pleural_min_depth_mm: float = 3.0
-    pleural_max_depth_mm: float = 40.0
-    medial_exclusion_deg: float = 60.0
+    bone_threshold_hu: float = 200.0
+    rib_slab_mm: float = 15.0
+    max_rib_gap_deg: float = 15.0
+    pleural_min_known_deg: float = 60.0
+    pleural_gap_percentile: float = 25.0
+    pleural_min_depth_mm: float = 4.0
+    pleural_min_section: float = 0.2
+    pleural_max_depth_mm: float = 60.0
+    medial_exclusion_deg: float = 35.0
+    anterior_exclusion_deg: float = 40.0
 
 
 @dataclass(frozen=True)
@@ -348,22 +392,37 @@ def _trachea_above_leak(tree: np.ndarray, seed_slice: int) -> np.ndarray:
     return kept
 
 
+def _lumen_hu(coarse: np.ndarray, air: np.ndarray, seed: tuple[int, int, int]) -> float:
+    """Median HU of the in-plane air region around ``seed``: how air reads in this scan's trachea.
+
+    Soft kernels, beam hardening and calibration make the lumen of some scanners read -950 HU or
+    more rather than -1000 HU, so the growing threshold is set from the trachea itself.
+    """
+    labels, _ = ndimage.label(air[seed[0]])
+    return float(np.median(coarse[seed[0]][labels == labels[seed[1:]]]))
+
+
 def _trace_airway(
     coarse: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], params: LungMaskParameters
 ) -> tuple[np.ndarray | None, list[str]]:
-    """Trachea and bronchi by explosion-controlled region growing from a trachea seed."""
+    """Trachea and bronchi by explosion-controlled region growing from a trachea seed.
+
+    Candidates are air regions below ``airway_threshold_hu``; growing starts at the candidate's
+    own lumen HU plus ``airway_lumen_margin_hu`` (never above ``airway_threshold_hu``), and the
+    threshold is lowered while the tree is too large to be airways alone.
+    """
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    low_air = body & (coarse < params.airway_threshold_hu)
+    air = body & (coarse < params.airway_threshold_hu)
     tried = 0
-    for seed in _trachea_candidates(low_air, body, spacing):
+    for seed in _trachea_candidates(air, body, spacing):
         if tried >= _MAX_TRACHEA_CANDIDATES:
             break
         tried += 1
-        tree = _grow(low_air, seed)
+        threshold = min(params.airway_threshold_hu, _lumen_hu(coarse, air, seed) + params.airway_lumen_margin_hu)
+        tree = _grow(body & (coarse < threshold), seed)
         extent_mm = np.count_nonzero(tree.any(axis=(1, 2))) * spacing[0]
         if extent_mm < min(params.min_trachea_extent_mm, 0.5 * coarse.shape[0] * spacing[0]):
             continue
-        threshold = params.airway_threshold_hu
         while tree.sum() * voxel_ml > params.max_airway_ml:
             threshold -= params.airway_threshold_step_hu
             lower = _grow(body & (coarse < threshold), seed)
@@ -576,6 +635,21 @@ def _close(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: flo
     return out
 
 
+def _rib_cage(coarse: np.ndarray, spacing: tuple[float, float, float], params: LungMaskParameters) -> np.ndarray:
+    """Bone near each slice: the reference for where the costal pleura is.
+
+    Bone is what is above ``bone_threshold_hu`` after a 3x3 in-plane mean (so that noise of a
+    sharp kernel on an unaveraged grid does not make bone of soft tissue).  A single axial slice
+    cuts the obliquely running ribs only here and there; taking the bone of every slice within
+    ``rib_slab_mm`` closes most intercostal gaps.
+    """
+    bone: np.ndarray = ndimage.uniform_filter(coarse, size=(1, 3, 3)) > params.bone_threshold_hu
+    reach = round(params.rib_slab_mm / spacing[0])
+    if reach > 0:
+        bone = ndimage.maximum_filter1d(bone, size=2 * reach + 1, axis=0)
+    return bone
+
+
 def _circular_runs(flags: np.ndarray) -> tuple[np.ndarray, int]:
     """Label runs of True in a circular 1-D array (a run may wrap from the end to the start)."""
     runs, count = ndimage.label(flags)
@@ -584,70 +658,109 @@ def _circular_runs(flags: np.ndarray) -> tuple[np.ndarray, int]:
     return runs, count
 
 
-def _bridge_runs(
-    contour: np.ndarray,
-    angles: np.ndarray,
-    runs: np.ndarray,
-    count: int,
-    eligible: np.ndarray,
-    min_depth: float,
-) -> np.ndarray:
-    """Raise each dip of a circular contour profile to the straight chord across it.
+def _bridge_gaps(profile: np.ndarray, max_gap: int) -> np.ndarray:
+    """Interpolate a circular profile across runs of at most ``max_gap`` missing (infinite) bins."""
+    finite = np.isfinite(profile)
+    if finite.all() or not finite.any():
+        return profile
+    bins = np.arange(profile.size)
+    interpolated = np.interp(bins, bins[finite], profile[finite], period=profile.size)
+    runs, count = _circular_runs(~finite)
+    lengths = np.bincount(runs, minlength=count + 1)
+    short = (lengths <= max_gap)[runs] & ~finite
+    out = profile.copy()
+    out[short] = interpolated[short]
+    return out
 
-    The chord joins the contour points (in the image plane, not in polar coordinates) just
-    before and just after the dip, as a taut string would: on a convex stretch of pleura the
-    chord lies inside the lung and adds nothing, across a dent it closes the dent.  A dip is left
-    as it is when the chord is less than ``min_depth`` outside the contour or when a side of it
-    is not ``eligible`` (no lung, or the medial sector): such a dip is the edge of the heart or
-    hilum, not a dent in the pleural surface.
+
+def _bounded_runs(dent: np.ndarray, touching: np.ndarray, min_length: int) -> list[np.ndarray]:
+    """Each run of ``dent`` of ``min_length`` bins or more with ``touching`` bins on both sides.
+
+    A run is returned as its bin indices in circular order (it may wrap past the last bin).
     """
-    bridged = contour.copy()
-    n = contour.size
+    runs, count = _circular_runs(dent)
+    found = []
     for label in range(1, count + 1):
         members = np.nonzero(runs == label)[0]
-        if members.size == 0:
+        if members.size < min_length:
             continue
-        gaps = np.nonzero(np.diff(members) > 1)[0]
-        first = int(members[gaps[0] + 1]) if gaps.size else int(members[0])
-        before, after = (first - 1) % n, (first + members.size) % n
-        if not (eligible[[before, (before - 1) % n]].all() and eligible[[after, (after + 1) % n]].all()):
-            continue
-        ends = [contour[i] * np.array([np.cos(angles[i]), np.sin(angles[i])]) for i in (before, after)]
-        normal = np.array([ends[1][1] - ends[0][1], ends[0][0] - ends[1][0]])
-        offset = float(normal @ ends[0])
-        positions = (first + np.arange(members.size)) % n
-        towards = normal[0] * np.cos(angles[positions]) + normal[1] * np.sin(angles[positions])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            chord = np.where(offset * towards > 0, offset / towards, 0.0)
-        if np.max(chord - contour[positions]) >= min_depth:
-            bridged[positions] = np.maximum(contour[positions], chord)
-    return bridged
+        breaks = np.nonzero(np.diff(members) > 1)[0]
+        first = int(members[breaks[0] + 1]) if breaks.size else int(members[0])
+        ordered = (first + np.arange(members.size)) % dent.size
+        if touching[(ordered[0] - 1) % dent.size] and touching[(ordered[-1] + 1) % dent.size]:
+            found.append(ordered)
+    return found
 
 
-def _fill_pleural_dips(
+def _beyond_chord(rims: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Signed distance of ``points`` beyond the chord between two ``rims`` points, away from the origin.
+
+    All points are in-plane (x, y) offsets from the lung's centre; positive is farther out than
+    the straight line joining the rims.
+    """
+    along = rims[1] - rims[0]
+    outward = np.array([along[1], -along[0]]) / max(float(np.hypot(*along)), 1e-6)
+    if outward @ rims[0] < 0:
+        outward = -outward
+    distance: np.ndarray = (points - rims[0]) @ outward
+    return distance
+
+
+def _fill_against_ribs(
     mask: np.ndarray,
     allowed: np.ndarray,
+    bone: np.ndarray,
     spacing: tuple[float, float, float],
-    medial_angle: float,
+    midline_side: float,
     params: LungMaskParameters,
 ) -> np.ndarray:
-    """Fill narrow dips of the outer lung contour, slice by slice (a rolling window in angle).
+    """Give back to one lung the dense pathology between its aerated part and the ribs, slice by slice.
 
-    Dense pathology against the pleura (consolidation, effusion) is not air, so it dents the
-    aerated lung from the outside; a closing cannot fill such a dent because the ball fits into
-    the chest wall behind it.  Here the outer contour is described, per slice, by the largest
-    lung radius in each angular bin around the lung's centre; a grey closing of that profile over
-    ``pleural_window_deg`` restores the envelope, and pixels between the contour and the envelope
-    are added.  The sector facing the midline is excluded, and bins without lung are never
-    filled, so the heart, the hilum and the diaphragm domes stay out.
+    Consolidation, atelectasis or a mass against the costal pleura is not air, so it dents the
+    aerated lung from the outside, and no closing can fill the dent: the ball fits into the
+    chest wall behind it.  The ribs, though, show where the pleura is.  Seen from the lung's
+    centre in each slice, in 3-degree bins: the contour is the farthest lung pixel; the wall is
+    the nearest bone beyond it (at most ``pleural_max_depth_mm`` farther; short gaps between
+    ribs are interpolated); their difference, the gap, is a few millimetres of intercostal
+    muscle and pleura wherever aerated lung reaches the pleura.  The usual gap of the slice is a
+    low percentile of the gaps on the costal side; a run of bins whose gap exceeds it by
+    ``pleural_min_depth_mm`` or more is a dent, and the lung is grown into it up to the wall
+    minus the usual gap, which follows the curve of the chest wall.
+
+    A dent is filled only if aerated lung reaches the usual gap on both sides of it (pathology
+    inside an intact pleural surface, not the end of the lung), and if the lung contour itself is
+    dented, lying ``pleural_min_depth_mm`` or more inside the chord across the dent's rims (a
+    wall that is merely farther away, such as a scapula seen through an intercostal gap, leaves
+    the contour smooth).  Bins facing the midline, and the anterior ones up to
+    ``anterior_exclusion_deg`` past straight ahead, are never used: there the lung borders the
+    heart, the hilum, the great vessels and the retrosternal fat, not ribs; nor are slices where
+    the lung is small (apex, bases; ``pleural_min_section``).
+
+    Parameters
+    ----------
+    mask, allowed, bone : numpy.ndarray
+        The lung, where it may grow, and the slab bone of :func:`_rib_cage`, canonical coarse grid.
+    spacing : tuple of float
+        Voxel size of the grid (mm).
+    midline_side : float
+        +1 if the midline is towards +x of the lung (right lung), -1 if towards -x (left lung).
+    params : LungMaskParameters
+        The pleural constants.
     """
     bins = 120
-    window = max(3, round(params.pleural_window_deg / 360.0 * bins) | 1)
     centres = (np.arange(bins) + 0.5) * 2.0 * np.pi / bins - np.pi
-    off_medial = np.abs(np.angle(np.exp(1j * (centres - medial_angle)))) > np.radians(params.medial_exclusion_deg)
-    margin = [math.ceil(params.pleural_max_depth_mm / s) for s in spacing]
+    directions = np.column_stack([np.cos(centres), np.sin(centres)])
+    medial = 0.0 if midline_side > 0 else np.pi
+    towards_back = np.degrees(np.angle(np.exp(1j * (centres - medial)))) * midline_side
+    costal = (towards_back > params.medial_exclusion_deg) | (towards_back < -90.0 - params.anterior_exclusion_deg)
+    min_known = round(params.pleural_min_known_deg / 360.0 * bins)
+    max_gap = round(params.max_rib_gap_deg / 360.0 * bins)
+    depth = params.pleural_max_depth_mm
+    margin = [math.ceil(depth / s) + 1 for s in spacing]
     out = mask.copy()
-    for k in np.nonzero(mask.any(axis=(1, 2)))[0]:
+    sections = mask.sum(axis=(1, 2))
+    # An empty lung (one side missing) has nothing to fill; only slices with lung are visited.
+    for k in np.nonzero((sections > 0) & (sections >= params.pleural_min_section * sections.max()))[0]:
         rows, cols = np.nonzero(mask[k])
         y0, y1 = max(0, rows.min() - margin[1]), min(mask.shape[1], rows.max() + margin[1] + 1)
         x0, x1 = max(0, cols.min() - margin[2]), min(mask.shape[2], cols.max() + margin[2] + 1)
@@ -655,18 +768,30 @@ def _fill_pleural_dips(
         dx = (np.arange(x0, x1)[None, :] - cols.mean()) * spacing[2]
         radius = np.hypot(dy, dx)
         which = ((np.arctan2(dy, dx) + np.pi) / (2.0 * np.pi) * bins).astype(np.intp) % bins
-        inside = mask[k, y0:y1, x0:x1]
-        contour = np.zeros(bins)
-        np.maximum.at(contour, which[inside], radius[inside])
-        envelope = ndimage.grey_closing(contour, size=window, mode="wrap")
-        eligible = (contour > 0) & off_medial
-        runs, count = _circular_runs(eligible & (envelope > contour))
-        if count == 0:
+        lung = mask[k, y0:y1, x0:x1]
+        contour = np.full(bins, -np.inf)
+        np.maximum.at(contour, which[lung], radius[lung])
+        contour = _bridge_gaps(np.where(contour > -np.inf, contour, np.inf), max_gap)
+        beyond = radius - contour[which]
+        ribs = bone[k, y0:y1, x0:x1] & (beyond > 0) & (beyond <= depth)
+        wall = np.full(bins, np.inf)
+        np.minimum.at(wall, which[ribs], radius[ribs])
+        wall = _bridge_gaps(wall, max_gap)
+        known = np.isfinite(contour) & np.isfinite(wall) & costal
+        if np.count_nonzero(known) < min_known:
             continue
-        bridge = _bridge_runs(contour, centres, runs, count, eligible, params.pleural_min_depth_mm)
-        reach = np.minimum(bridge, contour + params.pleural_max_depth_mm)[which]
-        add = (radius > contour[which]) & (radius <= reach)
-        out[k, y0:y1, x0:x1] |= add & allowed[k, y0:y1, x0:x1]
+        gap = np.full(bins, np.nan)
+        gap[known] = wall[known] - contour[known]
+        usual = float(np.percentile(gap[known], params.pleural_gap_percentile))
+        dent = known & (np.nan_to_num(gap) - usual >= params.pleural_min_depth_mm)
+        fill = np.zeros(bins, dtype=bool)
+        for run in _bounded_runs(dent, known & ~dent, 2):
+            rims = [(run[0] - 1) % bins, (run[-1] + 1) % bins]
+            lung_dent = -_beyond_chord(contour[rims, None] * directions[rims], contour[run, None] * directions[run])
+            fill[run] = lung_dent.max() >= params.pleural_min_depth_mm
+        if fill.any():
+            reach = np.where(fill, wall - usual, 0.0)[which]
+            out[k, y0:y1, x0:x1] |= (beyond > 0) & (radius <= reach) & allowed[k, y0:y1, x0:x1]
     return out
 
 
@@ -775,9 +900,10 @@ def segment_lungs(volume: Volume, params: LungMaskParameters | None = None) -> L
 
     allowed = body & ~airway if airway is not None else body
     closed_left = _close(left, spacing, params.closing_radius_mm) & allowed & ~right
-    closed_left = _fill_pleural_dips(closed_left, allowed & ~right, spacing, np.pi, params)
+    bone = _rib_cage(coarse, spacing, params)
+    closed_left = _fill_against_ribs(closed_left, allowed & ~right, bone, spacing, -1.0, params)
     closed_right = _close(right, spacing, params.closing_radius_mm) & allowed & ~closed_left
-    closed_right = _fill_pleural_dips(closed_right, allowed & ~closed_left, spacing, 0.0, params)
+    closed_right = _fill_against_ribs(closed_right, allowed & ~closed_left, bone, spacing, 1.0, params)
     for name, mask in (("left", closed_left), ("right", closed_right)):
         if not mask.any():
             warnings.append(f"no {name} lung found")

@@ -18,15 +18,20 @@ reports may always show them.  Definitions:
 
 An empty region has a volume of 0 mL and ``None`` for everything else, with a note saying why:
 an attenuation statistic of no voxels does not exist, and must never print as 0.
+
+:func:`measure_regions` gives these numbers for both lungs, each lung and every lobe whose mask
+is at hand.  They describe the attenuation of a region; counting voxels in a HU range (HAA, for
+instance) is a densitometric index, not a segmentation of lesions, and is never reported as one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
-from models.findings import LUNG_REGIONS, Geometry, RegionMeasurements, Volume
+from models.findings import REGION_NAMES, Geometry, RegionMeasurements, Volume
 
 __all__ = [
     "FPV_RANGE_HU",
@@ -35,6 +40,7 @@ __all__ = [
     "PERCENTILE",
     "measure_lungs",
     "measure_region",
+    "measure_regions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,8 +119,59 @@ def measure_region(hu: np.ndarray, mask: np.ndarray, geometry: Geometry, region:
     return _from_values(hu[mask], geometry, region)
 
 
+def measure_regions(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, RegionMeasurements]:
+    """Measurements of both lungs, each lung and every lobe given.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT.
+    masks : mapping of str to numpy.ndarray
+        Boolean ``[z, y, x]`` masks on ``volume``'s grid: ``"lung_left"`` and ``"lung_right"``
+        (required; they must not overlap, so that ``"lungs"``, their union, counts no voxel
+        twice), and any of the lobes of :data:`models.findings.LOBE_NAMES`.  ``"lungs"`` may be
+        given too, but must then equal the union of the two lungs.
+
+    Returns
+    -------
+    dict of str to RegionMeasurements
+        ``"lungs"``, ``"lung_left"``, ``"lung_right"`` and the lobes given, in the order of
+        :data:`models.findings.REGION_NAMES`.
+
+    Raises
+    ------
+    ValueError
+        If a lung is missing, a name is not a region name (a lesion mask, for example: lesions
+        are not measured as regions here), the lungs overlap or ``"lungs"`` is not their union,
+        or a mask is not boolean or not on the volume's grid.
+    """
+    unknown = sorted(set(masks) - set(REGION_NAMES))
+    if unknown:
+        raise ValueError(f"not region names: {unknown}; expected names from {REGION_NAMES}")
+    missing = [name for name in ("lung_left", "lung_right") if name not in masks]
+    if missing:
+        raise ValueError(f"masks of {missing} are required")
+    left, right = masks["lung_left"], masks["lung_right"]
+    if left.shape != right.shape:
+        raise ValueError(f"left and right masks differ in shape: {left.shape} vs {right.shape}")
+    overlap = int(np.count_nonzero(left & right))
+    if overlap:
+        raise ValueError(f"left and right lung masks overlap in {overlap} voxels")
+    lungs = left | right
+    if "lungs" in masks and not np.array_equal(masks["lungs"], lungs):
+        raise ValueError("the 'lungs' mask differs from the union of 'lung_left' and 'lung_right'")
+    regions = {"lungs": lungs, **{name: mask for name, mask in masks.items() if name != "lungs"}}
+    result = {
+        name: measure_region(volume.hu, regions[name], volume.geometry, name)
+        for name in REGION_NAMES
+        if name in regions
+    }
+    logger.debug("measured %s", ", ".join(f"{k}: {v.volume_ml:.0f} mL" for k, v in result.items()))
+    return result
+
+
 def measure_lungs(volume: Volume, left: np.ndarray, right: np.ndarray) -> dict[str, RegionMeasurements]:
-    """Measurements of both lungs together and of each lung.
+    """Measurements of both lungs together and of each lung (:func:`measure_regions` without lobes).
 
     Parameters
     ----------
@@ -129,16 +186,4 @@ def measure_lungs(volume: Volume, left: np.ndarray, right: np.ndarray) -> dict[s
     dict of str to RegionMeasurements
         Keys ``"lungs"``, ``"lung_left"``, ``"lung_right"`` (:data:`models.findings.LUNG_REGIONS`).
     """
-    if left.shape != right.shape:
-        raise ValueError(f"left and right masks differ in shape: {left.shape} vs {right.shape}")
-    overlap = int(np.count_nonzero(left & right))
-    if overlap:
-        raise ValueError(f"left and right lung masks overlap in {overlap} voxels")
-    by_side = {
-        "lung_left": measure_region(volume.hu, left, volume.geometry, "lung_left"),
-        "lung_right": measure_region(volume.hu, right, volume.geometry, "lung_right"),
-    }
-    both = measure_region(volume.hu, left | right, volume.geometry, "lungs")
-    result = {"lungs": both, **by_side}
-    logger.debug("measured %s", ", ".join(f"{k}: {v.volume_ml:.0f} mL" for k, v in result.items()))
-    return {name: result[name] for name in LUNG_REGIONS}
+    return measure_regions(volume, {"lung_left": left, "lung_right": right})

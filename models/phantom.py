@@ -1,12 +1,29 @@
-"""A synthetic chest CT with known lungs, for tests and for the demo when no real scan is at hand.
+"""A synthetic chest CT with known lungs, lobes and lesions, for tests and for the demo.
 
 The phantom is built from simple solids placed in patient coordinates (DICOM LPS, mm): an
-elliptic body with fat, muscle, ribs, sternum and spine; two lungs (~ -850 HU) with domed bases
-and vessels; heart and aorta pressing on the lungs; a trachea splitting at the carina into two
-main bronchi that enter the lungs; a stomach gas bubble under the left dome (gas that must not be
+elliptic body with fat, muscle, sternum, spine and ribs (3-9 mm outside the lungs, since the
+costal pleura lies just inside the ribs); two lungs (~ -850 HU) with domed bases and vessels;
+heart and aorta pressing on the lungs; a trachea splitting at the carina into two main bronchi
+that enter the lungs; a stomach gas bubble under the left dome (gas that must not be
 called lung); a patient table; optionally a dense consolidation against the pleura and lungs that
 touch in the midline.  Because every solid is known, so are the true left and right lung masks,
 which is what makes Dice-type tests of :mod:`models.lungmask` possible.
+
+Lobes: each lung is cut by an oblique (major) fissure, a plane rising from the front of the
+diaphragm to the back of the upper chest, into an upper lobe in front and above and a lower lobe
+behind and below; the right upper part is cut again by a horizontal (minor) fissure into the
+upper and the middle lobe.  The fissures are drawn as thin, slightly denser surfaces with the
+partial-volume contrast a 0.4 mm sheet of tissue has in a voxel of the grid, so they are faint on
+thick slices, as on a scanner.  The lobes partition each lung exactly.
+
+Lesions (:class:`LesionSpec`): ground-glass opacities (-600 HU) and consolidations (+30 HU),
+each grown inside one lobe from a point on the lobe's surface until it covers a requested
+fraction of the lobe, so that per-lobe involvement and the CT severity score are known exactly
+(within one voxel).  A lesion grown towards the back of a lower lobe lies against the costal
+pleura, where a lung mask must keep it.
+
+Acquisition: ``kernel`` blurs (soft) or edge-enhances (sharp) each slice in-plane before white
+noise is added; ``contrast`` makes blood +250 HU as after intravenous contrast.
 
 Sizes are adult-like and fixed in mm, independent of the voxel grid, so a phantom sampled at 1 mm
 or at 8 mm has the same anatomy; an in-plane field of view of at least 340 mm holds the body.
@@ -18,10 +35,11 @@ or at 8 mm has the same anatomy; an in-plane field of view of at least 340 mm ho
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -33,10 +51,11 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     generate_uid,
 )
+from scipy import ndimage
 
-from models.findings import Geometry, Volume
+from models.findings import LOBE_NAMES, Geometry, Volume
 
-__all__ = ["PATIENT_POSITIONS", "Phantom", "chest_phantom", "write_ct_series"]
+__all__ = ["KERNELS", "PATIENT_POSITIONS", "LesionSpec", "Phantom", "chest_phantom", "write_ct_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +67,8 @@ PATIENT_POSITIONS: dict[str, tuple[tuple[float, float, float], tuple[float, floa
     "FFS": ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
     "FFP": ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0)),
 }
+#: Reconstruction kernels the phantom imitates: none (ideal edges), soft (blurred), sharp (edge overshoot).
+KERNELS: tuple[str, ...] = ("none", "soft", "sharp")
 
 _AIR_HU = -1000.0
 _LUNG_HU = -850.0
@@ -55,25 +76,79 @@ _FAT_HU = -100.0
 _SOFT_TISSUE_HU = 35.0
 _MUSCLE_HU = 50.0
 _BLOOD_HU = 40.0
+_CONTRAST_BLOOD_HU = 250.0
 _LIVER_HU = 55.0
 _BONE_HU = 600.0
 _SPINE_HU = 350.0
 _CONSOLIDATION_HU = 30.0
+_GGO_HU = -600.0
 _AIRWAY_WALL_HU = 60.0
 _TABLE_HU = 150.0
+#: A fissure is two layers of visceral pleura, a few tenths of a millimetre of soft tissue.
+_FISSURE_MM = 0.4
+_FISSURE_TISSUE_HU = 50.0
+#: Gaussian width (mm) of a soft kernel's blur, and of the blur a sharp kernel subtracts (unsharp mask).
+_KERNEL_SIGMA_MM = {"soft": 0.8, "sharp": 1.0}
+
+#: Oblique fissure of each lung as the plane z = z0 + slope * y (mm; y grows to the back): it reaches
+#: the diaphragm in front and the upper back (about T4) behind.
+_OBLIQUE_FISSURE = {"right": (0.0, 0.9), "left": (5.0, 0.95)}
+#: Horizontal fissure of the right lung: the plane z = 15 mm, in front of the oblique fissure.  With
+#: these planes the lobes hold about LUL 53 %, LLL 47 % of the left lung and RUL 39 %, RML 15 %,
+#: RLL 46 % of the right, close to the adult proportions.
+_HORIZONTAL_FISSURE_Z = 15.0
 
 #: Body cross-section semi-axes (mm): left-right, anterior-posterior.
 _BODY_SEMI_AXES = (150.0, 105.0)
 
 
 @dataclass(frozen=True)
+class LesionSpec:
+    """A lesion to grow in one lobe of the phantom.
+
+    Attributes
+    ----------
+    lobe : str
+        One of :data:`models.findings.LOBE_NAMES`.
+    kind : {"ggo", "consolidation"}
+        Ground-glass opacity (-600 HU, still below the -400 HU air threshold of a lung mask) or
+        consolidation (+30 HU, as dense as soft tissue).
+    fraction : float
+        Share of the lobe's volume the lesion covers, in (0, 1]; lesions of one lobe are grown
+        one after the other into voxels not yet taken, so their fractions add up.
+    towards : tuple of float
+        Patient-space direction (LPS: +x left, +y back, +z head) from the lobe's centre to the
+        point of its surface where the lesion starts; the default, straight back, puts it against
+        the costal pleura, where infectious opacities usually begin.
+    """
+
+    lobe: str
+    kind: Literal["ggo", "consolidation"]
+    fraction: float
+    towards: tuple[float, float, float] = (0.0, 1.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.lobe not in LOBE_NAMES:
+            raise ValueError(f"lobe must be one of {LOBE_NAMES}, got {self.lobe!r}")
+        if self.kind not in ("ggo", "consolidation"):
+            raise ValueError(f"kind must be 'ggo' or 'consolidation', got {self.kind!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if not np.any(self.towards):
+            raise ValueError("towards must be a non-zero direction")
+
+
+@dataclass(frozen=True)
 class Phantom:
     """A synthetic CT in HU with its ground truth, all ``[z, y, x]`` on ``geometry``.
 
-    ``left`` and ``right`` are the patient's left and right lungs (vessels, consolidation and
-    bronchial walls inside them included; the airway lumen excluded).  ``airway`` is the lumen
-    of the trachea and main bronchi, ``consolidation`` the dense patch (empty when not asked for),
-    ``gas`` the stomach bubble under the left dome, which is air but not lung.
+    ``left`` and ``right`` are the patient's left and right lungs (vessels, fissures, lesions and
+    bronchial walls inside them included; the airway lumen excluded).  ``lobes`` maps each name
+    of :data:`models.findings.LOBE_NAMES` to its mask; the lobes partition the lungs.  ``airway``
+    is the lumen of the trachea and main bronchi, ``gas`` the stomach bubble under the left
+    dome, which is air but not lung.  ``consolidation`` holds every dense lesion (the patch of
+    ``chest_phantom(consolidation=True)`` and consolidation lesions), ``ggo`` every ground-glass
+    lesion; both are empty when none was asked for.
     """
 
     hu: np.ndarray
@@ -84,6 +159,14 @@ class Phantom:
     gas: np.ndarray
     geometry: Geometry
     patient_position: str
+    lobes: Mapping[str, np.ndarray]
+    ggo: np.ndarray
+
+    @property
+    def lesions(self) -> np.ndarray:
+        """All lesions, ground glass and consolidation (the ``lesions`` mask of LESION_NAMES)."""
+        union: np.ndarray = self.ggo | self.consolidation
+        return union
 
     def volume(self) -> Volume:
         """The phantom as a :class:`Volume`, with synthetic but stable SOP Instance UIDs."""
@@ -96,11 +179,15 @@ class Phantom:
 
 @dataclass(frozen=True)
 class _Grid:
-    """Patient coordinates (mm) of the generation grid: z superior, y posterior, x left."""
+    """Patient coordinates (mm) of the generation grid: z superior, y posterior, x left.
+
+    ``spacing`` is the voxel size (mm) along ``[z, y, x]``.
+    """
 
     x: np.ndarray
     y: np.ndarray
     z: np.ndarray
+    spacing: tuple[float, float, float]
 
     def box(self, lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[slice, ...]:
         """Index slices ``[z, y, x]`` of the voxels whose centres lie in an (x, y, z) mm box."""
@@ -188,6 +275,32 @@ def _layout(touching: bool) -> dict[str, tuple[float, float, float]]:
     }
 
 
+def _ribs(grid: _Grid, layout: Mapping[str, tuple[float, float, float]], z: float) -> np.ndarray:
+    """The ribs cut by the axial plane at ``z``: arcs 3-9 mm outside each lung, except on its medial side.
+
+    As in a patient, the costal pleura lies just inside the ribs, so the ribs follow the lung's
+    outline: each arc runs at a distance of 3 to 9 mm (to first order) from the cross-section of
+    the lung's ellipsoid, around all but the 70-degree sector facing the midline (mediastinum).
+    Below the middle of the lungs the cage stays wide (it holds the liver and spleen).
+    """
+    ribs = np.zeros((grid.y.size, grid.x.size), dtype=bool)
+    x, y = grid.x[None, :], grid.y[:, None]
+    for name in ("right", "left"):
+        (cx, cy, cz), (a, b, c) = layout[f"{name}_centre"], layout[f"{name}_semi"]
+        height = (z - cz) / c
+        if height >= 1.0:
+            continue
+        scale = float(np.sqrt(max(0.0, 1.0 - height**2)))
+        if height < 0.0:
+            scale = max(scale, 0.6)
+        u, v = (x - cx) / (a * scale), (y - cy) / (b * scale)
+        distance = (u**2 + v**2 - 1.0) / (2.0 * np.hypot(u / (a * scale), v / (b * scale)))
+        medial = -np.sign(cx)
+        facing_midline = medial * (x - cx) > np.cos(np.radians(35.0)) * np.hypot(x - cx, y - cy)
+        ribs |= (distance >= 3.0) & (distance <= 9.0) & ~facing_midline
+    return ribs
+
+
 def _vessels(
     rng: np.random.Generator, side: float, lung_centre: tuple[float, float, float]
 ) -> Iterator[tuple[tuple[float, float, float], tuple[float, float, float], float]]:
@@ -203,14 +316,125 @@ def _vessels(
         yield hilum, (float(tip[0]), float(tip[1]), float(tip[2])), float(rng.uniform(1.5, 4.0))
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Index slices of the smallest box holding every True voxel of a non-empty mask."""
+    box: tuple[slice, ...] = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return box
+
+
+def _lobes_and_fissures(grid: _Grid, name: str, lung: np.ndarray, hu: np.ndarray) -> dict[str, np.ndarray]:
+    """Split one lung into its lobes and draw its fissures into ``hu``; returns the lobe masks.
+
+    A fissure voxel gets the contrast of a ``_FISSURE_MM`` sheet of tissue spread over the
+    voxel's extent along the fissure's normal: clearly visible on thin sections, faint at 8 mm,
+    and never missing from a slice, whatever the grid.
+    """
+    lobes = {lobe: np.zeros(lung.shape, dtype=bool) for lobe in (("LUL", "LLL") if name == "left" else LOBE_NAMES[2:])}
+    if not lung.any():
+        return lobes
+    box = _bounding_box(lung)
+    _, y, z = grid.coords(box)
+    sz, sy, _ = grid.spacing
+    z0, slope = _OBLIQUE_FISSURE[name]
+    norm = float(np.hypot(1.0, slope))
+    above = (z - z0 - slope * y) / norm
+    inside = lung[box]
+    upper = inside & (above > 0.0)
+    contrast = _FISSURE_TISSUE_HU - _LUNG_HU
+    extent = (slope * sy + sz) / norm
+    added = np.zeros(inside.shape, dtype=np.float32)
+    added[np.broadcast_to(np.abs(above) <= extent / 2.0, inside.shape)] = min(1.0, _FISSURE_MM / extent) * contrast
+    if name == "left":
+        lobes["LUL"][box] = upper
+        lobes["LLL"][box] = inside & ~upper
+    else:
+        high = np.broadcast_to(z >= _HORIZONTAL_FISSURE_Z, inside.shape)
+        lobes["RUL"][box] = upper & high
+        lobes["RML"][box] = upper & ~high
+        lobes["RLL"][box] = inside & ~upper
+        horizontal = np.broadcast_to(np.abs(z - _HORIZONTAL_FISSURE_Z) <= sz / 2.0, inside.shape) & upper
+        added[horizontal] = np.maximum(added[horizontal], min(1.0, _FISSURE_MM / sz) * contrast)
+    view = hu[box]
+    view[inside] += added[inside]
+    return lobes
+
+
+def _surface_point(grid: _Grid, lobe: np.ndarray, towards: tuple[float, float, float]) -> np.ndarray:
+    """The farthest point of ``lobe`` (x, y, z mm) on the ray from its centre along ``towards``.
+
+    The ray starts at the lobe voxel nearest to the lobe's centre of mass (a curved lobe's centre
+    may lie outside it) and is sampled every half voxel.
+    """
+    indices = np.argwhere(lobe)
+    points = np.column_stack([grid.x[indices[:, 2]], grid.y[indices[:, 1]], grid.z[indices[:, 0]]])
+    start = points[np.argmin(((points - points.mean(axis=0)) ** 2).sum(axis=1))]
+    direction = np.asarray(towards, dtype=float) / np.linalg.norm(towards)
+    sz, sy, sx = grid.spacing
+    step = 0.5 * min(sz, sy, sx)
+    ray = start + np.arange(0.0, 500.0, step)[:, None] * direction
+    index = np.rint(
+        np.column_stack([(ray[:, 2] - grid.z[0]) / sz, (ray[:, 1] - grid.y[0]) / sy, (ray[:, 0] - grid.x[0]) / sx])
+    ).astype(np.intp)
+    valid = np.all((index >= 0) & (index < np.asarray(lobe.shape)), axis=1)
+    hits = np.zeros(len(ray), dtype=bool)
+    hits[valid] = lobe[tuple(index[valid].T)]
+    found: np.ndarray = ray[np.nonzero(hits)[0][-1]]
+    return found
+
+
+def _grow_lesions(grid: _Grid, lobes: Mapping[str, np.ndarray], specs: Sequence[LesionSpec]) -> dict[str, np.ndarray]:
+    """Masks of the ground-glass and consolidation lesions, each the voxels of its lobe nearest its seed.
+
+    Taking exactly ``round(fraction * lobe voxels)`` voxels (the nearest not yet taken by an
+    earlier lesion) makes the lesion's share of the lobe exact to one voxel; the nearest voxels
+    to a point on the lobe's surface form a ball cut by the pleura and the fissures.
+    """
+    shape = next(iter(lobes.values())).shape
+    out = {kind: np.zeros(shape, dtype=bool) for kind in ("ggo", "consolidation")}
+    for lobe_name in LOBE_NAMES:
+        asked = sum(spec.fraction for spec in specs if spec.lobe == lobe_name)
+        if asked > 1.0 + 1e-9:
+            raise ValueError(f"lesions of {lobe_name} cover {asked:.3f} of the lobe, more than all of it")
+    taken = np.zeros(shape, dtype=bool)
+    for spec in specs:
+        lobe = lobes[spec.lobe]
+        total = int(np.count_nonzero(lobe))
+        if total == 0:
+            raise ValueError(f"lobe {spec.lobe} is not in the field of view; no lesion can grow there")
+        wanted = min(round(spec.fraction * total), total)
+        seed = _surface_point(grid, lobe, spec.towards)
+        box = _bounding_box(lobe)
+        free = np.nonzero(lobe[box] & ~taken[box])
+        offsets = (
+            grid.z[box[0]][free[0]] - seed[2],
+            grid.y[box[1]][free[1]] - seed[1],
+            grid.x[box[2]][free[2]] - seed[0],
+        )
+        distance = offsets[0] ** 2 + offsets[1] ** 2 + offsets[2] ** 2
+        chosen = np.argsort(distance, kind="stable")[:wanted]
+        grown = np.zeros(lobe[box].shape, dtype=bool)
+        grown[tuple(axis[chosen] for axis in free)] = True
+        out[spec.kind][box] |= grown
+        taken[box] |= grown
+    return out
+
+
 def _render(
-    grid: _Grid, *, consolidation: bool, touching: bool, table_posterior: bool, seed: int
-) -> dict[str, np.ndarray]:
-    """Paint the anatomy on the generation grid; returns HU and the truth masks."""
+    grid: _Grid,
+    *,
+    consolidation: bool,
+    touching: bool,
+    table_posterior: bool,
+    contrast: bool,
+    lesions: Sequence[LesionSpec],
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Paint the anatomy on the generation grid; returns HU with the truth masks, and the lobes."""
     shape = (grid.z.size, grid.y.size, grid.x.size)
     rng = np.random.default_rng(seed)
     hu = np.full(shape, _AIR_HU, dtype=np.float32)
     layout = _layout(touching)
+    blood = _CONTRAST_BLOOD_HU if contrast else _BLOOD_HU
 
     table_y = (130.0, 142.0) if table_posterior else (-142.0, -130.0)
     table = (grid.y[:, None] >= table_y[0]) & (grid.y[:, None] <= table_y[1]) & (np.abs(grid.x[None, :]) <= 200)
@@ -220,13 +444,9 @@ def _render(
     hu[:, radius <= 1.0] = _FAT_HU
     hu[:, radius <= 0.9] = _MUSCLE_HU
     hu[:, radius <= 0.84] = _SOFT_TISSUE_HU
-    rib_ring = (radius > 0.85) & (radius < 0.89) & (np.abs(grid.x[None, :]) > 25.0)
-    for z_rib in np.arange(-140.0, 160.0, 28.0):
-        in_band = np.abs(grid.z - z_rib) <= 5.0
-        if in_band.any():
-            block = hu[in_band]
-            block[:, rib_ring] = _BONE_HU
-            hu[in_band] = block
+    from_rib_centre = grid.z - 28.0 * np.round(grid.z / 28.0)
+    for rib_slice in np.nonzero((np.abs(from_rib_centre) <= 5.0) & (grid.z >= -145.0))[0]:
+        hu[rib_slice][_ribs(grid, layout, float(grid.z[rib_slice]))] = _BONE_HU
     sternum = (np.abs(grid.x[None, :]) <= 15.0) & (grid.y[:, None] >= -100.0) & (grid.y[:, None] <= -88.0)
     hu[:, sternum] = _BONE_HU
     hu[:, (grid.x[None, :] ** 2 + (grid.y[:, None] - 62.0) ** 2) <= 20.0**2] = _SPINE_HU
@@ -245,7 +465,7 @@ def _render(
     mediastinum = np.zeros(shape, dtype=bool)
     _paint(mediastinum, _ellipsoid(grid, (15.0, -35.0, -45.0), (65.0, 50.0, 55.0)), True)
     _paint(mediastinum, _tube(grid, (22.0, 38.0, 60.0), (22.0, 38.0, -150.0), 13.0), True)
-    hu[mediastinum] = _BLOOD_HU
+    hu[mediastinum] = blood
     _paint(mediastinum, _tube(grid, (0.0, 62.0, 400.0), (0.0, 62.0, -400.0), 24.0), True)
 
     lungs = {}
@@ -262,16 +482,6 @@ def _render(
         hu[mask] = _LUNG_HU
         lungs[name] = mask
 
-    for name, side in (("right", -1.0), ("left", 1.0)):
-        for start, end, r in _vessels(rng, side, layout[f"{name}_centre"]):
-            _paint(hu, _tube(grid, start, end, r), _BLOOD_HU)
-
-    dense = np.zeros(shape, dtype=bool)
-    if consolidation:
-        _paint(dense, _ellipsoid(grid, (-97.0, 55.0, -30.0), (18.0, 18.0, 20.0)), True)
-        dense &= lungs["right"]
-        hu[dense] = _CONSOLIDATION_HU
-
     carina = (0.0, -25.0, 60.0)
     airway_segments = (
         ((0.0, -25.0, 400.0), carina, 9.0),
@@ -280,20 +490,53 @@ def _render(
     )
     lumen = np.zeros(shape, dtype=bool)
     for start, end, r in airway_segments:
-        _paint(hu, _tube(grid, start, end, r + 2.5), _AIRWAY_WALL_HU)
-    for start, end, r in airway_segments:
         _paint(lumen, _tube(grid, start, end, r), True)
-    hu[lumen] = _AIR_HU
     for mask in lungs.values():
         mask &= ~lumen
-    return {
+    lobes: dict[str, np.ndarray] = {}
+    for name in ("right", "left"):
+        lobes.update(_lobes_and_fissures(grid, name, lungs[name], hu))
+
+    for name, side in (("right", -1.0), ("left", 1.0)):
+        for start, end, r in _vessels(rng, side, layout[f"{name}_centre"]):
+            _paint(hu, _tube(grid, start, end, r), blood)
+
+    for start, end, r in airway_segments:
+        _paint(hu, _tube(grid, start, end, r + 2.5), _AIRWAY_WALL_HU)
+    hu[lumen] = _AIR_HU
+
+    grown = _grow_lesions(grid, lobes, lesions)
+    dense = grown["consolidation"]
+    if consolidation:
+        patch = np.zeros(shape, dtype=bool)
+        _paint(patch, _ellipsoid(grid, (-97.0, 55.0, -30.0), (18.0, 18.0, 20.0)), True)
+        dense |= patch & lungs["right"]
+    hu[grown["ggo"]] = _GGO_HU
+    hu[dense] = _CONSOLIDATION_HU
+    arrays = {
         "hu": hu,
         "left": lungs["left"],
         "right": lungs["right"],
         "airway": lumen,
         "consolidation": dense,
+        "ggo": grown["ggo"],
         "gas": gas,
     }
+    return arrays, {name: lobes[name] for name in LOBE_NAMES}
+
+
+def _reconstruct(hu: np.ndarray, kernel: str, spacing_yx: tuple[float, float]) -> None:
+    """Imitate a reconstruction kernel in place, slice by slice (kernels act within the slice).
+
+    A soft kernel is a Gaussian blur; a sharp one adds back the difference to the blur (an unsharp
+    mask), which gives the dark and bright overshoot along edges that sharp kernels show.
+    """
+    if kernel == "none":
+        return
+    sigma = tuple(_KERNEL_SIGMA_MM[kernel] / s for s in spacing_yx)
+    for k in range(hu.shape[0]):
+        blurred = ndimage.gaussian_filter(hu[k], sigma)
+        hu[k] = blurred if kernel == "soft" else 2.0 * hu[k] - blurred
 
 
 def chest_phantom(
@@ -303,10 +546,13 @@ def chest_phantom(
     patient_position: str = "HFS",
     consolidation: bool = False,
     touching_lungs: bool = False,
+    lesions: Sequence[LesionSpec] = (),
+    kernel: str = "none",
+    contrast: bool = False,
     noise_hu: float = 15.0,
     seed: int = 0,
 ) -> Phantom:
-    """Generate a synthetic chest CT with known left and right lungs.
+    """Generate a synthetic chest CT with known lungs, lobes and lesions.
 
     The anatomy is centred in the field of view (lungs about 1.7 L each, centre of the lungs at
     the centre slice), so a z extent of about 300 mm shows apex, carina, lung bases and the
@@ -321,10 +567,16 @@ def chest_phantom(
         exactly as a scanner would, so that left/right labelling can be tested on prone and
         feet-first scans.
     consolidation : bool
-        Add a dense (+30 HU) patch against the posterolateral pleura of the right lung, part of
-        the true right lung.
+        Add a dense (+30 HU) patch against the posterolateral pleura of the right lung (mostly in
+        the lower lobe), part of the true right lung.
     touching_lungs : bool
         Place the lungs so that they meet in the midline (truth split at x = 0).
+    lesions : sequence of LesionSpec
+        Lesions to grow, each covering a known fraction of one lobe.
+    kernel : {"none", "soft", "sharp"}
+        Reconstruction kernel to imitate before noise is added (:data:`KERNELS`).
+    contrast : bool
+        Intravenous contrast: heart, great vessels and pulmonary vessels at +250 HU.
     noise_hu : float
         Standard deviation of additive Gaussian noise.
     seed : int
@@ -334,9 +586,16 @@ def chest_phantom(
     -------
     Phantom
         HU volume, truth masks and geometry.
+
+    Raises
+    ------
+    ValueError
+        For an unknown position or kernel, a bad grid, or lesions that do not fit their lobe.
     """
     if patient_position not in PATIENT_POSITIONS:
         raise ValueError(f"patient_position must be one of {sorted(PATIENT_POSITIONS)}, got {patient_position!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if len(shape_zyx) != 3 or min(shape_zyx) < 1 or min(spacing_zyx) <= 0:
         raise ValueError(f"need a positive 3-D shape and spacing, got {shape_zyx} and {spacing_zyx}")
     nz, ny, nx = shape_zyx
@@ -345,13 +604,21 @@ def chest_phantom(
         x=(np.arange(nx) - (nx - 1) / 2.0) * sx,
         y=(np.arange(ny) - (ny - 1) / 2.0) * sy,
         z=(np.arange(nz) - (nz - 1) / 2.0) * sz,
+        spacing=(float(sz), float(sy), float(sx)),
     )
     row, column = PATIENT_POSITIONS[patient_position]
-    parts = _render(
-        grid, consolidation=consolidation, touching=touching_lungs, table_posterior=column[1] > 0, seed=seed
+    parts, lobes = _render(
+        grid,
+        consolidation=consolidation,
+        touching=touching_lungs,
+        table_posterior=column[1] > 0,
+        contrast=contrast,
+        lesions=lesions,
+        seed=seed,
     )
-    rng = np.random.default_rng(seed + 1)
     hu = parts["hu"]
+    _reconstruct(hu, kernel, (sy, sx))
+    rng = np.random.default_rng(seed + 1)
     for k in range(nz):
         hu[k] += rng.standard_normal((ny, nx), dtype=np.float32) * np.float32(noise_hu)
 
@@ -371,7 +638,12 @@ def chest_phantom(
         direction=tuple((float(r[0]), float(r[1]), float(r[2])) for r in direction),
         shape=(nz, ny, nx),
     )
-    return Phantom(geometry=geometry, patient_position=patient_position, **arrays)
+    return Phantom(
+        geometry=geometry,
+        patient_position=patient_position,
+        lobes={name: np.ascontiguousarray(mask[index]) for name, mask in lobes.items()},
+        **arrays,
+    )
 
 
 def _stored_values(hu: np.ndarray) -> np.ndarray:

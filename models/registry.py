@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from models import PIPELINE_VERSION
+from models.corads.ensemble import CORADS_MODEL_VERSION
 from models.findings import ModelRun, ModelStatus
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASSICAL_LUNG_MASK",
+    "LESIONS_MODEL_VERSION",
+    "LOBES_MODEL_VERSION",
+    "SEVERITY",
     "MODEL_SPECS",
     "REGISTRY",
     "ModelSpec",
@@ -33,6 +37,11 @@ __all__ = [
 
 #: Name of the weight-free lung mask of :mod:`models.lungmask`.
 CLASSICAL_LUNG_MASK = "lung_mask_classical"
+#: Name of the CT severity score, derived from the lobe and lesion masks.
+SEVERITY = "severity"
+#: Versions of the learned segmentations' implementation (architecture, preprocessing, post-processing).
+LOBES_MODEL_VERSION = "1.0.0"
+LESIONS_MODEL_VERSION = "1.0.0"
 
 
 class UnknownModelError(ValueError):
@@ -78,24 +87,40 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="lobes",
-        version="n/a",
-        description="Learned segmentation of the five pulmonary lobes (thesis sections 2.4.5 and 3.3.4)",
+        version=LOBES_MODEL_VERSION,
+        description=(
+            "Learned segmentation of the five pulmonary lobes: nnU-Net-style 3D U-Net, sliding window "
+            "(in the spirit of the thesis' RTSU-Net, sections 2.4.5 and 3.3.4)"
+        ),
         needs_weights=True,
-        implemented=False,
+        implemented=True,
     ),
     ModelSpec(
         name="lesions",
-        version="n/a",
-        description="Learned segmentation of ground-glass opacities and consolidation (thesis section 3.3.3)",
+        version=LESIONS_MODEL_VERSION,
+        description=(
+            "Learned segmentation of ground-glass opacities and consolidation: the CORADS-AI 3D nnU-Net "
+            "(thesis section 3.4.5) or the 3D U-Net with a ResNet-18 encoder (seeds/004 section 2.3)"
+        ),
         needs_weights=True,
-        implemented=False,
+        implemented=True,
+    ),
+    ModelSpec(
+        name=SEVERITY,
+        version="1.0.0",
+        description=(
+            "Lesion involvement per lobe and CT severity score 0-5 per lobe, 0-25 in total (seeds/003, "
+            "'Segmentation model'), computed from the lobe and lesion masks"
+        ),
+        needs_weights=False,
+        implemented=True,
     ),
     ModelSpec(
         name="corads",
-        version="n/a",
-        description="CO-RADS category from an ensemble of 3D DenseNet-201 networks (thesis chapter 3)",
+        version=CORADS_MODEL_VERSION,
+        description="CO-RADS category from an ensemble of ten 3D DenseNet-201 networks (thesis chapter 3)",
         needs_weights=True,
-        implemented=False,
+        implemented=True,
     ),
     ModelSpec(
         name="stoic",

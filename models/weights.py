@@ -56,6 +56,9 @@ class InstalledWeights:
         Name of the file it was installed from (for the audit trail).
     path : pathlib.Path
         Where the installed copy is.
+    validation : str or None
+        Who validated these weights for clinical use here, and how (given at installation).
+        Without it, every output of the weights is reported as unvalidated.
     """
 
     name: str
@@ -64,6 +67,12 @@ class InstalledWeights:
     installed_at: str
     source_filename: str
     path: Path
+    validation: str | None = None
+
+    @property
+    def validated(self) -> bool:
+        """True when an installer recorded a validation statement for these weights."""
+        return bool(self.validation and self.validation.strip())
 
 
 def sha256_of(path: Path) -> str:
@@ -106,7 +115,7 @@ class WeightStore:
         get_spec(model_name)
         return self.root / model_name
 
-    def install(self, source: Path, model_name: str) -> InstalledWeights:
+    def install(self, source: Path, model_name: str, *, validation: str | None = None) -> InstalledWeights:
         """Copy a weights file into the store and record its hash.
 
         Parameters
@@ -115,6 +124,9 @@ class WeightStore:
             The weights file (any format the model's loader reads).
         model_name : str
             A registered model that needs weights.
+        validation : str, optional
+            The site's statement that these weights are validated for clinical use (who, on
+            what data, which report).  Absent, the outputs are marked unvalidated.
 
         Returns
         -------
@@ -162,6 +174,7 @@ class WeightStore:
             installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             source_filename=source.name,
             path=target,
+            validation=validation.strip() if validation and validation.strip() else None,
         )
         payload = {k: v for k, v in asdict(record).items() if k != "path"}
         payload["file"] = target.name
@@ -185,6 +198,7 @@ class WeightStore:
                 installed_at=str(data["installed_at"]),
                 source_filename=str(data["source_filename"]),
                 path=folder / str(data["file"]),
+                validation=data.get("validation"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring unreadable weights manifest %s: %s", manifest, exc)

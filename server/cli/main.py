@@ -20,9 +20,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="lungcds: dec
 apikey_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys")
 models_app = typer.Typer(no_args_is_help=True, help="Analysis models and their weights")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema")
+train_app = typer.Typer(no_args_is_help=True, help="Train the learned models on your own data")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.add_typer(train_app, name="train")
 
 console = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[
@@ -177,7 +179,7 @@ def apikey_list(config: ConfigOption = None) -> None:
             table.add_row(
                 str(row.id), row.role, row.key_prefix, row.label or "", str(row.created_at), str(row.revoked_at or "")
             )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 @models_app.command("list")
@@ -198,6 +200,7 @@ def models_list(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
                 "implemented": spec.implemented,
                 "needs_weights": spec.needs_weights,
                 "weights_sha256": weights.sha256 if weights else None,
+                "validation": weights.validation if weights else None,
                 "description": spec.description,
             }
         )
@@ -214,13 +217,17 @@ def models_list(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
             str(weights_text),
             str(row["description"]),
         )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 @models_app.command("install")
 def models_install(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Weights file")],
     name: Annotated[str, typer.Option(help="Model name (see `lungcds models list`)")],
+    validation: Annotated[
+        str | None,
+        typer.Option(help="Your site's validation statement (who, data, report); without it outputs are unvalidated"),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Install a weights file for a model; its SHA-256 is recorded and shown in every report."""
@@ -228,11 +235,81 @@ def models_install(
 
     settings = _settings(config)
     try:
-        installed = WeightStore(settings.weights_dir).install(file, name)
+        installed = WeightStore(settings.weights_dir).install(file, name, validation=validation)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     console.print(f"installed {name}: sha256 {installed.sha256}")
+
+
+@models_app.command("summary")
+def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False) -> None:
+    """Every architecture: parameters, input shape and FLOPs next to the published values.
+
+    The 14 networks of thesis Table 3.3 (FLOPs under the table's convention), then the
+    segmentation networks (FLOPs = 2 x MACs of convolutions; see ``models.segmentation.flops``).
+    """
+    from dataclasses import asdict
+
+    from models.segmentation import segmentation_summaries
+    from models.zoo import summary
+
+    rows = summary()
+    for seg in segmentation_summaries().values():
+        row = asdict(seg)
+        row["input_shape"] = list(row["input_shape"][1:])
+        row["parameters_table_convention"] = row["parameters"]
+        rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("architecture", "input", "params (M)", "published", "FLOPs (1e11)", "published")
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            "x".join(str(v) for v in row["input_shape"]),
+            f"{row['parameters_table_convention'] / 1e6:.4f}",
+            _scaled(row["published_parameters"], 1e6),
+            f"{row['flops'] / 1e11:.4f}",
+            _scaled(row["published_flops"], 1e11),
+        )
+    Console(width=160).print(table)
+
+
+def _scaled(value: float | None, unit: float) -> str:
+    return "-" if value is None else f"{value / unit:.2f}"
+
+
+@train_app.command("corads")
+def train_corads_command(
+    csv: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV: image, corads[, lung_mask, lesion_map, split]")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints and the ensemble file")],
+    seeds: Annotated[str, typer.Option(help="Comma list of member seeds (10 members were deployed)")] = "0",
+    max_batches: Annotated[int, typer.Option(help="Upper bound on training batches per member")] = 200_000,
+    validate_every: Annotated[int, typer.Option(help="Batches between validations")] = 500,
+    patience: Annotated[int, typer.Option(help="Early stopping patience in batches (thesis: 10 000)")] = 10_000,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Train the CO-RADS DenseNet-201 ensemble with the thesis recipe (sections 3.3.3-3.3.6)."""
+    from models.corads.training import TrainingConfig, train_corads
+
+    configure_logging("INFO", json=False)
+    config = TrainingConfig(
+        csv_path=csv,
+        output_dir=out,
+        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
+        max_batches=max_batches,
+        validate_every=validate_every,
+        patience=patience,
+        gradient_checkpointing=gradient_checkpointing,
+        device=device,
+    )
+    result = train_corads(config)
+    console.print(f"ensemble written to {result.ensemble_path} ({len(result.members)} members)")
+    console.print("install it with: lungcds models install " + str(result.ensemble_path) + " --name corads")
 
 
 @db_app.command("upgrade")

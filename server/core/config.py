@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -20,6 +20,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:  # torch and the networks load only where models run, not with the settings
+    from models.runtime import ModelProvider
 
 __all__ = ["Settings", "load_settings", "OUTPUT_KINDS"]
 
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     )
     api_tls_certificate: Path | None = Field(None, description="PEM certificate for HTTPS on the API port")
     api_tls_private_key: Path | None = None
+    demo_weights: bool = Field(
+        False, description="Run learned models without installed weights on generated weights (marked unvalidated)"
+    )
+    lesion_model: Literal["nnunet", "resnet18_unet"] = Field(
+        "nnunet", description="Lesion network the installed `lesions` weights are for"
+    )
+    device: str = Field("cpu", description="Torch device of the analysis workers, e.g. cpu or cuda")
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -110,6 +120,18 @@ class Settings(BaseSettings):
         if (self.dicom_tls_destinations or self.dicom_tls_require_client_certificate) and self.dicom_tls_ca is None:
             raise ValueError("dicom_tls_destinations and dicom_tls_require_client_certificate need dicom_tls_ca")
         return self
+
+    def model_provider(self, *, demo_weights: bool | None = None) -> ModelProvider:
+        """The learned models of this installation (load once per process and keep it)."""
+        from models.runtime import ModelProvider
+        from models.weights import WeightStore
+
+        return ModelProvider(
+            WeightStore(self.weights_dir),
+            demo_weights=self.demo_weights if demo_weights is None else demo_weights,
+            device=self.device,
+            lesion_kind=self.lesion_model,
+        )
 
     def outputs_for(self, destination: str) -> tuple[str, ...]:
         """The output kinds ``destination`` (``AET@host:port``) receives."""

@@ -24,8 +24,8 @@ from models import PIPELINE_VERSION
 from models.findings import Findings, ModelRun
 from models.pipeline import analyse
 from models.registry import MODEL_SPECS
+from models.runtime import ModelProvider
 from models.volume import VolumeError, load_series, patient_context
-from models.weights import WeightStore
 from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
@@ -137,9 +137,8 @@ def run_analysis(
     out_dir: Path,
     eligibility: Eligibility,
     headers: Sequence[InstanceHeader],
-    weights: WeightStore | None,
+    models: ModelProvider,
     ae_title: str,
-    demo_weights: bool = False,
     progress: Progress | None = None,
 ) -> AnalysisOutput:
     """Load the series, run the pipeline, build and write every report object."""
@@ -166,8 +165,9 @@ def run_analysis(
     findings = analyse(
         volume,
         patient_context(first),
-        weights=weights,
-        demo_weights=demo_weights,
+        weights=models.weights,
+        demo_weights=models.demo_weights,
+        provider=models,
         progress=lambda name, frac: stage(name, 0.1 + 0.7 * frac),
     )
     timings["analyse_s"] = time.perf_counter() - t0

@@ -10,7 +10,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dicom_node.spool import OutOfResources, Spool
 from dicom_node.validation import InvalidInstance
-from models.weights import WeightStore
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
 from server.routing.intake import SeriesIntake
@@ -89,9 +88,8 @@ def _run_with_progress(
                 out_dir=out_dir,
                 eligibility=eligibility,
                 headers=headers,
-                weights=WeightStore(settings.weights_dir),
+                models=settings.model_provider(demo_weights=demo_weights or None),
                 ae_title=settings.ae_title,
-                demo_weights=demo_weights,
                 progress=lambda stage, frac: progress.update(task, completed=frac, description=stage),
             )
         except Exception as exc:  # reported as exit 1 with the message, never a traceback dump

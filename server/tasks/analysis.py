@@ -53,7 +53,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             out_dir=out_dir,
             eligibility=evaluate(headers, rules),
             headers=headers,
-            weights=self.weights,
+            models=self.models,
             ae_title=settings.ae_title,
         )
     except TRANSIENT_ERRORS as exc:

@@ -11,7 +11,7 @@ from functools import cached_property
 from celery import Task
 from sqlalchemy.engine import Engine
 
-from models.weights import WeightStore
+from models.runtime import ModelProvider
 from server.core.config import Settings
 from server.core.db import make_engine
 
@@ -35,6 +35,6 @@ class LungcdsTask(Task):
         return make_engine(self.settings.database_url)
 
     @cached_property
-    def weights(self) -> WeightStore:
-        """Installed model weights."""
-        return WeightStore(self.settings.weights_dir)
+    def models(self) -> ModelProvider:
+        """The learned models, loaded at their first use in this process and kept."""
+        return self.settings.model_provider()

@@ -1,10 +1,11 @@
-"""models.phantom: plausible anatomy, orientation, and a CT series that dciodvfy and our loader accept."""
+"""models.phantom: anatomy, lobes and lesions, orientation, and a CT series that dciodvfy and our loader accept."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -19,7 +20,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from models.phantom import Phantom, chest_phantom
+from models.findings import LOBE_NAMES
+from models.phantom import LesionSpec, Phantom, chest_phantom
 from models.volume import load_series, patient_context
 
 WriteSeries = Callable[..., list[Path]]
@@ -140,3 +142,133 @@ def test_plain_array_needs_a_geometry(small_phantom: Phantom, write_series: Writ
         write_series(small_phantom.hu)
     files = write_series(small_phantom.hu, small_phantom.geometry)
     np.testing.assert_allclose(load_series(files).hu, small_phantom.hu, rtol=0, atol=0.501)
+
+
+LESIONS = (
+    LesionSpec("RLL", "consolidation", 0.3),
+    LesionSpec("RLL", "ggo", 0.2, towards=(-1.0, 0.0, 0.0)),
+    LesionSpec("LUL", "ggo", 0.1, towards=(0.0, -1.0, 0.0)),
+    LesionSpec("RML", "consolidation", 0.6, towards=(0.0, -1.0, 0.0)),
+)
+
+
+@pytest.fixture(scope="module")
+def lesion_phantom() -> Phantom:
+    return chest_phantom((60, 160, 160), (5.0, 2.4, 2.4), lesions=LESIONS)
+
+
+def test_lobes_partition_each_lung(lesion_phantom: Phantom) -> None:
+    lobes = lesion_phantom.lobes
+    assert tuple(lobes) == LOBE_NAMES
+    for side, names in ((lesion_phantom.left, ("LUL", "LLL")), (lesion_phantom.right, ("RUL", "RML", "RLL"))):
+        union = np.zeros_like(side)
+        for name in names:
+            assert lobes[name].dtype == np.bool_
+            assert not np.any(union & lobes[name]), f"{name} overlaps another lobe"
+            union |= lobes[name]
+        np.testing.assert_array_equal(union, side)
+    shares = {
+        name: lobes[name].sum() / (lesion_phantom.left if name[0] == "L" else lesion_phantom.right).sum()
+        for name in LOBE_NAMES
+    }
+    assert min(shares, key=lambda name: shares[name]) == "RML"
+    assert all(0.1 <= share <= 0.65 for share in shares.values()), shares
+
+
+def test_lobes_lie_where_anatomy_puts_them(lesion_phantom: Phantom) -> None:
+    geometry = lesion_phantom.geometry
+
+    def centre(mask: np.ndarray) -> tuple[float, float, float]:
+        index = np.argwhere(mask).mean(axis=0)
+        return geometry.index_to_patient((float(index[0]), float(index[1]), float(index[2])))
+
+    lobes = {name: centre(mask) for name, mask in lesion_phantom.lobes.items()}
+    # LPS: +y is the back, +z the head; lower lobes are behind and below their upper lobe
+    assert lobes["LLL"][1] > lobes["LUL"][1] and lobes["LLL"][2] < lobes["LUL"][2]
+    assert lobes["RLL"][1] > lobes["RUL"][1] and lobes["RLL"][2] < lobes["RUL"][2]
+    assert lobes["RML"][2] < lobes["RUL"][2] and lobes["RML"][1] < lobes["RLL"][1]
+
+
+def test_fissures_are_thin_denser_surfaces() -> None:
+    phantom = chest_phantom((240, 160, 160), (1.25, 2.4, 2.4), noise_hu=0.0)
+    lul, lll = phantom.lobes["LUL"], phantom.lobes["LLL"]
+    parenchyma = phantom.hu == -850.0
+    # voxels of the upper lobe that touch the lower lobe straddle the oblique fissure
+    boundary = lul & np.roll(lll, -1, axis=0) | lul & np.roll(lll, 1, axis=1) | lul & np.roll(lll, -1, axis=1)
+    fissure_hu = np.median(phantom.hu[boundary & (phantom.hu < -400.0)])
+    assert -820.0 <= fissure_hu <= -600.0  # denser than lung, far from soft tissue
+    assert parenchyma.sum() > 0.5 * lul.sum()  # the rest of the lobe is plain lung
+
+
+def test_lesions_have_the_requested_share_of_their_lobe(lesion_phantom: Phantom) -> None:
+    for kind, mask in (("ggo", lesion_phantom.ggo), ("consolidation", lesion_phantom.consolidation)):
+        for name in LOBE_NAMES:
+            asked = sum(spec.fraction for spec in LESIONS if spec.lobe == name and spec.kind == kind)
+            lobe = lesion_phantom.lobes[name]
+            got = np.count_nonzero(mask & lobe)
+            assert abs(got - asked * lobe.sum()) <= len(LESIONS), (kind, name)  # one voxel per lesion
+        assert not np.any(mask & ~(lesion_phantom.left | lesion_phantom.right))
+    assert not np.any(lesion_phantom.ggo & lesion_phantom.consolidation)
+    np.testing.assert_array_equal(lesion_phantom.lesions, lesion_phantom.ggo | lesion_phantom.consolidation)
+    assert np.median(lesion_phantom.hu[lesion_phantom.ggo]) == pytest.approx(-600.0, abs=10.0)
+    assert -50.0 <= np.median(lesion_phantom.hu[lesion_phantom.consolidation]) <= 40.0
+
+
+def test_a_lesion_grown_backwards_touches_the_costal_pleura(lesion_phantom: Phantom) -> None:
+    rll_dense = lesion_phantom.consolidation & lesion_phantom.lobes["RLL"]
+    grown = rll_dense.copy()
+    grown[:, 1:] |= rll_dense[:, :-1]  # one voxel towards the back (rows grow to the back here)
+    outside = grown & ~lesion_phantom.right & (lesion_phantom.hu > 0.0)
+    assert outside.sum() > 20  # it borders the chest wall, not only aerated lung
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ((LesionSpec("LLL", "ggo", 0.7), LesionSpec("LLL", "consolidation", 0.4)), "more than all of it"),
+    ],
+)
+def test_lesions_that_do_not_fit_are_refused(specs: tuple[LesionSpec, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        chest_phantom((8, 96, 96), (40.0, 4.0, 4.0), lesions=specs)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("LXL", "ggo", 0.1), "lobe must be one of"),
+        (("LUL", "mass", 0.1), "kind must be"),
+        (("LUL", "ggo", 0.0), "fraction"),
+        (("LUL", "ggo", 1.5), "fraction"),
+    ],
+)
+def test_lesion_spec_is_validated(arguments: tuple[str, str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LesionSpec(*arguments)  # type: ignore[arg-type]
+
+
+def test_kernels_and_contrast() -> None:
+    grid: dict[str, Any] = {"shape_zyx": (4, 360, 360), "spacing_zyx": (5.0, 1.0, 1.0), "noise_hu": 0.0}
+    plain = chest_phantom(**grid)
+    soft = chest_phantom(**grid, kernel="soft")
+    sharp = chest_phantom(**grid, kernel="sharp")
+    lung = plain.left | plain.right
+    # a soft kernel blurs: no new extremes; a sharp one overshoots, darker than lung along its edges
+    assert soft.hu.min() >= plain.hu.min() - 1e-3 and soft.hu.max() <= plain.hu.max() + 1e-3
+    assert np.abs(soft.hu - plain.hu)[lung].max() > 100.0
+    assert sharp.hu[lung].min() < plain.hu[lung].min() - 50.0
+    assert sharp.hu.max() > plain.hu.max() + 50.0
+    np.testing.assert_array_equal(sharp.left, plain.left)
+    enhanced = chest_phantom(**grid, contrast=True)
+    heart = (enhanced.hu == 250.0) & (plain.hu == 40.0)
+    assert heart.sum() * plain.geometry.voxel_volume_ml > 50.0
+    with pytest.raises(ValueError, match="kernel"):
+        chest_phantom(**grid, kernel="bone")
+
+
+def test_touching_lungs_touch() -> None:
+    phantom = chest_phantom((60, 192, 192), (5.0, 2.0, 2.0), touching_lungs=True)
+    # the grid's x runs to the patient's left, so the right lung's voxel is the lower index
+    touching = phantom.right[:, :, :-1] & phantom.left[:, :, 1:]
+    assert touching.sum() > 50
+    assert sum(mask.sum() for mask in phantom.lobes.values()) == (phantom.left | phantom.right).sum()

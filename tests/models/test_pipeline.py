@@ -52,10 +52,15 @@ def test_model_statuses_are_honest(phantom_findings: FindingsAndStages) -> None:
     assert "classical" in mask_run.reason and "weight-free" in mask_run.reason
     ran = [name for name, run in findings.models.items() if run.status == "ran"]
     assert ran == [CLASSICAL_LUNG_MASK]
-    for name in ("lobes", "lesions", "corads", "stoic", "i3dr"):
+    for name in ("lobes", "lesions", "corads"):
         run = findings.models[name]
         assert run.status == "not_installed" and not run.validated and run.weights_sha256 is None
-        assert "not available" in run.reason
+        assert "no weights installed" in run.reason
+    for name in ("stoic", "i3dr"):
+        run = findings.models[name]
+        assert run.status == "not_installed" and "not available" in run.reason
+    assert findings.models["severity"].status == "skipped"
+    assert "no lobe and no lesion masks" in findings.models["severity"].reason
     assert not findings.any_unvalidated_output
     assert findings.corads is None and findings.stoic is None and findings.i3dr is None and findings.severity is None
 

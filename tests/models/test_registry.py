@@ -12,29 +12,35 @@ from models.registry import (
     CLASSICAL_LUNG_MASK,
     MODEL_SPECS,
     REGISTRY,
+    SEVERITY,
     UnknownModelError,
     get_spec,
     unavailable_run,
 )
 from models.weights import WeightStore
 
-DEEP_MODELS = ("lobes", "lesions", "corads", "stoic", "i3dr")
+IMPLEMENTED = ("lobes", "lesions", "corads")
+NOT_YET = ("stoic", "i3dr")
 
 
 def test_every_model_is_registered_once_in_report_order() -> None:
-    assert tuple(REGISTRY) == (CLASSICAL_LUNG_MASK, *DEEP_MODELS)
+    assert tuple(REGISTRY) == (CLASSICAL_LUNG_MASK, "lobes", "lesions", SEVERITY, "corads", *NOT_YET)
     assert tuple(spec.name for spec in MODEL_SPECS) == tuple(REGISTRY)
     with pytest.raises(TypeError):
         REGISTRY["extra"] = MODEL_SPECS[0]  # type: ignore[index]
 
 
-def test_only_the_classical_mask_is_implemented_and_weight_free() -> None:
-    classical = get_spec(CLASSICAL_LUNG_MASK)
-    assert classical.implemented and not classical.needs_weights
-    for name in DEEP_MODELS:
+def test_which_models_are_implemented_and_which_need_weights() -> None:
+    for name in (CLASSICAL_LUNG_MASK, SEVERITY):
         spec = get_spec(name)
-        assert spec.needs_weights and not spec.implemented
-        assert spec.description
+        assert spec.implemented and not spec.needs_weights
+    for name in IMPLEMENTED:
+        spec = get_spec(name)
+        assert spec.implemented and spec.needs_weights and spec.version != "n/a"
+    for name in NOT_YET:
+        spec = get_spec(name)
+        assert spec.needs_weights and not spec.implemented and spec.version == "n/a"
+    assert all(spec.description for spec in MODEL_SPECS)
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
@@ -43,7 +49,7 @@ def test_unknown_name_lists_the_known_ones() -> None:
     assert issubclass(UnknownModelError, ValueError)
 
 
-@pytest.mark.parametrize("name", DEEP_MODELS)
+@pytest.mark.parametrize("name", NOT_YET)
 def test_unimplemented_model_says_it_is_not_available(name: str, tmp_path: Path) -> None:
     run = unavailable_run(get_spec(name), WeightStore(tmp_path))
     assert run.status == "not_installed"
@@ -54,11 +60,11 @@ def test_unimplemented_model_says_it_is_not_available(name: str, tmp_path: Path)
 
 
 def test_unimplemented_model_with_weights_still_does_not_run(tmp_path: Path) -> None:
-    source = tmp_path / "corads.pt"
+    source = tmp_path / "stoic.pt"
     source.write_bytes(b"weights")
     store = WeightStore(tmp_path / "store")
-    sha = store.install(source, "corads").sha256
-    run = unavailable_run(get_spec("corads"), store, demo_weights=True)
+    sha = store.install(source, "stoic").sha256
+    run = unavailable_run(get_spec("stoic"), store, demo_weights=True)
     assert run.status == "not_installed"
     assert sha in run.reason and "unused" in run.reason
     assert "demonstration weights" in run.reason
@@ -66,7 +72,7 @@ def test_unimplemented_model_with_weights_still_does_not_run(tmp_path: Path) -> 
 
 
 def test_implemented_model_without_weights_asks_for_installation(tmp_path: Path) -> None:
-    spec = replace(get_spec("corads"), implemented=True)
+    spec = get_spec("corads")
     run = unavailable_run(spec, WeightStore(tmp_path))
     assert run.status == "not_installed"
     assert run.reason == "no weights installed; install with `lungcds models install`"

@@ -82,7 +82,7 @@ def phantom_series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A small synthetic chest CT series (2.5 mm slices) written as DICOM files."""
     from models.phantom import chest_phantom, write_ct_series
 
-    phantom = chest_phantom(shape_zyx=(72, 160, 160), spacing_zyx=(2.5, 2.2, 2.2))
+    phantom = chest_phantom(shape_zyx=(96, 128, 128), spacing_zyx=(2.5, 2.8, 2.8))
     return write_ct_series(
         phantom,
         phantom.geometry,

@@ -146,3 +146,17 @@ def test_models_list_and_install(env: Path, tmp_path: Path) -> None:
     rows = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
     corads = next(r for r in rows if r["name"] == "corads")
     assert corads["weights_sha256"] == "541b3e9daa09b20bf85fa273e5cbd3e80185aa4ec298e765db87742b70138a53"
+
+
+def test_models_summary_json_reproduces_table_3_3(env: Path) -> None:
+    result = runner.invoke(app, ["models", "summary", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    zoo = [row for row in rows.values() if row["source"].startswith("thesis Table 3.3")]
+    assert len(zoo) == 14
+    for row in zoo:
+        assert abs(row["parameters_relative_difference"]) < 0.005, row["name"]
+        assert abs(row["flops_relative_difference"]) < 0.01, row["name"]
+    assert rows["densenet201_3d"]["input_shape"] == [3, 128, 240, 240]
+    nnunet = rows["lesion_nnunet"]
+    assert abs(nnunet["parameters"] / nnunet["published_parameters"] - 1) < 0.005

@@ -1,0 +1,158 @@
+"""The learned models of one process: loaded once, from installed or generated weights.
+
+House rule 12: a worker builds each network once and keeps it.  :class:`ModelProvider` does
+that for the lobe and lesion segmentations and the CO-RADS ensemble.  A model runs with
+*installed* weights (``lungcds models install``; validated only when the site recorded a
+validation statement) or, when asked (``--demo-weights``), with *generated* weights that are
+deterministic and always reported as unvalidated.  Without either, :meth:`ModelProvider.load`
+returns ``None`` (and :func:`models.registry.unavailable_run` says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from models.corads.ensemble import CoradsEnsemble
+from models.registry import get_spec
+from models.segmentation import (
+    LesionSettings,
+    LobeSettings,
+    build_lesion_network,
+    build_lobe_network,
+    demo_state,
+    load_state,
+)
+from models.weights import InstalledWeights, WeightStore
+
+__all__ = ["DEMO_SEED", "LearnedModel", "ModelProvider"]
+
+logger = logging.getLogger(__name__)
+
+#: Seed of every generated (demonstration) network: the same demo weights everywhere.
+DEMO_SEED = 0
+LesionKind = Literal["nnunet", "resnet18_unet"]
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A loaded model and where its weights came from.
+
+    ``validated`` is True only for installed weights with a recorded validation statement;
+    ``source`` says in words what the weights are (for ``ModelRun.reason``).
+    """
+
+    name: str
+    model: Any
+    version: str
+    weights_sha256: str | None
+    validated: bool
+    source: str
+
+
+class ModelProvider:
+    """Loads each learned model at most once (thread-safe), from the weight store or generated.
+
+    Parameters
+    ----------
+    weights : WeightStore or None
+        Installed weights; ``None`` means none are installed.
+    demo_weights : bool
+        Generate deterministic demonstration weights for models without installed ones.
+    device : str
+        Torch device for inference.
+    lesion_kind : {"nnunet", "resnet18_unet"}
+        Which lesion network the ``lesions`` weights are for.
+    lobe_settings, lesion_settings : optional
+        Preprocessing and sliding-window settings of the segmentations (published defaults).
+    demo_factories : mapping, optional
+        Per model name, a function building a *generated* model to use instead of the
+        full-size one (small networks for quick tests); only used with ``demo_weights``.
+    """
+
+    def __init__(
+        self,
+        weights: WeightStore | None,
+        *,
+        demo_weights: bool = False,
+        device: str = "cpu",
+        lesion_kind: LesionKind = "nnunet",
+        lobe_settings: LobeSettings | None = None,
+        lesion_settings: LesionSettings | None = None,
+        demo_factories: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> None:
+        self.weights = weights
+        self.demo_weights = demo_weights
+        self.device = device
+        self.lesion_kind: LesionKind = lesion_kind
+        self.lobe_settings = lobe_settings
+        self.lesion_settings = lesion_settings
+        self._demo_factories = dict(demo_factories or {})
+        self._loaded: dict[str, LearnedModel | None] = {}
+        self._lock = threading.Lock()
+        self._builders: dict[str, Callable[[InstalledWeights | None], Any]] = {
+            "lobes": self._lobes,
+            "lesions": self._lesions,
+            "corads": self._corads,
+        }
+
+    def installed(self, name: str) -> InstalledWeights | None:
+        """The installed weights of ``name``, if any."""
+        return self.weights.get(name) if self.weights is not None else None
+
+    def load(self, name: str) -> LearnedModel | None:
+        """The model ``name`` ready to run, or None when it has neither installed nor demo weights."""
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self._load(name)
+            return self._loaded[name]
+
+    def _load(self, name: str) -> LearnedModel | None:
+        if name not in self._builders:
+            raise ValueError(f"{name!r} is not a learned model this provider can load")
+        spec = get_spec(name)
+        installed = self.installed(name)
+        if installed is None and not self.demo_weights:
+            return None
+        if installed is None and name in self._demo_factories:
+            model = self._demo_factories[name]()
+        else:
+            model = self._builders[name](installed)
+        if installed is not None:
+            validated = installed.validated
+            source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
+            source += f", validated: {installed.validation}" if validated else ", no validation statement recorded"
+            sha = installed.sha256
+        else:
+            validated, sha = False, None
+            source = f"generated demonstration weights (seed {DEMO_SEED}): never trained, no clinical meaning"
+        logger.info("loaded model %s from %s", name, "installed weights" if installed else "demo weights")
+        return LearnedModel(name, model, spec.version, sha, validated, source)
+
+    def _lobes(self, installed: InstalledWeights | None) -> torch.nn.Module:
+        network = build_lobe_network()
+        self._fill(network, installed)
+        return network
+
+    def _lesions(self, installed: InstalledWeights | None) -> torch.nn.Module:
+        network = build_lesion_network(self.lesion_kind)
+        self._fill(network, installed)
+        return network
+
+    @staticmethod
+    def _fill(network: torch.nn.Module, installed: InstalledWeights | None) -> None:
+        if installed is not None:
+            load_state(network, installed.path)
+        else:
+            demo_state(network, DEMO_SEED)
+        network.eval()
+
+    def _corads(self, installed: InstalledWeights | None) -> CoradsEnsemble:
+        if installed is not None:
+            return CoradsEnsemble.from_safetensors(installed.path, device=self.device)
+        return CoradsEnsemble.demo(DEMO_SEED, device=self.device)
