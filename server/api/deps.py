@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,8 +11,8 @@ from sqlmodel import Session
 
 from server.api.problems import Problem
 from server.core.config import Settings
+from server.core.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from server.core.security import verify_api_key
-from server.db_models import ApiKey
 
 __all__ = ["Admin", "SessionDep", "SettingsDep", "Viewer", "get_session"]
 
@@ -41,24 +42,46 @@ def _presented_key(request: Request) -> str | None:
     return header or None
 
 
-def current_key(request: Request, session: SessionDep) -> ApiKey:
-    """The caller's API key; 401 without a valid one."""
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key (``apikey:<id>``) or an OIDC subject (``oidc:<sub>``), and the role."""
+
+    actor: str
+    role: str
+
+
+def current_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+    """The authenticated caller; 401 without valid credentials, 403 for a token without a role."""
     secret = _presented_key(request)
     if secret is None:
-        raise Problem(401, "Authentication required", "send an API key as 'Authorization: Bearer KEY'")
+        raise Problem(401, "Authentication required", "send an API key or token as 'Authorization: Bearer ...'")
+    verifier: OidcVerifier | None = request.app.state.oidc
+    if verifier is not None and looks_like_jwt(secret):
+        try:
+            identity = verifier.verify(secret)
+        except TokenRejected as exc:
+            raise Problem(401, "Invalid token", str(exc)) from exc
+        request.state.actor, request.state.role = f"oidc:{identity.subject}", identity.role
+        if identity.role is None:
+            raise Problem(
+                403, "No lungcds role", f"the token grants none of the roles in claim {settings.oidc_role_claim!r}"
+            )
+        return Principal(actor=f"oidc:{identity.subject}", role=identity.role)
     key = verify_api_key(session, secret)
     if key is None:
         raise Problem(401, "Invalid API key", "the API key is unknown or revoked")
-    request.state.api_key_id, request.state.api_key_role = key.id, key.role
-    return key
+    request.state.actor, request.state.role = f"apikey:{key.id}", key.role
+    return Principal(actor=f"apikey:{key.id}", role=key.role)
 
 
-def require_admin(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
-    """The caller's key if it has the admin role; 403 otherwise."""
-    if key.role != "admin":
-        raise Problem(403, "Admin role required", f"this action needs the admin role, the key has {key.role!r}")
-    return key
+def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The caller if they have the admin role; 403 otherwise."""
+    if principal.role != "admin":
+        raise Problem(
+            403, "Admin role required", f"this action needs the admin role, the caller has {principal.role!r}"
+        )
+    return principal
 
 
-Viewer = Annotated[ApiKey, Depends(current_key)]
-Admin = Annotated[ApiKey, Depends(require_admin)]
+Viewer = Annotated[Principal, Depends(current_principal)]
+Admin = Annotated[Principal, Depends(require_admin)]

@@ -15,6 +15,7 @@ from server.api.problems import install_problem_handlers
 from server.api.routes import audit, health, jobs, queues, rules, series, studies
 from server.audit import record_audit
 from server.core.config import Settings
+from server.core.oidc import OidcVerifier
 from server.tasks.queue import QueueGateway
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -38,6 +39,7 @@ def create_app(settings: Settings, engine: Engine, queue: QueueGateway | None = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.queue = queue
+    app.state.oidc = _oidc_verifier(settings)
     app.state.metrics_registry = registry_for(engine, queue)
     install_problem_handlers(app)
     _install_audit(app, engine)
@@ -63,15 +65,14 @@ def _install_audit(app: FastAPI, engine: Engine) -> None:
         response = await call_next(request)
         if request.url.path in UNAUDITED_PATHS:
             return response
-        key_id = getattr(request.state, "api_key_id", None)
         template = _route_template(request.url.path, request.scope.get("path_params") or {})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         await run_in_threadpool(
             record_audit,
             engine,
             channel="api",
-            actor=f"apikey:{key_id}" if key_id is not None else "anonymous",
-            role=getattr(request.state, "api_key_role", None),
+            actor=getattr(request.state, "actor", "anonymous"),
+            role=getattr(request.state, "role", None),
             source=request.client.host if request.client else None,
             action=f"{request.method} {template}",
             target=target,
@@ -84,3 +85,17 @@ def _route_template(path: str, path_params: dict[str, str]) -> str:
     """``/api/v1/series/1.2.3`` with ``{"series_uid": "1.2.3"}`` → ``/api/v1/series/{series_uid}``."""
     names = {str(value): name for name, value in path_params.items()}
     return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
+
+
+def _oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    """The token verifier when OIDC is configured (all three settings are then present)."""
+    if settings.oidc_issuer is None or settings.oidc_audience is None or settings.oidc_jwks_file is None:
+        return None
+    return OidcVerifier(
+        settings.oidc_issuer,
+        settings.oidc_audience,
+        settings.oidc_jwks_file,
+        role_claim=settings.oidc_role_claim,
+        admin_values=tuple(settings.oidc_admin_values),
+        viewer_values=tuple(settings.oidc_viewer_values),
+    )

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     )
     api_tls_certificate: Path | None = Field(None, description="PEM certificate for HTTPS on the API port")
     api_tls_private_key: Path | None = None
+    oidc_issuer: str | None = Field(None, description="Accept JWT bearer tokens of this issuer (iss)")
+    oidc_audience: str | None = Field(None, description="Required audience (aud) of those tokens")
+    oidc_jwks_file: Path | None = Field(None, description="The issuer's JSON Web Key Set, exported to a file")
+    oidc_role_claim: str = "roles"
+    oidc_admin_values: CommaList = Field(default_factory=lambda: ["lungcds-admin"])
+    oidc_viewer_values: CommaList = Field(default_factory=lambda: ["lungcds-viewer"])
     demo_weights: bool = Field(
         False, description="Run learned models without installed weights on generated weights (marked unvalidated)"
     )
@@ -82,9 +88,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    _split = field_validator("allowed_calling_aets", "destinations", "dicom_tls_destinations", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "allowed_calling_aets",
+        "destinations",
+        "dicom_tls_destinations",
+        "oidc_admin_values",
+        "oidc_viewer_values",
+        mode="before",
+    )(_split_commas)
 
     @field_validator("ae_title")
     @classmethod
@@ -117,6 +128,9 @@ class Settings(BaseSettings):
         for cert, key in pairs:
             if (getattr(self, cert) is None) != (getattr(self, key) is None):
                 raise ValueError(f"{cert} and {key} must be given together")
+        oidc = (self.oidc_issuer, self.oidc_audience, self.oidc_jwks_file)
+        if any(v is not None for v in oidc) and not all(v is not None for v in oidc):
+            raise ValueError("oidc_issuer, oidc_audience and oidc_jwks_file must be given together")
         if (self.dicom_tls_destinations or self.dicom_tls_require_client_certificate) and self.dicom_tls_ca is None:
             raise ValueError("dicom_tls_destinations and dicom_tls_require_client_certificate need dicom_tls_ca")
         return self
