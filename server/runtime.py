@@ -23,6 +23,7 @@ import uvicorn
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
 from server.api.main import create_app
+from server.audit import build_audit_trail
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
 from server.core.tls import scp_ssl_context
@@ -47,7 +48,8 @@ class ServerRuntime:
         self.with_worker = with_worker
         self.engine = make_engine(settings.database_url)
         self.celery: LungcdsCelery = create_celery(settings)
-        self.intake = SeriesIntake(self.engine, settings, self._enqueue_analysis)
+        self.audit = build_audit_trail(settings, self.engine)
+        self.intake = SeriesIntake(self.engine, settings, self._enqueue_analysis, self.audit)
         self._stop = threading.Event()
         self._scp: StorageSCP | None = None
         self._api: uvicorn.Server | None = None
@@ -100,7 +102,7 @@ class ServerRuntime:
         self.api_port = sock.getsockname()[1]
         certificate, key = self.settings.api_tls_certificate, self.settings.api_tls_private_key
         config = uvicorn.Config(
-            create_app(self.settings, self.engine, CeleryQueue(self.celery)),
+            create_app(self.settings, self.engine, CeleryQueue(self.celery), self.audit),
             log_config=None,
             lifespan="off",
             access_log=False,

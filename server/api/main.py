@@ -13,7 +13,7 @@ from server.api import metrics
 from server.api.metrics import registry_for
 from server.api.problems import install_problem_handlers
 from server.api.routes import audit, health, jobs, queues, rules, series, studies
-from server.audit import record_audit
+from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier
 from server.tasks.queue import QueueGateway
@@ -23,7 +23,9 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, engine: Engine, queue: QueueGateway | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, engine: Engine, queue: QueueGateway | None = None, audit_trail: AuditTrail | None = None
+) -> FastAPI:
     """An app bound to ``settings``, ``engine`` and the task ``queue`` (no globals).
 
     Without a queue (offline tools, some tests) the admin actions that enqueue answer 503.
@@ -42,7 +44,7 @@ def create_app(settings: Settings, engine: Engine, queue: QueueGateway | None = 
     app.state.oidc = _oidc_verifier(settings)
     app.state.metrics_registry = registry_for(engine, queue)
     install_problem_handlers(app)
-    _install_audit(app, engine)
+    _install_audit(app, audit_trail or AuditTrail(engine, receiver=settings.ae_title))
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, studies, series, jobs, rules, audit, queues):
         api.include_router(module.router)
@@ -57,19 +59,18 @@ UNAUDITED_PATHS = frozenset(
 )
 
 
-def _install_audit(app: FastAPI, engine: Engine) -> None:
+def _install_audit(app: FastAPI, audit_trail: AuditTrail) -> None:
     """Write one audit event per API request: who, when, what, from where, outcome."""
 
     @app.middleware("http")
-    async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def audit_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         if request.url.path in UNAUDITED_PATHS:
             return response
         template = _route_template(request.url.path, request.scope.get("path_params") or {})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         await run_in_threadpool(
-            record_audit,
-            engine,
+            audit_trail.record,
             channel="api",
             actor=getattr(request.state, "actor", "anonymous"),
             role=getattr(request.state, "role", None),

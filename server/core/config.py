@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     oidc_role_claim: str = "roles"
     oidc_admin_values: CommaList = Field(default_factory=lambda: ["lungcds-admin"])
     oidc_viewer_values: CommaList = Field(default_factory=lambda: ["lungcds-viewer"])
+    audit_repository: str | None = Field(
+        None, description="ATNA audit repository for DICOM audit messages: udp://, tcp:// or tls://host:port"
+    )
     demo_weights: bool = Field(
         False, description="Run learned models without installed weights on generated weights (marked unvalidated)"
     )

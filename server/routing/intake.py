@@ -19,7 +19,7 @@ from dicom_node.scp import AssociationInfo
 from dicom_node.spool import StoredInstance
 from models import PIPELINE_VERSION
 from server import crud
-from server.audit import record_audit
+from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.db_models import SeriesState, utcnow
@@ -39,10 +39,13 @@ class SeriesIntake:
     Implements :class:`dicom_node.scp.InstanceSink`; also used by the folder import.
     """
 
-    def __init__(self, engine: Engine, settings: Settings, enqueue: EnqueueAnalysis) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, enqueue: EnqueueAnalysis, audit: AuditTrail | None = None
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._enqueue = enqueue
+        self._audit = audit or AuditTrail(engine, receiver=settings.ae_title)
 
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo | None) -> None:
         """Index one durably stored instance (called before the SCP answers success)."""
@@ -59,8 +62,7 @@ class SeriesIntake:
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """A released association may complete its series; an aborted one waits for idle."""
-        record_audit(
-            self._engine,
+        self._audit.record(
             channel="dicom",
             actor=f"dicom:{assoc.calling_aet}",
             source=f"{assoc.peer_host}:{assoc.peer_port}",
@@ -77,8 +79,7 @@ class SeriesIntake:
 
     def association_rejected(self, assoc: AssociationInfo, reason: str) -> None:
         """Audit an association the SCP refused (e.g. a calling AE title not on the allow-list)."""
-        record_audit(
-            self._engine,
+        self._audit.record(
             channel="dicom",
             actor=f"dicom:{assoc.calling_aet}",
             source=f"{assoc.peer_host}:{assoc.peer_port}",
