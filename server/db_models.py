@@ -141,6 +141,7 @@ class Series(SQLModel, table=True):
     first_received_at: datetime | None = _ts()
     last_received_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
+    purged_at: datetime | None = _ts()
 
 
 class Instance(SQLModel, table=True):

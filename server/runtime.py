@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -27,6 +28,7 @@ from server.audit import build_audit_trail
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
 from server.core.tls import scp_ssl_context
+from server.retention import purge_expired
 from server.routing.intake import SeriesIntake
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
 from server.tasks.delivery import pump_outbox
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Written into the data dir once the server listens: pid, bound ports, AE title.
 RUNTIME_FILE = "serve.json"
+#: How often the retention policy looks for expired series.
+PURGE_INTERVAL_SECONDS = 3600.0
 
 
 class ServerRuntime:
@@ -115,10 +119,14 @@ class ServerRuntime:
     def _routing_loop(self) -> None:
         """Finalise idle series and pump the outbox until stopped; errors never end the loop."""
         tick = min(1.0, self.settings.series_idle_seconds / 4)
+        next_purge = 0.0
         while not self._stop.wait(tick):
             try:
                 self.intake.finalize_idle()
                 pump_outbox(self.celery, self.engine)
+                if time.monotonic() >= next_purge:
+                    purge_expired(self.engine, self.settings)
+                    next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
             except Exception:  # the loop must survive a database or broker outage
                 logger.exception("routing loop iteration failed; retrying")
 

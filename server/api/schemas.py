@@ -79,6 +79,7 @@ class SeriesPublic(BaseModel):
     first_received_at: datetime | None
     last_received_at: datetime | None
     completed_at: datetime | None
+    purged_at: datetime | None = None
     job: JobPublic | None = None
 
 

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     oidc_role_claim: str = "roles"
     oidc_admin_values: CommaList = Field(default_factory=lambda: ["lungcds-admin"])
     oidc_viewer_values: CommaList = Field(default_factory=lambda: ["lungcds-viewer"])
+    retention_days: int = Field(
+        0, ge=0, description="Remove images and results this many days after analysis and delivery; 0 keeps them"
+    )
     audit_repository: str | None = Field(
         None, description="ATNA audit repository for DICOM audit messages: udp://, tcp:// or tls://host:port"
     )

@@ -74,7 +74,13 @@ def get_series(series_uid: str, session: SessionDep, _key: Viewer) -> SeriesPubl
 
 
 def _result_dir(session: Session, series_uid: str) -> Path:
-    _get_series(session, series_uid)
+    series = _get_series(session, series_uid)
+    if series.purged_at is not None:
+        raise Problem(
+            410,
+            "Results removed",
+            f"the files of series {series_uid} were removed on {series.purged_at:%Y-%m-%d} by the retention policy",
+        )
     job = _latest_job(session, series_uid)
     if job is None or job.result_dir is None:
         raise Problem(404, "No results", f"series {series_uid} has no completed analysis")
