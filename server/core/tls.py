@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ssl
 
-from dicom_node.scu import Destination, parse_destination
+from dicom_node.scu import Destination
 from dicom_node.tls import client_context, server_context
 from server.core.config import Settings
 
-__all__ = ["scp_ssl_context", "destination"]
+__all__ = ["scp_ssl_context", "with_tls"]
 
 
 def scp_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -23,19 +23,17 @@ def scp_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
 
 
-def destination(settings: Settings, text: str) -> Destination:
-    """``AET@host:port`` as a destination, over TLS when its AE title is listed for TLS.
+def with_tls(settings: Settings, destination: Destination) -> Destination:
+    """``destination`` reached over TLS: verified with the CA bundle, presenting our certificate.
 
     Our own certificate (when configured) is presented, so PACS that require client
     certificates accept us.
     """
-    parsed = parse_destination(text)
-    if parsed.ae_title not in settings.dicom_tls_destinations:
-        return parsed
-    assert settings.dicom_tls_ca is not None  # enforced by Settings
+    if settings.dicom_tls_ca is None:
+        raise ValueError("TLS to a destination needs LUNGCDS_DICOM_TLS_CA")
     context = client_context(
         settings.dicom_tls_ca,
         certificate=settings.dicom_tls_certificate,
         private_key=settings.dicom_tls_private_key,
     )
-    return Destination(parsed.ae_title, parsed.host, parsed.port, tls=context)
+    return Destination(destination.ae_title, destination.host, destination.port, tls=context)

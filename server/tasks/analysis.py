@@ -13,10 +13,10 @@ from pathlib import Path
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from dicom_node.scu import parse_destination
 from server import crud
 from server.core.db import session_scope
 from server.db_models import Job, SeriesState
+from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
 from server.services.analysis import run_analysis
 from server.tasks.app import ANALYSIS_TASK
@@ -92,14 +92,13 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
         if not finished:
             logger.info("series changed during analysis; results discarded", extra={"job": job_id})
             return
-        for destination in settings.destinations:
-            dest_key = str(parse_destination(destination))
-            for obj in (o for o in output.dicom_outputs if o.kind in settings.outputs_for(destination)):
+        for entry in load_destinations(settings).destinations:
+            for obj in (o for o in output.dicom_outputs if o.kind in entry.outputs):
                 delivery_ids.append(
                     crud.upsert_delivery(
                         session,
                         job_id=job_id,
-                        destination=dest_key,
+                        destination=entry.address,
                         kind=obj.kind,
                         path=str(obj.path),
                         sop_instance_uid=obj.sop_instance_uid,

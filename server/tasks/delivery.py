@@ -17,12 +17,14 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from dicom_node.scu import AssociationFailed, ContextsRefused, send_files
+from dicom_node.scu import AssociationFailed, ContextsRefused, Destination, parse_destination, send_files
 from dicom_node.statuses import status_name
 from server import crud
+from server.core.config import Settings
 from server.core.db import session_scope
-from server.core.tls import destination as tls_destination
+from server.core.tls import with_tls
 from server.db_models import Delivery, DeliveryState, utcnow
+from server.routing.destinations import load_destinations
 from server.tasks.app import DELIVERY_TASK
 from server.tasks.base import LungcdsTask
 
@@ -64,6 +66,13 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
     return len(leased)
 
 
+def _resolve(settings: Settings, address: str) -> Destination:
+    """The destination of an outbox row, over TLS when the destination list says so."""
+    target = parse_destination(address)
+    entry = next((e for e in load_destinations(settings).destinations if e.address == address), None)
+    return with_tls(settings, target) if entry is not None and entry.tls else target
+
+
 def is_final_refusal(status: int) -> bool:
     """Whether a C-STORE failure status means "never", not "not now" (PS3.4 Annex B.2.3).
 
@@ -88,7 +97,7 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     error: str | None = None
     final = False
     try:
-        results = send_files(tls_destination(settings, destination), [path], calling_aet=settings.ae_title)
+        results = send_files(_resolve(settings, destination), [path], calling_aet=settings.ae_title)
         failed = [r for r in results if not r.ok]
         if failed:
             error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)

@@ -33,6 +33,8 @@ PUBLIC = {
 #: Routes that need the admin role; every other route needs at least a viewer key.
 ADMIN = {
     ("PUT", "/api/v1/rules"),
+    ("PUT", "/api/v1/destinations"),
+    ("PUT", "/api/v1/models/{name}/weights"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/queues"),
     ("POST", "/api/v1/jobs/{job_id}/requeue"),
@@ -50,8 +52,10 @@ VIEWER = {
     ("GET", "/api/v1/jobs/{job_id}"),
     ("GET", "/api/v1/jobs/{job_id}/timeline"),
     ("GET", "/api/v1/rules"),
+    ("GET", "/api/v1/destinations"),
+    ("GET", "/api/v1/models"),
 }
-SAMPLE_PATH_VALUES = {"job_id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "kind": "pdf"}
+SAMPLE_PATH_VALUES = {"job_id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "kind": "pdf", "name": "corads"}
 
 
 class FakeQueue:

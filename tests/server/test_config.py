@@ -108,7 +108,8 @@ def test_tls_settings_come_in_complete_sets(tmp_path: Path) -> None:
 
 
 def test_destinations_listed_for_tls_get_a_verifying_context(tmp_path: Path) -> None:
-    from server.core.tls import destination
+    from server.core.tls import with_tls
+    from server.routing.destinations import load_destinations
     from tests.dicom_node.certificates import ThrowawayCA
 
     ca = ThrowawayCA(tmp_path / "pki", "Hospital CA")
@@ -118,6 +119,7 @@ def test_destinations_listed_for_tls_get_a_verifying_context(tmp_path: Path) -> 
         dicom_tls_destinations=["PACS"],
         dicom_tls_ca=ca.files.certificate,
     )
-    secure = destination(settings, "PACS@127.0.0.1:2762")
+    entries = {e.ae_title: e for e in load_destinations(settings).destinations}
+    assert entries["PACS"].tls and not entries["VNA"].tls
+    secure = with_tls(settings, entries["PACS"].destination())
     assert secure.tls is not None and secure.tls.verify_mode.name == "CERT_REQUIRED"
-    assert destination(settings, "VNA@127.0.0.1:104").tls is None

@@ -17,6 +17,7 @@ from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
 from server.db_models import Delivery, Job, JobEvent, Series
+from server.routing.destinations import load_destinations
 from server.tasks.queue import QueueGateway
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -140,7 +141,7 @@ def resend(job_id: JobId, body: ResendRequest, session: SessionDep, settings: Se
             destination = str(parse_destination(body.destination))
         except ValueError as exc:
             raise Problem(422, "Invalid destination", str(exc)) from exc
-        known = {str(parse_destination(d)) for d in settings.destinations}
+        known = {entry.address for entry in load_destinations(settings).destinations}
         if destination not in known:
             raise Problem(422, "Unknown destination", f"{destination} is not a configured destination")
     else:

@@ -1,0 +1,112 @@
+"""Admins edit destinations (validated, optionally C-ECHOed) and install weights (checksum verified)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from dicom_node.scp import AssociationInfo, StorageSCP
+from dicom_node.spool import Spool, StoredInstance
+from server.api.main import create_app
+from server.core.config import Settings
+from server.core.db import session_scope
+from server.core.security import create_api_key
+from server.routing.destinations import load_destinations
+from tests.peers import free_port
+
+
+class _Sink:
+    def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
+        return None
+
+    def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
+        return None
+
+
+@pytest.fixture
+def admin(settings: Settings, engine: Engine) -> tuple[TestClient, dict[str, str]]:
+    with session_scope(engine) as session:
+        key = create_api_key(session, "admin").secret
+    return TestClient(create_app(settings, engine)), {"Authorization": f"Bearer {key}"}
+
+
+def test_destinations_start_from_the_settings_and_are_replaced_whole(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]]
+) -> None:
+    client, headers = admin
+    settings.destinations = ["PACS@10.0.0.1:104"]
+    listed = client.get("/api/v1/destinations", headers=headers).json()
+    assert listed == {"destinations": [{"address": "PACS@10.0.0.1:104", "outputs": ["sr", "seg", "pdf"], "tls": False}]}
+    new = {"destinations": [{"address": "VNA@vna.example:11112", "outputs": ["sr", "pdf"]}]}
+    assert client.put("/api/v1/destinations", json=new, headers=headers).status_code == 200
+    assert [e.address for e in load_destinations(settings).destinations] == ["VNA@vna.example:11112"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"destinations": [{"address": "no-at-sign"}]}, "AET@host:port"),
+        ({"destinations": [{"address": "PACS@h:104", "outputs": ["xml"]}]}, "unknown outputs"),
+        ({"destinations": [{"address": "PACS@h:104"}, {"address": "PACS@h:104"}]}, "listed twice"),
+        ({"destinations": [{"address": "PACS@h:104", "tls": True}]}, "LUNGCDS_DICOM_TLS_CA"),
+        ({"destinations": [{"address": "PACS@h:104", "colour": "red"}]}, "colour"),
+    ],
+)
+def test_invalid_destination_lists_change_nothing(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], body: dict[str, object], words: str
+) -> None:
+    client, headers = admin
+    settings.destinations = ["PACS@10.0.0.1:104"]
+    response = client.put("/api/v1/destinations", json=body, headers=headers)
+    assert response.status_code == 422 and words in response.json()["detail"]
+    assert [e.address for e in load_destinations(settings).destinations] == ["PACS@10.0.0.1:104"]
+
+
+def test_verify_echoes_every_destination(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], tmp_path: Path
+) -> None:
+    client, headers = admin
+    with StorageSCP("LISTENING", Spool(tmp_path / "pacs", min_free_bytes=0), _Sink()) as pacs:
+        port = pacs.start("127.0.0.1", 0)
+        body = {
+            "destinations": [{"address": f"LISTENING@127.0.0.1:{port}"}, {"address": f"GONE@127.0.0.1:{free_port()}"}]
+        }
+        refused = client.put("/api/v1/destinations", params={"verify": True}, json=body, headers=headers)
+        assert refused.status_code == 422 and "GONE@127.0.0.1" in refused.json()["detail"]
+        body["destinations"] = body["destinations"][:1]  # type: ignore[index]
+        assert (
+            client.put("/api/v1/destinations", params={"verify": True}, json=body, headers=headers).status_code == 200
+        )
+
+
+def test_weights_install_only_with_the_right_checksum(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]]
+) -> None:
+    client, headers = admin
+    payload = b"\x01" * 4096
+    good = hashlib.sha256(payload).hexdigest()
+    wrong = client.put(
+        "/api/v1/models/corads/weights", content=payload, headers={**headers, "X-Content-SHA256": "0" * 64}
+    )
+    assert wrong.status_code == 422 and good in wrong.json()["detail"]
+    assert (
+        client.put(
+            "/api/v1/models/nonsense/weights", content=payload, headers={**headers, "X-Content-SHA256": good}
+        ).status_code
+        == 404
+    )
+    ok = client.put(
+        "/api/v1/models/corads/weights",
+        params={"validation": "local validation report QA-2026-14"},
+        content=payload,
+        headers={**headers, "X-Content-SHA256": good},
+    )
+    assert ok.status_code == 200
+    assert ok.json()["weights_sha256"] == good and ok.json()["validation"] == "local validation report QA-2026-14"
+    listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
+    assert listed["corads"]["weights_sha256"] == good and listed["lobes"]["weights_sha256"] is None
+    assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
