@@ -82,6 +82,10 @@ class OrthancPeer:
         tags: dict[str, Any] = self.http.get(f"/instances/{orthanc_id}/simplified-tags").json()
         return tags
 
+    def add_modality(self, name: str, aet: str, port: int) -> None:
+        """Tell Orthanc where an AE listens (needed for C-MOVE to it)."""
+        self.http.put(f"/modalities/{name}", json={"AET": aet, "Host": "127.0.0.1", "Port": port}).raise_for_status()
+
     def stop(self) -> None:
         self.http.close()
         self.process.terminate()
@@ -110,6 +114,9 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> OrthancPeer:
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowGet": True,
+        "DicomAlwaysAllowMove": True,
         "Plugins": [],
         "HttpServerEnabled": True,
         "StableAge": 2,

@@ -12,7 +12,18 @@ from models import PIPELINE_VERSION
 from server.api import metrics
 from server.api.metrics import registry_for
 from server.api.problems import install_problem_handlers
-from server.api.routes import audit, destinations, health, jobs, model_weights, queues, rules, series, studies
+from server.api.routes import (
+    audit,
+    destinations,
+    health,
+    jobs,
+    model_weights,
+    queues,
+    retrieve,
+    rules,
+    series,
+    studies,
+)
 from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier
@@ -46,7 +57,7 @@ def create_app(
     install_problem_handlers(app)
     _install_audit(app, audit_trail or AuditTrail(engine, receiver=settings.ae_title))
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, studies, series, jobs, rules, destinations, model_weights, audit, queues):
+    for module in (health, studies, series, jobs, rules, destinations, model_weights, retrieve, audit, queues):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(metrics.router)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, ge=0, le=65535)
     allowed_calling_aets: CommaList = Field(default_factory=list, description="Empty = any calling AE")
     destinations: CommaList = Field(default_factory=list, description="AET@host:port, comma separated")
+    retrieve_sources: CommaList = Field(
+        default_factory=list, description="PACS (AET@host:port) an admin may retrieve studies from (C-GET/C-MOVE)"
+    )
     destination_outputs: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Per destination AE title, the outputs it receives, e.g. {"PACS": ["sr", "pdf"]}; default all',
@@ -97,6 +100,7 @@ class Settings(BaseSettings):
     _split = field_validator(
         "allowed_calling_aets",
         "destinations",
+        "retrieve_sources",
         "dicom_tls_destinations",
         "oidc_admin_values",
         "oidc_viewer_values",

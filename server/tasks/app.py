@@ -18,6 +18,7 @@ __all__ = [
     "CPU_QUEUE",
     "DELIVERY_TASK",
     "GPU_QUEUE",
+    "RETRIEVE_TASK",
     "LungcdsCelery",
     "create_celery",
     "enqueue_analysis",
@@ -25,6 +26,7 @@ __all__ = [
 
 ANALYSIS_TASK = "lungcds.analyse_series"
 DELIVERY_TASK = "lungcds.deliver_object"
+RETRIEVE_TASK = "lungcds.retrieve_study"
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
 
@@ -64,8 +66,12 @@ def create_celery(settings: Settings) -> LungcdsCelery:
             Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (GPU_QUEUE, CPU_QUEUE)
         ),
         task_default_queue=CPU_QUEUE,
-        task_routes={ANALYSIS_TASK: {"queue": GPU_QUEUE}, DELIVERY_TASK: {"queue": CPU_QUEUE}},
-        imports=("server.tasks.analysis", "server.tasks.delivery", "server.tasks.heartbeat"),
+        task_routes={
+            ANALYSIS_TASK: {"queue": GPU_QUEUE},
+            DELIVERY_TASK: {"queue": CPU_QUEUE},
+            RETRIEVE_TASK: {"queue": CPU_QUEUE},
+        },
+        imports=("server.tasks.analysis", "server.tasks.delivery", "server.tasks.heartbeat", "server.tasks.retrieve"),
     )
     # Register the tasks now, not only when a worker starts, so producers and in-process
     # execution see the same registry.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, enqueue_analysis
+from server.tasks.app import CPU_QUEUE, GPU_QUEUE, RETRIEVE_TASK, LungcdsCelery, enqueue_analysis
 
 __all__ = ["QueueGateway", "CeleryQueue"]
 
@@ -17,6 +17,9 @@ class QueueGateway(Protocol):
 
     def enqueue_analysis(self, job_id: int, revision: int) -> None:
         """Put one job revision on the analysis queue."""
+
+    def enqueue_retrieval(self, source: str, study_uid: str, series_uid: str | None, method: str) -> str:
+        """Put a retrieval on the cpu queue; its task id."""
 
     def depths(self) -> dict[str, int]:
         """Messages waiting per queue."""
@@ -34,6 +37,10 @@ class CeleryQueue:
 
     def enqueue_analysis(self, job_id: int, revision: int) -> None:
         enqueue_analysis(self._app, job_id, revision)
+
+    def enqueue_retrieval(self, source: str, study_uid: str, series_uid: str | None, method: str) -> str:
+        result = self._app.send_task(RETRIEVE_TASK, args=[source, study_uid, series_uid, method])
+        return str(result.id)
 
     def depths(self) -> dict[str, int]:
         """Passive queue declarations report the waiting messages on every kombu transport."""

@@ -34,6 +34,7 @@ PUBLIC = {
 ADMIN = {
     ("PUT", "/api/v1/rules"),
     ("PUT", "/api/v1/destinations"),
+    ("POST", "/api/v1/retrieve"),
     ("PUT", "/api/v1/models/{name}/weights"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/queues"),
@@ -61,10 +62,15 @@ SAMPLE_PATH_VALUES = {"job_id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3"
 class FakeQueue:
     def __init__(self, problem: str | None = None) -> None:
         self.enqueued: list[tuple[int, int]] = []
+        self.retrievals: list[tuple[str, str, str | None, str]] = []
         self.problem = problem
 
     def enqueue_analysis(self, job_id: int, revision: int) -> None:
         self.enqueued.append((job_id, revision))
+
+    def enqueue_retrieval(self, source: str, study_uid: str, series_uid: str | None, method: str) -> str:
+        self.retrievals.append((source, study_uid, series_uid, method))
+        return f"task-{len(self.retrievals)}"
 
     def depths(self) -> dict[str, int]:
         return {"gpu": len(self.enqueued), "cpu": 0}
@@ -242,3 +248,18 @@ def test_metrics_follow_the_data(client: TestClient, queued_job: int) -> None:
     assert 'lungcds_series{state="queued"} 1.0' in text
     assert 'lungcds_jobs{state="queued"} 1.0' in text
     assert 'lungcds_queue_depth{queue="gpu"} 0.0' in text
+
+
+def test_retrieve_requests_are_validated_and_queued(
+    client: TestClient, keys: dict[str, str], queue: FakeQueue, settings: Settings
+) -> None:
+    admin = _auth(keys["admin"])
+    settings.retrieve_sources = ["PACS@10.0.0.5:104"]
+    body = {"source": "PACS", "study_instance_uid": "1.2.840.113619.2.1", "method": "move"}
+    accepted = client.post("/api/v1/retrieve", json=body, headers=admin)
+    assert accepted.status_code == 202 and accepted.json()["source"] == "PACS@10.0.0.5:104"
+    assert queue.retrievals == [("PACS@10.0.0.5:104", "1.2.840.113619.2.1", None, "move")]
+    unknown = client.post("/api/v1/retrieve", json={**body, "source": "OTHER"}, headers=admin)
+    assert unknown.status_code == 422 and "not a configured retrieve source" in unknown.json()["detail"]
+    bad_uid = client.post("/api/v1/retrieve", json={**body, "study_instance_uid": "1.02.x"}, headers=admin)
+    assert bad_uid.status_code == 422
