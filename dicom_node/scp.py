@@ -25,6 +25,7 @@ until the handler returns (PS3.7 9.3.1.2).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -196,6 +197,24 @@ def _failure(status: int, reason: str) -> Dataset:
     return response
 
 
+def _parse_allow_list(entries: Sequence[str]) -> tuple[tuple[str, ...], dict[str, set[str]]]:
+    """Split ``AET`` / ``AET@host`` entries into the titles and, per pinned title, its host addresses."""
+    titles: list[str] = []
+    pins: dict[str, set[str]] = {}
+    for entry in entries:
+        title, _, host = entry.partition("@")
+        title = title.strip()
+        if title not in titles:
+            titles.append(title)
+        if host.strip():
+            try:
+                addresses = {str(info[4][0]) for info in socket.getaddrinfo(host.strip(), None)}
+            except OSError as exc:
+                raise ValueError(f"allowed calling AE {entry!r}: cannot resolve {host!r}: {exc}") from exc
+            pins.setdefault(title, set()).update(addresses)
+    return tuple(titles), pins
+
+
 class StorageSCP:
     """A Storage and Verification SCP that spools instances and notifies a sink.
 
@@ -210,7 +229,10 @@ class StorageSCP:
     allowed_calling_aets : Sequence of str, optional
         When not empty, associations from other Calling AE Titles are rejected
         with A-ASSOCIATE-RJ, rejected-permanent, service-user, "calling-AE-title
-        not recognized" (PS3.8 9.3.4).
+        not recognized" (PS3.8 9.3.4).  An entry ``AET@host`` also pins that
+        title to one host (name or address): the same title from elsewhere is
+        aborted as soon as it is accepted, before any data set is handled, and
+        reported to ``on_rejected`` (AE titles are not authentication).
     maximum_pdu_size : int, optional
         Maximum PDU length we receive (PS3.8 D.1); 0 means unlimited.
     maximum_associations : int, optional
@@ -247,6 +269,7 @@ class StorageSCP:
         self.spool = spool
         self.sink = sink
         self.allowed_calling_aets = tuple(allowed_calling_aets)
+        self._titles, self._pins = _parse_allow_list(self.allowed_calling_aets)
         self.maximum_pdu_size = maximum_pdu_size
         self.maximum_associations = maximum_associations
         self.network_timeout = network_timeout
@@ -293,7 +316,7 @@ class StorageSCP:
         ae.maximum_pdu_size = self.maximum_pdu_size
         ae.maximum_associations = self.maximum_associations
         ae.network_timeout = self.network_timeout
-        ae.require_calling_aet = list(self.allowed_calling_aets)
+        ae.require_calling_aet = list(self._titles)
         ae.add_supported_context(Verification, list(VERIFICATION_TRANSFER_SYNTAXES))
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(cast(str, context.abstract_syntax), list(STORAGE_TRANSFER_SYNTAXES))
@@ -437,8 +460,25 @@ class StorageSCP:
         )
 
     def _on_accepted(self, event: Event) -> None:
-        """Start book-keeping when an association is accepted (``evt.EVT_ACCEPTED``)."""
+        """Start book-keeping when an association is accepted (``evt.EVT_ACCEPTED``).
+
+        A calling AE title pinned to other hosts is aborted here, on the association's own
+        thread, before it can send any request.
+        """
         state = self._state_for(event.assoc)
+        pinned = self._pins.get(state.info.calling_aet)
+        if pinned is not None and state.info.peer_host not in pinned:
+            reason = f"calling AE title {state.info.calling_aet} is not allowed from {state.info.peer_host}"
+            logger.warning("association aborted: %s", reason)
+            with self._lock:
+                self._states.pop(event.assoc, None)
+            event.assoc.abort()
+            if self.on_rejected is not None:
+                try:
+                    self.on_rejected(state.info, reason)
+                except Exception:
+                    logger.exception("on_rejected failed for the association from %s", state.info.calling_aet)
+            return
         logger.info(
             "association %s accepted from %s at %s:%d",
             state.info.id,

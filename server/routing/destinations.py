@@ -28,11 +28,21 @@ class DestinationEntry(BaseModel):
     address: str = Field(description="AET@host:port")
     outputs: list[str] = Field(default_factory=lambda: list(OUTPUT_KINDS))
     tls: bool = False
+    calling_aet: str | None = Field(
+        None, max_length=16, description="The calling AE title this destination expects from us (default ours)"
+    )
 
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
         return str(parse_destination(value))
+
+    @field_validator("calling_aet")
+    @classmethod
+    def _valid_title(cls, value: str | None) -> str | None:
+        if value is not None:
+            Destination(value, "localhost", 104)  # raises ValueError for an invalid AE title
+        return value
 
     @field_validator("outputs")
     @classmethod
@@ -85,6 +95,7 @@ def load_destinations(settings: Settings) -> DestinationList:
                 address=text,
                 outputs=list(settings.outputs_for(text)),
                 tls=parse_destination(text).ae_title in settings.dicom_tls_destinations,
+                calling_aet=None,
             )
             for text in settings.destinations
         ]

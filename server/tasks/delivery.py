@@ -66,11 +66,13 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
     return len(leased)
 
 
-def _resolve(settings: Settings, address: str) -> Destination:
-    """The destination of an outbox row, over TLS when the destination list says so."""
+def _resolve(settings: Settings, address: str) -> tuple[Destination, str]:
+    """The destination of an outbox row (over TLS when its entry says so) and our calling AE for it."""
     target = parse_destination(address)
     entry = next((e for e in load_destinations(settings).destinations if e.address == address), None)
-    return with_tls(settings, target) if entry is not None and entry.tls else target
+    if entry is None:
+        return target, settings.ae_title
+    return (with_tls(settings, target) if entry.tls else target), entry.calling_aet or settings.ae_title
 
 
 def is_final_refusal(status: int) -> bool:
@@ -97,7 +99,8 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     error: str | None = None
     final = False
     try:
-        results = send_files(_resolve(settings, destination), [path], calling_aet=settings.ae_title)
+        target, calling_aet = _resolve(settings, destination)
+        results = send_files(target, [path], calling_aet=calling_aet)
         failed = [r for r in results if not r.ok]
         if failed:
             error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)

@@ -492,3 +492,28 @@ def test_unexpected_spool_error_is_a_processing_failure(
 
     assert response.Status == PROCESSING_FAILURE
     assert running_scp.sink.stored == []
+
+
+def test_a_pinned_calling_ae_is_accepted_only_from_its_host(tmp_path: Path, sink: RecordingSink) -> None:
+    rejected: list[tuple[str, str]] = []
+    scp = StorageSCP(
+        SCP_AET,
+        Spool(tmp_path / "spool"),
+        sink,
+        allowed_calling_aets=["CT01@127.0.0.1", "CT02@192.0.2.10", "ANYWHERE"],
+        on_rejected=lambda info, reason: rejected.append((info.calling_aet, reason)),
+    )
+    port = scp.start("127.0.0.1", 0)
+    try:
+        assert echo(Destination(SCP_AET, "127.0.0.1", port), "CT01")
+        assert echo(Destination(SCP_AET, "127.0.0.1", port), "ANYWHERE")
+        spoofed = associate(port, [(CTImageStorage, ExplicitVRLittleEndian)], aet="CT02")
+        deadline = time.monotonic() + 5
+        while not spoofed.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spoofed.is_aborted, "the same title from another host is cut off"
+    finally:
+        scp.stop()
+    assert rejected == [("CT02", "calling AE title CT02 is not allowed from 127.0.0.1")]
+    spool = tmp_path / "spool"
+    assert not spool.exists() or not [p for p in spool.rglob("*") if p.is_file()]

@@ -40,7 +40,11 @@ def test_destinations_start_from_the_settings_and_are_replaced_whole(
     client, headers = admin
     settings.destinations = ["PACS@10.0.0.1:104"]
     listed = client.get("/api/v1/destinations", headers=headers).json()
-    assert listed == {"destinations": [{"address": "PACS@10.0.0.1:104", "outputs": ["sr", "seg", "pdf"], "tls": False}]}
+    assert listed == {
+        "destinations": [
+            {"address": "PACS@10.0.0.1:104", "outputs": ["sr", "seg", "pdf"], "tls": False, "calling_aet": None}
+        ]
+    }
     new = {"destinations": [{"address": "VNA@vna.example:11112", "outputs": ["sr", "pdf"]}]}
     assert client.put("/api/v1/destinations", json=new, headers=headers).status_code == 200
     assert [e.address for e in load_destinations(settings).destinations] == ["VNA@vna.example:11112"]

@@ -218,3 +218,32 @@ def test_outputs_per_destination_and_a_refused_type_does_not_block_the_others(
 def test_final_refusal_statuses() -> None:
     assert is_final_refusal(0xA900) and is_final_refusal(0xC000) and is_final_refusal(0x0122)
     assert not is_final_refusal(0xA700) and not is_final_refusal(0x0110) and not is_final_refusal(-1)
+
+
+def test_a_destination_can_require_its_own_calling_ae_title(
+    settings: Settings, engine: Engine, queued: tuple[int, int, str], tmp_path: Path
+) -> None:
+    from server.routing.destinations import DestinationEntry, DestinationList, save_destinations
+
+    port = free_port()
+    save_destinations(
+        settings,
+        DestinationList(
+            destinations=[
+                DestinationEntry(address=f"PICKY@127.0.0.1:{port}", outputs=["sr"], calling_aet="LUNGCDS_ICU")
+            ]
+        ),
+    )
+    app = create_celery(settings)
+    job_id, revision, _ = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    keep = _Keep()
+    picky = StorageSCP("PICKY", Spool(tmp_path / "picky", min_free_bytes=0), keep, allowed_calling_aets=["LUNGCDS_ICU"])
+    with picky:
+        picky.start("127.0.0.1", port)
+        with Session(engine) as session:
+            row = session.exec(select(Delivery)).one()
+        app.tasks[DELIVERY_TASK].apply(args=[row.id])
+    with Session(engine) as session:
+        assert session.exec(select(Delivery.state)).one() == "sent"
+    assert len(keep.stored) == 1
