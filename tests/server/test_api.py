@@ -140,3 +140,22 @@ def test_rules_are_changed_by_admins_only_and_validated(
 def test_openapi_is_published(client: TestClient) -> None:
     spec = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/series/{series_uid}/result" in spec["paths"]
+
+
+def test_series_filter_by_patient_and_time_and_sort(
+    client: TestClient, keys: dict[str, str], received: dict[str, str]
+) -> None:
+    headers = _auth(keys["viewer"])
+    by_patient = client.get("/api/v1/series", params={"patient_id": "PID-1"}, headers=headers).json()
+    assert by_patient["total"] == 2
+    assert client.get("/api/v1/series", params={"accession_number": "none"}, headers=headers).json()["total"] == 0
+    future = client.get("/api/v1/series", params={"received_from": "2999-01-01T00:00:00Z"}, headers=headers).json()
+    assert future["total"] == 0
+    ascending = client.get("/api/v1/series", params={"sort": "state"}, headers=headers).json()["items"]
+    assert [s["state"] for s in ascending] == ["queued", "rejected"]
+    descending = client.get("/api/v1/series", params={"sort": "-state"}, headers=headers).json()["items"]
+    assert [s["state"] for s in descending] == ["rejected", "queued"]
+    bad = client.get("/api/v1/series", params={"sort": "patient_name"}, headers=headers)
+    assert bad.status_code == 422 and "sort by one of" in bad.json()["detail"]
+    jobs = client.get("/api/v1/jobs", params={"sort": "-queued_at", "state": "queued"}, headers=headers).json()
+    assert jobs["total"] == 1

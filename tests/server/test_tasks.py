@@ -247,3 +247,22 @@ def test_a_destination_can_require_its_own_calling_ae_title(
     with Session(engine) as session:
         assert session.exec(select(Delivery.state)).one() == "sent"
     assert len(keep.stored) == 1
+
+
+def test_metrics_change_as_the_series_is_processed(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], settings: Settings
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.api.main import create_app
+
+    client = TestClient(create_app(settings, engine))
+    before = client.get("/metrics").text
+    assert 'lungcds_jobs{state="queued"} 1.0' in before and 'lungcds_jobs{state="done"}' not in before
+    assert 'lungcds_stage_duration_seconds_count{stage="lung_mask"}' not in before
+    job_id, revision, _ = queued
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    after = client.get("/metrics").text
+    assert 'lungcds_jobs{state="done"} 1.0' in after and 'lungcds_series{state="done"} 1.0' in after
+    assert 'lungcds_stage_duration_seconds_count{stage="lung_mask"} 1.0' in after
+    assert 'lungcds_deliveries{state="pending"} 3.0' in after

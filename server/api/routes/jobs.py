@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from dicom_node.scu import parse_destination
 from server import crud
 from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
+from server.api.listing import order_by
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
 from server.db_models import Delivery, Job, JobEvent, Series
@@ -34,20 +35,36 @@ def job_public(session: Session, job: Job) -> JobPublic:
     return JobPublic(**data)
 
 
+_JOB_SORT = {
+    "id": col(Job.id),
+    "queued_at": col(Job.queued_at),
+    "started_at": col(Job.started_at),
+    "finished_at": col(Job.finished_at),
+    "state": col(Job.state),
+}
+
+
 @router.get("", response_model=Page[JobPublic])
 def list_jobs(
     session: SessionDep,
     _key: Viewer,
-    state: str | None = None,
+    state: str | None = Query(None, max_length=32),
+    queued_from: datetime | None = None,
+    queued_to: datetime | None = None,
+    sort: str = Query("-id", max_length=40),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[JobPublic]:
-    """Jobs, newest first."""
+    """Jobs, filtered by state and queue time; newest first by default."""
     stmt = select(Job)
     if state:
         stmt = stmt.where(Job.state == state)
+    if queued_from:
+        stmt = stmt.where(col(Job.queued_at) >= queued_from)
+    if queued_to:
+        stmt = stmt.where(col(Job.queued_at) <= queued_to)
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(Job.id).desc()).offset(offset).limit(limit)).all()
+    rows = session.exec(stmt.order_by(order_by(sort, _JOB_SORT)).offset(offset).limit(limit)).all()
     return Page(total=total, limit=limit, offset=offset, items=[job_public(session, r) for r in rows])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from server.api.deps import SessionDep, Viewer
+from server.api.listing import order_by
 from server.api.problems import Problem
 from server.api.routes.jobs import job_public
 from server.api.schemas import Page, SeriesPublic
-from server.db_models import Job, Series
+from server.db_models import Job, Series, Study
 
 router = APIRouter(prefix="/series", tags=["series"])
 
@@ -40,23 +42,47 @@ def series_public(session: Session, series: Series) -> SeriesPublic:
     return SeriesPublic(**data)
 
 
+_SERIES_SORT = {
+    "last_received_at": col(Series.last_received_at),
+    "first_received_at": col(Series.first_received_at),
+    "completed_at": col(Series.completed_at),
+    "state": col(Series.state),
+    "series_number": col(Series.series_number),
+}
+
+
 @router.get("", response_model=Page[SeriesPublic])
 def list_series(
     session: SessionDep,
     _key: Viewer,
-    state: str | None = None,
-    study_uid: str | None = None,
+    state: str | None = Query(None, max_length=32),
+    study_uid: str | None = Query(None, max_length=64),
+    patient_id: str | None = Query(None, max_length=64),
+    accession_number: str | None = Query(None, max_length=64),
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
+    sort: str = Query("-last_received_at", max_length=40),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[SeriesPublic]:
-    """Series, most recently received first."""
+    """Series, filtered by state, study, patient, accession and receipt time; most recent first by default."""
     stmt = select(Series)
     if state:
         stmt = stmt.where(Series.state == state)
     if study_uid:
         stmt = stmt.where(Series.study_instance_uid == study_uid)
+    if patient_id or accession_number:
+        stmt = stmt.join(Study, col(Study.study_instance_uid) == col(Series.study_instance_uid))
+        if patient_id:
+            stmt = stmt.where(Study.patient_id == patient_id)
+        if accession_number:
+            stmt = stmt.where(Study.accession_number == accession_number)
+    if received_from:
+        stmt = stmt.where(col(Series.last_received_at) >= received_from)
+    if received_to:
+        stmt = stmt.where(col(Series.last_received_at) <= received_to)
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(Series.last_received_at).desc()).offset(offset).limit(limit)).all()
+    rows = session.exec(stmt.order_by(order_by(sort, _SERIES_SORT)).offset(offset).limit(limit)).all()
     return Page(total=total, limit=limit, offset=offset, items=[series_public(session, r) for r in rows])
 
 

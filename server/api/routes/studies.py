@@ -7,6 +7,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from server.api.deps import SessionDep, Viewer
+from server.api.listing import order_by
 from server.api.problems import Problem
 from server.api.schemas import Page, StudyPublic
 from server.db_models import Series, Study
@@ -26,6 +27,14 @@ def _public(study: Study, series_count: int) -> StudyPublic:
     )
 
 
+_STUDY_SORT = {
+    "created_at": col(Study.created_at),
+    "study_date": col(Study.study_date),
+    "patient_id": col(Study.patient_id),
+    "accession_number": col(Study.accession_number),
+}
+
+
 @router.get("", response_model=Page[StudyPublic])
 def list_studies(
     session: SessionDep,
@@ -34,6 +43,7 @@ def list_studies(
     accession_number: str | None = None,
     date_from: str | None = Query(None, pattern=r"^\d{8}$", description="YYYYMMDD"),
     date_to: str | None = Query(None, pattern=r"^\d{8}$", description="YYYYMMDD"),
+    sort: str = Query("-created_at", max_length=40),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[StudyPublic]:
@@ -48,7 +58,7 @@ def list_studies(
     if date_to:
         stmt = stmt.where(col(Study.study_date) <= date_to)
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(Study.created_at).desc()).offset(offset).limit(limit)).all()
+    rows = session.exec(stmt.order_by(order_by(sort, _STUDY_SORT)).offset(offset).limit(limit)).all()
     counts = _series_counts(session, [r.study_instance_uid for r in rows])
     items = [_public(r, counts.get(r.study_instance_uid, 0)) for r in rows]
     return Page(total=total, limit=limit, offset=offset, items=items)
