@@ -276,6 +276,40 @@ def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSO
     Console(width=160).print(table)
 
 
+@train_app.command("lobes")
+def train_lobes_command(
+    pairs: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV: image, label[, split]")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for lobes.safetensors and its model card")],
+    max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs")] = 500,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation Dice before stopping")] = 30,
+    label_values: Annotated[
+        str, typer.Option(help="Label values of LUL,LLL,RUL,RML,RLL in the label files")
+    ] = "1,2,3,4,5",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Train the five-lobe segmentation network on your own labelled scans (nnU-Net-style recipe)."""
+    from models.segmentation.training import LobeTrainingConfig, train_lobes
+
+    configure_logging("INFO", json=False)
+    values = tuple(int(v) for v in label_values.split(","))
+    if len(values) != 5:
+        console.print("[red]--label-values needs five comma-separated integers (LUL,LLL,RUL,RML,RLL)[/]")
+        raise typer.Exit(2)
+    config = LobeTrainingConfig(
+        pairs_csv=pairs,
+        output_dir=out,
+        seed=seed,
+        label_values=(values[0], values[1], values[2], values[3], values[4]),
+        max_epochs=max_epochs,
+        patience=patience,
+        device=device,
+    )
+    result = train_lobes(config)
+    console.print(f"best validation mean Dice {result.best_mean_dice:.3f} at epoch {result.best_epoch}")
+    console.print(f"install it with: lungcds models install {result.weights_path} --name lobes")
+
+
 def _scaled(value: float | None, unit: float) -> str:
     return "-" if value is None else f"{value / unit:.2f}"
 
