@@ -71,7 +71,13 @@ class _ConvNormActivation(nn.Sequential):
     """Convolution without bias, BatchNorm, optional activation (torchvision ``Conv2dNormActivation``)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int, groups: int, activation: type[nn.Module] | None
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        groups: int,
+        activation: type[nn.Module] | None,
     ) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),

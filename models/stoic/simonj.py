@@ -23,8 +23,8 @@ follows step by step (models spec section 1, row "simon.j"):
    their vertical flips ("we impose a vertical flip invariance").
 7. ``ApplyLungMask(-1024)`` and ``iBOTExtractor('lung', 'vitl_i22k', 16 blocks)``: the same on
    the lung-masked slices with the ImageNet-22k model cut after 16 blocks.
-8. ``ParseAgeSex`` + ``ApplySTOICLogisticRegressions``: age / 100 clipped to [0.25, 0.95]
-   (65 when unknown), sex M = 1, F = 0, otherwise 0.5, appended to the features for severity
+8. ``ParseAgeSex`` + ``ApplySTOICLogisticRegressions``: the STOIC age bin / 100 clipped to
+   [0.25, 0.95] (65 when unknown), sex M = 1, F = 0, otherwise 0.5, appended to the features for severity
    only; ``P = alpha * sigmoid(X_full . w + b) + (1 - alpha) * sigmoid(X_lung . w' + b')``.
 
 The thesis says the slice features were "combined through pixel-wise average pooling"; the code
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
@@ -48,15 +47,16 @@ from scipy import ndimage
 from torch import Tensor
 
 from models.findings import Geometry
-from models.stoic.ensemble import (
+from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable, age_bin
+from models.stoic.storage import (
     MEMBER_CARD_FORMAT,
     prefixed,
     read_member_file,
-    sitk_image,
+    sitk_resample,
     write_member_file,
 )
-from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable
 from models.stoic.vit import VIT_L16, VisionTransformer
+from models.stoic.volumes import summary_row
 from models.zoo import count_parameters
 
 __all__ = [
@@ -83,7 +83,9 @@ __all__ = [
     "age_sex_features",
     "build_transforms",
     "imagenet_normalise",
+    "VIT_L16_PUBLISHED_PARAMETERS",
     "slice_features",
+    "summary",
 ]
 
 NAME = "stoic_simonj"
@@ -155,30 +157,15 @@ class ResampleSitkd(MapTransform):
         out_size = [int(v) for v in (size_xyz * spacing_xyz / np.asarray(self.spacing))]
         if min(out_size) < 1:
             raise MemberUnavailable(f"the series is too small to resample to {self.spacing} mm")
+        spacing_zyx = (self.spacing[2], self.spacing[1], self.spacing[0])
+        shape = (out_size[2], out_size[1], out_size[0])
         for key in self.key_iterator(d):
             is_mask = key in self.mask_keys
             source = np.asarray(d[key], dtype=np.uint8 if is_mask else np.float32)
-            image = sitk_image(source, geometry)
-            resampled = sitk.Resample(
-                image,
-                out_size,
-                sitk.Transform(),
-                sitk.sitkNearestNeighbor if is_mask else sitk.sitkLinear,
-                image.GetOrigin(),  # type: ignore[no-untyped-call]
-                self.spacing,
-                image.GetDirection(),  # type: ignore[no-untyped-call]
-                0.0,
-                image.GetPixelID(),  # type: ignore[no-untyped-call]
-            )
-            array = sitk.GetArrayFromImage(resampled)
+            array, _ = sitk_resample(source, geometry, spacing_zyx, shape, nearest=is_mask)
             d[key] = array > 0 if is_mask else array.astype(np.float32)
-        d[self.geometry_key] = Geometry(
-            origin=geometry.origin,
-            spacing=(self.spacing[2], self.spacing[1], self.spacing[0]),
-            direction=geometry.direction,
-            shape=(out_size[2], out_size[1], out_size[0]),
-        )
-        d[RECORD] = {**d.get(RECORD, {}), "resampled_shape": (out_size[2], out_size[1], out_size[0])}
+        d[self.geometry_key] = Geometry(geometry.origin, spacing_zyx, geometry.direction, shape)
+        d[RECORD] = {**d.get(RECORD, {}), "resampled_shape": shape}
         return d
 
 
@@ -355,13 +342,18 @@ def imagenet_normalise(slices_hu: np.ndarray) -> Tensor:
 def age_sex_features(age_years: float | None, sex: str | None) -> tuple[float, float, tuple[str, ...]]:
     """SJ ``ParseAgeSex``: (age / 100 clipped to [0.25, 0.95], sex M = 1 / F = 0 / else 0.5, notes).
 
-    A missing or non-finite age becomes 65 years, "the median of the STOIC dataset".
+    The authors read Patient's Age from STOIC's headers, which held the ten-year bin (T§4.2), so
+    the age is first put into that bin (:func:`~models.stoic.member.age_bin`: 58 -> 55).  A
+    missing or impossible age becomes 65 years, "the median of the STOIC dataset".
     """
     notes: list[str] = []
-    if age_years is None or not math.isfinite(age_years):
-        age_years = AGE_DEFAULT_YEARS
+    binned = age_bin(age_years)
+    if binned is None:
+        years = AGE_DEFAULT_YEARS
         notes.append(f"patient age unknown: {AGE_DEFAULT_YEARS:.0f} years used, as the authors did")
-    age = float(np.clip(age_years / 100.0, *AGE_CLIP))
+    else:
+        years = float(binned)
+    age = float(np.clip(years / 100.0, *AGE_CLIP))
     sex_value = {"M": 1.0, "F": 0.0}.get((sex or "").upper(), 0.5)
     if sex_value == 0.5:
         notes.append("patient sex unknown or other: 0.5 used, as the authors did")
@@ -536,7 +528,7 @@ class SimonjMember:
         """A model card: architecture (ViT options, depths), preprocessing, output, provenance."""
         return {
             "format": MEMBER_CARD_FORMAT,
-            "name": NAME,
+            "member": NAME,
             "version": VERSION,
             "description": DESCRIPTION,
             "architecture": {**dict(full), "lung_depth": lung_depth},
@@ -705,3 +697,35 @@ class SimonjMember:
             notes = ("demonstration weights: the probabilities have no clinical meaning", *notes)
         return MemberOutput(p_covid=blended["covid"], p_severe=blended["severe"], notes=notes, details=details)
 
+
+#: torchvision's published ``vit_l_16`` count (with its final LayerNorm and 1000-class head); the
+#: 24-block CLS extractor lacks those 2 048 + 1 025 000 parameters (tests check the difference).
+VIT_L16_PUBLISHED_PARAMETERS = 304_326_632
+
+
+def summary() -> list[dict[str, Any]]:
+    """Parameters and FLOPs of the two ViT-L/16 extractors for one 3 x 224 x 224 slice (meta device).
+
+    Each kept slice is run twice per network (the slice and its vertical flip), so a prediction
+    costs ``2 x slices`` passes of each; ``forward_passes_per_prediction`` counts one slice.
+    FLOPs leave out attention's matrix products, LayerNorm and GELU (the
+    :func:`models.zoo.count_flops` convention).
+    """
+    rows = []
+    for key, depth in (("full", FULL_DEPTH), ("lung", LUNG_DEPTH)):
+        with torch.device("meta"):
+            network = VisionTransformer(depth=depth, **_vit_options(VIT_L16))
+        rows.append(
+            summary_row(
+                f"{NAME}_vit_l16_{key}_{depth}_blocks",
+                network,
+                (3, SIZE, SIZE),
+                forward_passes=2,
+                published_parameters=None,
+                source=(
+                    f"SJ inference/algorithm/vit.py vit_large, first {depth} blocks, no final norm or head; "
+                    f"torchvision vit_l_16 publishes {VIT_L16_PUBLISHED_PARAMETERS} with both"
+                ),
+            )
+        )
+    return rows

@@ -186,7 +186,8 @@ class VisionTransformer(nn.Module):
         tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1) + self.pos_embed
         for block in self.blocks:
             tokens = block(tokens)
-        return tokens[:, 0]
+        cls: Tensor = tokens[:, 0]
+        return cls
 
 
 def vit_large_16(depth: int = 24) -> VisionTransformer:

@@ -27,38 +27,36 @@ model card in the metadata key ``model_card`` (as :mod:`models.corads.ensemble`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from scipy import ndimage
 from torch import Tensor, nn
 
 from models import PIPELINE_VERSION
 from models.findings import Geometry
-from models.stoic.member import MemberInputs, age_bin
+from models.stoic.member import MemberInputs, MemberOutput, age_bin
+from models.stoic.storage import MEMBER_CARD_FORMAT, read_member_file, sitk_resample, write_member_file
 from models.zoo import count_flops, count_parameters
 
 __all__ = [
-    "CARD_FORMAT",
     "GEOMETRY",
     "IMAGE",
     "LESIONS",
     "LUNGS",
-    "MODEL_CARD_KEY",
     "RECORD",
     "AsChannelTensord",
     "ClipIntensityd",
+    "MemberConfig",
     "PadCentreCropd",
     "PreparedInput",
     "ScaleToUnitd",
@@ -66,12 +64,14 @@ __all__ = [
     "ZScored",
     "ZoomToShaped",
     "SideInputFlops",
+    "VolumeMember",
     "bounding_box",
     "build_networks",
     "check_inputs",
     "inference_ready",
     "load_member_file",
     "make_card",
+    "network_seed",
     "remove_small_components",
     "resample_like_simpleitk",
     "run_transforms",
@@ -83,11 +83,6 @@ __all__ = [
 ]
 
 IMAGE, LUNGS, LESIONS, GEOMETRY, RECORD = "image", "lungs", "lesions", "geometry", "record"
-#: safetensors metadata key of the model card (as the CO-RADS ensemble files).
-MODEL_CARD_KEY = "model_card"
-#: ``format`` of every STOIC volume-member card written by this code.
-CARD_FORMAT = "lungcds.stoic-member/1"
-
 _TENSOR_KEY = re.compile(r"^([a-z_]+)\.(\d+)\.(.+)$")
 _T = TypeVar("_T")
 
@@ -139,16 +134,6 @@ def sex_note(member: str, sex: str | None, used: bool) -> str:
     return f"{member} used sex {shown}"
 
 
-def _sitk_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    """A SimpleITK image of a ``[z, y, x]`` array with the geometry's spacing, origin, direction."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
-    sz, sy, sx = geometry.spacing
-    image.SetSpacing((float(sx), float(sy), float(sz)))  # type: ignore[no-untyped-call]
-    image.SetOrigin(tuple(float(v) for v in geometry.origin))  # type: ignore[no-untyped-call]
-    image.SetDirection(tuple(float(v) for row in geometry.direction for v in row))  # type: ignore[no-untyped-call]
-    return image
-
-
 def resample_like_simpleitk(
     array: np.ndarray, geometry: Geometry, spacing_zyx: Sequence[float], outside_value: float = 0.0
 ) -> tuple[np.ndarray, Geometry]:
@@ -161,30 +146,10 @@ def resample_like_simpleitk(
     tuple
         The float32 ``[z, y, x]`` array and its geometry.
     """
-    image = _sitk_image(array, geometry)
-    new_spacing = (float(spacing_zyx[2]), float(spacing_zyx[1]), float(spacing_zyx[0]))
-    size = [int(round(n * s / ns)) for n, s, ns in zip(image.GetSize(), image.GetSpacing(), new_spacing, strict=True)]  # type: ignore[no-untyped-call]
-    if min(size) < 1:
+    shape = [int(round(n * s / ns)) for n, s, ns in zip(geometry.shape, geometry.spacing, spacing_zyx, strict=True)]
+    if min(shape) < 1:
         raise ValueError(f"resampling {array.shape} to {tuple(spacing_zyx)} mm leaves an empty axis")
-    resampled = sitk.Resample(
-        image,
-        size,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        image.GetOrigin(),  # type: ignore[no-untyped-call]
-        new_spacing,
-        image.GetDirection(),  # type: ignore[no-untyped-call]
-        float(outside_value),
-        sitk.sitkFloat32,
-    )
-    out = sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
-    new_geometry = Geometry(
-        origin=geometry.origin,
-        spacing=(float(spacing_zyx[0]), float(spacing_zyx[1]), float(spacing_zyx[2])),
-        direction=geometry.direction,
-        shape=(out.shape[0], out.shape[1], out.shape[2]),
-    )
-    return out, new_geometry
+    return sitk_resample(np.asarray(array, dtype=np.float32), geometry, spacing_zyx, shape, outside_value=outside_value)
 
 
 def _record(d: dict[Hashable, Any], **facts: Any) -> None:
@@ -321,15 +286,19 @@ class PadCentreCropd(MapTransform):
 
     Padding brings every axis to at least its target size with ``pad_value``, ``diff // 2``
     before and the rest after; the centre crop starts at ``(n - size) // 2`` (volumentations
-    ``CenterCrop``).  The record gets ``crop_start`` (negative where padded).
+    ``CenterCrop``).  The record gets the start of the crop per axis (negative where padded)
+    under ``record_key``.
     """
 
-    def __init__(self, keys: Sequence[str], shape: Sequence[int], pad_value: float = 0.0) -> None:
+    def __init__(
+        self, keys: Sequence[str], shape: Sequence[int], pad_value: float = 0.0, record_key: str = "crop_start"
+    ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape needs three positive sizes, got {tuple(shape)}")
         self.shape = tuple(int(s) for s in shape)
         self.pad_value = pad_value
+        self.record_key = record_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Arrays of ``shape``."""
@@ -344,7 +313,7 @@ class PadCentreCropd(MapTransform):
             index = tuple(slice(o, o + s) for o, s in zip(offsets, self.shape, strict=True))
             d[key] = padded[index]
             starts = [o - b for o, b in zip(offsets, before, strict=True)]
-        _record(d, crop_start=tuple(starts))
+        _record(d, **{self.record_key: tuple(starts)})
         return d
 
 
@@ -453,7 +422,7 @@ def make_card(
         Training data, metrics, hyperparameters, seeds...
     """
     return {
-        "format": CARD_FORMAT,
+        "format": MEMBER_CARD_FORMAT,
         "member": member,
         "version": version,
         "description": description,
@@ -478,14 +447,12 @@ def save_member_file(path: Path, networks: Mapping[str, Sequence[nn.Module]], ca
     if counts != dict(card["groups"]):
         raise ValueError(f"the card lists networks {dict(card['groups'])}, got {counts}")
     tensors = {
-        f"{group}.{i}.{key}": value.detach().to("cpu").contiguous()
+        f"{group}.{i}.{key}": value
         for group, modules in networks.items()
         for i, module in enumerate(modules)
         for key, value in module.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={MODEL_CARD_KEY: json.dumps(dict(card), sort_keys=True)})
-    return path
+    return write_member_file(path, tensors, card)
 
 
 def load_member_file(path: Path, member: str) -> tuple[dict[str, list[dict[str, Tensor]]], dict[str, Any]]:
@@ -497,15 +464,9 @@ def load_member_file(path: Path, member: str) -> tuple[dict[str, list[dict[str, 
         If the file has no card, a card of another format or member, or networks that do not
         match the card.
     """
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if MODEL_CARD_KEY not in metadata:
-        raise ValueError(f"{path} has no {MODEL_CARD_KEY!r} metadata; it is not a STOIC member file")
-    card: dict[str, Any] = json.loads(metadata[MODEL_CARD_KEY])
-    if card.get("format") != CARD_FORMAT or card.get("member") != member:
-        raise ValueError(f"{path}: card {card.get('format')!r} for {card.get('member')!r}, expected {member!r}")
+    tensors, card = read_member_file(path, member)
     states: dict[str, dict[int, dict[str, Tensor]]] = {}
-    for key, value in load_file(str(path)).items():
+    for key, value in tensors.items():
         match = _TENSOR_KEY.match(key)
         if match is None:
             raise ValueError(f"{path}: tensor {key!r} has no {{group}}.{{index}}. prefix")
@@ -517,11 +478,16 @@ def load_member_file(path: Path, member: str) -> tuple[dict[str, list[dict[str, 
     return {g: [v[i] for i in range(len(v))] for g, v in states.items()}, card
 
 
-def build_networks(factory: Callable[[], _T], count: int, seed: int) -> list[_T]:
-    """``count`` networks from ``factory``, network ``i`` built under the torch seed ``1000 * seed + i``."""
+def network_seed(seed: int, group_position: int, index: int) -> int:
+    """The torch seed of network ``index`` of the ``group_position``-th group of a demo member."""
+    return 1_000_000 * seed + 1_000 * group_position + index
+
+
+def build_networks(factory: Callable[[], _T], count: int, seed: int, group_position: int = 0) -> list[_T]:
+    """``count`` networks from ``factory``, network ``i`` built under :func:`network_seed`."""
     networks = []
     for i in range(count):
-        with seeded(1000 * seed + i):
+        with seeded(network_seed(seed, group_position, i)):
             networks.append(factory())
     return networks
 
@@ -570,3 +536,168 @@ def summary_row(
         ),
         "source": source,
     }
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples of a config dataclass (recursively)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """Base of the members' configurations: architecture and preprocessing parameters.
+
+    Subclasses are frozen dataclasses whose defaults are the published values; the card stores
+    :meth:`as_dict` and a file is rebuilt with :meth:`from_dict`.
+    """
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (tuples become lists)."""
+        result: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return result
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Inverse of :meth:`as_dict`.
+
+        Raises
+        ------
+        ValueError
+            For keys the configuration does not have.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
+        return cls(**{k: _tuples(v) for k, v in data.items()})
+
+
+ConfigT = TypeVar("ConfigT", bound=MemberConfig)
+
+
+class VolumeMember(Generic[ConfigT]):
+    """Loading, saving and demo weights shared by the volume members (each a ``StoicMember``).
+
+    A subclass names itself (``NAME``, ``VERSION``, ``DESCRIPTION``), says which configuration it
+    takes (``CONFIG``), how many networks of which group a configuration has
+    (:meth:`network_groups`) and how to build one (:meth:`build_network`), and implements
+    ``preprocess`` and ``predict``.
+
+    Parameters
+    ----------
+    networks : mapping of str to sequence of torch.nn.Module
+        The member's networks by group (e.g. five severity folds); they are put in eval mode.
+    card : mapping
+        The model card (:func:`make_card`); its ``config`` rebuilds the configuration.
+
+    Raises
+    ------
+    ValueError
+        If the networks do not match the groups the configuration asks for.
+    """
+
+    NAME: ClassVar[str]
+    VERSION: ClassVar[str]
+    DESCRIPTION: ClassVar[str]
+    CONFIG: ClassVar[type[MemberConfig]]
+
+    def __init__(self, networks: Mapping[str, Sequence[nn.Module]], card: Mapping[str, Any]) -> None:
+        self.name: str = self.NAME
+        self.card: dict[str, Any] = dict(card)
+        self.config = cast(ConfigT, self.CONFIG.from_dict(card["config"]))
+        expected = self.network_groups(self.config)
+        found = {group: len(modules) for group, modules in networks.items()}
+        if found != expected:
+            raise ValueError(f"{self.NAME} with this configuration needs networks {expected}, got {found}")
+        self.networks: dict[str, list[nn.Module]] = {
+            group: [inference_ready(module) for module in modules] for group, modules in networks.items()
+        }
+
+    @classmethod
+    def network_groups(cls, config: ConfigT) -> dict[str, int]:
+        """Networks per group that ``config`` asks for."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_network(cls, config: ConfigT, group: str) -> nn.Module:
+        """A freshly initialised network of ``group``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_safetensors(cls, path: Path | str) -> Self:
+        """Load a member file written by :meth:`save` (or by the training code).
+
+        Raises
+        ------
+        ValueError
+            For a file of another member, or state dicts that do not fit the architecture.
+        """
+        states, card = load_member_file(Path(path), cls.NAME)
+        config = cast(ConfigT, cls.CONFIG.from_dict(card["config"]))
+        networks: dict[str, list[nn.Module]] = {}
+        for group, group_states in states.items():
+            networks[group] = []
+            for state in group_states:
+                network = cls.build_network(config, group)
+                network.load_state_dict(state, strict=True)
+                networks[group].append(network)
+        return cls(networks, card)
+
+    @classmethod
+    def demo(cls, seed: int = 0, **overrides: Any) -> Self:
+        """The member with generated, deterministic, untrained weights (card ``"demo": true``).
+
+        Network ``i`` of the ``k``-th group is initialised under the torch seed
+        :func:`network_seed` ``(seed, k, i)`` (the caller's random state is left alone), so groups
+        differ from each other; ``overrides`` replace configuration defaults, e.g.
+        a small input shape and fewer folds for tests.  The outputs mean nothing clinically.
+        """
+        config = cast(ConfigT, cls.CONFIG(**overrides))
+        groups = cls.network_groups(config)
+        networks = {
+            group: build_networks(functools.partial(cls.build_network, config, group), count, seed, position)
+            for position, (group, count) in enumerate(groups.items())
+        }
+        card = make_card(
+            member=cls.NAME,
+            version=cls.VERSION,
+            description=cls.DESCRIPTION,
+            config=config.as_dict(),
+            groups=groups,
+            demo=True,
+            seed=seed,
+            weights="generated demonstration weights: never trained, no clinical meaning",
+        )
+        return cls(networks, card)
+
+    @classmethod
+    def trained(cls, config: ConfigT, networks: Mapping[str, Sequence[nn.Module]], **provenance: Any) -> Self:
+        """The member from trained networks, with a card recording ``provenance``."""
+        card = make_card(
+            member=cls.NAME,
+            version=cls.VERSION,
+            description=cls.DESCRIPTION,
+            config=config.as_dict(),
+            groups={group: len(modules) for group, modules in networks.items()},
+            demo=False,
+            **provenance,
+        )
+        return cls(networks, card)
+
+    def save(self, path: Path | str) -> Path:
+        """Write the member's networks and card to one safetensors file."""
+        return save_member_file(Path(path), self.networks, self.card)
+
+    def weight_notes(self) -> tuple[str, ...]:
+        """A sentence for outputs of generated weights (none for trained ones)."""
+        return ("generated demonstration weights: never trained, no clinical meaning",) if self.card["demo"] else ()
+
+    def preprocess(self, inputs: MemberInputs) -> PreparedInput:
+        """The networks' input(s) for one series."""
+        raise NotImplementedError
+
+    def predict(self, inputs: MemberInputs) -> MemberOutput:
+        """P(COVID-19) and/or P(severe) for one series."""
+        raise NotImplementedError

@@ -7,11 +7,12 @@ building them is the expensive part of this test package.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.findings import Volume
 from models.lungmask import LungSegmentation, segment_lungs
@@ -97,3 +98,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def dice_score() -> Callable[[np.ndarray, np.ndarray], float]:
     """The Dice overlap function, as a fixture so test modules need not import each other."""
     return dice
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread during a test, the previous count restored after: CI's two cores
+    are shared with other work and the networks under test are small.  A test folder uses it for
+    all its tests with an autouse fixture that requests it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

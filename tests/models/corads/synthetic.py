@@ -21,6 +21,14 @@ BLOB_RADIUS_MM = 14.0
 
 def synthetic_case(rng: np.random.Generator, corads: int) -> tuple[Volume, np.ndarray, np.ndarray]:
     """A volume in HU, its lung mask and its lesion mask, with ``corads - 1`` blobs."""
+    return synthetic_chest(rng, corads - 1)
+
+
+def synthetic_chest(
+    rng: np.random.Generator, blobs: int, blob_radius_mm: float = BLOB_RADIUS_MM
+) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """A volume in HU, its lung mask and its lesion mask, with ``blobs`` ground-glass spheres
+    (shared with the STOIC volume members' learning tests, whose labels are the burden too)."""
     z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(SHAPE, SPACING, strict=True)), indexing="ij")
     centre_z, centre_y, centre_x = (n * s / 2.0 for n, s in zip(SHAPE, SPACING, strict=True))
     hu = np.full(SHAPE, -1000.0)
@@ -38,9 +46,9 @@ def synthetic_case(rng: np.random.Generator, corads: int) -> tuple[Volume, np.nd
     hu[lungs] = -850.0
     lesions = np.zeros(SHAPE, dtype=bool)
     candidates = np.argwhere(lungs)
-    for _ in range(corads - 1):
+    for _ in range(blobs):
         centre = candidates[rng.integers(len(candidates))] * np.asarray(SPACING)
-        blob = ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) < BLOB_RADIUS_MM**2
+        blob = ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) < blob_radius_mm**2
         lesions |= blob & lungs
     hu[lesions] = -300.0
     hu += rng.normal(0.0, 20.0, size=SHAPE)

@@ -1,0 +1,1 @@
+"""STOIC2021 members and their ensemble (thesis chapter 4)."""
