@@ -78,6 +78,9 @@ class I3drPrediction:
     reported_outputs : tuple of str
         Outputs model A was trained on (all of them for demo weights); :meth:`to_result`
         reports only these.
+    model_b_outputs : tuple of str
+        Outputs model B was trained on; :meth:`to_result` reports model B's own (unscaled)
+        estimates only for these.
     records : mapping
         Per region, the preprocessing record (JSON-serialisable).
     demo : bool
@@ -93,18 +96,45 @@ class I3drPrediction:
     rescale_factors: Mapping[str, float | None]
     not_rescaled: Mapping[str, str]
     reported_outputs: tuple[str, ...]
+    model_b_outputs: tuple[str, ...] = ()
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     demo: bool = False
     version: str = I3DR_MODEL_VERSION
 
     def to_result(self) -> I3drResult:
-        """The ``Findings`` entry: model A per patient, the rescaled lobes (reported outputs only)."""
-        patient = {name: self.patient_a[name] for name in self.reported_outputs}
-        lobes = {
-            lobe: {name: values[name] for name in self.reported_outputs if name in values}
-            for lobe, values in self.lobes.items()
-        }
-        return I3drResult(patient=patient, lobes=lobes)
+        """The ``Findings`` entry, reported outputs only (those model A was trained on).
+
+        ``patient`` is model A's estimate and ``lobes`` the rescaled lobe estimates (T§2.3.1,
+        "Combined model"); ``lobes_unscaled`` and ``patient_b`` are model B's own estimates
+        (Table 2.2, "no rescaling") for the outputs model B was trained on; ``notes`` are
+        :meth:`notes`.
+        """
+        reported = self.reported_outputs
+        from_b = [name for name in reported if name in self.model_b_outputs]
+        return I3drResult(
+            patient={name: self.patient_a[name] for name in reported},
+            lobes={lobe: {n: values[n] for n in reported if n in values} for lobe, values in self.lobes.items()},
+            lobes_unscaled={lobe: {n: values[n] for n in from_b} for lobe, values in self.lobes_unscaled.items()},
+            patient_b=None if self.patient_b is None else {name: self.patient_b[name] for name in from_b},
+            notes=self.notes(),
+        )
+
+    def notes(self) -> tuple[str, ...]:
+        """In words, what the result does not contain and why, and whether the weights are a demo."""
+        notes = []
+        if self.demo:
+            notes.append("generated demonstration weights, never trained: the estimates have no clinical meaning")
+        if self.patient_b is None:
+            notes.append("patient level only (model A): lobe estimates need the five lobe masks and model B")
+        notes += [
+            f"{name} has no lobe estimate: {self.not_rescaled[name]}"
+            for name in self.reported_outputs
+            if name in self.not_rescaled
+        ]
+        withheld = [name for name in OUTPUTS if name not in self.reported_outputs]
+        if withheld:
+            notes.append(f"not estimated: {', '.join(withheld)} (model A was not trained on them)")
+        return tuple(notes)
 
     def details(self) -> dict[str, Any]:
         """Everything, JSON-serialisable: both models' estimates, factors, reasons, records."""
@@ -113,6 +143,7 @@ class I3drPrediction:
             "demo": self.demo,
             "units": dict(OUTPUT_UNITS),
             "reported_outputs": list(self.reported_outputs),
+            "model_b_outputs": list(self.model_b_outputs),
             "patient_a": dict(self.patient_a),
             "patient_b": dict(self.patient_b) if self.patient_b is not None else None,
             "lobes_unscaled": {k: dict(v) for k, v in self.lobes_unscaled.items()},
@@ -176,7 +207,7 @@ class I3dr:
         return model
 
     @property
-    def demo(self) -> bool:
+    def is_demo(self) -> bool:
         """True when any part has generated, never trained weights."""
         return bool(self.card.get("demo"))
 
@@ -305,13 +336,19 @@ class I3dr:
             All estimates; see the module docstring for the rescaling rule.
         """
         patient_a = self._patient_a(lungs)
-        common = {
-            "reported_outputs": self.trained["a"],
-            "records": dict(records or {}),
-            "demo": self.demo,
-        }
+        records = dict(records or {})
         if lobes is None:
-            return I3drPrediction(_as_values(patient_a), None, {}, {}, dict.fromkeys(OUTPUTS), {}, **common)
+            return I3drPrediction(
+                patient_a=_as_values(patient_a),
+                patient_b=None,
+                lobes_unscaled={},
+                lobes={},
+                rescale_factors=dict.fromkeys(OUTPUTS),
+                not_rescaled={},
+                reported_outputs=self.trained["a"],
+                records=records,
+                demo=self.is_demo,
+            )
         lobe_values = self._lobes_b(lobes)
         patient_b = lobe_values.sum(axis=0)
         factors: dict[str, float | None] = {}
@@ -331,7 +368,9 @@ class I3dr:
             else:
                 factors[name] = float(patient_a[k] / patient_b[k])
         rescaled = {
-            lobe: {name: float(lobe_values[i, k] * f) for k, name in enumerate(OUTPUTS) if (f := factors[name]) is not None}
+            lobe: {
+                name: float(lobe_values[i, k] * f) for k, name in enumerate(OUTPUTS) if (f := factors[name]) is not None
+            }
             for i, lobe in enumerate(LOBE_NAMES)
         }
         return I3drPrediction(
@@ -341,7 +380,10 @@ class I3dr:
             lobes=rescaled,
             rescale_factors=factors,
             not_rescaled=not_rescaled,
-            **common,
+            reported_outputs=self.trained["a"],
+            model_b_outputs=self.trained["b"],
+            records=records,
+            demo=self.is_demo,
         )
 
     def predict(self, volume: Volume, lungs: np.ndarray, lobes: Mapping[str, np.ndarray]) -> I3drPrediction:

@@ -188,13 +188,15 @@ class RegionSumRegressor(nn.Module):
         return out
 
     def outputs_from_features(self, features: Tensor) -> Tensor:
-        """The swapped form on given features ``(..., R, F)``: ``W f_r + b / R``, shape ``(..., R, O)``.
+        """The swapped form on region features ``(..., F)``: ``W f_r + b / R``, shape ``(..., O)``.
 
-        ``R`` is this model's ``num_regions`` (the bias is split over the regions the model was
-        trained with, T§2.3.1), so the regions' outputs sum to the training-form output.
+        ``R`` is this model's ``num_regions``: the bias is split over the number of regions the
+        model was trained with (T§2.3.1), so the outputs of a scan's ``R`` regions sum to the
+        training-form output.  One region's output does not depend on the others, which is what
+        lets T§2.4.1 evaluate a bag model on single digits.
         """
-        if features.shape[-2:] != (self.num_regions, self.num_features):
-            raise ValueError(f"expected (..., {self.num_regions}, {self.num_features}) features, got {features.shape}")
+        if features.shape[-1] != self.num_features:
+            raise ValueError(f"expected (..., {self.num_features}) features, got {tuple(features.shape)}")
         out: Tensor = F.linear(features, self.head.weight) + self.head.bias / self.num_regions
         return out
 
@@ -221,3 +223,37 @@ def build_model_b(backbone: BackboneSpec | None = None, num_outputs: int = len(O
     network = (backbone or BackboneSpec())()
     return RegionSumRegressor(network, _num_features(network), num_outputs, NUM_LOBES)
 
+
+def summary() -> list[dict[str, Any]]:
+    """Rows for ``lungcds models summary``: models A and B at the T§2.4.4 input, built on the meta device.
+
+    Both are the I3D backbone (the zoo's ``inception_v1_3d`` features, 12.29 M parameters in thesis
+    Table 3.3, spec section 5) with one Linear(1024 -> 7) head; A runs once per CT on the lungs, B
+    once per lobe.
+    """
+    import torch
+
+    from models.zoo import count_flops, count_parameters
+
+    shape = [3, 240, 240, 240]
+    rows: list[dict[str, Any]] = []
+    with torch.device("meta"):
+        networks = (("i3dr_model_a", build_model_a(), 1), ("i3dr_model_b", build_model_b(), NUM_LOBES))
+        for name, network, passes in networks:
+            params = count_parameters(network)
+            rows.append(
+                {
+                    "name": name,
+                    "parameters": params,
+                    "input_shape": shape,
+                    "flops": count_flops(network.backbone, shape),
+                    "forward_passes_per_prediction": passes,
+                    "published_parameters": round(12.29e6) + 1024 * len(OUTPUTS) + len(OUTPUTS),
+                    "parameters_relative_difference": None,
+                    "source": "thesis 2.3.1: I3D features (12.29 M, spec section 5) + Linear(1024 -> 7)",
+                }
+            )
+    for row in rows:
+        published = int(row["published_parameters"])
+        row["parameters_relative_difference"] = (int(row["parameters"]) - published) / published
+    return rows

@@ -288,22 +288,28 @@ def preprocess_regions(
         if isinstance(error.__cause__, ValueError):
             raise error.__cause__ from None
         raise
-    record = out[RECORD]
-    shared = {
-        "axes": tuple(record["axes"]),
-        "flipped": tuple(record["flipped"]),
-        "obliquity_deg": float(record["obliquity_deg"]),
-        "resampled_shape": tuple(record["resampled_shape"]),
-        "spacing_mm": float(record["spacing_mm"]),
-    }
-    return {
-        name: RegionInput(
+    record: dict[str, Any] = out[RECORD]
+    inputs = {}
+    for name in regions:
+        region: dict[str, Any] = record["regions"][name]
+        inputs[name] = RegionInput(
             image=out[_INPUT_PREFIX + name],
             mask=out[_CROPPED_PREFIX + name],
-            record=RegionRecord(region=name, **shared, **record["regions"][name]),
+            record=RegionRecord(
+                region=name,
+                axes=tuple(record["axes"]),
+                flipped=tuple(record["flipped"]),
+                obliquity_deg=float(record["obliquity_deg"]),
+                resampled_shape=tuple(record["resampled_shape"]),
+                spacing_mm=float(record["spacing_mm"]),
+                region_voxels=int(region["region_voxels"]),
+                region_centre_mm=tuple(region["region_centre_mm"]),
+                crop_start=tuple(region["crop_start"]),
+                padded=bool(region["padded"]),
+                voxels_outside_block=int(region["voxels_outside_block"]),
+            ),
         )
-        for name in regions
-    }
+    return inputs
 
 
 def stack_regions(inputs: Sequence[RegionInput] | Sequence[np.ndarray]) -> Tensor:

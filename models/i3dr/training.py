@@ -345,7 +345,9 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) ->
 def _running_stats_restored(module: nn.Module) -> Iterator[None]:
     """BatchNorm running statistics as before the block (Algorithm 1's first pass must not update them)."""
     norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    saved = [{k: v.clone() for k, v in m.state_dict().items() if k.startswith(("running_", "num_batches"))} for m in norms]
+    saved = [
+        {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("running_", "num_batches"))} for m in norms
+    ]
     try:
         yield
     finally:
@@ -388,7 +390,9 @@ def algorithm1_backward(
     scans, regions = inputs.shape[:2]
     images = inputs.flatten(0, 1)
     scan_of = torch.arange(scans, device=inputs.device).repeat_interleave(regions)
-    chunks = [slice(i, min(i + virtual_batch_size, scans * regions)) for i in range(0, scans * regions, virtual_batch_size)]
+    chunks = [
+        slice(i, min(i + virtual_batch_size, scans * regions)) for i in range(0, scans * regions, virtual_batch_size)
+    ]
     states = []
     cached = []
     # Lines 1-3: features of every mini-batch without a graph.
@@ -399,7 +403,7 @@ def algorithm1_backward(
     # Lines 4-6: z_s = sum of the scan's features; the head, its gradient and dL/dz_s.
     z = torch.cat(cached).reshape(scans, regions, -1).sum(dim=1).requires_grad_(True)
     loss = masked_l1_loss(model.head(z), scaled_targets)
-    loss.backward()
+    torch.autograd.backward(loss)
     grad_z = z.grad
     if grad_z is None:
         raise RuntimeError("no gradient reached the summed features")
@@ -408,13 +412,11 @@ def algorithm1_backward(
     for chunk, state in zip(chunks, states, strict=True):
         _set_rng_state(state, inputs.device)
         features = model.backbone(images[chunk])
-        features.backward(grad_z[scan_of[chunk]])
+        torch.autograd.backward(features, grad_tensors=grad_z[scan_of[chunk]])
     return loss.detach()
 
 
-def _batch_tensors(
-    cases: Sequence[I3drCase], scales: np.ndarray, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def _batch_tensors(cases: Sequence[I3drCase], scales: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
     """One-channel inputs ``(S, R, 1, D, H, W)`` and scaled targets ``(S, 7)`` on ``device``."""
     inputs = torch.from_numpy(np.stack([np.asarray(c.blocks, dtype=np.float32) for c in cases]))[:, :, None]
     targets = torch.from_numpy(np.stack([c.labels / scales for c in cases]))
@@ -425,7 +427,7 @@ def _augment(inputs: Tensor, config: AugmentationConfig, generator: torch.Genera
     """One random transform per region image, two images per call (bounds the sampling grid's memory)."""
     images = inputs.flatten(0, 1)
     ct = torch.ones(2, 1, dtype=torch.bool, device=inputs.device)
-    out = torch.cat([augment_batch(part, ct[: part.shape[0]], config, generator) for part in images.split(2)])
+    out = torch.cat([augment_batch(part, ct[: part.shape[0]], config, generator) for part in torch.split(images, 2)])
     return out.reshape(inputs.shape)
 
 
@@ -440,7 +442,9 @@ def predict_cases(model: RegionSumRegressor, cases: Sequence[I3drCase], device: 
     return np.asarray(outputs).reshape(len(cases), -1)
 
 
-def _validation_loss(model: RegionSumRegressor, cases: Sequence[I3drCase], scales: np.ndarray, device: torch.device) -> float:
+def _validation_loss(
+    model: RegionSumRegressor, cases: Sequence[I3drCase], scales: np.ndarray, device: torch.device
+) -> float:
     predicted = predict_cases(model, cases, device)
     targets = np.stack([c.labels / scales for c in cases])
     available = np.isfinite(targets)
@@ -506,7 +510,9 @@ def fit(
         losses = []
         order = rng.permutation(len(train))
         for start in range(0, len(order), recipe.batch_size):
-            inputs, targets = _batch_tensors([train[i] for i in order[start : start + recipe.batch_size]], scales, device)
+            inputs, targets = _batch_tensors(
+                [train[i] for i in order[start : start + recipe.batch_size]], scales, device
+            )
             if recipe.augmentation is not None:
                 inputs = _augment(inputs, recipe.augmentation, generator)
             inputs = replicate_channels(inputs)
@@ -515,9 +521,9 @@ def fit(
                 loss = algorithm1_backward(model, inputs, targets, recipe.virtual_batch_size)
             else:
                 loss = masked_l1_loss(model(inputs), targets)
-                loss.backward()
+                torch.autograd.backward(loss)
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         validation_loss = _validation_loss(model, validation, scales, device)
         history.append((epoch, float(np.mean(losses)), validation_loss))
         logger.info("epoch %d: training loss %.4f, validation loss %.4f", epoch, history[-1][1], validation_loss)
@@ -719,9 +725,16 @@ def train_i3dr(config: I3drTrainingConfig) -> TrainingResult:
     rows = read_csv(config.csv_path)
     train_rows, validation_rows = split_rows(rows, config.validation_fraction, config.split_seed)
     logger.info("preparing %d training and %d validation CTs", len(train_rows), len(validation_rows))
-    options = {"derive_volume_labels": config.derive_volume_labels, "cache_dir": config.cache_dir}
-    train = load_cases(train_rows, config.model, config.preprocessing, **options)
-    validation = load_cases(validation_rows, config.model, config.preprocessing, **options)
+    train, validation = (
+        load_cases(
+            part,
+            config.model,
+            config.preprocessing,
+            derive_volume_labels=config.derive_volume_labels,
+            cache_dir=config.cache_dir,
+        )
+        for part in (train_rows, validation_rows)
+    )
     scales, counts = label_scales(np.stack([case.labels for case in train]))
     torch.manual_seed(config.recipe.seed)
     model = build_model_a(config.backbone) if config.model == "a" else build_model_b(config.backbone)
