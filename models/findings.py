@@ -174,19 +174,39 @@ class CoradsResult:
 
 @dataclass(frozen=True)
 class StoicResult:
-    """STOIC2021 ensemble probabilities of COVID-19 and of severe outcome."""
+    """STOIC2021 ensemble probabilities of COVID-19 and of severe outcome (thesis chapter 4).
 
-    p_covid: float
-    p_severe: float
+    ``p_covid`` and ``p_severe`` are weighted means over the members that produced them, None
+    when no configured member did (the reason is in ``notes``); ``p_severe`` is conditional on
+    COVID-19, as STOIC2021 ranked it.  ``members`` holds each member's own outputs (only the
+    members that ran); ``averaged`` names, per output, the members whose outputs were averaged;
+    ``complete`` is False when a configured member is missing from its output's mean.
+    """
+
+    p_covid: float | None
+    p_severe: float | None
     members: Mapping[str, Mapping[str, float]]
+    config: str = "stoic_top3"
+    averaged: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    complete: bool = True
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class I3drResult:
-    """I3Dr lung-function estimates per patient and per lobe (L; DLCO in mL/min/mmHg)."""
+    """I3Dr lung-function estimates per patient and per lobe (L; DLCO in mL/min/mmHg).
+
+    ``patient`` is model A's estimate and ``lobes`` model B's lobe estimates rescaled by model A
+    (thesis 2.3.1), so that they sum to ``patient``.  ``lobes_unscaled`` and ``patient_b`` keep
+    model B's own estimates (Table 2.2 "no rescaling"); ``notes`` says what was not estimated
+    and why (e.g. no lobe masks: patient level only).
+    """
 
     patient: Mapping[str, float]
     lobes: Mapping[str, Mapping[str, float]]
+    lobes_unscaled: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    patient_b: Mapping[str, float] | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,12 +286,20 @@ class Findings:
             out["stoic"] = {
                 "p_covid": self.stoic.p_covid,
                 "p_severe": self.stoic.p_severe,
+                "p_severe_meaning": "conditional on COVID-19 (intubation or death within one month)",
+                "config": self.stoic.config,
                 "members": {k: dict(v) for k, v in self.stoic.members.items()},
+                "averaged": {k: list(v) for k, v in self.stoic.averaged.items()},
+                "complete": self.stoic.complete,
+                "notes": list(self.stoic.notes),
             }
         if self.i3dr is not None:
             out["i3dr"] = {
                 "patient": dict(self.i3dr.patient),
                 "lobes": {k: dict(v) for k, v in self.i3dr.lobes.items()},
+                "lobes_unscaled": {k: dict(v) for k, v in self.i3dr.lobes_unscaled.items()},
+                "patient_b": dict(self.i3dr.patient_b) if self.i3dr.patient_b is not None else None,
+                "notes": list(self.i3dr.notes),
             }
         if self.severity is not None:
             out["severity"] = {

@@ -1,8 +1,10 @@
 """The analysis pipeline: one CT volume in, :class:`~models.findings.Findings` out.
 
 Stages, in order: the classical lung mask and its quality gate; the learned lobe and lesion
-segmentations; the CT severity score from those masks; the CO-RADS ensemble; the weight-free
-measurements of the lungs and of every lobe found.  A learned model runs only with installed
+segmentations; the CT severity score from those masks; the CO-RADS ensemble; the STOIC2021
+ensemble (with the patient's age and sex); I3Dr lung function (lobar when lobe masks exist,
+patient level from model A otherwise); the weight-free measurements of the lungs and of every
+lobe found.  A learned model runs only with installed
 or (asked for) generated weights, and only when the lung mask passed the quality gate; every
 registered model gets a :class:`~models.findings.ModelRun` saying what happened and why, so a
 report can never suggest that a result exists when it does not, or hide that one came from
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
@@ -22,18 +25,31 @@ from models.findings import (
     LOBE_NAMES,
     CoradsResult,
     Findings,
+    I3drResult,
     ModelRun,
     QualityAssessment,
     SeverityResult,
+    StoicResult,
     Volume,
 )
 from models.lungmask import segment_lungs
 from models.measurements import measure_regions
 from models.quality import assess_lung_mask
-from models.registry import CLASSICAL_LUNG_MASK, MODEL_SPECS, SEVERITY, get_spec, unavailable_run
+from models.registry import (
+    CLASSICAL_LUNG_MASK,
+    I3DR,
+    MODEL_SPECS,
+    SEVERITY,
+    STOIC,
+    STOIC_MEMBERS,
+    get_spec,
+    unavailable_run,
+)
 from models.runtime import LearnedModel, ModelProvider
 from models.segmentation import segment_lesions, segment_lobes
 from models.severity import severity_from_masks
+from models.stoic.ensemble import EnsembleResult, MemberReport, StoicEnsemble, combine
+from models.stoic.member import MemberInputs
 from models.volume import PatientContext
 from models.weights import WeightStore
 
@@ -105,6 +121,8 @@ class _State:
     runs: dict[str, ModelRun] = field(default_factory=dict)
     corads: CoradsResult | None = None
     severity: SeverityResult | None = None
+    stoic: StoicResult | None = None
+    i3dr: I3drResult | None = None
 
 
 def analyse(
@@ -123,8 +141,7 @@ def analyse(
     volume : Volume
         The CT in HU.
     context : PatientContext
-        Age and sex; taken now so that the call does not change when models that use them
-        (STOIC) are implemented; this version does not use them.
+        Age and sex from the header, for the STOIC2021 members that use them.
     weights : WeightStore, optional
         Installed weights.
     progress : callable, optional
@@ -160,6 +177,11 @@ def analyse(
     )
     state.runs[CLASSICAL_LUNG_MASK] = _lung_mask_run(segmentation.warnings, bool(lungs.any()))
     _learned_stages(volume, segmentation.left, segmentation.right, quality, provider, state, report)
+    if quality.plausible:
+        report("stoic", 0.8)
+        _stoic(volume, context, provider, state)
+        report("i3dr", 0.88)
+        _i3dr(volume, provider, state)
     report("measurements", 0.95)
     measured = {
         name: mask for name, mask in state.masks.items() if name in ("lungs", "lung_left", "lung_right", *LOBE_NAMES)
@@ -176,6 +198,8 @@ def analyse(
         models=runs,
         pipeline_version=PIPELINE_VERSION,
         corads=state.corads,
+        stoic=state.stoic,
+        i3dr=state.i3dr,
         severity=state.severity,
         quality=quality,
         mask_sources=state.mask_sources,
@@ -195,14 +219,14 @@ def _learned_stages(
     report: Callable[[str, float], None],
 ) -> None:
     """Lobes, lesions, severity and CO-RADS, each only when it can run."""
-    learned = ("lobes", "lesions", SEVERITY, "corads")
+    learned = ("lobes", "lesions", SEVERITY, "corads", STOIC, *STOIC_MEMBERS, I3DR)
     if not quality.plausible:
         why = "not run: the lung mask failed the quality gate (" + "; ".join(quality.reasons) + ")"
         state.runs.update({name: _skipped(name, why) for name in learned if _available(name, provider)})
         return
     lungs = left | right
     report("lobes", 0.15)
-    lobes = provider.load("lobes")
+    lobes = _load(provider, "lobes", state)
     if lobes is not None:
         try:
             found = segment_lobes(
@@ -213,7 +237,7 @@ def _learned_stages(
         except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
             state.runs["lobes"] = _failed("lobes", exc)
     report("lesions", 0.4)
-    lesions = provider.load("lesions")
+    lesions = _load(provider, "lesions", state)
     if lesions is not None:
         try:
             found = segment_lesions(
@@ -231,7 +255,7 @@ def _learned_stages(
     report("severity", 0.65)
     _severity(volume, state)
     report("corads", 0.7)
-    corads = provider.load("corads")
+    corads = _load(provider, "corads", state)
     if corads is not None:
         try:
             state.corads = corads.model.predict(volume, lungs, state.masks.get("lesions"))
@@ -241,10 +265,21 @@ def _learned_stages(
             state.runs["corads"] = _failed("corads", exc)
 
 
+def _load(provider: ModelProvider, name: str, state: _State) -> LearnedModel | None:
+    """The loaded model, or None; a weights file that does not load is recorded as a failure of its model."""
+    try:
+        return provider.load(name)
+    except Exception as exc:  # noqa: BLE001 - e.g. a corrupt or mismatched weights file; the analysis goes on
+        state.runs[name] = _failed(name, exc)
+        return None
+
+
 def _available(name: str, provider: ModelProvider) -> bool:
     """Whether ``name`` would have run (weights or demo weights), so "skipped" is the honest status."""
     if name == SEVERITY:
         return _available("lobes", provider) and _available("lesions", provider)
+    if name == STOIC:
+        return any(_available(member, provider) for member in provider.stoic_config.members)
     return provider.demo_weights or provider.installed(name) is not None
 
 
@@ -278,3 +313,114 @@ def _severity(volume: Volume, state: _State) -> None:
         version=spec.version,
         description=spec.description,
     )
+
+
+def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, state: _State) -> None:
+    """The STOIC2021 ensemble over the configured members that have weights; a record for every member."""
+    config = provider.stoic_config
+    loaded = {name: _load(provider, name, state) for name in config.members}
+    members = {name: model.model if model is not None else None for name, model in loaded.items()}
+    inputs = MemberInputs(
+        volume=volume,
+        lungs=state.masks["lungs"],
+        lung_left=state.masks["lung_left"],
+        lung_right=state.masks["lung_right"],
+        lesions=state.masks.get("lesions"),
+        age_years=context.age_years,
+        sex=context.sex,
+    )
+    ensemble = StoicEnsemble(members, config)
+    reports = {
+        name: MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
+        if name in state.runs
+        else ensemble.run_member(name, inputs)
+        for name in config.members
+    }
+    result = combine(config, reports)
+    for name, report in result.members.items():
+        model = loaded.get(name)
+        if model is not None:
+            state.runs[name] = _member_run(report, model)
+    for name in STOIC_MEMBERS:
+        if name not in config.members and _available(name, provider):
+            state.runs[name] = _skipped(name, f"not run: not a member of the configured ensemble {config.name}")
+    state.stoic = result.to_stoic_result()
+    state.runs[STOIC] = _stoic_run(result, state.runs)
+
+
+def _member_run(report: MemberReport, model: LearnedModel) -> ModelRun:
+    """A member's record: ran (with its notes), refused this input, or failed."""
+    if report.status == "ran":
+        notes = "; ".join(report.output.notes) if report.output is not None else ""
+        return _ran(model, notes)
+    if report.status == "unavailable":
+        return _skipped(report.name, f"not run: {report.reason}")
+    spec = get_spec(report.name)
+    return ModelRun(
+        name=report.name,
+        status="failed",
+        reason=f"failed: {report.reason}",
+        validated=False,
+        version=spec.version,
+        description=spec.description,
+    )
+
+
+def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun:
+    """The ensemble's record: which members it averaged per output, validated only if all of them were."""
+    spec = get_spec(STOIC)
+    averaged = {name for names in result.averaged.values() for name in names}
+    if not averaged:
+        missing = "; ".join(f"{name}: {why}" for name, why in result.not_run.items())
+        status: Literal["not_installed", "skipped"] = (
+            "not_installed" if all(r.status == "not_installed" for r in result.members.values()) else "skipped"
+        )
+        return ModelRun(
+            name=STOIC,
+            status=status,
+            reason=f"no member of {result.config} gave a result ({missing})",
+            validated=False,
+            version=spec.version,
+            description=spec.description,
+        )
+    parts = [
+        f"{words} = mean of {', '.join(result.averaged[key]) or 'no member'}"
+        for key, words in (("p_covid", "P(COVID-19)"), ("p_severe", "P(severe)"))
+    ]
+    reason = f"ran ({result.config}): " + "; ".join(parts)
+    if not result.complete:
+        reason += "; incomplete ensemble: " + "; ".join(f"{name} {why}" for name, why in result.not_run.items())
+    return ModelRun(
+        name=STOIC,
+        status="ran",
+        reason=reason,
+        validated=all(runs[name].validated for name in averaged if name in runs),
+        version=spec.version,
+        description=spec.description,
+    )
+
+
+def _i3dr(volume: Volume, provider: ModelProvider, state: _State) -> None:
+    """I3Dr per lobe when the five lobe masks exist and are not empty, else model A at patient level, saying why."""
+    loaded = _load(provider, I3DR, state)
+    if loaded is None:
+        return
+    lobes = {name: state.masks[name] for name in LOBE_NAMES if name in state.masks and state.masks[name].any()}
+    lobar = len(lobes) == len(LOBE_NAMES)
+    try:
+        if lobar:
+            prediction = loaded.model.predict(volume, state.masks["lungs"], lobes)
+        else:
+            prediction = loaded.model.predict_patient_only(volume, state.masks["lungs"])
+    except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
+        state.runs[I3DR] = _failed(I3DR, exc)
+        return
+    result = prediction.to_result()
+    if not lobar:
+        missing = [name for name in LOBE_NAMES if name not in lobes]
+        lobe_run = state.runs.get("lobes")
+        why = lobe_run.reason if lobe_run is not None else "no lobe segmentation"
+        words = f"no lobar estimates: lobe masks missing or empty ({', '.join(missing)}; lobes: {why})"
+        result = replace(result, notes=(words, *result.notes))
+    state.i3dr = result
+    state.runs[I3DR] = _ran(loaded, "lobar" if lobar else "patient level only (model A)")

@@ -9,6 +9,7 @@ report can say plainly which analyses were done and why the others were not.  A 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -18,12 +19,14 @@ from models.corads.ensemble import CORADS_MODEL_VERSION
 from models.findings import ModelRun, ModelStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from models.weights import WeightStore
 
 __all__ = [
     "CLASSICAL_LUNG_MASK",
+    "I3DR",
+    "STOIC",
+    "STOIC_ENSEMBLE_VERSION",
+    "STOIC_MEMBERS",
     "LESIONS_MODEL_VERSION",
     "LOBES_MODEL_VERSION",
     "SEVERITY",
@@ -42,6 +45,32 @@ SEVERITY = "severity"
 #: Versions of the learned segmentations' implementation (architecture, preprocessing, post-processing).
 LOBES_MODEL_VERSION = "1.0.0"
 LESIONS_MODEL_VERSION = "1.0.0"
+#: The STOIC2021 ensemble (an aggregate of members, no weights of its own) and I3Dr.
+STOIC = "stoic"
+STOIC_ENSEMBLE_VERSION = "1.0.0"
+I3DR = "i3dr"
+#: The STOIC2021 final-phase members (thesis 4.3.3, Table 4.1 AUCs on test set B), one weights file each.
+STOIC_MEMBERS: Mapping[str, str] = MappingProxyType(
+    {
+        "stoic_baseline": "STOIC2021 baseline: I3D, 240^3 at 1.6 mm, two sigmoid outputs (thesis 4.2.5)",
+        "stoic_code1055": "STOIC2021 Code 1055: five 3D ConvNeXt-Tiny folds on the whole scan at 224^3, severity only",
+        "stoic_simonj": (
+            "STOIC2021 simon.j: ViT-L/16 slice features of the CT and the lung-masked CT, logistic regressions "
+            "with age and sex, learned blend"
+        ),
+        "stoic_flyingbird": (
+            "STOIC2021 Flying Bird: half-width 3D ResNet-18 folds on the lung box at 256^3 with age, separate "
+            "COVID-19 and severity models"
+        ),
+        "stoic_hal9000": "STOIC2021 hal9000: 2D ResNet-18 and MobileNetV3-Large on 32 slices, top-5 pooling, 9 views",
+        "stoic_uaux2": (
+            "STOIC2021 uaux2: 3D DenseNet-121 bag with age, sex and infection-to-lung ratio (needs the lesion "
+            "mask), 3-class 3D ResNet-34 for COVID-19"
+        ),
+        "stoic_etro": "STOIC2021 etro: 13 lesion and patient features in a bag of logistic regressions",
+        "stoic_deakin": "STOIC2021 deakin_team: 3D DenseNet-201 on the baseline's input",
+    }
+)
 
 
 class UnknownModelError(ValueError):
@@ -123,18 +152,28 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         implemented=True,
     ),
     ModelSpec(
-        name="stoic",
-        version="n/a",
-        description="Probability of COVID-19 and of severe outcome, STOIC2021 ensemble (thesis chapter 4)",
-        needs_weights=True,
-        implemented=False,
+        name=STOIC,
+        version=STOIC_ENSEMBLE_VERSION,
+        description=(
+            "Probability of COVID-19 and of severe outcome (intubation or death within one month, among COVID-19 "
+            "patients): mean of the installed STOIC2021 members of the configured ensemble (thesis Table 4.1)"
+        ),
+        needs_weights=False,
+        implemented=True,
+    ),
+    *(
+        ModelSpec(name=name, version="1.0.0", description=description, needs_weights=True, implemented=True)
+        for name, description in STOIC_MEMBERS.items()
     ),
     ModelSpec(
-        name="i3dr",
-        version="n/a",
-        description="Lung function (PV, FPV, FEV1, FVC, DLCO) per patient and lobe by I3Dr (thesis chapter 2)",
+        name=I3DR,
+        version="1.0.0",
+        description=(
+            "Lung function (PV, FPV, FEV1 and FVC before/after bronchodilator, DLCO) per patient and per lobe "
+            "by I3Dr: models A and B on an I3D backbone, lobes rescaled to the patient estimate (thesis chapter 2)"
+        ),
         needs_weights=True,
-        implemented=False,
+        implemented=True,
     ),
 )
 

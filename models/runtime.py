@@ -1,7 +1,8 @@
 """The learned models of one process: loaded once, from installed or generated weights.
 
 House rule 12: a worker builds each network once and keeps it.  :class:`ModelProvider` does
-that for the lobe and lesion segmentations and the CO-RADS ensemble.  A model runs with
+that for the lobe and lesion segmentations, the CO-RADS ensemble, each STOIC2021 member and
+I3Dr.  A model runs with
 *installed* weights (``lungcds models install``; validated only when the site recorded a
 validation statement) or, when asked (``--demo-weights``), with *generated* weights that are
 deterministic and always reported as unvalidated.  Without either, :meth:`ModelProvider.load`
@@ -19,7 +20,8 @@ from typing import Any, Literal
 import torch
 
 from models.corads.ensemble import CoradsEnsemble
-from models.registry import get_spec
+from models.i3dr import I3dr
+from models.registry import I3DR, STOIC_MEMBERS, get_spec
 from models.segmentation import (
     LesionSettings,
     LobeSettings,
@@ -28,6 +30,9 @@ from models.segmentation import (
     demo_state,
     load_state,
 )
+from models.stoic.catalog import demo_member, load_member
+from models.stoic.ensemble import STOIC_TOP3, EnsembleConfig
+from models.stoic.member import StoicMember
 from models.weights import InstalledWeights, WeightStore
 
 __all__ = ["DEMO_SEED", "LearnedModel", "ModelProvider"]
@@ -73,6 +78,8 @@ class ModelProvider:
     demo_factories : mapping, optional
         Per model name, a function building a *generated* model to use instead of the
         full-size one (small networks for quick tests); only used with ``demo_weights``.
+    stoic_config : EnsembleConfig, optional
+        Members and weights of the STOIC2021 ensemble (thesis Table 4.1's top three by default).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class ModelProvider:
         lobe_settings: LobeSettings | None = None,
         lesion_settings: LesionSettings | None = None,
         demo_factories: Mapping[str, Callable[[], Any]] | None = None,
+        stoic_config: EnsembleConfig = STOIC_TOP3,
     ) -> None:
         self.weights = weights
         self.demo_weights = demo_weights
@@ -95,10 +103,13 @@ class ModelProvider:
         self._demo_factories = dict(demo_factories or {})
         self._loaded: dict[str, LearnedModel | None] = {}
         self._lock = threading.Lock()
+        self.stoic_config = stoic_config
         self._builders: dict[str, Callable[[InstalledWeights | None], Any]] = {
             "lobes": self._lobes,
             "lesions": self._lesions,
             "corads": self._corads,
+            I3DR: self._i3dr,
+            **{name: self._stoic_builder(name) for name in STOIC_MEMBERS},
         }
 
     def installed(self, name: str) -> InstalledWeights | None:
@@ -156,3 +167,17 @@ class ModelProvider:
         if installed is not None:
             return CoradsEnsemble.from_safetensors(installed.path, device=self.device)
         return CoradsEnsemble.demo(DEMO_SEED, device=self.device)
+
+    def _i3dr(self, installed: InstalledWeights | None) -> I3dr:
+        if installed is not None:
+            return I3dr.from_safetensors(installed.path, device=self.device)
+        return I3dr.demo(DEMO_SEED, device=self.device)
+
+    @staticmethod
+    def _stoic_builder(name: str) -> Callable[[InstalledWeights | None], StoicMember]:
+        def build(installed: InstalledWeights | None) -> StoicMember:
+            if installed is not None:
+                return load_member(name, installed.path)
+            return demo_member(name, DEMO_SEED)
+
+        return build

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.registry import REGISTRY, get_spec
+from models.registry import REGISTRY, STOIC, STOIC_MEMBERS, get_spec
 
 __all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "sha256_of"]
 
@@ -142,6 +142,11 @@ class WeightStore:
         """
         source = Path(source)
         folder = self._folder(model_name)
+        if model_name == STOIC:
+            raise WeightsError(
+                f"{STOIC!r} is the ensemble of its members and has no weights of its own; install each member's "
+                f"file under the member's name ({', '.join(STOIC_MEMBERS)})"
+            )
         if not get_spec(model_name).needs_weights:
             raise WeightsError(f"model {model_name!r} is weight-free; there are no weights to install")
         if not source.is_file():

@@ -586,10 +586,7 @@ def validate_findings(findings: Findings) -> None:
             raise ValueError(f"CO-RADS category must be 1-5, got {findings.corads.category}")
         check_finite("corads.score", findings.corads.score)
     if findings.stoic is not None:
-        for attr in ("p_covid", "p_severe"):
-            p = check_finite(f"stoic.{attr}", getattr(findings.stoic, attr))
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"stoic.{attr} must be a probability in [0, 1], got {p}")
+        _check_stoic(findings)
     if findings.i3dr is not None:
         outputs = [("patient", findings.i3dr.patient)] + list(findings.i3dr.lobes.items())
         for site, values in outputs:
@@ -628,3 +625,19 @@ def check_reasons(reasons: Sequence[str]) -> list[str]:
     if not checked:
         raise ValueError("at least one reason is needed to report a series as not analysable")
     return checked
+
+
+def _check_stoic(findings: Findings) -> None:
+    """Every STOIC2021 probability (ensemble and members) is finite and in [0, 1]; one exists."""
+    stoic = findings.stoic
+    assert stoic is not None
+    if stoic.p_covid is None and stoic.p_severe is None:
+        raise ValueError("a STOIC2021 result needs P(COVID-19) or P(severe)")
+    values = [(f"stoic.{attr}", getattr(stoic, attr)) for attr in ("p_covid", "p_severe")]
+    values += [(f"stoic.members.{m}.{k}", v) for m, outputs in stoic.members.items() for k, v in outputs.items()]
+    for where, value in values:
+        if value is None:
+            continue
+        p = check_finite(where, value)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{where} must be a probability in [0, 1], got {p}")

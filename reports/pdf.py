@@ -410,6 +410,50 @@ def _severity_section(
     return [KeepTogether(flow + _provenance(record, text, styles))]
 
 
+def _stoic_section(
+    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
+) -> list[Any]:
+    """Ensemble probabilities, then one row per configured member: its outputs or why it did not run."""
+    stoic = findings.stoic
+    if stoic is None:
+        return []
+    headline = (
+        f"<b>STOIC2021 ({text.markup(stoic.config)})</b>: probability of COVID-19 {_fmt(stoic.p_covid, 2)}, "
+        f"probability of severe outcome (intubation or death within one month, among COVID-19 patients) "
+        f"{_fmt(stoic.p_severe, 2)}"
+    )
+    header = ["Member", "P(COVID-19)", "P(severe)", "Averaged for", "Status and validation"]
+    data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
+    names = list(dict.fromkeys([*stoic.averaged.get("p_severe", ()), *stoic.averaged.get("p_covid", ())]))
+    names += [name for name in findings.models if name.startswith("stoic_") and name not in names]
+    for name in names:
+        outputs = stoic.members.get(name, {})
+        used = [
+            words
+            for key, words in (("p_covid", "COVID-19"), ("p_severe", "severity"))
+            if name in stoic.averaged.get(key, ())
+        ]
+        run = findings.models.get(name)
+        status = _not_available(run, text, "no run record") if run is None or run.status != "ran" else "ran"
+        caveat = unvalidated_statement(run) if run is not None and run.status == "ran" else None
+        if caveat is not None:
+            status += f' <font color="#C62828">({escape(caveat)})</font>'
+        data.append(
+            [
+                Paragraph(text.markup(name), styles["small"]),
+                _fmt(outputs.get("p_covid"), 2),
+                _fmt(outputs.get("p_severe"), 2),
+                Paragraph(", ".join(used) or "-", styles["small"]),
+                Paragraph(status, styles["small"]),
+            ]
+        )
+    table = Table(data, colWidths=[32 * mm, 20 * mm, 20 * mm, 28 * mm, 80 * mm], repeatRows=1, hAlign="LEFT")
+    table.setStyle(_GRID)
+    flow: list[Any] = [Paragraph(headline, styles["body"]), table]
+    flow += [Paragraph(text.markup(note), styles["small"]) for note in stoic.notes]
+    return [KeepTogether(flow)] + _provenance(record, text, styles)
+
+
 def _i3dr_section(
     findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
 ) -> list[Any]:
@@ -429,11 +473,13 @@ def _i3dr_section(
     flow: list[Any] = [
         Paragraph(
             "<b>I3Dr lung function estimates</b> (PV: lung volume, FPV: functional lung volume, FEV1 and FVC "
-            "before/after bronchodilator, DLCO: diffusing capacity for CO)",
+            "before/after bronchodilator, DLCO: diffusing capacity for CO). Patient: model A; lobes: model B "
+            "rescaled by model A so that the lobes sum to the patient estimate (thesis 2.3.1).",
             styles["body"],
         ),
         table,
     ]
+    flow += [Paragraph(text.markup(note), styles["small"]) for note in i3dr.notes]
     chart = lung_function_chart(i3dr, 180 * mm, 62 * mm)
     if chart is not None:
         flow += [
@@ -498,20 +544,19 @@ def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle])
     else:
         rows.append(("CO-RADS", _not_available(corads_run, text, "no CO-RADS model"), corads_run, False))
     stoic_run = find_output_run(findings, "stoic")
-    if findings.stoic is not None:
-        rows.append(("Probability of COVID-19", f"{findings.stoic.p_covid:.2f}", stoic_run, True))
-        rows.append(
-            (
-                "Probability of severe outcome",
-                f"{findings.stoic.p_severe:.2f} (intubation or death within one month)",
-                stoic_run,
-                True,
-            )
-        )
-    else:
-        rows.append(
-            ("COVID-19 / severe outcome", _not_available(stoic_run, text, "no STOIC2021 model"), stoic_run, False)
-        )
+    stoic = findings.stoic
+    for label, attr, meaning in (
+        ("Probability of COVID-19", "p_covid", ""),
+        ("Probability of severe outcome", "p_severe", " (intubation or death within one month, if COVID-19)"),
+    ):
+        probability: float | None = getattr(stoic, attr) if stoic is not None else None
+        if probability is not None:
+            rows.append((label, f"{probability:.2f}{meaning}", stoic_run, True))
+        elif stoic is not None:
+            missing = f"not available: no member of {text.markup(stoic.config)} that ran gives this output"
+            rows.append((label, missing, stoic_run, False))
+        else:
+            rows.append((label, _not_available(stoic_run, text, "no STOIC2021 member gave it"), stoic_run, False))
     severity_run = find_output_run(findings, "severity")
     if findings.severity is not None:
         total = findings.severity.total_ctss
@@ -561,14 +606,7 @@ def _output_tables(findings: Findings, text: _Text, styles: dict[str, ParagraphS
             )
         ] + _provenance(provenance["corads"], text, styles)
     if findings.stoic is not None:
-        flow += [
-            Spacer(1, 2 * mm),
-            Paragraph(
-                f"<b>STOIC2021</b>: probability of COVID-19 {findings.stoic.p_covid:.2f}, "
-                f"probability of severe outcome (intubation or death within one month) {findings.stoic.p_severe:.2f}",
-                styles["body"],
-            ),
-        ] + _provenance(provenance["stoic"], text, styles)
+        flow += [Spacer(1, 2 * mm)] + _stoic_section(findings, provenance["stoic"], text, styles)
     if findings.severity is not None:
         flow += [Spacer(1, 2 * mm)] + _severity_section(findings, provenance["severity"], text, styles)
     if findings.i3dr is not None:

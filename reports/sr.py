@@ -388,6 +388,18 @@ def _region_group(
     return group
 
 
+def _probabilities(
+    p_covid: float | None, p_severe: float | None, algorithm: AlgorithmIdentification
+) -> list[Measurement]:
+    """P(COVID-19) and P(severe) as measurements (unit "no units"), each only when it exists."""
+    pairs = ((codes.PROBABILITY_COVID19, p_covid), (codes.PROBABILITY_SEVERE_OUTCOME, p_severe))
+    return [
+        Measurement(name=concept, value=float(value), unit=codes.UCUM_NO_UNITS, algorithm_id=algorithm)
+        for concept, value in pairs
+        if value is not None
+    ]
+
+
 def _model_group(
     key: str,
     run: ModelRun | None,
@@ -415,16 +427,13 @@ def _model_group(
                 algorithm_id=_record_algorithm(records[0]),
             )
         )
-    if "stoic" in outputs and findings.stoic is not None:
-        content.measurements += [
-            Measurement(
-                name=concept, value=float(value), unit=codes.UCUM_NO_UNITS, algorithm_id=_record_algorithm(records[0])
-            )
-            for concept, value in (
-                (codes.PROBABILITY_COVID19, findings.stoic.p_covid),
-                (codes.PROBABILITY_SEVERE_OUTCOME, findings.stoic.p_severe),
-            )
-        ]
+    stoic = findings.stoic
+    if "stoic" in outputs and stoic is not None:
+        content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, _record_algorithm(records[0]))
+        content.texts += [_text(codes.MODEL_RUN_STATUS, note) for note in stoic.notes]
+    elif stoic is not None and run is not None and run.status == "ran" and key in stoic.members:
+        member = stoic.members[key]
+        content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), _run_algorithm(run))
     validation = validation_key(run)
     if validation is not None and (run is not None or records):
         content.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[validation]))

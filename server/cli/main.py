@@ -1,4 +1,4 @@
-"""The ``lungcds`` command line (Typer): serve, worker, analyze, import, demo, apikey, models, db."""
+"""The ``lungcds`` command line (Typer): serve, worker, analyze, import, demo, apikey, models, db, train, bench."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from server.cli.bench import bench_app
+from server.cli.training import train_app
 from server.core.config import Settings, load_settings
 from server.core.logging import configure_logging
 
@@ -20,11 +22,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="lungcds: dec
 apikey_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys")
 models_app = typer.Typer(no_args_is_help=True, help="Analysis models and their weights")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema")
-train_app = typer.Typer(no_args_is_help=True, help="Train the learned models on your own data")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[
@@ -247,19 +249,25 @@ def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSO
     """Every architecture: parameters, input shape and FLOPs next to the published values.
 
     The 14 networks of thesis Table 3.3 (FLOPs under the table's convention), then the
-    segmentation networks (FLOPs = 2 x MACs of convolutions; see ``models.segmentation.flops``).
+    segmentation networks (FLOPs = 2 x MACs of convolutions; see ``models.segmentation.flops``),
+    then every network of each STOIC2021 member and of I3Dr (per forward pass).
     """
     from dataclasses import asdict
 
+    from models.i3dr import summary as i3dr_summary
     from models.segmentation import segmentation_summaries
+    from models.stoic.catalog import member_summaries
     from models.zoo import summary
 
     rows = summary()
     for seg in segmentation_summaries().values():
         row = asdict(seg)
         row["input_shape"] = list(row["input_shape"][1:])
-        row["parameters_table_convention"] = row["parameters"]
         rows.append(row)
+    rows += member_summaries() + i3dr_summary()
+    for row in rows:
+        row.setdefault("parameters_table_convention", row["parameters"])
+        row.setdefault("published_flops", None)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -276,74 +284,8 @@ def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSO
     Console(width=160).print(table)
 
 
-@train_app.command("lobes")
-def train_lobes_command(
-    pairs: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV: image, label[, split]")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for lobes.safetensors and its model card")],
-    max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs")] = 500,
-    patience: Annotated[int, typer.Option(help="Epochs without a better validation Dice before stopping")] = 30,
-    label_values: Annotated[
-        str, typer.Option(help="Label values of LUL,LLL,RUL,RML,RLL in the label files")
-    ] = "1,2,3,4,5",
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-) -> None:
-    """Train the five-lobe segmentation network on your own labelled scans (nnU-Net-style recipe)."""
-    from models.segmentation.training import LobeTrainingConfig, train_lobes
-
-    configure_logging("INFO", json=False)
-    values = tuple(int(v) for v in label_values.split(","))
-    if len(values) != 5:
-        console.print("[red]--label-values needs five comma-separated integers (LUL,LLL,RUL,RML,RLL)[/]")
-        raise typer.Exit(2)
-    config = LobeTrainingConfig(
-        pairs_csv=pairs,
-        output_dir=out,
-        seed=seed,
-        label_values=(values[0], values[1], values[2], values[3], values[4]),
-        max_epochs=max_epochs,
-        patience=patience,
-        device=device,
-    )
-    result = train_lobes(config)
-    console.print(f"best validation mean Dice {result.best_mean_dice:.3f} at epoch {result.best_epoch}")
-    console.print(f"install it with: lungcds models install {result.weights_path} --name lobes")
-
-
 def _scaled(value: float | None, unit: float) -> str:
     return "-" if value is None else f"{value / unit:.2f}"
-
-
-@train_app.command("corads")
-def train_corads_command(
-    csv: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="CSV: image, corads[, lung_mask, lesion_map, split]")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints and the ensemble file")],
-    seeds: Annotated[str, typer.Option(help="Comma list of member seeds (10 members were deployed)")] = "0",
-    max_batches: Annotated[int, typer.Option(help="Upper bound on training batches per member")] = 200_000,
-    validate_every: Annotated[int, typer.Option(help="Batches between validations")] = 500,
-    patience: Annotated[int, typer.Option(help="Early stopping patience in batches (thesis: 10 000)")] = 10_000,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-) -> None:
-    """Train the CO-RADS DenseNet-201 ensemble with the thesis recipe (sections 3.3.3-3.3.6)."""
-    from models.corads.training import TrainingConfig, train_corads
-
-    configure_logging("INFO", json=False)
-    config = TrainingConfig(
-        csv_path=csv,
-        output_dir=out,
-        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
-        max_batches=max_batches,
-        validate_every=validate_every,
-        patience=patience,
-        gradient_checkpointing=gradient_checkpointing,
-        device=device,
-    )
-    result = train_corads(config)
-    console.print(f"ensemble written to {result.ensemble_path} ({len(result.members)} members)")
-    console.print("install it with: lungcds models install " + str(result.ensemble_path) + " --name corads")
 
 
 @db_app.command("upgrade")

@@ -9,6 +9,7 @@ on kombu's SQLAlchemy transport, both under ``data_dir``, so a fresh machine nee
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic_settings import (
 
 if TYPE_CHECKING:  # torch and the networks load only where models run, not with the settings
     from models.runtime import ModelProvider
+    from models.stoic.ensemble import EnsembleConfig
 
 __all__ = ["Settings", "load_settings", "OUTPUT_KINDS"]
 
@@ -30,6 +32,7 @@ __all__ = ["Settings", "load_settings", "OUTPUT_KINDS"]
 OUTPUT_KINDS: tuple[str, ...] = ("sr", "seg", "pdf")
 
 CommaList = Annotated[list[str], NoDecode]
+_STOIC_FIELDS = ("stoic_covid_members", "stoic_severe_members")
 
 
 def _split_commas(value: Any) -> Any:
@@ -65,6 +68,18 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
     min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
     worker_concurrency: int = Field(2, ge=1)
+    priority_calling_aets: CommaList = Field(
+        default_factory=list, description="Calling AE titles whose series are analysed before routine ones"
+    )
+    priority_accession_pattern: str | None = Field(
+        None, description="Regular expression on the Accession Number marking STAT orders, e.g. ^STAT"
+    )
+    analysis_time_limit_s: int = Field(
+        4 * 3600, ge=60, description="Hard time limit of one analysis; the job fails with this reason after it"
+    )
+    worker_max_memory_mb: int = Field(
+        0, ge=0, description="Replace a worker child after a task left it above this resident memory; 0: no ceiling"
+    )
     delivery_max_backoff_seconds: float = Field(600.0, gt=0)
     dicom_tls_certificate: Path | None = Field(None, description="PEM certificate of our SCP (enables TLS)")
     dicom_tls_private_key: Path | None = Field(None, description="PEM private key of that certificate")
@@ -94,6 +109,15 @@ class Settings(BaseSettings):
         "nnunet", description="Lesion network the installed `lesions` weights are for"
     )
     device: str = Field("cpu", description="Torch device of the analysis workers, e.g. cpu or cuda")
+    # Thesis Table 4.1, "Top three ensemble": the three best solutions per output, equal weights.
+    stoic_covid_members: dict[str, float] = Field(
+        default_factory=lambda: {"stoic_simonj": 1.0, "stoic_flyingbird": 1.0, "stoic_hal9000": 1.0},
+        description="STOIC2021 members averaged for P(COVID-19), with weights (JSON object)",
+    )
+    stoic_severe_members: dict[str, float] = Field(
+        default_factory=lambda: {"stoic_code1055": 1.0, "stoic_simonj": 1.0, "stoic_flyingbird": 1.0},
+        description="STOIC2021 members averaged for P(severe), with weights (JSON object)",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -104,8 +128,20 @@ class Settings(BaseSettings):
         "dicom_tls_destinations",
         "oidc_admin_values",
         "oidc_viewer_values",
+        "priority_calling_aets",
         mode="before",
     )(_split_commas)
+
+    @field_validator("priority_accession_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        """A STAT pattern that is not a regular expression is refused at start, not at the first series."""
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"priority_accession_pattern is not a regular expression: {exc}") from exc
+        return value or None
 
     @field_validator("ae_title")
     @classmethod
@@ -145,6 +181,39 @@ class Settings(BaseSettings):
             raise ValueError("dicom_tls_destinations and dicom_tls_require_client_certificate need dicom_tls_ca")
         return self
 
+    @model_validator(mode="after")
+    def _stoic_members_are_known(self) -> Settings:
+        """The STOIC2021 ensemble lists registered members with positive weights.
+
+        The registry (which imports torch) is consulted only for a non-default ensemble, so that
+        reading the settings stays light.
+        """
+        defaults = {
+            name: type(self).model_fields[name].get_default(call_default_factory=True) for name in _STOIC_FIELDS
+        }
+        if all(getattr(self, name) == value for name, value in defaults.items()):
+            return self
+        from models.registry import STOIC_MEMBERS
+
+        for field_name in _STOIC_FIELDS:
+            members: dict[str, float] = getattr(self, field_name)
+            if not members:
+                raise ValueError(f"{field_name} needs at least one member")
+            unknown = sorted(set(members) - set(STOIC_MEMBERS))
+            if unknown:
+                raise ValueError(f"{field_name} names unknown members {unknown}; members are {list(STOIC_MEMBERS)}")
+            if any(not weight > 0 for weight in members.values()):
+                raise ValueError(f"{field_name} weights must be positive, got {members}")
+        return self
+
+    def stoic_ensemble(self) -> EnsembleConfig:
+        """The configured STOIC2021 ensemble (named stoic_top3 when it is Table 4.1's)."""
+        from models.stoic.ensemble import STOIC_TOP3, EnsembleConfig
+
+        config = EnsembleConfig("custom", self.stoic_covid_members, self.stoic_severe_members)
+        same = (sorted(config.covid), sorted(config.severe)) == (sorted(STOIC_TOP3.covid), sorted(STOIC_TOP3.severe))
+        return STOIC_TOP3 if same else config
+
     def model_provider(self, *, demo_weights: bool | None = None) -> ModelProvider:
         """The learned models of this installation (load once per process and keep it)."""
         from models.runtime import ModelProvider
@@ -155,6 +224,7 @@ class Settings(BaseSettings):
             demo_weights=self.demo_weights if demo_weights is None else demo_weights,
             device=self.device,
             lesion_kind=self.lesion_model,
+            stoic_config=self.stoic_ensemble(),
         )
 
     def outputs_for(self, destination: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from models import PIPELINE_VERSION
 from models.findings import LUNG_REGIONS, Findings, Geometry, Volume
 from models.phantom import chest_phantom
 from models.pipeline import analyse
-from models.registry import CLASSICAL_LUNG_MASK, REGISTRY
+from models.registry import CLASSICAL_LUNG_MASK, REGISTRY, STOIC_MEMBERS
 from models.volume import PatientContext
 from models.weights import WeightStore
 
@@ -52,13 +52,13 @@ def test_model_statuses_are_honest(phantom_findings: FindingsAndStages) -> None:
     assert "classical" in mask_run.reason and "weight-free" in mask_run.reason
     ran = [name for name, run in findings.models.items() if run.status == "ran"]
     assert ran == [CLASSICAL_LUNG_MASK]
-    for name in ("lobes", "lesions", "corads"):
+    for name in ("lobes", "lesions", "corads", "i3dr", *STOIC_MEMBERS):
         run = findings.models[name]
         assert run.status == "not_installed" and not run.validated and run.weights_sha256 is None
         assert "no weights installed" in run.reason
-    for name in ("stoic", "i3dr"):
-        run = findings.models[name]
-        assert run.status == "not_installed" and "not available" in run.reason
+    stoic = findings.models["stoic"]
+    assert stoic.status == "not_installed" and "no member of stoic_top3 gave a result" in stoic.reason
+    assert "stoic_code1055: not installed: no weights installed" in stoic.reason
     assert findings.models["severity"].status == "skipped"
     assert "no lobe and no lesion masks" in findings.models["severity"].reason
     assert not findings.any_unvalidated_output
@@ -82,16 +82,22 @@ def test_progress_goes_forward_to_done(phantom_findings: FindingsAndStages) -> N
     assert stages[-1] == ("done", 1.0)
 
 
-def test_installed_weights_do_not_make_an_unimplemented_model_run(tmp_path: Path) -> None:
-    source = tmp_path / "stoic.pt"
-    source.write_bytes(b"some weights")
+def test_a_weights_file_that_does_not_load_fails_its_model_only(tmp_path: Path) -> None:
     store = WeightStore(tmp_path / "weights")
-    sha = store.install(source, "stoic").sha256
-    volume = chest_phantom((20, 96, 96), (8.0, 4.0, 4.0)).volume()
-    findings = analyse(volume, CONTEXT, weights=store, demo_weights=True)
-    assert findings.models["stoic"].status == "not_installed"
-    assert sha in findings.models["stoic"].reason
-    assert findings.stoic is None
+    for name in ("i3dr", "stoic_code1055"):
+        source = tmp_path / f"{name}.safetensors"
+        source.write_bytes(b"not a safetensors file")
+        store.install(source, name)
+    volume = chest_phantom((64, 112, 112), (5.0, 3.0, 3.0)).volume()
+    findings = analyse(volume, CONTEXT, weights=store)
+    assert findings.quality is not None and findings.quality.plausible
+    for name in ("i3dr", "stoic_code1055"):
+        run = findings.models[name]
+        assert run.status == "failed" and run.reason.startswith("failed: ") and not run.validated
+    assert findings.i3dr is None and findings.stoic is None
+    stoic = findings.models["stoic"]
+    assert stoic.status == "skipped" and "stoic_code1055: failed:" in stoic.reason
+    assert findings.models[CLASSICAL_LUNG_MASK].status == "ran"
 
 
 def test_no_lung_still_gives_findings_with_reasons() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ import torch
 from models.findings import LOBE_NAMES, Findings
 from models.phantom import LesionSpec, chest_phantom
 from models.pipeline import analyse
+from models.registry import STOIC_MEMBERS
 from models.runtime import ModelProvider
+from models.stoic.ensemble import STOIC_TOP3
 from models.volume import PatientContext
 from tests.small_models import small_provider
 
@@ -38,7 +42,43 @@ def test_every_learned_model_ran_and_says_its_weights_are_generated(findings: Fi
         assert run.validated is False and run.weights_sha256 is None
         assert "generated demonstration weights" in run.reason
     assert findings.any_unvalidated_output
-    assert findings.models["stoic"].status == "not_installed"
+    for name in ("i3dr", *STOIC_TOP3.members):
+        run = findings.models[name]
+        assert run.status == "ran" and not run.validated and "generated demonstration weights" in run.reason, name
+    for name in set(STOIC_MEMBERS) - set(STOIC_TOP3.members):
+        run = findings.models[name]
+        assert run.status == "skipped" and "not a member of the configured ensemble stoic_top3" in run.reason
+
+
+def test_stoic_top3_averages_its_members_per_output(findings: Findings) -> None:
+    stoic = findings.stoic
+    assert stoic is not None and stoic.config == "stoic_top3" and stoic.complete
+    assert set(stoic.averaged["p_covid"]) == {"stoic_simonj", "stoic_flyingbird", "stoic_hal9000"}
+    assert set(stoic.averaged["p_severe"]) == {"stoic_code1055", "stoic_simonj", "stoic_flyingbird"}
+    for output, value in (("p_covid", stoic.p_covid), ("p_severe", stoic.p_severe)):
+        members = [stoic.members[name][output] for name in stoic.averaged[output]]
+        assert value == pytest.approx(sum(members) / 3, abs=1e-12)
+        assert all(0.0 <= p <= 1.0 for p in members)
+    assert "p_covid" not in stoic.members["stoic_code1055"], "Code 1055's COVID-19 output is not used"
+    assert any("demonstration weights" in note for note in stoic.notes)
+    run = findings.models["stoic"]
+    assert run.status == "ran" and not run.validated and "incomplete" not in run.reason
+    body = json.loads(json.dumps(findings.as_dict()))
+    assert body["stoic"]["p_covid"] == stoic.p_covid and body["stoic"]["config"] == "stoic_top3"
+    assert body["stoic"]["p_severe_meaning"].startswith("conditional on COVID-19")
+
+
+def test_i3dr_lobes_are_rescaled_to_model_a(findings: Findings) -> None:
+    i3dr = findings.i3dr
+    assert i3dr is not None and set(i3dr.lobes) == set(LOBE_NAMES) and i3dr.patient_b is not None
+    for output, patient in i3dr.patient.items():
+        lobes = [i3dr.lobes[lobe][output] for lobe in LOBE_NAMES if output in i3dr.lobes[lobe]]
+        if len(lobes) == len(LOBE_NAMES):
+            assert sum(lobes) == pytest.approx(patient, rel=1e-5, abs=1e-6)
+        unscaled = sum(i3dr.lobes_unscaled[lobe][output] for lobe in LOBE_NAMES)
+        assert unscaled == pytest.approx(i3dr.patient_b[output], rel=1e-5, abs=1e-6)
+    assert findings.models["i3dr"].reason.endswith("lobar")
+    assert json.loads(json.dumps(findings.as_dict()))["i3dr"]["patient"] == dict(i3dr.patient)
 
 
 def test_lobe_masks_are_on_the_right_side_and_measured(findings: Findings) -> None:
@@ -76,10 +116,11 @@ def test_the_quality_gate_stops_the_learned_models(phantom) -> None:  # type: ig
     broken = type(volume)(hu=hu, geometry=volume.geometry, source_sop_instance_uids=volume.source_sop_instance_uids)
     findings = analyse(broken, CONTEXT, provider=small_provider())
     assert findings.quality is not None and not findings.quality.plausible
-    for name in ("lobes", "lesions", "severity", "corads"):
+    for name in ("lobes", "lesions", "severity", "corads", "stoic", "i3dr", *STOIC_MEMBERS):
         run = findings.models[name]
         assert run.status == "skipped" and "quality gate" in run.reason
     assert findings.corads is None and "LUL" not in findings.masks
+    assert findings.stoic is None and findings.i3dr is None
 
 
 def test_a_failing_model_is_recorded_and_the_rest_goes_on(phantom) -> None:  # type: ignore[no-untyped-def]
@@ -90,9 +131,8 @@ def test_a_failing_model_is_recorded_and_the_rest_goes_on(phantom) -> None:  # t
         lobe_settings=provider.lobe_settings,
         lesion_settings=provider.lesion_settings,
         demo_factories={
+            **provider._demo_factories,
             "lobes": lambda: torch.nn.Conv3d(5, 6, 1),  # wrong input channels: the forward pass fails
-            "lesions": provider._demo_factories["lesions"],
-            "corads": provider._demo_factories["corads"],
         },
     )
     findings = analyse(phantom.volume(), CONTEXT, provider=broken)
@@ -100,12 +140,17 @@ def test_a_failing_model_is_recorded_and_the_rest_goes_on(phantom) -> None:  # t
     assert findings.models["lesions"].status == "ran" and findings.models["corads"].status == "ran"
     assert findings.models["severity"].status == "skipped"
     assert "lungs" in findings.measurements and "LUL" not in findings.measurements
+    assert findings.i3dr is not None and not findings.i3dr.lobes and findings.i3dr.patient
+    assert "no lobar estimates: lobe masks missing or empty" in findings.i3dr.notes[0]
+    assert "RuntimeError" in findings.i3dr.notes[0]
+    assert findings.models["i3dr"].reason.endswith("patient level only (model A)")
 
 
 def test_without_weights_nothing_learned_runs() -> None:
     phantom = chest_phantom((48, 96, 96), (5.0, 3.5, 3.5))
     findings = analyse(phantom.volume(), CONTEXT)
-    for name in ("lobes", "lesions", "corads"):
+    for name in ("lobes", "lesions", "corads", "i3dr", *STOIC_MEMBERS):
         assert findings.models[name].status == "not_installed"
         assert "no weights installed" in findings.models[name].reason
     assert findings.corads is None and set(findings.masks) == {"lungs", "lung_left", "lung_right"}
+    assert findings.stoic is None and findings.i3dr is None

@@ -10,36 +10,42 @@ import pytest
 from models import PIPELINE_VERSION
 from models.registry import (
     CLASSICAL_LUNG_MASK,
+    I3DR,
     MODEL_SPECS,
     REGISTRY,
     SEVERITY,
+    STOIC,
+    STOIC_MEMBERS,
     UnknownModelError,
     get_spec,
     unavailable_run,
 )
 from models.weights import WeightStore
 
-IMPLEMENTED = ("lobes", "lesions", "corads")
-NOT_YET = ("stoic", "i3dr")
+IMPLEMENTED = ("lobes", "lesions", "corads", *STOIC_MEMBERS, I3DR)
+
+
+def _hypothetical_unimplemented(name: str) -> object:
+    """A registered model as a pipeline version without its architecture would list it."""
+    return replace(get_spec(name), implemented=False, version="n/a")
 
 
 def test_every_model_is_registered_once_in_report_order() -> None:
-    assert tuple(REGISTRY) == (CLASSICAL_LUNG_MASK, "lobes", "lesions", SEVERITY, "corads", *NOT_YET)
+    expected = (CLASSICAL_LUNG_MASK, "lobes", "lesions", SEVERITY, "corads", STOIC, *STOIC_MEMBERS, I3DR)
+    assert tuple(REGISTRY) == expected
+    assert len(STOIC_MEMBERS) == 8 and all(name.startswith("stoic_") for name in STOIC_MEMBERS)
     assert tuple(spec.name for spec in MODEL_SPECS) == tuple(REGISTRY)
     with pytest.raises(TypeError):
         REGISTRY["extra"] = MODEL_SPECS[0]  # type: ignore[index]
 
 
 def test_which_models_are_implemented_and_which_need_weights() -> None:
-    for name in (CLASSICAL_LUNG_MASK, SEVERITY):
+    for name in (CLASSICAL_LUNG_MASK, SEVERITY, STOIC):
         spec = get_spec(name)
         assert spec.implemented and not spec.needs_weights
     for name in IMPLEMENTED:
         spec = get_spec(name)
         assert spec.implemented and spec.needs_weights and spec.version != "n/a"
-    for name in NOT_YET:
-        spec = get_spec(name)
-        assert spec.needs_weights and not spec.implemented and spec.version == "n/a"
     assert all(spec.description for spec in MODEL_SPECS)
 
 
@@ -49,9 +55,9 @@ def test_unknown_name_lists_the_known_ones() -> None:
     assert issubclass(UnknownModelError, ValueError)
 
 
-@pytest.mark.parametrize("name", NOT_YET)
+@pytest.mark.parametrize("name", ("stoic_code1055", I3DR))
 def test_unimplemented_model_says_it_is_not_available(name: str, tmp_path: Path) -> None:
-    run = unavailable_run(get_spec(name), WeightStore(tmp_path))
+    run = unavailable_run(_hypothetical_unimplemented(name), WeightStore(tmp_path))  # type: ignore[arg-type]
     assert run.status == "not_installed"
     assert f"not available in pipeline version {PIPELINE_VERSION}" in run.reason
     assert not run.validated
@@ -60,11 +66,11 @@ def test_unimplemented_model_says_it_is_not_available(name: str, tmp_path: Path)
 
 
 def test_unimplemented_model_with_weights_still_does_not_run(tmp_path: Path) -> None:
-    source = tmp_path / "stoic.pt"
+    source = tmp_path / "i3dr.pt"
     source.write_bytes(b"weights")
     store = WeightStore(tmp_path / "store")
-    sha = store.install(source, "stoic").sha256
-    run = unavailable_run(get_spec("stoic"), store, demo_weights=True)
+    sha = store.install(source, I3DR).sha256
+    run = unavailable_run(_hypothetical_unimplemented(I3DR), store, demo_weights=True)  # type: ignore[arg-type]
     assert run.status == "not_installed"
     assert sha in run.reason and "unused" in run.reason
     assert "demonstration weights" in run.reason
@@ -83,7 +89,7 @@ def test_implemented_model_with_weights_is_skipped_not_ran(tmp_path: Path) -> No
     source = tmp_path / "w.bin"
     source.write_bytes(b"x" * 10)
     store = WeightStore(tmp_path / "store")
-    store.install(source, "stoic")
-    run = unavailable_run(replace(get_spec("stoic"), implemented=True), store)
+    store.install(source, I3DR)
+    run = unavailable_run(get_spec(I3DR), store)
     assert run.status == "skipped"
     assert not run.validated

@@ -77,13 +77,18 @@ def test_weight_free_model_has_nothing_to_install(weights_file: Path, tmp_path: 
 def test_missing_and_empty_sources_are_refused(tmp_path: Path) -> None:
     store = WeightStore(tmp_path / "weights")
     with pytest.raises(WeightsError, match="does not exist"):
-        store.install(tmp_path / "absent.pt", "stoic")
+        store.install(tmp_path / "absent.pt", "stoic_code1055")
     empty = tmp_path / "empty.pt"
     empty.touch()
     with pytest.raises(WeightsError, match="empty"):
-        store.install(empty, "stoic")
-    assert store.get("stoic") is None
-    assert not [p for p in (tmp_path / "weights" / "stoic").iterdir()]
+        store.install(empty, "stoic_code1055")
+    assert store.get("stoic_code1055") is None
+    assert not [p for p in (tmp_path / "weights" / "stoic_code1055").iterdir()]
+
+
+def test_the_stoic_ensemble_points_to_its_members(weights_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="ensemble of its members.*stoic_code1055"):
+        WeightStore(tmp_path / "weights").install(weights_file, "stoic")
 
 
 def test_unreadable_manifest_is_ignored(weights_file: Path, tmp_path: Path) -> None:

@@ -571,8 +571,8 @@ def expected_values(result: Mapping[str, Any]) -> list[SrValue]:
     (``voxel_count`` and ``note`` are not measurements; a None value is stated in words);
     ``i3dr.patient`` -> region "lungs", ``i3dr.lobes[lobe]`` -> the lobe; ``severity.lobes`` ->
     involvement (%) and score (1) of the lobe, ``severity.total_ctss`` -> "lungs";
-    ``corads.score`` and the STOIC2021 probabilities -> the model's group.  Ensemble members
-    are not reported.
+    ``corads.score`` and the STOIC2021 probabilities -> the model's group; a STOIC2021 member's
+    own probabilities -> the member's group when the member has a run record that says it ran.
     """
     expected: list[SrValue] = []
     for region, values in result["measurements"].items():
@@ -594,10 +594,17 @@ def expected_values(result: Mapping[str, Any]) -> list[SrValue]:
     if "corads" in result:
         expected.append(("model corads", codes.CORADS_SCORE.value, float(result["corads"]["score"]), "1"))
     if "stoic" in result:
-        expected.append(("model stoic", codes.PROBABILITY_COVID19.value, float(result["stoic"]["p_covid"]), "1"))
-        expected.append(
-            ("model stoic", codes.PROBABILITY_SEVERE_OUTCOME.value, float(result["stoic"]["p_severe"]), "1")
-        )
+        concepts = {"p_covid": codes.PROBABILITY_COVID19.value, "p_severe": codes.PROBABILITY_SEVERE_OUTCOME.value}
+        sources = [("model stoic", result["stoic"])]
+        sources += [
+            (f"model {name}", values)
+            for name, values in result["stoic"]["members"].items()
+            if result["models"].get(name, {}).get("status") == "ran"
+        ]
+        for region, values in sources:
+            for key, concept in concepts.items():
+                if values.get(key) is not None:
+                    expected.append((region, concept, float(values[key]), "1"))
     return expected
 
 

@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from models.registry import STOIC_MEMBERS
 from server.cli.main import app
 from server.core.db import make_engine
 from server.db_models import Series
@@ -160,3 +161,14 @@ def test_models_summary_json_reproduces_table_3_3(env: Path) -> None:
     assert rows["densenet201_3d"]["input_shape"] == [3, 128, 240, 240]
     nnunet = rows["lesion_nnunet"]
     assert abs(nnunet["parameters"] / nnunet["published_parameters"] - 1) < 0.005
+    members = {row["member"] for row in rows.values() if "member" in row}
+    assert members == set(STOIC_MEMBERS)
+    for name, published in (
+        ("stoic_code1055_convnext_tiny_3d", 31.9e6),
+        ("stoic_flyingbird_resnet18_half", 8.30e6),
+        ("stoic_baseline_i3d_backbone", 12.29e6),
+    ):
+        assert abs(rows[name]["parameters"] / published - 1) < 0.01, name
+    assert rows["stoic_simonj_vit_l16_full_24_blocks"]["parameters"] == 303_299_584
+    assert rows["i3dr_model_a"]["parameters"] == 12_287_264 + 1024 * 7 + 7
+    assert rows["i3dr_model_b"]["forward_passes_per_prediction"] == 5
