@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from server import crud
@@ -62,6 +63,13 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 crud.requeue_after_transient_error(session, job_id, revision, str(exc))
             raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
         _fail(engine, job_id, revision, f"gave up after {MAX_RETRIES} retries: {exc}")
+        return
+    except SoftTimeLimitExceeded:
+        limit = settings.analysis_time_limit_s
+        logger.error("analysis stopped at its time limit", extra={"job": job_id, "limit_s": limit})
+        _fail(
+            engine, job_id, revision, f"stopped at the analysis time limit of {limit} s (LUNGCDS_ANALYSIS_TIME_LIMIT_S)"
+        )
         return
     except Exception as exc:  # every other failure is recorded on the job, never lost
         logger.exception("analysis failed", extra={"job": job_id})

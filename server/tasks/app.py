@@ -8,27 +8,48 @@ each other, house rule 10).
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from celery import Celery
 from kombu import Exchange, Queue
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from server.core.config import Settings
+from server.core.db import make_engine
+from server.routing.priority import is_urgent, message_priority
 
 __all__ = [
     "ANALYSIS_TASK",
     "CPU_QUEUE",
     "DELIVERY_TASK",
     "GPU_QUEUE",
+    "HARD_LIMIT_GRACE_S",
     "RETRIEVE_TASK",
     "LungcdsCelery",
     "create_celery",
     "enqueue_analysis",
+    "redis_lists",
+    "visibility_timeout",
 ]
+
+logger = logging.getLogger(__name__)
 
 ANALYSIS_TASK = "lungcds.analyse_series"
 DELIVERY_TASK = "lungcds.deliver_object"
 RETRIEVE_TASK = "lungcds.retrieve_study"
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
+#: Separator of kombu's per-priority Redis list names ("gpu", "gpu:9").
+REDIS_PRIORITY_SEPARATOR = ":"
+#: Seconds between the soft and the hard time limit of a task.
+HARD_LIMIT_GRACE_S = 120
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds a fetched, unacknowledged message stays invisible: the hard limit plus an hour."""
+    return settings.analysis_time_limit_s + HARD_LIMIT_GRACE_S + 3600
 
 
 class LungcdsCelery(Celery):
@@ -47,10 +68,18 @@ def create_celery(settings: Settings) -> LungcdsCelery:
     app.set_default()
     app.settings = settings
     transport_options: dict[str, object] = {}
+    queue_arguments: dict[str, object] | None = None
     if settings.broker_url.startswith(("redis", "rediss")):
-        # Longer than the slowest analysis, so an unacknowledged job is not redelivered while
-        # it still runs (Celery docs, "Redis: visibility timeout").
-        transport_options["visibility_timeout"] = 6 * 3600
+        # Longer than the slowest analysis (its hard time limit), so an unacknowledged job is
+        # not redelivered while it still runs (Celery docs, "Redis: visibility timeout").
+        transport_options["visibility_timeout"] = visibility_timeout(settings)
+        # One list per priority step, read in order (urgent jobs first; server.routing.priority),
+        # named "gpu" and "gpu:9" so that autoscalers can read their lengths (redis_lists).
+        transport_options["priority_steps"] = list(range(10))
+        transport_options["queue_order_strategy"] = "priority"
+        transport_options["sep"] = REDIS_PRIORITY_SEPARATOR
+    elif settings.broker_url.startswith(("amqp", "pyamqp")):
+        queue_arguments = {"x-max-priority": 9}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -59,11 +88,18 @@ def create_celery(settings: Settings) -> LungcdsCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A task over the soft limit gets SoftTimeLimitExceeded and fails its job with that
+        # reason; the hard limit, a little later, replaces a child that ignored it.
+        task_soft_time_limit=settings.analysis_time_limit_s,
+        task_time_limit=settings.analysis_time_limit_s + HARD_LIMIT_GRACE_S,
+        # Celery counts KiB; None leaves children alone.
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         task_queues=tuple(
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (GPU_QUEUE, CPU_QUEUE)
+            Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=queue_arguments)
+            for name in (GPU_QUEUE, CPU_QUEUE)
         ),
         task_default_queue=CPU_QUEUE,
         task_routes={
@@ -79,6 +115,25 @@ def create_celery(settings: Settings) -> LungcdsCelery:
     return app
 
 
-def enqueue_analysis(app: Celery, job_id: int, revision: int) -> None:
-    """Put the analysis of one job revision on the gpu queue (by task name, on ``app``)."""
-    app.send_task(ANALYSIS_TASK, args=[job_id, revision])
+def enqueue_analysis(app: LungcdsCelery, job_id: int, revision: int) -> None:
+    """Put the analysis of one job revision on the gpu queue, urgent jobs ahead (by task name, on ``app``)."""
+    settings = app.settings
+    urgent = False
+    if settings.priority_calling_aets or settings.priority_accession_pattern:
+        with Session(_engine(settings.database_url)) as session:
+            urgent = is_urgent(session, job_id, settings)
+    priority = message_priority(settings.broker_url, urgent)
+    logger.info("analysis queued", extra={"job": job_id, "revision": revision, "urgent": urgent})
+    app.send_task(ANALYSIS_TASK, args=[job_id, revision], priority=priority)
+
+
+def redis_lists(queue: str) -> tuple[str, ...]:
+    """The Redis lists holding the waiting messages of ``queue``: urgent (priority 0) and routine."""
+    priorities = sorted({message_priority("redis://", urgent) for urgent in (True, False)}, key=lambda p: p or 0)
+    return tuple(queue if not p else f"{queue}{REDIS_PRIORITY_SEPARATOR}{p}" for p in priorities)
+
+
+@functools.cache
+def _engine(database_url: str) -> Engine:
+    """One engine per database for the producers' priority look-ups (the pool is shared by threads)."""
+    return make_engine(database_url)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
@@ -21,7 +22,7 @@ from dicom_node.spool import Spool, StoredInstance
 from server.core.config import Settings
 from server.db_models import Delivery, Job, Series, utcnow
 from server.routing.intake import SeriesIntake
-from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, LungcdsCelery, create_celery
+from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, HARD_LIMIT_GRACE_S, LungcdsCelery, create_celery
 from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
 from tests.peers import free_port
 
@@ -144,6 +145,32 @@ def test_an_unexpected_error_fails_the_job_with_its_message(
     with Session(engine) as session:
         series = session.get(Series, uid)
     assert series is not None and series.state == "failed" and series.reasons == [job.error]
+
+
+def test_an_analysis_over_its_time_limit_fails_with_that_reason(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, revision, _ = queued
+
+    def too_slow(**_: object) -> None:
+        raise SoftTimeLimitExceeded()  # what Celery's prefork pool raises in the task at the soft limit
+
+    monkeypatch.setattr("server.tasks.analysis.run_analysis", too_slow)
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    job = _job(engine, job_id)
+    assert job.state == "failed"
+    assert job.error == "stopped at the analysis time limit of 14400 s (LUNGCDS_ANALYSIS_TIME_LIMIT_S)"
+
+
+def test_queue_semantics_of_the_app(settings: Settings) -> None:
+    settings.broker_url = "redis://127.0.0.1:6379/15"
+    settings.analysis_time_limit_s = 600
+    settings.worker_max_memory_mb = 6000
+    conf = create_celery(settings).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.task_soft_time_limit == 600 and conf.task_time_limit == 600 + HARD_LIMIT_GRACE_S
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.worker_max_memory_per_child == 6000 * 1024
 
 
 def test_the_pump_leases_each_due_delivery_once(
