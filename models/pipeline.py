@@ -406,21 +406,27 @@ def _i3dr(volume: Volume, provider: ModelProvider, state: _State) -> None:
     if loaded is None:
         return
     lobes = {name: state.masks[name] for name in LOBE_NAMES if name in state.masks and state.masks[name].any()}
-    lobar = len(lobes) == len(LOBE_NAMES)
+    missing = [name for name in LOBE_NAMES if name not in lobes]
+    lobe_run = state.runs.get("lobes")
+    why_not_lobar = (
+        f"lobe masks missing or empty ({', '.join(missing)}; lobes: {lobe_run.reason if lobe_run else 'not run'})"
+        if missing
+        else ""
+    )
     try:
-        if lobar:
-            prediction = loaded.model.predict(volume, state.masks["lungs"], lobes)
-        else:
+        prediction = None
+        if not missing:
+            try:
+                prediction = loaded.model.predict(volume, state.masks["lungs"], lobes)
+            except ValueError as exc:  # e.g. a lobe too small to survive resampling to 1.6 mm
+                why_not_lobar = str(exc)
+        if prediction is None:
             prediction = loaded.model.predict_patient_only(volume, state.masks["lungs"])
     except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
         state.runs[I3DR] = _failed(I3DR, exc)
         return
     result = prediction.to_result()
-    if not lobar:
-        missing = [name for name in LOBE_NAMES if name not in lobes]
-        lobe_run = state.runs.get("lobes")
-        why = lobe_run.reason if lobe_run is not None else "no lobe segmentation"
-        words = f"no lobar estimates: lobe masks missing or empty ({', '.join(missing)}; lobes: {why})"
-        result = replace(result, notes=(words, *result.notes))
+    if why_not_lobar:
+        result = replace(result, notes=(f"no lobar estimates: {why_not_lobar}", *result.notes))
     state.i3dr = result
-    state.runs[I3DR] = _ran(loaded, "lobar" if lobar else "patient level only (model A)")
+    state.runs[I3DR] = _ran(loaded, "patient level only (model A)" if why_not_lobar else "lobar")

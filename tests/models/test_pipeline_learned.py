@@ -154,3 +154,19 @@ def test_without_weights_nothing_learned_runs() -> None:
         assert "no weights installed" in findings.models[name].reason
     assert findings.corads is None and set(findings.masks) == {"lungs", "lung_left", "lung_right"}
     assert findings.stoic is None and findings.i3dr is None
+
+
+def test_i3dr_falls_back_to_patient_level_when_a_lobe_cannot_be_used(phantom, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    provider = small_provider()
+    loaded = provider.load("i3dr")
+    assert loaded is not None
+    reason = "region 'RML' is empty after resampling: there is nothing to centre on"
+
+    def refuse(*_: object) -> None:
+        raise ValueError(reason)
+
+    monkeypatch.setattr(loaded.model, "predict", refuse)
+    findings = analyse(phantom.volume(), CONTEXT, provider=provider)
+    assert findings.i3dr is not None and findings.i3dr.patient and not findings.i3dr.lobes
+    assert findings.i3dr.notes[0] == f"no lobar estimates: {reason}"
+    assert findings.models["i3dr"].status == "ran" and findings.models["i3dr"].reason.endswith("(model A)")

@@ -74,12 +74,26 @@ def test_demo_weights_run_every_model_and_every_output_says_unvalidated(
     assert [s.name for s in output.stages][:3] == ["loading", "lung_mask", "lobes"]
     assert "corads" in [s.name for s in output.stages]
 
+    for name in ("stoic", "i3dr", "stoic_code1055", "stoic_simonj", "stoic_flyingbird", "stoic_hal9000"):
+        assert result["models"][name]["status"] == "ran" and result["models"][name]["validated"] is False, name
+    assert 0.0 <= result["stoic"]["p_covid"] <= 1.0 and 0.0 <= result["stoic"]["p_severe"] <= 1.0
+    assert set(result["stoic"]["members"]) == {"stoic_code1055", "stoic_simonj", "stoic_flyingbird", "stoic_hal9000"}
+    lobar = set(result["i3dr"]["lobes"]) == {"LUL", "LLL", "RUL", "RML", "RLL"}
+    assert result["i3dr"]["patient"] and (lobar or result["i3dr"]["notes"][0].startswith("no lobar estimates: "))
+    assert any("demonstration weights" in note for note in result["i3dr"]["notes"])
+    assert {"stoic", "i3dr"} <= {s.name for s in output.stages}
+
     text = _pdf_text(tmp_path / "out" / "report.pdf")
     pages = text.split("\f")
     assert all("UNVALIDATED" in page for page in pages if page.strip()), "the banner is on every page"
     assert "CO-RADS" in text
+    flat = " ".join(text.split())
+    assert f"Probability of COVID-19 {result['stoic']['p_covid']:.2f}" in flat
+    assert "stoic_hal9000" in flat and "Lung function (I3Dr)" in flat and "I3Dr lung function estimates" in flat
     sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
     assert "UNVALIDATED" in sr.SeriesDescription
+    sr_text = _sr_text(tmp_path / "out" / "sr.dcm")
+    assert "Probability of COVID-19" in sr_text and "Probability of intubation or death within one month" in sr_text
 
 
 def test_installed_weights_put_their_hash_and_model_card_into_the_outputs(
