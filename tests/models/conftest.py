@@ -49,6 +49,12 @@ def chest_5mm_lungs(chest_5mm: Volume) -> LungSegmentation:
 
 
 @pytest.fixture(scope="session")
+def real_chest(chest_5mm: Volume, chest_5mm_lungs: LungSegmentation) -> tuple[Volume, np.ndarray]:
+    """The real 5 mm chest CT and its classical lung mask (both lungs)."""
+    return chest_5mm, chest_5mm_lungs.left | chest_5mm_lungs.right
+
+
+@pytest.fixture(scope="session")
 def phantom_5mm() -> Phantom:
     """5 mm slices at 1 mm in-plane (so the lung mask block-averages 2x2), with consolidation."""
     return chest_phantom((60, 384, 384), (5.0, 1.0, 1.0), consolidation=True)
