@@ -8,10 +8,11 @@ who won, so it holds on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, update
+from sqlalchemy import CursorResult, Executable, and_, or_, update
 from sqlmodel import Session, col, select
 
 from dicom_node.header import InstanceHeader
@@ -215,20 +216,69 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
     return job
 
 
-def start_job(session: Session, job_id: int, revision: int) -> bool:
-    """Mark a queued job running if ``revision`` is still current; False means skip it."""
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :func:`start_job`: run it, skip the message, or look again later.
+
+    ``retry_in_s`` is set when another attempt holds a live lease on the job: it may have died
+    just now (its lease has not run out yet) or still be running; either way the message is
+    looked at again when the lease would have ended.
+    """
+
+    started: bool
+    retry_in_s: float | None = None
+
+
+def start_job(session: Session, job_id: int, revision: int, lease: timedelta) -> Claim:
+    """Claim a job for one attempt.
+
+    A queued job of the current revision is claimed.  A *running* one of the current revision is
+    claimed too when its lease has expired: its worker died (killed, out of memory, host lost)
+    and the broker redelivered the message; the takeover is recorded in the job's events.  A
+    superseded revision or a finished job is skipped.
+    """
+    now = utcnow()
+    claimable = or_(
+        col(Job.state) == JobState.QUEUED,
+        and_(col(Job.state) == JobState.RUNNING, or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now)),
+    )
+    before = session.get(Job, job_id)
+    took_over = before is not None and before.state == JobState.RUNNING
     changed = changed_rows(
         session,
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.QUEUED)
-        .values(state=JobState.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1),
+        .where(col(Job.id) == job_id, col(Job.revision) == revision, claimable)
+        .values(state=JobState.RUNNING, started_at=now, attempts=Job.attempts + 1, lease_until=now + lease),
     )
-    if changed:
-        job = session.get(Job, job_id)
-        assert job is not None
+    job = session.get(Job, job_id)
+    if changed and job is not None:
+        session.refresh(job)
         set_series_state(session, job.series_instance_uid, SeriesState.ANALYSING)
-        add_job_event(session, job_id, "started", {"revision": revision, "attempt": job.attempts})
-    return bool(changed)
+        detail: dict[str, Any] = {"revision": revision, "attempt": job.attempts}
+        if took_over:
+            detail["taken_over"] = "the previous attempt's lease expired (its worker was lost)"
+        add_job_event(session, job_id, "started", detail)
+        return Claim(started=True)
+    if job is not None and job.revision == revision and job.state == JobState.RUNNING and job.lease_until:
+        return Claim(started=False, retry_in_s=max(1.0, (_aware(job.lease_until) - now).total_seconds()))
+    return Claim(started=False)
+
+
+def renew_lease(session: Session, job_id: int, revision: int, lease: timedelta) -> bool:
+    """Extend the lease of a running attempt; False when the job is no longer this attempt's."""
+    return bool(
+        changed_rows(
+            session,
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
+            .values(lease_until=utcnow() + lease),
+        )
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def job_is_current(session: Session, job_id: int, revision: int) -> bool:

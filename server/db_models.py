@@ -174,6 +174,9 @@ class Job(SQLModel, table=True):
     queued_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    #: Until when the running attempt holds the job; renewed while it runs, so an expired lease
+    #: means its worker died and a redelivered message may take the job over.
+    lease_until: datetime | None = _ts()
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     analysis_time_limit_s: int = Field(
         4 * 3600, ge=60, description="Hard time limit of one analysis; the job fails with this reason after it"
     )
+    job_lease_s: int = Field(
+        120,
+        ge=5,
+        description="Seconds a running analysis holds its job (renewed every third of it); the job of a lost "
+        "worker is taken over by the redelivered message once this has run out",
+    )
     worker_max_memory_mb: int = Field(
         0, ge=0, description="Replace a worker child after a task left it above this resident memory; 0: no ceiling"
     )

@@ -7,11 +7,16 @@ and destination before enqueueing the deliveries after commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from server import crud
@@ -20,11 +25,11 @@ from server.db_models import Job, SeriesState
 from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
 from server.services.analysis import run_analysis
-from server.tasks.app import ANALYSIS_TASK
+from server.tasks.app import ANALYSIS_TASK, enqueue_analysis
 from server.tasks.base import LungcdsTask
 from server.tasks.delivery import enqueue_delivery
 
-__all__ = ["TRANSIENT_ERRORS", "analyse_series"]
+__all__ = ["TRANSIENT_ERRORS", "analyse_series", "lease_kept"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +42,17 @@ MAX_RETRIES = 3
 def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
     """Analyse the series of ``job_id`` if ``revision`` is still the job's current one."""
     engine, settings = self.engine, self.settings
+    lease = timedelta(seconds=settings.job_lease_s)
     with session_scope(engine) as session:
-        if not crud.start_job(session, job_id, revision):
-            logger.info("job superseded or not queued; skipped", extra={"job": job_id, "revision": revision})
+        claim = crud.start_job(session, job_id, revision, lease)
+        if not claim.started:
+            if claim.retry_in_s is not None:
+                # Another attempt holds the lease: still running, or its worker just died (then the
+                # lease runs out and this message takes the job over).  Look again then.
+                logger.info("job held by another attempt", extra={"job": job_id, "retry_in_s": claim.retry_in_s})
+                enqueue_analysis(self.app, job_id, revision, countdown=claim.retry_in_s)
+            else:
+                logger.info("job superseded or finished; skipped", extra={"job": job_id, "revision": revision})
             return
         job = session.get(Job, job_id)
         assert job is not None
@@ -49,14 +62,15 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
     try:
         rules = load_rules(settings.rules_file, settings.max_slice_thickness_mm)
         out_dir = settings.results_dir / series_uid
-        output = run_analysis(
-            paths=paths,
-            out_dir=out_dir,
-            eligibility=evaluate(headers, rules),
-            headers=headers,
-            models=self.models,
-            ae_title=settings.ae_title,
-        )
+        with lease_kept(engine, job_id, revision, lease):
+            output = run_analysis(
+                paths=paths,
+                out_dir=out_dir,
+                eligibility=evaluate(headers, rules),
+                headers=headers,
+                models=self.models,
+                ae_title=settings.ae_title,
+            )
     except TRANSIENT_ERRORS as exc:
         if self.request.retries < MAX_RETRIES:
             with session_scope(engine) as session:
@@ -115,6 +129,34 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
     for delivery_id in delivery_ids:
         enqueue_delivery(self.app, delivery_id)
     logger.info("job done", extra={"job": job_id, "deliveries": len(delivery_ids), "timings": output.timings})
+
+
+@contextlib.contextmanager
+def lease_kept(engine: Engine, job_id: int, revision: int, lease: timedelta) -> Iterator[None]:
+    """Renew the job's lease every third of its length while the body runs (a daemon thread).
+
+    A worker that dies stops renewing, so the lease runs out and a redelivered message can take
+    the job over (:func:`server.crud.start_job`); one that lives keeps it, so a duplicate
+    delivery waits instead of analysing the series a second time.
+    """
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease.total_seconds() / 3):
+            try:
+                with session_scope(engine) as session:
+                    if not crud.renew_lease(session, job_id, revision, lease):
+                        return  # superseded or cancelled: nothing to hold any more
+            except OperationalError as exc:  # the database is away for a moment; the next turn retries
+                logger.warning("lease not renewed", extra={"job": job_id, "error": str(exc)})
+
+    thread = threading.Thread(target=renew, name=f"lease-job-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _fail(engine: object, job_id: int, revision: int, error: str) -> None:

@@ -115,8 +115,11 @@ def create_celery(settings: Settings) -> LungcdsCelery:
     return app
 
 
-def enqueue_analysis(app: LungcdsCelery, job_id: int, revision: int) -> None:
-    """Put the analysis of one job revision on the gpu queue, urgent jobs ahead (by task name, on ``app``)."""
+def enqueue_analysis(app: LungcdsCelery, job_id: int, revision: int, countdown: float | None = None) -> None:
+    """Put the analysis of one job revision on the gpu queue, urgent jobs ahead (by task name, on ``app``).
+
+    ``countdown`` delays it (seconds), for a job whose lease another attempt still holds.
+    """
     settings = app.settings
     urgent = False
     if settings.priority_calling_aets or settings.priority_accession_pattern:
@@ -124,7 +127,7 @@ def enqueue_analysis(app: LungcdsCelery, job_id: int, revision: int) -> None:
             urgent = is_urgent(session, job_id, settings)
     priority = message_priority(settings.broker_url, urgent)
     logger.info("analysis queued", extra={"job": job_id, "revision": revision, "urgent": urgent})
-    app.send_task(ANALYSIS_TASK, args=[job_id, revision], priority=priority)
+    app.send_task(ANALYSIS_TASK, args=[job_id, revision], priority=priority, countdown=countdown)
 
 
 def redis_lists(queue: str) -> tuple[str, ...]:

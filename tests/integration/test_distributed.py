@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +101,57 @@ def test_worker_in_a_separate_process_on_postgres_and_redis(
         assert conn.execute(text("SELECT count(*) FROM instance")).scalar() == 64
         assert conn.execute(text("SELECT state FROM job")).scalar() == "done"
     engine.dispose()
+
+
+def _pool_children(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The prefork pool children of a ``lungcds worker`` process (they run the tasks)."""
+    found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_worker_child_killed_mid_analysis_completes_once(
+    ct_dir: Path, orthanc: OrthancPeer, tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    server = start_lungcds(
+        tmp_path / "lungcds",
+        worker=False,
+        extra_env={
+            "LUNGCDS_DATABASE_URL": postgres_url,
+            "LUNGCDS_BROKER_URL": redis_url,
+            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+            "LUNGCDS_DESTINATIONS": orthanc.destination,
+            "LUNGCDS_JOB_LEASE_S": "6",
+        },
+    )
+    try:
+        files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        assert storescu(server.dicom_port, files).returncode == 0
+        wait_for(lambda: (s := server.series(uid)) and s["state"] == "queued", 60, 0.5, "queued")
+        worker = start_worker(server)
+        wait_for(lambda: (s := server.series(uid)) and s["state"] == "analysing", 120, 0.1, "analysis started")
+        children = _pool_children(worker)
+        assert children, "the worker has a pool child running the analysis"
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)  # mid-analysis: no clean-up, no acknowledgement
+
+        def delivered() -> dict | None:  # type: ignore[type-arg]
+            series = server.series(uid)
+            assert series is not None and series["state"] != "failed", series
+            deliveries = (series.get("job") or {}).get("deliveries") or []
+            done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
+            return series if done else None
+
+        series = wait_for(delivered, 900, 1.0, "the analysis taken over and delivered")
+        assert series["job"]["attempts"] == 2
+        deliveries = series["job"]["deliveries"]
+        assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"], "one set of reports"
+        for delivery in deliveries:
+            assert len([r for r in orthanc.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]) == 1
+        engine = create_engine(postgres_url)
+        with engine.connect() as conn:
+            started = conn.execute(text("SELECT detail FROM job_event WHERE kind = 'started' ORDER BY id")).all()
+        engine.dispose()
+        assert [("taken_over" in row[0]) for row in started] == [False, True]
+    finally:
+        server.stop()

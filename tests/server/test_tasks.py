@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +20,11 @@ from sqlmodel import Session, select
 
 from dicom_node.scp import AssociationInfo, StorageSCP
 from dicom_node.spool import Spool, StoredInstance
+from server import crud
 from server.core.config import Settings
-from server.db_models import Delivery, Job, Series, utcnow
+from server.db_models import Delivery, Job, JobEvent, Series, utcnow
 from server.routing.intake import SeriesIntake
+from server.tasks.analysis import lease_kept
 from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, HARD_LIMIT_GRACE_S, LungcdsCelery, create_celery
 from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
 from tests.peers import free_port
@@ -293,3 +296,53 @@ def test_metrics_change_as_the_series_is_processed(
     assert 'lungcds_jobs{state="done"} 1.0' in after and 'lungcds_series{state="done"} 1.0' in after
     assert 'lungcds_stage_duration_seconds_count{stage="lung_mask"} 1.0' in after
     assert 'lungcds_deliveries{state="pending"} 3.0' in after
+
+
+def test_a_running_job_is_held_by_its_lease_and_taken_over_when_it_runs_out(
+    engine: Engine, queued: tuple[int, int, str]
+) -> None:
+    job_id, revision, _ = queued
+    lease = timedelta(seconds=60)
+    with Session(engine) as session:
+        assert crud.start_job(session, job_id, revision, lease) == crud.Claim(started=True)
+        session.commit()
+        busy = crud.start_job(session, job_id, revision, lease)
+        assert not busy.started and busy.retry_in_s is not None and 55 < busy.retry_in_s <= 60
+        assert crud.start_job(session, job_id, revision + 1, lease) == crud.Claim(started=False)
+        session.execute(update(Job).values(lease_until=utcnow() - timedelta(seconds=1)))  # its worker died
+        assert crud.start_job(session, job_id, revision, lease).started
+        session.commit()
+        events = session.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "started")).all()
+    assert [e.detail.get("taken_over") is not None for e in events] == [False, True]
+    assert _job(engine, job_id).attempts == 2
+
+
+def test_a_redelivered_message_waits_for_a_live_lease(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, revision, _ = queued
+    with Session(engine) as session:
+        assert crud.start_job(session, job_id, revision, timedelta(seconds=30)).started
+        session.commit()
+    later: list[tuple[int, int, float | None]] = []
+    monkeypatch.setattr(
+        "server.tasks.analysis.enqueue_analysis",
+        lambda _app, job, rev, countdown=None: later.append((job, rev, countdown)),
+    )
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    assert len(later) == 1 and later[0][:2] == (job_id, revision) and 25 < (later[0][2] or 0) <= 30
+    job = _job(engine, job_id)
+    assert job.state == "running" and job.attempts == 1, "the holder's attempt is left alone"
+
+
+def test_the_lease_is_renewed_while_the_analysis_runs(engine: Engine, queued: tuple[int, int, str]) -> None:
+    job_id, revision, _ = queued
+    lease = timedelta(seconds=0.6)
+    with Session(engine) as session:
+        assert crud.start_job(session, job_id, revision, lease).started
+        session.commit()
+    first = _job(engine, job_id).lease_until
+    with lease_kept(engine, job_id, revision, lease):
+        time.sleep(1.0)
+    renewed = _job(engine, job_id).lease_until
+    assert first is not None and renewed is not None and renewed > first
