@@ -65,6 +65,8 @@ class OrthancPeer:
     dicom_port: int
     http: httpx.Client
     log: Path
+    workdir: Path
+    http_port: int
 
     @property
     def destination(self) -> str:
@@ -95,13 +97,16 @@ class OrthancPeer:
             self.process.kill()
 
 
-def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> OrthancPeer:
-    """Start Orthanc with its own storage under ``workdir``; loopback only, no auth."""
+def start_orthanc(workdir: Path, aet: str = "ORTHANC", ports: tuple[int, int] | None = None) -> OrthancPeer:
+    """Start Orthanc with its own storage under ``workdir``; loopback only, no auth.
+
+    ``ports`` (DICOM, HTTP) restarts a stopped peer where it was, with the storage it had.
+    """
     binary = shutil.which("Orthanc")
     if binary is None:
         raise FileNotFoundError("Orthanc is not installed (apt install orthanc)")
     workdir.mkdir(parents=True, exist_ok=True)
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = ports or (free_port(), free_port())
     config = {
         "Name": "lungcds-test-pacs",
         "StorageDirectory": str(workdir / "storage"),
@@ -137,7 +142,9 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> OrthancPeer:
             return False
 
     wait_for(ready, 60, 0.2, "Orthanc to start")
-    return OrthancPeer(process=process, aet=aet, dicom_port=dicom_port, http=http, log=log)
+    return OrthancPeer(
+        process=process, aet=aet, dicom_port=dicom_port, http=http, log=log, workdir=workdir, http_port=http_port
+    )
 
 
 @dataclass
