@@ -1,4 +1,5 @@
-"""Faults that must lose nothing: the PACS away for a while (issue 9, "Fault tolerance").
+"""Faults that must lose nothing (issue 9, "Fault tolerance"): the PACS away for a while, an
+association aborted mid-series, a full disk.
 
 The worker-killed-mid-analysis case runs on PostgreSQL and Redis in ``test_distributed.py``.
 """
@@ -62,3 +63,62 @@ def test_reports_wait_for_the_pacs_and_arrive_once(ct_dir: Path, tmp_path: Path)
         server.stop()
         if pacs is not None:
             pacs.stop()
+
+
+def test_an_aborted_association_keeps_its_part_and_the_series_completes_with_the_rest(
+    ct_dir: Path, tmp_path: Path
+) -> None:
+    server = start_lungcds(tmp_path / "lungcds", extra_env={"LUNGCDS_MAX_SLICE_THICKNESS_MM": "5"})
+    try:
+        files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        first, rest = files[::2], files[1::2]  # every other slice: the first part is not a complete series
+        assert storescu(server.dicom_port, first, extra=("--abort",)).returncode == 0
+        kept = wait_for(lambda: (s := server.series(uid)) and s["instance_count"] == len(first) and s, 60, 0.5, "kept")
+        assert kept["state"] in ("receiving", "finalizing"), "an aborted half is not analysed as if it were whole"
+        assert storescu(server.dicom_port, rest).returncode == 0
+
+        def done() -> dict[str, Any] | None:
+            series = server.series(uid)
+            return series if series and series["state"] == "done" else None
+
+        series = wait_for(done, 600, 1.0, "the whole series analysed")
+        assert series["instance_count"] == len(files) == 64
+        assert series["job"]["attempts"] == 1
+    finally:
+        server.stop()
+
+
+def test_a_full_disk_refuses_with_out_of_resources_and_recovers(tmp_path: Path) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    from dicom_node.scp import StorageSCP
+    from dicom_node.spool import Spool
+    from tests.dicom_node.helpers import RecordingSink, make_ct
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    reserve = shutil.disk_usage(spool_dir).free - 64 * 2**20  # 64 MiB above the reserve now
+    ballast = tmp_path / "ballast.bin"
+    ae = AE(ae_title="CTSCANNER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+
+    def store(port: int) -> int:
+        assoc = ae.associate("127.0.0.1", port, ae_title="LUNGCDS")
+        assert assoc.is_established
+        status = int(assoc.send_c_store(make_ct()).Status)
+        assoc.release()
+        return status
+
+    with StorageSCP("LUNGCDS", Spool(spool_dir, min_free_bytes=reserve), RecordingSink()) as scp:
+        port = scp.start("127.0.0.1", 0)
+        with ballast.open("wb") as fh:  # the disk fills up: free space drops below the reserve
+            for _ in range(128):
+                fh.write(b"\0" * 2**20)
+            fh.flush()
+        assert store(port) == 0xA700, "out of resources while the disk is full"
+        ballast.unlink()  # space returns
+        assert store(port) == 0x0000
+    assert len([p for p in spool_dir.rglob("*.dcm")]) == 1
