@@ -19,11 +19,7 @@ intubation within one month) *among COVID-19 patients*: the severity AUC was com
 RT-PCR-positive patients only (thesis 4.2), and Code 1055, Flying Bird and etro trained their
 severity models on COVID-19-positive patients only (models spec section 4).
 
-This module also holds what the members share: their weights-file format (one safetensors file
-per member, tensors under per-part prefixes, the model card as JSON in the metadata key
-``model_card``, as :mod:`models.corads.ensemble` does) and the conversion of an array on a
-:class:`~models.findings.Geometry` to a SimpleITK image (two members resample with SimpleITK,
-as their authors did).
+The members' shared weights-file format lives in :mod:`models.stoic.storage`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -72,6 +73,15 @@ def distributed(tmp_path: Path, orthanc: OrthancPeer, postgres_url: str, redis_u
     server.stop()
 
 
+def _delivered(server: LungcdsProcess, uid: str) -> dict[str, Any] | None:
+    """The series once it is analysed and every report is sent (None before; a failure fails the test)."""
+    series = server.series(uid)
+    assert series is not None and series["state"] != "failed", series
+    deliveries = (series.get("job") or {}).get("deliveries") or []
+    done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
+    return series if done else None
+
+
 def test_worker_in_a_separate_process_on_postgres_and_redis(
     ct_dir: Path, orthanc: OrthancPeer, distributed: LungcdsProcess
 ) -> None:
@@ -85,14 +95,7 @@ def test_worker_in_a_separate_process_on_postgres_and_redis(
 
     start_worker(distributed)
 
-    def delivered() -> dict | None:  # type: ignore[type-arg]
-        series = distributed.series(uid)
-        assert series is not None and series["state"] != "failed", series
-        deliveries = (series.get("job") or {}).get("deliveries") or []
-        done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
-        return series if done else None
-
-    series = wait_for(delivered, 900, 1.0, "analysis by the separate worker and delivery")
+    series = wait_for(lambda: _delivered(distributed, uid), 900, 1.0, "analysis by the separate worker and delivery")
     assert series["job"]["attempts"] == 1
     sr_uid = next(d["sop_instance_uid"] for d in series["job"]["deliveries"] if d["kind"] == "sr")
     assert [r for r in orthanc.lookup(sr_uid) if r["Type"] == "Instance"]
@@ -135,14 +138,7 @@ def test_a_worker_child_killed_mid_analysis_completes_once(
         for pid in children:
             os.kill(pid, signal.SIGKILL)  # mid-analysis: no clean-up, no acknowledgement
 
-        def delivered() -> dict | None:  # type: ignore[type-arg]
-            series = server.series(uid)
-            assert series is not None and series["state"] != "failed", series
-            deliveries = (series.get("job") or {}).get("deliveries") or []
-            done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
-            return series if done else None
-
-        series = wait_for(delivered, 900, 1.0, "the analysis taken over and delivered")
+        series = wait_for(lambda: _delivered(server, uid), 900, 1.0, "the analysis taken over and delivered")
         assert series["job"]["attempts"] == 2
         deliveries = series["job"]["deliveries"]
         assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"], "one set of reports"
