@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 import numpy as np
 
@@ -371,14 +370,19 @@ def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun
     spec = get_spec(STOIC)
     averaged = {name for names in result.averaged.values() for name in names}
     if not averaged:
-        missing = "; ".join(f"{name}: {why}" for name, why in result.not_run.items())
-        status: Literal["not_installed", "skipped"] = (
-            "not_installed" if all(r.status == "not_installed" for r in result.members.values()) else "skipped"
-        )
+        none_installed = all(r.status == "not_installed" for r in result.members.values())
+        if none_installed:
+            reason = (
+                f"no weights installed for any member of {result.config} ({', '.join(result.members)}); "
+                "install with `lungcds models install`"
+            )
+        else:
+            missing = "; ".join(f"{name}: {why}" for name, why in result.not_run.items())
+            reason = f"no member of {result.config} gave a result ({missing})"
         return ModelRun(
             name=STOIC,
-            status=status,
-            reason=f"no member of {result.config} gave a result ({missing})",
+            status="not_installed" if none_installed else "skipped",
+            reason=reason,
             validated=False,
             version=spec.version,
             description=spec.description,

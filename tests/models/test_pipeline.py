@@ -57,8 +57,10 @@ def test_model_statuses_are_honest(phantom_findings: FindingsAndStages) -> None:
         assert run.status == "not_installed" and not run.validated and run.weights_sha256 is None
         assert "no weights installed" in run.reason
     stoic = findings.models["stoic"]
-    assert stoic.status == "not_installed" and "no member of stoic_top3 gave a result" in stoic.reason
-    assert "stoic_code1055: not installed: no weights installed" in stoic.reason
+    assert stoic.status == "not_installed" and stoic.reason == (
+        "no weights installed for any member of stoic_top3 (stoic_code1055, stoic_simonj, stoic_flyingbird, "
+        "stoic_hal9000); install with `lungcds models install`"
+    )
     assert findings.models["severity"].status == "skipped"
     assert "no lobe and no lesion masks" in findings.models["severity"].reason
     assert not findings.any_unvalidated_output
