@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, and_, or_, update
+from sqlalchemy import CursorResult, Executable, and_, func, or_, update
 from sqlmodel import Session, col, select
 
 from dicom_node.header import InstanceHeader
@@ -53,6 +53,10 @@ __all__ = [
     "series_instance_paths",
     "set_series_state",
     "start_job",
+    "mark_sent",
+    "unsent_queued_jobs",
+    "renew_lease",
+    "Claim",
     "upsert_delivery",
 ]
 
@@ -262,6 +266,20 @@ def start_job(session: Session, job_id: int, revision: int, lease: timedelta) ->
     if job is not None and job.revision == revision and job.state == JobState.RUNNING and job.lease_until:
         return Claim(started=False, retry_in_s=max(1.0, (_aware(job.lease_until) - now).total_seconds()))
     return Claim(started=False)
+
+
+def mark_sent(session: Session, job_id: int) -> None:
+    """Record that a message for the job was just handed to the broker."""
+    session.execute(update(Job).where(col(Job.id) == job_id).values(sent_at=utcnow()))
+
+
+def unsent_queued_jobs(session: Session, older_than: datetime) -> list[tuple[int, int]]:
+    """(job, revision) of queued jobs whose last message is older than ``older_than``, oldest first."""
+    last = func.coalesce(col(Job.sent_at), col(Job.queued_at))
+    rows = session.exec(
+        select(Job.id, Job.revision).where(col(Job.state) == JobState.QUEUED, last < older_than).order_by(last)
+    ).all()
+    return [(int(job_id), int(revision)) for job_id, revision in rows if job_id is not None]
 
 
 def renew_lease(session: Session, job_id: int, revision: int, lease: timedelta) -> bool:

@@ -177,6 +177,9 @@ class Job(SQLModel, table=True):
     #: Until when the running attempt holds the job; renewed while it runs, so an expired lease
     #: means its worker died and a redelivered message may take the job over.
     lease_until: datetime | None = _ts()
+    #: When a message for this job was last handed to the broker (a queued job whose message the
+    #: broker lost, e.g. in a restart without persistence, is sent again after a while).
+    sent_at: datetime | None = _ts()
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

@@ -32,6 +32,7 @@ from server.retention import purge_expired
 from server.routing.intake import SeriesIntake
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
 from server.tasks.delivery import pump_outbox
+from server.tasks.lost_jobs import resend_lost_jobs
 from server.tasks.queue import CeleryQueue
 
 __all__ = ["RUNTIME_FILE", "ServerRuntime"]
@@ -117,13 +118,16 @@ class ServerRuntime:
         self._spawn(lambda: self._api.run(sockets=[sock]) if self._api else None, "rest-api")
 
     def _routing_loop(self) -> None:
-        """Finalise idle series and pump the outbox until stopped; errors never end the loop."""
+        """Finalise idle series, pump the outbox and resend lost jobs until stopped; errors never end the loop."""
         tick = min(1.0, self.settings.series_idle_seconds / 4)
-        next_purge = 0.0
+        next_purge = next_lost_check = 0.0
         while not self._stop.wait(tick):
             try:
                 self.intake.finalize_idle()
                 pump_outbox(self.celery, self.engine)
+                if time.monotonic() >= next_lost_check:
+                    resend_lost_jobs(self.celery, self.engine, self.settings)
+                    next_lost_check = time.monotonic() + self.settings.lost_job_after_s / 4
                 if time.monotonic() >= next_purge:
                     purge_expired(self.engine, self.settings)
                     next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="Seconds a running analysis holds its job (renewed every third of it); the job of a lost "
         "worker is taken over by the redelivered message once this has run out",
     )
+    lost_job_after_s: int = Field(
+        600,
+        ge=5,
+        description="A queued job whose message is older than this while the analysis queue is empty is sent again "
+        "(its message was lost, e.g. in a broker restart without persistence)",
+    )
     worker_max_memory_mb: int = Field(
         0, ge=0, description="Replace a worker child after a task left it above this resident memory; 0: no ceiling"
     )

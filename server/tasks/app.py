@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from server import crud
 from server.core.config import Settings
 from server.core.db import make_engine
 from server.routing.priority import is_urgent, message_priority
@@ -121,13 +122,15 @@ def enqueue_analysis(app: LungcdsCelery, job_id: int, revision: int, countdown: 
     ``countdown`` delays it (seconds), for a job whose lease another attempt still holds.
     """
     settings = app.settings
-    urgent = False
-    if settings.priority_calling_aets or settings.priority_accession_pattern:
-        with Session(_engine(settings.database_url)) as session:
-            urgent = is_urgent(session, job_id, settings)
-    priority = message_priority(settings.broker_url, urgent)
+    with Session(_engine(settings.database_url)) as session:
+        urgent = bool(settings.priority_calling_aets or settings.priority_accession_pattern) and is_urgent(
+            session, job_id, settings
+        )
+        priority = message_priority(settings.broker_url, urgent)
+        app.send_task(ANALYSIS_TASK, args=[job_id, revision], priority=priority, countdown=countdown)
+        crud.mark_sent(session, job_id)
+        session.commit()
     logger.info("analysis queued", extra={"job": job_id, "revision": revision, "urgent": urgent})
-    app.send_task(ANALYSIS_TASK, args=[job_id, revision], priority=priority, countdown=countdown)
 
 
 def redis_lists(queue: str) -> tuple[str, ...]:

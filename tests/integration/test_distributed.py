@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import pydicom
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.peers import LungcdsProcess, OrthancPeer, start_lungcds, start_worker, storescu, wait_for
+from tests.peers import LungcdsProcess, OrthancPeer, free_port, start_lungcds, start_worker, storescu, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 
@@ -151,3 +152,52 @@ def test_a_worker_child_killed_mid_analysis_completes_once(
         assert [("taken_over" in row[0]) for row in started] == [False, True]
     finally:
         server.stop()
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A private Redis without persistence (as the machine's): a restart forgets every message."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: _reachable("127.0.0.1", port), 30, 0.1, "Redis to listen")
+    return process
+
+
+def test_a_broker_restart_loses_no_job(ct_dir: Path, orthanc: OrthancPeer, tmp_path: Path, postgres_url: str) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    broker = _start_redis(port)
+    server = start_lungcds(
+        tmp_path / "lungcds",
+        worker=False,
+        extra_env={
+            "LUNGCDS_DATABASE_URL": postgres_url,
+            "LUNGCDS_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+            "LUNGCDS_DESTINATIONS": orthanc.destination,
+            "LUNGCDS_LOST_JOB_AFTER_S": "8",
+        },
+    )
+    try:
+        files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        assert storescu(server.dicom_port, files).returncode == 0
+        wait_for(lambda: (s := server.series(uid)) and s["state"] == "queued", 60, 0.5, "queued")
+        broker.kill()  # the broker dies with the job's message in memory
+        broker.wait(timeout=10)
+        broker = _start_redis(port)
+        start_worker(server)
+        series = wait_for(lambda: _delivered(server, uid), 900, 1.0, "the lost job sent again and analysed")
+        assert series["job"]["attempts"] == 1
+        engine = create_engine(postgres_url)
+        with engine.connect() as conn:
+            kinds = [row[0] for row in conn.execute(text("SELECT kind FROM job_event ORDER BY id")).all()]
+        engine.dispose()
+        assert kinds.count("resent") >= 1 and kinds.index("resent") < kinds.index("started")
+    finally:
+        server.stop()
+        broker.kill()
+        broker.wait(timeout=10)

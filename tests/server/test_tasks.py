@@ -25,8 +25,17 @@ from server.core.config import Settings
 from server.db_models import Delivery, Job, JobEvent, Series, utcnow
 from server.routing.intake import SeriesIntake
 from server.tasks.analysis import lease_kept
-from server.tasks.app import ANALYSIS_TASK, DELIVERY_TASK, HARD_LIMIT_GRACE_S, LungcdsCelery, create_celery
+from server.tasks.app import (
+    ANALYSIS_TASK,
+    DELIVERY_TASK,
+    GPU_QUEUE,
+    HARD_LIMIT_GRACE_S,
+    LungcdsCelery,
+    create_celery,
+)
 from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
+from server.tasks.lost_jobs import resend_lost_jobs
+from server.tasks.queue import CeleryQueue
 from tests.peers import free_port
 
 
@@ -346,3 +355,21 @@ def test_the_lease_is_renewed_while_the_analysis_runs(engine: Engine, queued: tu
         time.sleep(1.0)
     renewed = _job(engine, job_id).lease_until
     assert first is not None and renewed is not None and renewed > first
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str], settings: Settings
+) -> None:
+    job_id, _, _ = queued  # the fixture's intake queued the job without a broker message: it is "lost"
+    settings.lost_job_after_s = 30
+    assert resend_lost_jobs(app, engine, settings) == 0, "too recent to call lost"
+    with Session(engine) as session:
+        session.execute(update(Job).values(queued_at=utcnow() - timedelta(seconds=60)))
+        session.commit()
+    assert resend_lost_jobs(app, engine, settings) == 1
+    assert CeleryQueue(app).depths()[GPU_QUEUE] == 1
+    assert _job(engine, job_id).sent_at is not None
+    assert resend_lost_jobs(app, engine, settings) == 0, "its message is in the queue now"
+    with Session(engine) as session:
+        resent = session.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "resent")).all()
+    assert len(resent) == 1
