@@ -1,15 +1,35 @@
-"""Sorting of listings: a ``sort`` parameter over an allow-list of columns (``-`` for descending)."""
+"""Listings: time filters as UTC instants, and a ``sort`` parameter over an allow-list of columns."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import ColumnElement
 
 from server.api.problems import Problem
 
-__all__ = ["order_by"]
+__all__ = ["Instant", "order_by"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A filter time in UTC: one without an offset is taken as UTC; one that UTC cannot hold is refused.
+
+    Without this, ``0001-01-01T00:00+01:00`` (a time before year 1 in UTC) or a naive time reached
+    the database layer and ended as a server error instead of a 422 that says why.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{value.isoformat()} is outside the range of UTC times") from exc
+
+
+#: A query-parameter time (ISO 8601); compared in UTC.
+Instant = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 def order_by(sort: str, columns: Mapping[str, Any]) -> ColumnElement[Any]:

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, event
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
@@ -83,7 +83,8 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:
-    """INSERT a row unless its primary/unique key exists; True when a row was inserted.
+    """INSERT a row unless its primary/unique key exists; True when a row was inserted (checked on PostgreSQL
+    and SQLite by tests).
 
     Concurrent SCP threads may index the first instance of the same study at once; ON
     CONFLICT DO NOTHING makes that race harmless on both SQLite and PostgreSQL.
@@ -97,5 +98,7 @@ def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    result = cast(CursorResult[Any], session.execute(stmt))
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT DO NOTHING
+    # through SQLAlchemy 2.1, which would make every duplicate look inserted.
+    result = session.execute(stmt.returning(*table.primary_key.columns))
+    return result.first() is not None

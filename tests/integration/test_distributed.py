@@ -201,3 +201,55 @@ def test_a_broker_restart_loses_no_job(ct_dir: Path, orthanc: OrthancPeer, tmp_p
         server.stop()
         broker.kill()
         broker.wait(timeout=10)
+
+
+def _allow_connections(postgres_url: str, allowed: bool) -> None:
+    """Open or close the test database to new connections, closing the open ones when closing."""
+    name = postgres_url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {"true" if allowed else "false"}'))
+        if not allowed:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+    admin.dispose()
+
+
+def test_a_database_outage_refuses_cleanly_and_loses_nothing_acknowledged(
+    ct_dir: Path, tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    server = start_lungcds(
+        tmp_path / "lungcds",
+        worker=False,
+        extra_env={
+            "LUNGCDS_DATABASE_URL": postgres_url,
+            "LUNGCDS_BROKER_URL": redis_url,
+            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+            "LUNGCDS_SERIES_IDLE_SECONDS": "3600",
+        },
+    )
+    try:
+        files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        assert storescu(server.dicom_port, files[:20]).returncode == 0
+        _allow_connections(postgres_url, False)  # the database goes away
+        try:
+            during = storescu(server.dicom_port, files[20:40], extra=("-v",))
+        finally:
+            _allow_connections(postgres_url, True)
+        assert during.returncode != 0, "storescu saw refusals, not success"
+        said = during.stdout + during.stderr
+        assert "Received Store Response (Refused: OutOfResources)" in said and "(Success)" not in said, said[-2000:]
+        assert storescu(server.dicom_port, files).returncode == 0  # the modality sends again
+        series = wait_for(
+            lambda: (s := server.series(uid)) and s["instance_count"] == len(files) and s, 120, 0.5, "all stored"
+        )
+        assert series["instance_count"] == 64
+        engine = create_engine(postgres_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM instance")).scalar() == 64, "each instance once"
+        engine.dispose()
+        assert server.process.poll() is None, "the server kept running"
+    finally:
+        server.stop()

@@ -159,3 +159,15 @@ def test_series_filter_by_patient_and_time_and_sort(
     assert bad.status_code == 422 and "sort by one of" in bad.json()["detail"]
     jobs = client.get("/api/v1/jobs", params={"sort": "-queued_at", "state": "queued"}, headers=headers).json()
     assert jobs["total"] == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/series?received_to", "/api/v1/jobs?queued_to", "/api/v1/audit?until"])
+def test_time_filters_are_utc_and_refuse_what_utc_cannot_hold(
+    client: TestClient, keys: dict[str, str], received: dict[str, str], path: str
+) -> None:
+    headers = _auth(keys["admin"])
+    naive = client.get(f"{path}=2999-01-01T00:00:00", headers=headers)  # no offset: taken as UTC
+    assert naive.status_code == 200 and naive.json()["total"] >= 1
+    too_early = client.get(f"{path}=0001-01-01T00:00:00%2B01:00", headers=headers)  # before year 1 in UTC
+    assert too_early.status_code == 422
+    assert "outside the range of UTC times" in json.dumps(too_early.json())

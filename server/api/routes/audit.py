@@ -11,6 +11,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from server.api.deps import Admin, SessionDep
+from server.api.listing import Instant
 from server.api.schemas import Page
 from server.db_models import AuditEvent
 
@@ -39,8 +40,8 @@ def list_audit_events(
     channel: str | None = Query(None, pattern="^(api|dicom)$"),
     actor: str | None = Query(None, max_length=200),
     outcome: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[AuditEventPublic]:

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from dicom_node.scu import parse_destination
 from server import crud
 from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
-from server.api.listing import order_by
+from server.api.listing import Instant, order_by
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
 from server.db_models import Delivery, Job, JobEvent, Series
@@ -49,8 +49,8 @@ def list_jobs(
     session: SessionDep,
     _key: Viewer,
     state: str | None = Query(None, max_length=32),
-    queued_from: datetime | None = None,
-    queued_to: datetime | None = None,
+    queued_from: Instant | None = None,
+    queued_to: Instant | None = None,
     sort: str = Query("-id", max_length=40),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**62),

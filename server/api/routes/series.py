@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from server.api.deps import SessionDep, Viewer
-from server.api.listing import order_by
+from server.api.listing import Instant, order_by
 from server.api.problems import Problem
 from server.api.routes.jobs import job_public
 from server.api.schemas import Page, SeriesPublic
@@ -59,8 +58,8 @@ def list_series(
     study_uid: str | None = Query(None, max_length=64),
     patient_id: str | None = Query(None, max_length=64),
     accession_number: str | None = Query(None, max_length=64),
-    received_from: datetime | None = None,
-    received_to: datetime | None = None,
+    received_from: Instant | None = None,
+    received_to: Instant | None = None,
     sort: str = Query("-last_received_at", max_length=40),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**62),
