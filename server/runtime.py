@@ -77,6 +77,7 @@ class ServerRuntime:
             spool,
             self.intake,
             allowed_calling_aets=settings.allowed_calling_aets,
+            maximum_associations=settings.max_associations,
             on_rejected=self.intake.association_rejected,
             ssl_context=scp_ssl_context(settings),
         )

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
     min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
     worker_concurrency: int = Field(2, ge=1)
+    max_associations: int = Field(
+        32, ge=1, le=1000, description="Simultaneous DICOM associations accepted; more are rejected as transient"
+    )
     priority_calling_aets: CommaList = Field(
         default_factory=list, description="Calling AE titles whose series are analysed before routine ones"
     )
