@@ -6,6 +6,7 @@ DCMTK tools and Orthanc get ``TCP_NODELAY=1`` (without it each file costs ~43 ms
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,11 +16,15 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import sqlalchemy
 
 __all__ = [
     "SHARED_DATA",
@@ -36,6 +41,37 @@ __all__ = [
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+#: The machine's PostgreSQL (trust authentication); tests create and drop their own databases on it.
+PG_ADMIN_URL = os.environ.get("LUNGCDS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def reachable(host: str, port: int) -> bool:
+    """True when something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str = "lungcds_test") -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL, dropped afterwards.
+
+    Skips the calling test when no PostgreSQL listens on 127.0.0.1:5432 (a user's fresh machine).
+    """
+    if not reachable("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:

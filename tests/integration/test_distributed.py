@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,39 +15,33 @@ import pydicom
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.peers import LungcdsProcess, OrthancPeer, free_port, start_lungcds, start_worker, storescu, wait_for
+from tests.peers import (
+    PG_ADMIN_URL,
+    LungcdsProcess,
+    OrthancPeer,
+    free_port,
+    reachable,
+    scratch_postgres,
+    start_lungcds,
+    start_worker,
+    storescu,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 
-PG_ADMIN_URL = os.environ.get("LUNGCDS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    if not _reachable("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    name = f"lungcds_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 @pytest.fixture
 def redis_url() -> str:
-    if not _reachable(REDIS_HOST, REDIS_PORT):
+    if not reachable(REDIS_HOST, REDIS_PORT):
         pytest.skip("no Redis on 127.0.0.1:6379")
     import redis
 
@@ -58,18 +50,19 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/7"
 
 
+def _serve_no_worker(tmp_path: Path, database_url: str, broker_url: str, extra: dict[str, str]) -> LungcdsProcess:
+    """``lungcds serve --no-worker`` on PostgreSQL and a broker; 5 mm slices eligible; ``extra`` settings."""
+    env = {
+        "LUNGCDS_DATABASE_URL": database_url,
+        "LUNGCDS_BROKER_URL": broker_url,
+        "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
+    }
+    return start_lungcds(tmp_path / "lungcds", worker=False, extra_env={**env, **extra})
+
+
 @pytest.fixture
 def distributed(tmp_path: Path, orthanc: OrthancPeer, postgres_url: str, redis_url: str) -> Iterator[LungcdsProcess]:
-    server = start_lungcds(
-        tmp_path / "lungcds",
-        worker=False,
-        extra_env={
-            "LUNGCDS_DATABASE_URL": postgres_url,
-            "LUNGCDS_BROKER_URL": redis_url,
-            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
-            "LUNGCDS_DESTINATIONS": orthanc.destination,
-        },
-    )
+    server = _serve_no_worker(tmp_path, postgres_url, redis_url, {"LUNGCDS_DESTINATIONS": orthanc.destination})
     yield server
     server.stop()
 
@@ -116,16 +109,8 @@ def _pool_children(worker: subprocess.Popen[bytes]) -> list[int]:
 def test_a_worker_child_killed_mid_analysis_completes_once(
     ct_dir: Path, orthanc: OrthancPeer, tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    server = start_lungcds(
-        tmp_path / "lungcds",
-        worker=False,
-        extra_env={
-            "LUNGCDS_DATABASE_URL": postgres_url,
-            "LUNGCDS_BROKER_URL": redis_url,
-            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
-            "LUNGCDS_DESTINATIONS": orthanc.destination,
-            "LUNGCDS_JOB_LEASE_S": "6",
-        },
+    server = _serve_no_worker(
+        tmp_path, postgres_url, redis_url, {"LUNGCDS_DESTINATIONS": orthanc.destination, "LUNGCDS_JOB_LEASE_S": "6"}
     )
     try:
         files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
@@ -161,7 +146,7 @@ def _start_redis(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: _reachable("127.0.0.1", port), 30, 0.1, "Redis to listen")
+    wait_for(lambda: reachable("127.0.0.1", port), 30, 0.1, "Redis to listen")
     return process
 
 
@@ -170,16 +155,11 @@ def test_a_broker_restart_loses_no_job(ct_dir: Path, orthanc: OrthancPeer, tmp_p
         pytest.skip("redis-server is not installed")
     port = free_port()
     broker = _start_redis(port)
-    server = start_lungcds(
-        tmp_path / "lungcds",
-        worker=False,
-        extra_env={
-            "LUNGCDS_DATABASE_URL": postgres_url,
-            "LUNGCDS_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
-            "LUNGCDS_DESTINATIONS": orthanc.destination,
-            "LUNGCDS_LOST_JOB_AFTER_S": "8",
-        },
+    server = _serve_no_worker(
+        tmp_path,
+        postgres_url,
+        f"redis://127.0.0.1:{port}/0",
+        {"LUNGCDS_DESTINATIONS": orthanc.destination, "LUNGCDS_LOST_JOB_AFTER_S": "8"},
     )
     try:
         files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
@@ -219,16 +199,7 @@ def _allow_connections(postgres_url: str, allowed: bool) -> None:
 def test_a_database_outage_refuses_cleanly_and_loses_nothing_acknowledged(
     ct_dir: Path, tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    server = start_lungcds(
-        tmp_path / "lungcds",
-        worker=False,
-        extra_env={
-            "LUNGCDS_DATABASE_URL": postgres_url,
-            "LUNGCDS_BROKER_URL": redis_url,
-            "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
-            "LUNGCDS_SERIES_IDLE_SECONDS": "3600",
-        },
-    )
+    server = _serve_no_worker(tmp_path, postgres_url, redis_url, {"LUNGCDS_SERIES_IDLE_SECONDS": "3600"})
     try:
         files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
         uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from dicom_node.header import InstanceHeader
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
+from tests.peers import scratch_postgres
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -22,6 +23,16 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         if name.startswith("LUNGCDS_"):
             monkeypatch.delenv(name)
     return Settings(data_dir=tmp_path / "data", series_idle_seconds=5)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind the server supports (PostgreSQL skipped where there is none)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        return
+    with scratch_postgres() as url:
+        yield url
 
 
 @pytest.fixture
