@@ -40,6 +40,7 @@ from models.corads.preprocessing import PreprocessingConfig, preprocess
 from models.corads.scoring import CATEGORIES
 from models.findings import Geometry, Volume
 from models.lungmask import segment_lungs
+from models.training_rows import optional_path, split_by_patient
 from models.volume import load_series
 
 __all__ = ["SPLITS", "CoradsCase", "CsvRow", "load_cases", "read_csv", "read_image", "read_mask", "split_rows"]
@@ -76,11 +77,6 @@ class CoradsCase:
         return torch.from_numpy(np.asarray(self.inputs, dtype=np.float32))
 
 
-def _optional_path(base: Path, value: str | None) -> Path | None:
-    text = (value or "").strip()
-    return (base / text).resolve() if text else None
-
-
 def read_csv(path: Path) -> list[CsvRow]:
     """Rows of a training CSV (module docstring), validated.
 
@@ -106,15 +102,15 @@ def read_csv(path: Path) -> list[CsvRow]:
             split = (record.get("split") or "").strip() or None
             if split is not None and split not in SPLITS:
                 raise ValueError(f"{path}:{line}: split {split!r} is not one of {SPLITS}")
-            image = _optional_path(base, record["image"])
+            image = optional_path(base, record["image"])
             if image is None or not image.exists():
                 raise ValueError(f"{path}:{line}: image {record['image']!r} does not exist")
             rows.append(
                 CsvRow(
                     image=image,
                     corads=corads,
-                    lung_mask=_optional_path(base, record.get("lung_mask")),
-                    lesion_map=_optional_path(base, record.get("lesion_map")),
+                    lung_mask=optional_path(base, record.get("lung_mask")),
+                    lesion_map=optional_path(base, record.get("lesion_map")),
                     split=split,
                     patient=(record.get("patient") or "").strip() or f"row{line}",
                 )
@@ -133,13 +129,8 @@ def split_rows(rows: Sequence[CsvRow], validation_fraction: float, seed: int) ->
     ValueError
         If only some rows have a split, or a split comes out empty.
     """
-    given = [row.split for row in rows]
-    if all(s is not None for s in given):
-        train = [r for r in rows if r.split == "train"]
-        validation = [r for r in rows if r.split == "validation"]
-    elif any(s is not None for s in given):
-        raise ValueError("either every row or no row must have a split")
-    else:
+
+    def stratified(rows: Sequence[CsvRow]) -> set[str]:
         rng = np.random.default_rng(seed)
         first_label: dict[str, int] = {}
         for row in rows:
@@ -149,11 +140,9 @@ def split_rows(rows: Sequence[CsvRow], validation_fraction: float, seed: int) ->
             patients = sorted(p for p, c in first_label.items() if c == category)
             rng.shuffle(patients)
             held_out.update(patients[: round(validation_fraction * len(patients))])
-        train = [r for r in rows if r.patient not in held_out]
-        validation = [r for r in rows if r.patient in held_out]
-    if not train or not validation:
-        raise ValueError(f"empty split: {len(train)} training and {len(validation)} validation cases")
-    return train, validation
+        return held_out
+
+    return split_by_patient(rows, stratified)
 
 
 def read_image(path: Path) -> Volume:

@@ -81,6 +81,7 @@ from models.i3dr.preprocessing import I3drPreprocessingConfig, preprocess_region
 from models.lungmask import segment_lungs
 from models.measurements import measure_region
 from models.segmentation.weights import load_state
+from models.training_rows import optional_path, split_by_patient
 
 __all__ = [
     "I3DR_AUGMENTATION",
@@ -539,11 +540,6 @@ def fit(
     return FitResult(best_epoch, best_loss, epoch, stopped_early, tuple(history))
 
 
-def _optional_path(base: Path, value: str | None) -> Path | None:
-    text = (value or "").strip()
-    return (base / text).resolve() if text else None
-
-
 def _label(path: Path, line: int, name: str, text: str | None) -> float:
     text = (text or "").strip()
     if not text:
@@ -572,7 +568,7 @@ def read_csv(path: Path) -> list[I3drCsvRow]:
         if "image" not in (reader.fieldnames or ()):
             raise ValueError(f"{path}: missing column 'image'")
         for line, record in enumerate(reader, start=2):
-            image = _optional_path(base, record["image"])
+            image = optional_path(base, record["image"])
             if image is None or not image.exists():
                 raise ValueError(f"{path}:{line}: image {record['image']!r} does not exist")
             split = (record.get("split") or "").strip() or None
@@ -582,8 +578,8 @@ def read_csv(path: Path) -> list[I3drCsvRow]:
             rows.append(
                 I3drCsvRow(
                     image=image,
-                    lung_mask=_optional_path(base, record.get("lung_mask")),
-                    lobe_mask=_optional_path(base, record.get("lobe_mask")),
+                    lung_mask=optional_path(base, record.get("lung_mask")),
+                    lobe_mask=optional_path(base, record.get("lobe_mask")),
                     labels=labels,
                     split=split,
                     patient=(record.get("patient") or "").strip() or f"row{line}",
@@ -605,21 +601,13 @@ def split_rows(
     ValueError
         If only some rows have a split, or a split comes out empty.
     """
-    given = [row.split for row in rows]
-    if all(s is not None for s in given):
-        train = [r for r in rows if r.split == "train"]
-        validation = [r for r in rows if r.split == "validation"]
-    elif any(s is not None for s in given):
-        raise ValueError("either every row or no row must have a split")
-    else:
+
+    def at_random(rows: Sequence[I3drCsvRow]) -> set[str]:
         patients = sorted({row.patient for row in rows})
         np.random.default_rng(seed).shuffle(patients)
-        held_out = set(patients[: max(1, round(validation_fraction * len(patients)))])
-        train = [r for r in rows if r.patient not in held_out]
-        validation = [r for r in rows if r.patient in held_out]
-    if not train or not validation:
-        raise ValueError(f"empty split: {len(train)} training and {len(validation)} validation cases")
-    return train, validation
+        return set(patients[: max(1, round(validation_fraction * len(patients)))])
+
+    return split_by_patient(rows, at_random)
 
 
 def _regions_and_labels(

@@ -34,6 +34,7 @@ from models.corads.data import read_image, read_mask
 from models.findings import Volume
 from models.lungmask import segment_lungs
 from models.stoic.member import MemberInputs
+from models.training_rows import optional_path
 
 __all__ = ["StoicCase", "case_inputs", "read_stoic_csv", "split_lungs"]
 
@@ -51,11 +52,6 @@ class StoicCase:
     severe: int
 
 
-def _optional_path(base: Path, value: str | None) -> Path | None:
-    text = (value or "").strip()
-    return (base / text).resolve() if text else None
-
-
 def _binary(record: dict[str, str], column: str, where: str) -> int:
     text = (record.get(column) or "").strip()
     if text not in ("0", "1"):
@@ -65,7 +61,7 @@ def _binary(record: dict[str, str], column: str, where: str) -> int:
 
 def _case(base: Path, record: dict[str, str], where: str) -> StoicCase:
     """One validated row (see :func:`read_stoic_csv` for what is refused)."""
-    image = _optional_path(base, record["image"])
+    image = optional_path(base, record["image"])
     if image is None or not image.exists():
         raise ValueError(f"{where}: image {record['image']!r} does not exist")
     covid, severe = _binary(record, "covid", where), _binary(record, "severe", where)
@@ -78,8 +74,8 @@ def _case(base: Path, record: dict[str, str], where: str) -> StoicCase:
         raise ValueError(f"{where}: age {age_text!r} is not a number") from None
     return StoicCase(
         image=image,
-        lung_mask=_optional_path(base, record.get("lung_mask")),
-        lesion_mask=_optional_path(base, record.get("lesion_mask")),
+        lung_mask=optional_path(base, record.get("lung_mask")),
+        lesion_mask=optional_path(base, record.get("lesion_mask")),
         age_years=age,
         sex=(record.get("sex") or "").strip().upper() or None,
         covid=covid,
