@@ -31,6 +31,7 @@ __all__ = [
     "LungcdsProcess",
     "OrthancPeer",
     "dciodvfy_errors",
+    "copy_series",
     "free_port",
     "start_lungcds",
     "start_orthanc",
@@ -289,11 +290,12 @@ def start_lungcds(
 
 
 def start_worker(server: LungcdsProcess, queues: str = "gpu,cpu") -> subprocess.Popen[bytes]:
-    """Start a separate ``lungcds worker`` process with the server's environment."""
-    log = server.data_dir.parent / f"{server.data_dir.name}-worker.log"
+    """Start a separate ``lungcds worker`` process with the server's environment, its own node name and log."""
+    number = len(server.others) + 1
+    log = server.data_dir.parent / f"{server.data_dir.name}-worker{number}.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            lungcds_command("worker", f"--queues={queues}", "--concurrency=1"),
+            lungcds_command("worker", f"--queues={queues}", "--concurrency=1", f"--hostname=worker{number}@%h"),
             env=server.env,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -309,6 +311,30 @@ def storescu(
     """Send ``files`` with DCMTK's storescu (the real one, not pynetdicom's script)."""
     cmd = ["/usr/bin/storescu", "-aec", called, "-aet", calling, *extra, "127.0.0.1", str(port), *map(str, files)]
     return subprocess.run(cmd, check=False, env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
+
+
+def copy_series(files: list[Path], folder: Path, tag: str) -> list[Path]:
+    """Write ``files`` (one series) to ``folder`` with new Study, Series and SOP Instance UIDs.
+
+    The UIDs and the Accession Number derive from ``tag``, so each copy is a different series
+    to the server with the same pixels and geometry, and the same ``tag`` gives the same UIDs.
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True)
+    study, series = (generate_uid(entropy_srcs=[f"{tag}-{kind}"]) for kind in ("study", "series"))
+    written = []
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[f"{tag}-{index}"])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.AccessionNumber = tag[-16:]
+        target = folder / path.name
+        ds.save_as(target)
+        written.append(target)
+    return written
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

@@ -64,23 +64,31 @@ def worker(
     queues: Annotated[str, typer.Option(help="Comma list of queues to consume")] = "gpu,cpu",
     concurrency: Annotated[int | None, typer.Option(help="Worker processes")] = None,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo")] = "prefork",
+    hostname: Annotated[
+        str | None,
+        typer.Option(help="Celery node name, e.g. gpu1@%h; each worker process on one host needs its own"),
+    ] = None,
 ) -> None:
     """Run a Celery worker for the distributed mode."""
     from server.core.db import upgrade
     from server.tasks.app import create_celery
 
     settings = _settings(config)
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
     upgrade(settings.database_url)
     celery_app = create_celery(settings)
     argv = [
         "worker",
         f"--queues={queues}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--concurrency={settings.worker_concurrency}",
         f"--pool={pool}",
         f"--loglevel={settings.log_level}",
         "--without-gossip",
         "--without-mingle",
     ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
     celery_app.worker_main(argv)
 
 

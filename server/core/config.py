@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
     min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
     worker_concurrency: int = Field(2, ge=1)
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="Intra-op threads (torch, SimpleITK) of each worker process; 0: CPU cores / worker concurrency",
+    )
     max_associations: int = Field(
         32, ge=1, le=1000, description="Simultaneous DICOM associations accepted; more are rejected as transient"
     )

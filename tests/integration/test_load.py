@@ -13,37 +13,19 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 
-from tests.peers import start_lungcds, storescu, wait_for
+from tests.peers import copy_series, start_lungcds, storescu, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
 
 COPIES = 20
 
 
-def _copy_series(files: list[Path], folder: Path, copy: int) -> list[Path]:
-    """The series with new UIDs derived from ``copy`` (same pixels and geometry)."""
-    folder.mkdir(parents=True)
-    study, series = (generate_uid(entropy_srcs=[f"load-{copy}-{kind}"]) for kind in ("study", "series"))
-    written = []
-    for index, path in enumerate(files):
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=[f"load-{copy}-{index}"])
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.AccessionNumber = f"LOAD{copy:03d}"
-        target = folder / path.name
-        ds.save_as(target)
-        written.append(target)
-    return written
-
-
 @pytest.mark.timeout(1800)
 def test_twenty_concurrent_series_are_each_stored_and_analysed_once(ct_dir: Path, tmp_path: Path) -> None:
     files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
-    copies = [_copy_series(files, tmp_path / "copies" / f"{n:02d}", n) for n in range(COPIES)]
+    copies = [copy_series(files, tmp_path / "copies" / f"{n:02d}", f"LOAD{n:03d}") for n in range(COPIES)]
     uids = [str(pydicom.dcmread(c[0], stop_before_pixels=True).SeriesInstanceUID) for c in copies]
     server = start_lungcds(tmp_path / "lungcds", extra_env={"LUNGCDS_MAX_SLICE_THICKNESS_MM": "5"})
     try:

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from dicom_node.scp import AssociationInfo
 from dicom_node.spool import StoredInstance
+from server import crud
 from server.api.main import create_app
 from server.core.config import Settings
 from server.core.db import session_scope
@@ -153,12 +154,18 @@ def queued_job(engine: Engine, settings: Settings, ct_headers: HeaderFactory) ->
     return job_id
 
 
-def test_timeline_requeue_cancel(client: TestClient, keys: dict[str, str], queued_job: int, queue: FakeQueue) -> None:
+def test_timeline_requeue_cancel(
+    client: TestClient, keys: dict[str, str], queued_job: int, queue: FakeQueue, engine: Engine
+) -> None:
     admin = _auth(keys["admin"])
+    with Session(engine) as session:
+        crud.add_job_event(session, queued_job, "stage", name="lung_mask", seconds=2.5)
+        session.commit()
     timeline = client.get(f"/api/v1/jobs/{queued_job}/timeline", headers=_auth(keys["viewer"])).json()
     kinds = [e["kind"] for e in timeline]
     assert kinds[:1] == ["first_instance_received"] and "series_complete" in kinds and "queued" in kinds
     assert [e["at"] for e in timeline] == sorted(e["at"] for e in timeline)
+    assert [(e["name"], e["seconds"]) for e in timeline if e["kind"] == "stage"] == [("lung_mask", 2.5)]
 
     requeued = client.post(f"/api/v1/jobs/{queued_job}/requeue", headers=admin).json()
     assert requeued["revision"] == 2 and requeued["state"] == "queued"

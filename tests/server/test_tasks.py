@@ -33,6 +33,7 @@ from server.tasks.app import (
     LungcdsCelery,
     create_celery,
 )
+from server.tasks.base import thread_budget
 from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
 from server.tasks.lost_jobs import resend_lost_jobs
 from server.tasks.queue import CeleryQueue
@@ -45,6 +46,9 @@ class _Keep:
 
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.stored.append(stored)
+
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        return None
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         return None
@@ -183,6 +187,33 @@ def test_queue_semantics_of_the_app(settings: Settings) -> None:
     assert conf.task_soft_time_limit == 600 and conf.task_time_limit == 600 + HARD_LIMIT_GRACE_S
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.worker_max_memory_per_child == 6000 * 1024
+
+
+def test_each_concurrent_analysis_gets_its_share_of_the_cores(settings: Settings) -> None:
+    settings.worker_concurrency = 2
+    assert thread_budget(settings, cores=8) == 4
+    assert thread_budget(settings, cores=1) == 1
+    settings.torch_threads = 3
+    assert thread_budget(settings, cores=8) == 3
+
+
+def test_a_worker_process_sets_its_thread_budget_before_the_first_analysis(app: LungcdsCelery) -> None:
+    import SimpleITK as sitk
+    import torch
+
+    before = torch.get_num_threads(), sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    torch.set_num_threads(2)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+    app.settings.torch_threads = 1
+    task = app.tasks[ANALYSIS_TASK]
+    try:
+        task.__dict__.pop("models", None)
+        assert task.models is not None
+        assert (torch.get_num_threads(), sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()) == (1, 1)
+    finally:
+        torch.set_num_threads(before[0])
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before[1])
+        task.__dict__.pop("models", None)
 
 
 def test_the_pump_leases_each_due_delivery_once(

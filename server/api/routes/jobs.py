@@ -82,6 +82,10 @@ class TimelineEntry(BaseModel):
 
     at: datetime
     kind: str
+    name: str | None = Field(
+        default=None, description="The stage or model of a stage event; the destination of a delivery"
+    )
+    seconds: float | None = Field(default=None, description="How long the stage took")
     detail: dict[str, Any] = {}
 
 
@@ -120,7 +124,11 @@ def get_timeline(job_id: JobId, session: SessionDep, _key: Viewer) -> list[Timel
             if at is not None:
                 entries.append(TimelineEntry(at=at, kind=kind, detail={"trigger": series.completion_trigger}))
     events = session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))).all()
-    entries.extend(TimelineEntry(at=e.at, kind=e.kind, detail=e.detail) for e in events if e.at is not None)
+    entries.extend(
+        TimelineEntry(at=e.at, kind=e.kind, name=e.name, seconds=e.seconds, detail=e.detail)
+        for e in events
+        if e.at is not None
+    )
     return sorted(entries, key=lambda e: e.at)
 
 
