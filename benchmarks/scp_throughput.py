@@ -54,6 +54,9 @@ class CountingSink:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.instances += 1
 
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        return None
+
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         return None
 

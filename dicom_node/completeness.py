@@ -78,6 +78,9 @@ class SeriesGeometry:
         Angle between the slice normal and the patient z (head-foot) axis.
     consistent_orientation : bool
         All slices share the first slice's orientation within tolerance.
+    unplaced : int
+        Instances without Image Position or Orientation (Patient): they cannot
+        be placed in a volume.
     """
 
     count: int
@@ -92,6 +95,7 @@ class SeriesGeometry:
     coverage_mm: float | None = None
     axial_tilt_deg: float | None = None
     consistent_orientation: bool = False
+    unplaced: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Return the geometry as a dictionary of JSON types (tuples become lists)."""
@@ -108,6 +112,7 @@ class SeriesGeometry:
             "coverage_mm": self.coverage_mm,
             "axial_tilt_deg": self.axial_tilt_deg,
             "consistent_orientation": self.consistent_orientation,
+            "unplaced": self.unplaced,
         }
 
 
@@ -235,6 +240,7 @@ def assess_series(
             expected_count=expected_count,
             complete=False,
             reasons=reasons,
+            unplaced=without_geometry,
         )
 
     reference = _axes(slices[0][1])
@@ -250,6 +256,7 @@ def assess_series(
             expected_count=expected_count,
             complete=False,
             reasons=reasons,
+            unplaced=without_geometry,
         )
     row, normal = reference
     consistent, worst = _orientation_consistency(slices, row, normal, orientation_tolerance_deg)
@@ -308,6 +315,7 @@ def assess_series(
         coverage_mm=coverage,
         axial_tilt_deg=axial_tilt,
         consistent_orientation=consistent,
+        unplaced=without_geometry,
     )
 
 

@@ -70,6 +70,7 @@ class InstanceHeader:
     study_instance_uid: str | None
     series_instance_uid: str | None
     transfer_syntax_uid: str | None
+    frame_of_reference_uid: str | None = None
     modality: str | None = None
     patient_id: str | None = None
     patient_name: str | None = None
@@ -358,6 +359,7 @@ def summarize(ds: Dataset, transfer_syntax_uid: str | None) -> InstanceHeader:
         study_instance_uid=_text(ds, "StudyInstanceUID"),
         series_instance_uid=_text(ds, "SeriesInstanceUID"),
         transfer_syntax_uid=str(transfer_syntax_uid) if transfer_syntax_uid else None,
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
         modality=_text(ds, "Modality"),
         patient_id=_text(ds, "PatientID"),
         patient_name=_text(ds, "PatientName"),

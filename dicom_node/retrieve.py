@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicom_node.scp import AssociationInfo, InstanceSink
 from dicom_node.scu import AssociationFailed, Destination
 from dicom_node.spool import OutOfResources, Spool
-from dicom_node.statuses import OUT_OF_RESOURCES, SUCCESS
+from dicom_node.statuses import SUCCESS
 from dicom_node.validation import InvalidInstance, check_uid
 
 __all__ = ["RetrieveResult", "c_get", "c_move", "describe"]
@@ -110,12 +110,11 @@ def c_get(
     def store(event: Event) -> int | Dataset:
         try:
             stored = spool.store(event.encoded_dataset(include_meta=True))
-        except InvalidInstance as exc:
+        except (InvalidInstance, OutOfResources) as exc:
             result.refused.append(exc.reason)
+            sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+            sink.instance_refused(sop_uid, exc.status, exc.reason, info)
             return exc.status
-        except OutOfResources as exc:
-            result.refused.append(exc.reason)
-            return OUT_OF_RESOURCES
         sink.instance_stored(stored, info)
         result.stored_series.add(str(stored.header.series_instance_uid))
         return SUCCESS

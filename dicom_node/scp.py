@@ -18,6 +18,9 @@ status of PS3.4 Annex B.2.3 with an Error Comment (0000,0902) (PS3.7 C.4.2):
 * any other error while spooling (a bug): ``0x0110`` *Processing failure*
   (PS3.7 C.4.2), logged with its traceback.
 
+Every refusal is also reported to the sink (``instance_refused``), so that the
+reason is on record where operators look, not only in the sender's log.
+
 The SCP does no slow work in its handlers: the peer waits for the response
 until the handler returns (PS3.7 9.3.1.2).
 """
@@ -150,6 +153,9 @@ class InstanceSink(Protocol):
 
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         """Record one instance that is durably in the spool (also called for duplicates)."""
+
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        """Record one instance answered with a failure status, and why (a sender's operators ask for this)."""
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """Report the end of an association, once, with the Series Instance UIDs stored in it.
@@ -405,7 +411,7 @@ class StorageSCP:
                 exc.status,
                 exc.reason,
             )
-            return _failure(exc.status, exc.reason)
+            return self._refuse(sop_uid, exc.status, exc.reason, info)
         except OutOfResources as exc:
             logger.error(
                 "refused instance %s from %s (association %s), out of resources: %s",
@@ -414,7 +420,7 @@ class StorageSCP:
                 info.id,
                 exc.reason,
             )
-            return _failure(exc.status, f"out of resources: {exc.reason}")
+            return self._refuse(sop_uid, exc.status, f"out of resources: {exc.reason}", info)
         except Exception:
             logger.exception(
                 "unexpected error spooling instance %s (association %s); answered 0x%04X",
@@ -422,7 +428,7 @@ class StorageSCP:
                 info.id,
                 PROCESSING_FAILURE,
             )
-            return _failure(PROCESSING_FAILURE, _PROCESSING_FAILURE_COMMENT)
+            return self._refuse(sop_uid, PROCESSING_FAILURE, _PROCESSING_FAILURE_COMMENT, info)
         try:
             self.sink.instance_stored(stored, info)
         except Exception:
@@ -432,10 +438,18 @@ class StorageSCP:
                 stored.path,
                 OUT_OF_RESOURCES,
             )
-            return _failure(OUT_OF_RESOURCES, _SINK_FAILURE_COMMENT)
+            return self._refuse(sop_uid, OUT_OF_RESOURCES, _SINK_FAILURE_COMMENT, info)
         with self._lock:
             state.series_uids.add(str(stored.header.series_instance_uid))
         return SUCCESS
+
+    def _refuse(self, sop_uid: str, status: int, reason: str, info: AssociationInfo) -> Dataset:
+        """Tell the sink about a refusal (never failing the response for it) and build the failure status."""
+        try:
+            self.sink.instance_refused(sop_uid, status, reason, info)
+        except Exception:
+            logger.exception("sink failed to record the refusal of instance %s", sop_uid)
+        return _failure(status, reason)
 
     def _state_for(self, assoc: Association) -> _AssociationState:
         """Return the book-keeping of an association, creating it on first sight."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.header import InstanceHeader, summarize
 from dicom_node.statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS
@@ -45,6 +45,7 @@ _UID_COMPONENT = re.compile(r"^(0|[1-9][0-9]*)$")
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IDENTIFYING_GROUP = 0x0008
+_IMAGE_STORAGE = "Image Storage"
 
 _IDENTIFYING_UIDS: tuple[tuple[str, str, str], ...] = (
     ("SOPClassUID", "SOP Class UID", "(0008,0016)"),
@@ -208,9 +209,18 @@ def _check_pixel_data(ds: Dataset) -> None:
     (uncompressed) pixel data must hold Rows x Columns x Samples per Pixel x
     Bits Allocated x Number of Frames bits (PS3.5 8.1.1, PS3.3 C.7.6.3);
     encapsulated pixel data (PS3.5 A.4) must be present whenever Rows and
-    Columns are.
+    Columns are. Every image storage SOP class (PS3.4 B.5: Rows, Columns and Pixel Data are Type 1
+    in its Image Pixel module, PS3.3 C.7.6.3) must have them: a cut-off stream that ends before
+    Rows would otherwise pass as an image without pixels.
     """
     if not ("Rows" in ds and "Columns" in ds):
+        sop_class = _image_storage_class(ds)
+        if sop_class is not None:
+            raise InvalidInstance(
+                f"pydicom could not parse the data set: a {sop_class} instance without Rows (0028,0010), "
+                "Columns (0028,0011) or Pixel Data (7FE0,0010): missing or truncated",
+                CANNOT_UNDERSTAND,
+            )
         return
     if any(keyword in ds for keyword in ("FloatPixelData", "DoubleFloatPixelData")):
         return
@@ -236,6 +246,15 @@ def _check_pixel_data(ds: Dataset) -> None:
             f"{received} of {expected} bytes",
             CANNOT_UNDERSTAND,
         )
+
+
+def _image_storage_class(ds: Dataset) -> str | None:
+    """The name of the data set's SOP class when it is an image storage class, else ``None``."""
+    try:
+        name = UID(str(ds.get("SOPClassUID", "") or "").rstrip("\x00 ")).name
+    except Exception:  # noqa: BLE001 - a malformed SOP Class UID is reported by validate_dataset
+        return None
+    return name if _IMAGE_STORAGE in name else None
 
 
 def parse_instance(data: bytes | Path) -> tuple[Dataset, InstanceHeader]:

@@ -15,6 +15,7 @@ position; Instance Number and file names are not trusted.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from models.findings import Geometry, Volume
 
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest difference between direction cosines of two slices that still counts as "parallel".
 ORIENTATION_TOLERANCE = 1e-3
+#: Largest deviation from unit length and from orthogonality of the two direction cosines.
+DIRECTION_COSINE_TOLERANCE = 1e-2
 #: Two slices whose positions along the normal differ by less than this are the same position.
 DUPLICATE_POSITION_TOLERANCE_MM = 0.01
 #: A gap between consecutive slices may differ from the median gap by this fraction at most;
@@ -176,25 +180,102 @@ def _functional_item(ds: Dataset, frame_index: int, sequence: str) -> Dataset | 
 
 def _required(item: Dataset | None, keyword: str, path: Path, what: str) -> Any:
     """The value of ``keyword`` in ``item``, or a :class:`VolumeError` naming the file."""
-    if item is None or keyword not in item or item.get(keyword) in (None, ""):
+    try:
+        value = None if item is None else item.get(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a malformed value
+        raise VolumeError(f"{path.name}: {keyword} ({what}) cannot be read: {exc}") from exc
+    if value is None or value == "":
         raise VolumeError(f"{path.name} has no {keyword} ({what}); cannot place the slice in space")
-    return item.get(keyword)
+    return value
+
+
+def _numbers(item: Dataset | None, keyword: str, count: int, path: Path, what: str) -> tuple[float, ...]:
+    """Exactly ``count`` finite numbers from a DS/FD attribute, or a :class:`VolumeError` saying what is wrong.
+
+    Senders do write NaN, infinities, words and the wrong number of values into geometry
+    attributes; each of those would silently corrupt every volume and distance downstream.
+    """
+    value = _required(item, keyword, path, what)
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise VolumeError(f"{path.name}: {keyword} ({what}) is not numeric: {value!r}") from exc
+    if len(numbers) != count:
+        raise VolumeError(f"{path.name}: {keyword} ({what}) has {len(numbers)} values, {count} are required")
+    if not all(math.isfinite(v) for v in numbers):
+        raise VolumeError(f"{path.name}: {keyword} ({what}) is not finite: {list(numbers)}")
+    return numbers
+
+
+def _matrix_size(ds: Dataset, keyword: str, path: Path) -> int:
+    """Rows or Columns as a positive integer."""
+    value = _required(ds, keyword, path, "matrix size")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise VolumeError(f"{path.name}: {keyword} (matrix size) is {value!r}, a positive integer is required")
+
+
+def _pixel_spacing(item: Dataset | None, path: Path, what: str) -> tuple[float, float]:
+    """Pixel Spacing (row, column) in mm, both positive."""
+    row, column = _numbers(item, "PixelSpacing", 2, path, what)
+    if row <= 0 or column <= 0:
+        raise VolumeError(f"{path.name}: PixelSpacing ({what}) must be positive, got {[row, column]} mm")
+    return row, column
+
+
+def _orientation(item: Dataset | None, path: Path, what: str) -> np.ndarray:
+    """Image Orientation (Patient): two orthogonal unit direction cosines (PS3.3 C.7.6.2.1.1)."""
+    cosines = np.asarray(_numbers(item, "ImageOrientationPatient", 6, path, what), dtype=float)
+    row, column = cosines[:3], cosines[3:]
+    unit = abs(np.linalg.norm(row) - 1) < DIRECTION_COSINE_TOLERANCE
+    unit = unit and abs(np.linalg.norm(column) - 1) < DIRECTION_COSINE_TOLERANCE
+    if not unit or abs(float(row @ column)) > DIRECTION_COSINE_TOLERANCE:
+        raise VolumeError(
+            f"{path.name}: ImageOrientationPatient ({what}) {cosines.round(4).tolist()} is not two orthogonal "
+            "unit vectors"
+        )
+    return cosines
 
 
 def _optional_float(value: Any) -> float | None:
-    """A float from a DICOM DS/FD value, ``None`` when empty or not a number."""
+    """A finite float from a DICOM DS/FD value, ``None`` when empty, not a number or not finite."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def _thickness(item: Dataset | None) -> float | None:
+    """Slice Thickness when it is a positive number, else ``None`` (it is optional for the loader)."""
+    try:
+        value = _optional_float(item.get("SliceThickness") if item is not None else None)
+    except Exception:  # noqa: BLE001 - a malformed optional value counts as absent
+        return None
+    return value if value is not None and value > 0 else None
 
 
 def _rescale(item: Dataset | None, path: Path) -> tuple[float, float]:
-    """Rescale slope and intercept; identity with a log line when a file omits them."""
-    slope = _optional_float(item.get("RescaleSlope") if item is not None else None)
-    intercept = _optional_float(item.get("RescaleIntercept") if item is not None else None)
+    """Rescale slope and intercept; identity with a log line when a file omits them.
+
+    A slope of zero or a value that is present but not a finite number is refused: the stored
+    values could then not be turned into Hounsfield units.
+    """
+    raw = {}
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        try:
+            raw[keyword] = item.get(keyword) if item is not None else None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a malformed value
+            raise VolumeError(f"{path.name}: {keyword} cannot be read: {exc}") from exc
+    slope, intercept = (_optional_float(raw[k]) for k in ("RescaleSlope", "RescaleIntercept"))
+    for keyword, number in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if number is None and raw[keyword] not in (None, ""):
+            raise VolumeError(f"{path.name}: {keyword} {raw[keyword]!r} is not a finite number")
+    if slope == 0:
+        raise VolumeError(f"{path.name}: RescaleSlope is 0; the stored values cannot be turned into HU")
     if slope is None or intercept is None:
         logger.warning("%s has no Rescale Slope/Intercept; assuming stored values are HU", path.name)
     return (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
@@ -207,32 +288,35 @@ def _is_multiframe(ds: Dataset) -> bool:
 
 def _frame_headers(ds: Dataset, path: Path) -> list[_SliceHeader]:
     """One header per frame of an Enhanced CT image (positions per frame, the rest shared)."""
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows = int(_required(ds, "Rows", path, "matrix size"))
-    columns = int(_required(ds, "Columns", path, "matrix size"))
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise VolumeError(f"{path.name}: Number of Frames {ds.get('NumberOfFrames')!r} is not a number") from exc
+    if n_frames < 1:
+        raise VolumeError(f"{path.name}: Number of Frames is {n_frames}")
+    rows = _matrix_size(ds, "Rows", path)
+    columns = _matrix_size(ds, "Columns", path)
     headers = []
     for index in range(n_frames):
         position = _functional_item(ds, index, "PlanePositionSequence")
         orientation = _functional_item(ds, index, "PlaneOrientationSequence")
         measures = _functional_item(ds, index, "PixelMeasuresSequence")
         transform = _functional_item(ds, index, "PixelValueTransformationSequence")
-        ipp = _required(position, "ImagePositionPatient", path, f"frame {index + 1}")
-        iop = _required(orientation, "ImageOrientationPatient", path, f"frame {index + 1}")
-        spacing = _required(measures, "PixelSpacing", path, f"frame {index + 1}")
+        frame = f"frame {index + 1}"
         slope, intercept = _rescale(transform, path)
         headers.append(
             _SliceHeader(
                 path=path,
                 frame=index + 1,
                 sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
-                position=np.asarray([float(v) for v in ipp], dtype=float),
-                orientation=np.asarray([float(v) for v in iop], dtype=float),
-                pixel_spacing=(float(spacing[0]), float(spacing[1])),
+                position=np.asarray(_numbers(position, "ImagePositionPatient", 3, path, frame), dtype=float),
+                orientation=_orientation(orientation, path, frame),
+                pixel_spacing=_pixel_spacing(measures, path, frame),
                 rows=rows,
                 columns=columns,
                 slope=slope,
                 intercept=intercept,
-                thickness=_optional_float(measures.get("SliceThickness") if measures else None),
+                thickness=_thickness(measures),
             )
         )
     return headers
@@ -240,22 +324,20 @@ def _frame_headers(ds: Dataset, path: Path) -> list[_SliceHeader]:
 
 def _single_header(ds: Dataset, path: Path) -> _SliceHeader:
     """The header of a classic single-frame image (Image Plane module, PS3.3 C.7.6.2)."""
-    ipp = _required(ds, "ImagePositionPatient", path, "Image Plane module")
-    iop = _required(ds, "ImageOrientationPatient", path, "Image Plane module")
-    spacing = _required(ds, "PixelSpacing", path, "Image Plane module")
+    plane = "Image Plane module"
     slope, intercept = _rescale(ds, path)
     return _SliceHeader(
         path=path,
         frame=None,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
-        position=np.asarray([float(v) for v in ipp], dtype=float),
-        orientation=np.asarray([float(v) for v in iop], dtype=float),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        rows=int(_required(ds, "Rows", path, "matrix size")),
-        columns=int(_required(ds, "Columns", path, "matrix size")),
+        position=np.asarray(_numbers(ds, "ImagePositionPatient", 3, path, plane), dtype=float),
+        orientation=_orientation(ds, path, plane),
+        pixel_spacing=_pixel_spacing(ds, path, plane),
+        rows=_matrix_size(ds, "Rows", path),
+        columns=_matrix_size(ds, "Columns", path),
         slope=slope,
         intercept=intercept,
-        thickness=_optional_float(ds.get("SliceThickness")),
+        thickness=_thickness(ds),
     )
 
 
@@ -345,12 +427,14 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     """Stored pixel values as ``[frame, row, column]``; a :class:`VolumeError` if undecodable."""
     if "PixelData" not in ds:
         raise VolumeError(f"{path.name} has no Pixel Data (7FE0,0010)")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise VolumeError(f"{path.name} is not a single-channel (grayscale) image")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     try:
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise VolumeError(f"{path.name} is not a single-channel (grayscale) image")
         pixels = np.asarray(ds.pixel_array)
-    except (NotImplementedError, RuntimeError, ValueError, TypeError, AttributeError, KeyError) as exc:
+    except VolumeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for malformed pixel descriptions
         name = f"{syntax.name} ({syntax})" if syntax is not None else "an unknown transfer syntax"
         raise VolumeError(f"cannot decode the pixel data of {path.name}, encoded as {name}: {exc}") from exc
     return pixels[np.newaxis] if pixels.ndim == 2 else pixels
@@ -407,8 +491,14 @@ def load_series(paths: Sequence[Path]) -> Volume:
             frame = 0 if header.frame is None else header.frame - 1
             if frame >= pixels.shape[0] or pixels.shape[1:] != (first.rows, first.columns):
                 raise VolumeError(f"{_frame_label(header)}: pixel data does not match Rows/Columns")
-            np.multiply(pixels[frame], header.slope, out=hu[k], casting="unsafe")
-            hu[k] += np.float32(header.intercept)
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.multiply(pixels[frame], header.slope, out=hu[k], casting="unsafe")
+                hu[k] += np.float32(header.intercept)
+            if not np.isfinite(hu[k]).all():
+                raise VolumeError(
+                    f"{_frame_label(header)}: Rescale Slope {header.slope:g} and Intercept {header.intercept:g} "
+                    "give values beyond the float32 range"
+                )
 
     direction = np.column_stack([row_cosine, column_cosine, normal])
     geometry = Geometry(

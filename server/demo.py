@@ -48,6 +48,9 @@ class _DemoPacs:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.received.append(stored)
 
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        """Nothing to add: the demo reports what it receives; our SCU logs the refusal."""
+
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """Nothing to do: the demo PACS only keeps files."""
 

@@ -8,9 +8,11 @@ after the transaction commits; any other records every reason.
 
 from __future__ import annotations
 
+import getpass
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -76,6 +78,33 @@ class SeriesIntake:
             return
         for uid in sorted(series_uids):
             self.complete_if_content_says_so(uid, trigger="association released")
+
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        """Audit an instance the SCP refused, with its status and reason, for the sender's operators."""
+        self._audit.record(
+            channel="dicom",
+            actor=f"dicom:{assoc.calling_aet}",
+            source=f"{assoc.peer_host}:{assoc.peer_port}",
+            action="c-store",
+            outcome="refused",
+            detail={
+                "association": assoc.id,
+                "sop_instance_uid": sop_instance_uid,
+                "status": f"0x{status:04X}",
+                "reason": reason,
+            },
+        )
+
+    def file_refused(self, path: Path, status: int, reason: str) -> None:
+        """Audit a file a folder import refused, as :meth:`instance_refused` does for the SCP."""
+        self._audit.record(
+            channel="dicom",
+            actor=f"import:{getpass.getuser()}",
+            source=str(path.parent),
+            action="import",
+            outcome="refused",
+            detail={"file": path.name, "status": f"0x{status:04X}", "reason": reason},
+        )
 
     def association_rejected(self, assoc: AssociationInfo, reason: str) -> None:
         """Audit an association the SCP refused (e.g. a calling AE title not on the allow-list)."""

@@ -150,6 +150,7 @@ def evaluate(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> Elig
 
     reasons.extend(_image_type_reasons(headers, rules))
     reasons.extend(_geometry_reasons(headers, rules))
+    reasons.extend(_grid_reasons(headers))
 
     age = patient_age_years(first)
     if rules.min_age_years is not None and age is not None and age < rules.min_age_years:
@@ -181,7 +182,7 @@ def _geometry_reasons(headers: Sequence[InstanceHeader], rules: EligibilityRules
         reasons.append("slice orientation is missing, so the series cannot be shown to be axial")
     elif tilt > rules.max_axial_tilt_deg:
         reasons.append(f"slices are tilted {_fmt(tilt)}° from axial (at most {_fmt(rules.max_axial_tilt_deg)}°)")
-    if not geometry.uniform or geometry.missing_slices or geometry.duplicate_positions:
+    if geometry.unplaced or not geometry.uniform or geometry.missing_slices or geometry.duplicate_positions:
         reasons.extend(r for r in geometry.reasons if r not in reasons)
     if geometry.count < rules.min_slices:
         reasons.append(f"{geometry.count} slices, fewer than the {rules.min_slices} needed")
@@ -198,6 +199,39 @@ def _geometry_reasons(headers: Sequence[InstanceHeader], rules: EligibilityRules
             reasons.append("slice thickness is not given and cannot be derived from the slice spacing")
         elif thickness > limit + 1e-6:
             reasons.append(f"slice thickness {_fmt(thickness)} mm exceeds {_fmt(limit)} mm")
+    return reasons
+
+
+def _counted(values: Sequence[object], name: str) -> str:
+    """``16x16 (7 slices), 8x8 (1 slice)``: each distinct value with how many slices have it."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    shown = ", ".join(f"{v} ({n} slice{'s' if n != 1 else ''})" for v, n in sorted(counts.items()))
+    return f"slices have different {name}: {shown}"
+
+
+def _grid_reasons(headers: Sequence[InstanceHeader]) -> list[str]:
+    """Slices must share one pixel grid and one frame of reference to be stacked into a volume.
+
+    The volume loader refuses such series too (:func:`models.volume.load_series`); saying so here
+    rejects them with their reason when the series is finalised, instead of failing a job later.
+    """
+    reasons: list[str] = []
+    matrices = [f"{h.rows}x{h.columns}" if h.rows and h.columns else "(missing)" for h in headers]
+    if len(set(matrices)) > 1:
+        reasons.append(_counted(matrices, "matrix sizes"))
+    spacings = [h.pixel_spacing for h in headers]
+    if any(s is None for s in spacings):
+        reasons.append(f"Pixel Spacing is missing or malformed in {sum(s is None for s in spacings)} slices")
+    else:
+        first = spacings[0]
+        assert first is not None
+        if any(not math.isclose(s[k], first[k], rel_tol=1e-3, abs_tol=1e-4) for s in spacings if s for k in (0, 1)):
+            reasons.append(_counted([f"{s[0]:g}/{s[1]:g} mm" for s in spacings if s], "pixel spacings"))
+    frames = {h.frame_of_reference_uid for h in headers if h.frame_of_reference_uid}
+    if len(frames) > 1:
+        reasons.append(f"slices belong to {len(frames)} frames of reference, so their positions cannot be combined")
     return reasons
 
 

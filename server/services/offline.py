@@ -126,6 +126,7 @@ def import_into_server(settings: Settings, folder: Path, *, console: Console) ->
             stored = spool.store_file(path)
         except InvalidInstance as exc:
             console.print(f"[yellow]refused[/] {path.name}: {exc.reason}")
+            intake.file_refused(path, exc.status, exc.reason)
             continue
         except OutOfResources as exc:
             console.print(f"[red]error:[/] out of resources: {exc}")

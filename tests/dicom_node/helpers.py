@@ -191,6 +191,7 @@ class RecordingSink:
     fail_with: Exception | None = None
     stored: list[tuple[StoredInstance, AssociationInfo]] = field(default_factory=list)
     ended: list[tuple[AssociationInfo, frozenset[str], bool]] = field(default_factory=list)
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
     _condition: threading.Condition = field(default_factory=threading.Condition)
 
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
@@ -199,6 +200,10 @@ class RecordingSink:
         with self._condition:
             self.stored.append((stored, assoc))
             self._condition.notify_all()
+
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        with self._condition:
+            self.refused.append((sop_instance_uid, status, reason))
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         with self._condition:

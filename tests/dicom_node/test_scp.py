@@ -408,6 +408,9 @@ def test_invalid_uid_is_refused_with_reason_and_logged(
     assert "4" * 70 in caplog.text
     assert "Test^Patient" not in caplog.text and "TEST-0001" not in caplog.text
     assert running_scp.spooled_files() == []
+    [(sop_uid, status, reason)] = running_scp.sink.refused
+    assert (sop_uid, status) == (ds.SOPInstanceUID, DATASET_DOES_NOT_MATCH_SOP_CLASS)
+    assert reason.startswith("Study Instance UID (0020,000D) is not a valid UID") and "4" * 70 in reason
 
 
 def test_data_set_of_another_sop_class_than_the_request_is_refused(

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from models.registry import STOIC_MEMBERS
 from server.cli.main import app
 from server.core.db import make_engine
-from server.db_models import Series
+from server.db_models import AuditEvent, Series
 from tests.peers import SHARED_DATA
 
 runner = CliRunner()
@@ -123,6 +123,10 @@ def test_import_goes_through_validation_and_routing(env: Path, phantom_series: l
     assert series.state == "queued" and series.instance_count == len(phantom_series)
     assert series.completion_trigger == "folder import"
     assert len(list((env / "spool").rglob("*.dcm"))) == len(phantom_series)
+    with Session(make_engine(f"sqlite:///{env / 'lungcds.db'}")) as session:
+        [refusal] = session.exec(select(AuditEvent).where(AuditEvent.outcome == "refused")).all()
+    assert (refusal.action, refusal.source, refusal.detail["file"]) == ("import", str(folder), "garbage.dcm")
+    assert refusal.detail["status"] == "0xC000" and "could not parse" in refusal.detail["reason"]
 
 
 def test_apikey_create_prints_the_key_once(env: Path) -> None:

@@ -23,6 +23,9 @@ class _Sink:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         return None
 
+    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+        return None
+
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         return None
 

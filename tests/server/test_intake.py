@@ -170,3 +170,20 @@ def test_two_series_of_one_study_are_routed_separately(
     assert _series(engine, "1.2.3.4.100").state == "queued"
     assert _series(engine, "1.2.3.4.200").state == "queued"
     assert len({job for job, _ in queue.calls}) == 2
+
+
+def test_a_refused_instance_is_on_the_audit_record_with_its_status_and_reason(
+    intake: SeriesIntake, engine: Engine
+) -> None:
+    from server.db_models import AuditEvent
+
+    intake.instance_refused("1.2.3.9", 0xC000, "pydicom could not parse the data set: truncated", ASSOC)
+    with Session(engine) as session:
+        [event] = session.exec(select(AuditEvent).where(AuditEvent.outcome == "refused")).all()
+    assert (event.channel, event.actor, event.action, event.source) == ("dicom", "dicom:CT01", "c-store", "127.0.0.1:1")
+    assert event.detail == {
+        "association": "a1",
+        "sop_instance_uid": "1.2.3.9",
+        "status": "0xC000",
+        "reason": "pydicom could not parse the data set: truncated",
+    }
