@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -64,14 +65,12 @@ class SeriesIntake:
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """A released association may complete its series; an aborted one waits for idle."""
-        self._audit.record(
-            channel="dicom",
-            actor=f"dicom:{assoc.calling_aet}",
-            source=f"{assoc.peer_host}:{assoc.peer_port}",
-            action="association",
+        self._audit_dicom(
+            assoc,
+            "association",
+            "released" if released else "aborted",
+            {"association": assoc.id, "called_aet": assoc.called_aet, "series": len(series_uids)},
             target=",".join(sorted(series_uids)) or None,
-            outcome="released" if released else "aborted",
-            detail={"association": assoc.id, "called_aet": assoc.called_aet, "series": len(series_uids)},
         )
         if not released:
             logger.info("association aborted; its series wait for the idle timeout", extra={"assoc": assoc.id})
@@ -81,13 +80,11 @@ class SeriesIntake:
 
     def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
         """Audit an instance the SCP refused, with its status and reason, for the sender's operators."""
-        self._audit.record(
-            channel="dicom",
-            actor=f"dicom:{assoc.calling_aet}",
-            source=f"{assoc.peer_host}:{assoc.peer_port}",
-            action="c-store",
-            outcome="refused",
-            detail={
+        self._audit_dicom(
+            assoc,
+            "c-store",
+            "refused",
+            {
                 "association": assoc.id,
                 "sop_instance_uid": sop_instance_uid,
                 "status": f"0x{status:04X}",
@@ -108,13 +105,20 @@ class SeriesIntake:
 
     def association_rejected(self, assoc: AssociationInfo, reason: str) -> None:
         """Audit an association the SCP refused (e.g. a calling AE title not on the allow-list)."""
+        self._audit_dicom(assoc, "association", "rejected", {"reason": reason, "called_aet": assoc.called_aet})
+
+    def _audit_dicom(
+        self, assoc: AssociationInfo, action: str, outcome: str, detail: dict[str, Any], target: str | None = None
+    ) -> None:
+        """One audit event of the DICOM channel, by the association's calling AE title and address."""
         self._audit.record(
             channel="dicom",
             actor=f"dicom:{assoc.calling_aet}",
             source=f"{assoc.peer_host}:{assoc.peer_port}",
-            action="association",
-            outcome="rejected",
-            detail={"reason": reason, "called_aet": assoc.called_aet},
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail=detail,
         )
 
     def complete_if_content_says_so(self, series_uid: str, trigger: str) -> bool:
