@@ -9,8 +9,10 @@ relaxed to 5 mm, Orthanc as destination) are started on loopback. Then, in the s
    Instance UID (polled every 0.1 s), so it covers completion, queueing, loading, lung mask,
    measurements, SR/SEG/PDF building and C-STORE to Orthanc.
 
-It prints one JSON line per repeat and a summary with medians and the ratio of our latency to
-the peer's ingest time of the same series.
+It prints one JSON line per repeat, a summary with medians and the ratio of our latency to the
+peer's ingest time of the same series, and a table of where the time went, from the job's
+timeline (``GET /jobs/{id}/timeline``): waiting for the series to be complete, waiting in the
+queue, each pipeline stage (as the worker recorded it) and the delivery to Orthanc.
 
 Usage::
 
@@ -25,7 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +52,33 @@ def _sr_uid_when_sent(server, series_uid: str, timeout: float) -> str:  # type: 
     raise TimeoutError("no SR delivery was recorded")
 
 
-def one_run(series_dir: Path, workdir: Path) -> dict[str, float]:
+def _at(entry: dict[str, Any]) -> datetime:
+    at = datetime.fromisoformat(entry["at"])
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def phases(timeline: list[dict[str, Any]], last_slice: datetime, sr_in_orthanc: datetime) -> dict[str, float]:
+    """Seconds per phase, in order: completion wait, queue wait, each stage, delivery (wall clock, UTC)."""
+    first: dict[str, datetime] = {}
+    for entry in timeline:
+        first.setdefault(entry["kind"], _at(entry))
+    result = {
+        "series_completion": (first["series_complete"] - last_slice).total_seconds(),
+        "queue_wait": (first["started"] - first["queued"]).total_seconds(),
+    }
+    for entry in timeline:
+        if entry["kind"] == "stage":
+            result[f"stage:{entry['name']}"] = round(float(entry["seconds"]), 3)
+    last_stage_end = max(
+        (_at(e) + timedelta(seconds=float(e["seconds"])) for e in timeline if e["kind"] == "stage"),
+        default=first["started"],
+    )
+    result["bookkeeping"] = (first["finished"] - last_stage_end).total_seconds()
+    result["delivery_to_orthanc"] = (sr_in_orthanc - first["finished"]).total_seconds()
+    return {k: round(v, 3) for k, v in result.items()}
+
+
+def one_run(series_dir: Path, workdir: Path) -> dict[str, Any]:
     """Measure one repeat with fresh peers under ``workdir``."""
     import pydicom
 
@@ -75,11 +105,15 @@ def one_run(series_dir: Path, workdir: Path) -> dict[str, float]:
         assert ours.returncode == 0, ours.stderr
         send_to_us = last_slice - t0
 
+        last_slice_wall = datetime.now(UTC)
         sr_uid = _sr_uid_when_sent(server, series_uid, timeout=900)
         while not [r for r in orthanc.lookup(sr_uid) if r["Type"] == "Instance"]:
             time.sleep(0.1)
         latency = time.monotonic() - last_slice
+        sr_in_orthanc_wall = datetime.now(UTC)
         job = (server.series(series_uid) or {})["job"]
+        with server.api as client:
+            timeline = client.get(f"/jobs/{job['id']}/timeline").json()
         return {
             "slices": len(files),
             "orthanc_ingest_s": round(orthanc_ingest, 3),
@@ -87,6 +121,7 @@ def one_run(series_dir: Path, workdir: Path) -> dict[str, float]:
             "last_slice_to_sr_in_orthanc_s": round(latency, 3),
             "ratio_latency_to_orthanc_ingest": round(latency / orthanc_ingest, 2),
             **{f"job_{k}": round(v, 3) for k, v in job["timings"].items()},
+            "phases_s": phases(timeline, last_slice_wall, sr_in_orthanc_wall),
         }
     finally:
         server.stop()
@@ -101,7 +136,7 @@ def main() -> int:
     if not args.series.is_dir():
         print(f"series folder {args.series} not found", file=sys.stderr)
         return 2
-    runs = []
+    runs: list[dict[str, Any]] = []
     for index in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="lungcds-bench-") as tmp:
             run = one_run(args.series, Path(tmp))
@@ -115,6 +150,12 @@ def main() -> int:
         summary["last_slice_to_sr_in_orthanc_s"] / summary["orthanc_ingest_s"], 2
     )
     print(json.dumps({"median_of": len(runs), **summary}))
+    names = list(runs[0]["phases_s"])
+    print(f"{'phase (median of ' + str(len(runs)) + ')':<34} {'s':>7}")
+    for name in names:
+        print(f"{name:<34} {statistics.median(r['phases_s'].get(name, 0.0) for r in runs):>7.3f}")
+    print(f"{'last slice -> SR in Orthanc':<34} {summary['last_slice_to_sr_in_orthanc_s']:>7.3f}")
+    print(f"{'peer: Orthanc ingest of the series':<34} {summary['orthanc_ingest_s']:>7.3f}")
     return 0
 
 
