@@ -34,6 +34,8 @@ from models.findings import Geometry, Volume
 __all__ = [
     "DUPLICATE_POSITION_TOLERANCE_MM",
     "ORIENTATION_TOLERANCE",
+    "PIXEL_SPACING_ATOL_MM",
+    "PIXEL_SPACING_RTOL",
     "SPACING_TOLERANCE_FRACTION",
     "PatientContext",
     "VolumeError",
@@ -45,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 #: Largest difference between direction cosines of two slices that still counts as "parallel".
 ORIENTATION_TOLERANCE = 1e-3
+#: Two slices have the same pixel spacing when they agree within these (relative, absolute in mm).
+PIXEL_SPACING_RTOL = 1e-3
+PIXEL_SPACING_ATOL_MM = 1e-4
 #: Largest deviation from unit length and from orthogonality of the two direction cosines.
 DIRECTION_COSINE_TOLERANCE = 1e-2
 #: Two slices whose positions along the normal differ by less than this are the same position.
@@ -178,12 +183,18 @@ def _functional_item(ds: Dataset, frame_index: int, sequence: str) -> Dataset | 
     return None
 
 
-def _required(item: Dataset | None, keyword: str, path: Path, what: str) -> Any:
-    """The value of ``keyword`` in ``item``, or a :class:`VolumeError` naming the file."""
+def _value(item: Dataset | None, keyword: str, path: Path, what: str) -> Any:
+    """The value of ``keyword`` in ``item`` (``None`` when absent); a value pydicom cannot convert is a
+    :class:`VolumeError` naming the file and the attribute."""
     try:
-        value = None if item is None else item.get(keyword)
+        return None if item is None else item.get(keyword)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a malformed value
         raise VolumeError(f"{path.name}: {keyword} ({what}) cannot be read: {exc}") from exc
+
+
+def _required(item: Dataset | None, keyword: str, path: Path, what: str) -> Any:
+    """The value of ``keyword`` in ``item``, or a :class:`VolumeError` naming the file."""
+    value = _value(item, keyword, path, what)
     if value is None or value == "":
         raise VolumeError(f"{path.name} has no {keyword} ({what}); cannot place the slice in space")
     return value
@@ -264,12 +275,7 @@ def _rescale(item: Dataset | None, path: Path) -> tuple[float, float]:
     A slope of zero or a value that is present but not a finite number is refused: the stored
     values could then not be turned into Hounsfield units.
     """
-    raw = {}
-    for keyword in ("RescaleSlope", "RescaleIntercept"):
-        try:
-            raw[keyword] = item.get(keyword) if item is not None else None
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a malformed value
-            raise VolumeError(f"{path.name}: {keyword} cannot be read: {exc}") from exc
+    raw = {keyword: _value(item, keyword, path, "rescale to HU") for keyword in ("RescaleSlope", "RescaleIntercept")}
     slope, intercept = (_optional_float(raw[k]) for k in ("RescaleSlope", "RescaleIntercept"))
     for keyword, number in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
         if number is None and raw[keyword] not in (None, ""):
@@ -373,7 +379,9 @@ def _check_consistent(headers: Sequence[_SliceHeader]) -> None:
                 f"slices have differing matrix size: {first.path.name} is {first.rows}x{first.columns}, "
                 f"{header.path.name} is {header.rows}x{header.columns}"
             )
-        if not np.allclose(header.pixel_spacing, first.pixel_spacing, rtol=1e-3, atol=1e-4):
+        if not np.allclose(
+            header.pixel_spacing, first.pixel_spacing, rtol=PIXEL_SPACING_RTOL, atol=PIXEL_SPACING_ATOL_MM
+        ):
             raise VolumeError(
                 f"slices have differing pixel spacing: {first.path.name} has {first.pixel_spacing} mm, "
                 f"{header.path.name} has {header.pixel_spacing} mm"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicom_node.completeness import assess_series
 from dicom_node.header import InstanceHeader
+from models.volume import PIXEL_SPACING_ATOL_MM, PIXEL_SPACING_RTOL
 
 __all__ = ["Eligibility", "EligibilityRules", "evaluate", "load_rules", "patient_age_years", "save_rules"]
 
@@ -202,33 +204,32 @@ def _geometry_reasons(headers: Sequence[InstanceHeader], rules: EligibilityRules
     return reasons
 
 
-def _counted(values: Sequence[object], name: str) -> str:
-    """``16x16 (7 slices), 8x8 (1 slice)``: each distinct value with how many slices have it."""
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[str(value)] = counts.get(str(value), 0) + 1
-    shown = ", ".join(f"{v} ({n} slice{'s' if n != 1 else ''})" for v, n in sorted(counts.items()))
+def _counted(values: Sequence[str], name: str) -> str:
+    """``16x16 (5 slices), 8x8 (1 slice)``: each distinct value with how many slices have it."""
+    shown = ", ".join(f"{v} ({n} slice{'s' if n != 1 else ''})" for v, n in sorted(Counter(values).items()))
     return f"slices have different {name}: {shown}"
 
 
 def _grid_reasons(headers: Sequence[InstanceHeader]) -> list[str]:
     """Slices must share one pixel grid and one frame of reference to be stacked into a volume.
 
-    The volume loader refuses such series too (:func:`models.volume.load_series`); saying so here
-    rejects them with their reason when the series is finalised, instead of failing a job later.
+    The volume loader refuses such series too (:func:`models.volume.load_series`, with the same
+    pixel spacing tolerance); saying so here rejects them with their reason when the series is
+    finalised, instead of failing a job later.
     """
     reasons: list[str] = []
     matrices = [f"{h.rows}x{h.columns}" if h.rows and h.columns else "(missing)" for h in headers]
     if len(set(matrices)) > 1:
         reasons.append(_counted(matrices, "matrix sizes"))
-    spacings = [h.pixel_spacing for h in headers]
-    if any(s is None for s in spacings):
-        reasons.append(f"Pixel Spacing is missing or malformed in {sum(s is None for s in spacings)} slices")
-    else:
-        first = spacings[0]
-        assert first is not None
-        if any(not math.isclose(s[k], first[k], rel_tol=1e-3, abs_tol=1e-4) for s in spacings if s for k in (0, 1)):
-            reasons.append(_counted([f"{s[0]:g}/{s[1]:g} mm" for s in spacings if s], "pixel spacings"))
+    spacings = [h.pixel_spacing for h in headers if h.pixel_spacing is not None]
+    if len(spacings) < len(headers):
+        reasons.append(f"Pixel Spacing is missing or malformed in {len(headers) - len(spacings)} slices")
+    elif not all(
+        math.isclose(s[k], spacings[0][k], rel_tol=PIXEL_SPACING_RTOL, abs_tol=PIXEL_SPACING_ATOL_MM)
+        for s in spacings
+        for k in (0, 1)
+    ):
+        reasons.append(_counted([f"{s[0]:g}/{s[1]:g} mm" for s in spacings], "pixel spacings"))
     frames = {h.frame_of_reference_uid for h in headers if h.frame_of_reference_uid}
     if len(frames) > 1:
         reasons.append(f"slices belong to {len(frames)} frames of reference, so their positions cannot be combined")
