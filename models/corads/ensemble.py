@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from models import PIPELINE_VERSION
+from models.card_file import MODEL_CARD_KEY, read_card_file, write_card_file
 from models.corads.preprocessing import PreprocessedInput, PreprocessingConfig, preprocess
 from models.corads.scoring import category_from_probability
 from models.findings import CoradsResult, Volume
@@ -56,8 +55,6 @@ __all__ = [
 CORADS_MODEL_VERSION = "1.0.0"
 #: Value of ``format`` in every CO-RADS model card written by this version.
 CARD_FORMAT = "lungcds.corads-ensemble/1"
-#: safetensors metadata key holding the model card JSON.
-MODEL_CARD_KEY = "model_card"
 #: The thesis' deployed member architecture (T§3.4.1: 3D DenseNet-201 performed best on QWK).
 DEPLOYED_ARCHITECTURE = "densenet201_3d"
 #: Members of the deployed ensemble (T§3.3.6: 10 instances with different random seeds).
@@ -145,7 +142,7 @@ def save_ensemble_file(path: Path, members: Sequence[nn.Module], card: Mapping[s
         for key, value in member.state_dict().items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={MODEL_CARD_KEY: json.dumps(dict(card), sort_keys=True)})
+    write_card_file(path, tensors, card)
     return path
 
 
@@ -169,15 +166,9 @@ def load_ensemble_file(path: Path) -> tuple[list[nn.Module], dict[str, Any]]:
         If the file has no card, a card of another format, member prefixes that do not match the
         card, or state dicts that do not fit the architecture.
     """
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if MODEL_CARD_KEY not in metadata:
-        raise ValueError(f"{path} has no {MODEL_CARD_KEY!r} metadata; it is not a CO-RADS ensemble file")
-    card: dict[str, Any] = json.loads(metadata[MODEL_CARD_KEY])
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{path}: model card format {card.get('format')!r}, expected {CARD_FORMAT!r}")
+    tensors, card = read_card_file(path, CARD_FORMAT, "a CO-RADS ensemble file")
     states: dict[int, dict[str, Tensor]] = {}
-    for key, value in load_file(str(path)).items():
+    for key, value in tensors.items():
         match = _MEMBER_KEY.match(key)
         if match is None:
             raise ValueError(f"{path}: tensor {key!r} has no member{{i}}. prefix")

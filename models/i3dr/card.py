@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
 
 from models import PIPELINE_VERSION
+from models.card_file import MODEL_CARD_KEY, read_card_file, write_card_file
 from models.findings import LOBE_NAMES
 from models.i3dr.model import (
     OUTPUT_UNITS,
@@ -57,8 +57,6 @@ __all__ = [
 I3DR_MODEL_VERSION = "1.0.0"
 #: Value of ``format`` in every I3Dr model card written by this version.
 CARD_FORMAT = "lungcds.i3dr/1"
-#: safetensors metadata key holding the model card JSON.
-MODEL_CARD_KEY = "model_card"
 #: The two models of T§2.3.1: ``a`` (patient level, lung-masked CT), ``b`` (five lobes).
 PARTS: tuple[str, ...] = ("a", "b")
 #: An output is rescaled (T§2.3.1, y^l = y_B^l y_A / y_B) only when |y_B| is at least this
@@ -196,7 +194,7 @@ def save_i3dr_file(path: Path, models: Mapping[str, RegionSumRegressor], card: M
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        save_file(tensors, str(partial), metadata={MODEL_CARD_KEY: json.dumps(dict(card), sort_keys=True)})
+        write_card_file(partial, tensors, card)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -218,16 +216,9 @@ def load_i3dr_file(path: Path) -> tuple[dict[str, RegionSumRegressor], dict[str,
     if not path.is_file():
         raise FileNotFoundError(f"I3Dr weights file {path} does not exist")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+        tensors, card = read_card_file(path, CARD_FORMAT, "an I3Dr file")
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
-    if MODEL_CARD_KEY not in metadata:
-        raise ValueError(f"{path} has no {MODEL_CARD_KEY!r} metadata; it is not an I3Dr file")
-    card: dict[str, Any] = json.loads(metadata[MODEL_CARD_KEY])
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{path}: model card format {card.get('format')!r}, expected {CARD_FORMAT!r}")
     states: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         match = _PART_KEY.match(key)

@@ -2,7 +2,7 @@
 
 A member's file is one safetensors file: its networks' tensors (each member chooses the key
 prefixes, e.g. ``severe.0.`` for the first severity fold) and its model card as JSON in the
-metadata key :data:`MODEL_CARD_KEY`, as :mod:`models.corads.ensemble` does.  The card's
+metadata key :data:`MODEL_CARD_KEY` (:mod:`models.card_file`, as for CO-RADS and I3Dr).  The card's
 ``format`` is :data:`MEMBER_CARD_FORMAT` and its ``member`` the registry name, so that a file
 installed under the wrong name is refused instead of loaded into the wrong networks.
 
@@ -13,17 +13,15 @@ resampling onto a new spacing that they all do with it, live here too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from models.card_file import MODEL_CARD_KEY, read_card_file, write_card_file
 from models.findings import Geometry
 
 __all__ = [
@@ -38,8 +36,6 @@ __all__ = [
 
 #: Value of ``format`` in every member card.
 MEMBER_CARD_FORMAT = "lungcds.stoic-member/1"
-#: safetensors metadata key holding the model card JSON.
-MODEL_CARD_KEY = "model_card"
 
 
 def write_member_file(path: Path, tensors: Mapping[str, Tensor], card: Mapping[str, Any]) -> Path:
@@ -54,7 +50,7 @@ def write_member_file(path: Path, tensors: Mapping[str, Tensor], card: Mapping[s
         raise ValueError(f"a member card needs format {MEMBER_CARD_FORMAT!r} and a 'member' name")
     path.parent.mkdir(parents=True, exist_ok=True)
     contiguous = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
-    save_file(contiguous, str(path), metadata={MODEL_CARD_KEY: json.dumps(dict(card), sort_keys=True)})
+    write_card_file(path, contiguous, card)
     return path
 
 
@@ -66,16 +62,10 @@ def read_member_file(path: Path, member: str) -> tuple[dict[str, Tensor], dict[s
     ValueError
         If the file has no card, a card of another format, or one of another member.
     """
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if MODEL_CARD_KEY not in metadata:
-        raise ValueError(f"{path} has no {MODEL_CARD_KEY!r} metadata; it is not a STOIC member file")
-    card: dict[str, Any] = json.loads(metadata[MODEL_CARD_KEY])
-    if card.get("format") != MEMBER_CARD_FORMAT:
-        raise ValueError(f"{path}: model card format {card.get('format')!r}, expected {MEMBER_CARD_FORMAT!r}")
+    tensors, card = read_card_file(path, MEMBER_CARD_FORMAT, "a STOIC member file")
     if card.get("member") != member:
         raise ValueError(f"{path} holds member {card.get('member')!r}, not {member!r}")
-    return load_file(str(path)), card
+    return tensors, card
 
 
 def prefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
