@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -54,7 +54,14 @@ class CountingSink:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.instances += 1
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
         return None
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:

@@ -73,6 +73,7 @@ class InstanceHeader:
     frame_of_reference_uid: str | None = None
     modality: str | None = None
     patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
     patient_name: str | None = None
     patient_birth_date: str | None = None
     patient_age: str | None = None
@@ -362,6 +363,7 @@ def summarize(ds: Dataset, transfer_syntax_uid: str | None) -> InstanceHeader:
         frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
         modality=_text(ds, "Modality"),
         patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         patient_name=_text(ds, "PatientName"),
         patient_birth_date=_text(ds, "PatientBirthDate"),
         patient_age=_text(ds, "PatientAge"),

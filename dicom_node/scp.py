@@ -23,6 +23,22 @@ reason is on record where operators look, not only in the sender's log.
 
 The SCP does no slow work in its handlers: the peer waits for the response
 until the handler returns (PS3.7 9.3.1.2).
+
+Connections are admitted in two stages, so that sockets which never become
+associations cannot keep a modality out:
+
+* until its A-ASSOCIATE-RQ has arrived (PS3.8 9.3.2), a connection is
+  *pending*: it must deliver the request, after the TLS handshake if any,
+  within ``association_request_timeout`` seconds (the ARTIM timer of PS3.8
+  9.1.5), else it is closed; a peer address holds at most
+  ``maximum_pending_per_peer`` pending connections, and the oldest is closed
+  when another arrives. The TLS handshake runs on the connection's own
+  thread, never on the thread that accepts connections;
+* from its A-ASSOCIATE-RQ on, an association from an allowed calling AE title
+  takes one of ``maximum_associations`` slots until it ends; when all are
+  taken it is rejected with A-ASSOCIATE-RJ rejected-transient, service
+  provider (presentation), local-limit-exceeded (PS3.8 9.3.4). Pending
+  connections take no slot.
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, cast
@@ -61,14 +77,18 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from dicom_node.spool import OutOfResources, Spool, StoredInstance
 from dicom_node.statuses import OUT_OF_RESOURCES, PROCESSING_FAILURE, SUCCESS
 from dicom_node.validation import InvalidInstance
 
 __all__ = [
+    "DEFAULT_ASSOCIATION_REQUEST_TIMEOUT",
+    "DEFAULT_MAXIMUM_PENDING_PER_PEER",
     "STORAGE_TRANSFER_SYNTAXES",
     "VERIFICATION_TRANSFER_SYNTAXES",
     "AssociationInfo",
@@ -113,9 +133,42 @@ invited to compress diagnostic images lossily.
 """
 
 _ERROR_COMMENT_LENGTH = 64
+_CUT_MARK = "..."
 _SINK_FAILURE_COMMENT = "out of resources: could not index"
 _PROCESSING_FAILURE_COMMENT = "processing failure: internal error while storing"
 _STOP_WAIT_SECONDS = 10.0
+
+DEFAULT_ASSOCIATION_REQUEST_TIMEOUT: float = 5.0
+"""Seconds a new connection has to deliver its A-ASSOCIATE-RQ (PS3.8 9.1.5, ARTIM)."""
+
+DEFAULT_MAXIMUM_PENDING_PER_PEER: int = 8
+"""Connections one peer address may hold before sending their A-ASSOCIATE-RQ."""
+
+_EVICTION_GRACE_S = 1.0
+"""Seconds a pending connection is left alone before it may be closed for crowding its address:
+a real sender sends its A-ASSOCIATE-RQ milliseconds after connecting, also in a burst of many."""
+
+_LISTEN_BACKLOG = 128
+"""Connections the kernel completes while the accept loop is busy (``listen()`` backlog)."""
+
+_MINIMUM_WAIT = 0.001
+"""Seconds: a socket timeout of 0 would make it non-blocking, so an expired deadline waits this long."""
+
+_CLOSED_BY_PEER = "closed by the peer before sending anything"
+"""Why a pending connection ended when the peer only connected (a port check); logged at debug level."""
+
+_PYNETDICOM_ASSOCIATION_LIMIT = 2**31 - 1
+"""pynetdicom's own limit, which counts every connection (even one that never sent a
+request) against ``AE.maximum_associations``: generous, since the SCP counts associations itself."""
+
+_REJECTED_TRANSIENT = 0x02
+"""A-ASSOCIATE-RJ Result: rejected-transient (PS3.8 9.3.4, Table 9-21)."""
+
+_SOURCE_SERVICE_PROVIDER_PRESENTATION = 0x03
+"""A-ASSOCIATE-RJ Source: DICOM UL service-provider, presentation related function (PS3.8 9.3.4)."""
+
+_LOCAL_LIMIT_EXCEEDED = 0x02
+"""A-ASSOCIATE-RJ Reason/Diag. for that source: local-limit-exceeded (PS3.8 9.3.4)."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +207,19 @@ class InstanceSink(Protocol):
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         """Record one instance that is durably in the spool (also called for duplicates)."""
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
-        """Record one instance answered with a failure status, and why (a sender's operators ask for this)."""
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Record one instance answered with a failure status, and why (a sender's operators ask for this).
+
+        ``detail`` is what the refusal carries for an audit trail beyond its reason (e.g. the
+        patient identities of two instances that claim one SOP Instance UID); it is never logged.
+        """
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
         """Report the end of an association, once, with the Series Instance UIDs stored in it.
@@ -187,12 +251,19 @@ def error_comment(reason: str) -> str:
     str
         At most 64 characters of the default character repertoire without
         backslash, as the LO value representation requires (PS3.5 6.2,
-        PS3.7 C.4.2); a cut is marked with ``...``.
+        PS3.7 C.4.2). A longer reason is cut after its last whole word that
+        fits, and the cut is marked with ``...``: reasons start with the
+        attribute and what is wrong with it (see
+        :mod:`dicom_node.validation`), so that is what the sender's operator
+        reads; the values and references after it stay in the audit trail.
     """
     text = "".join(ch if (" " <= ch <= "~" and ch != "\\") else "?" for ch in reason)
-    if len(text) > _ERROR_COMMENT_LENGTH:
-        text = text[: _ERROR_COMMENT_LENGTH - 3] + "..."
-    return text
+    if len(text) <= _ERROR_COMMENT_LENGTH:
+        return text
+    head = text[: _ERROR_COMMENT_LENGTH - len(_CUT_MARK) + 1]
+    cut = head.rfind(" ")
+    kept = head[:cut] if cut > 0 else head[:-1]
+    return kept.rstrip(" ;:,.(") + _CUT_MARK
 
 
 def _failure(status: int, reason: str) -> Dataset:
@@ -221,6 +292,203 @@ def _parse_allow_list(entries: Sequence[str]) -> tuple[tuple[str, ...], dict[str
     return tuple(titles), pins
 
 
+@dataclass(frozen=True)
+class _PendingConnection:
+    """A connection that has not yet delivered its A-ASSOCIATE-RQ."""
+
+    host: str
+    port: int
+    opened: float
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a connection down in both directions, waking any thread that reads from it.
+
+    The socket is not closed here: the thread that serves it closes it, as a
+    closed descriptor could be reused under its feet. The plain socket call is
+    used for TLS sockets too, so that their TLS state stays for that thread.
+    """
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _AssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded association server, guarding connections until their A-ASSOCIATE-RQ.
+
+    pynetdicom wraps each accepted socket in TLS and completes the handshake
+    on the thread that accepts connections, so a peer that connects and stays
+    silent stops every other peer from connecting; it starts two polling
+    threads (association and DUL) for every connection, and counts connections
+    that have not sent an A-ASSOCIATE-RQ (PS3.8 9.3.2) against its association
+    limit. This server accepts without handshaking and keeps every connection
+    *pending* until the SCP reports its A-ASSOCIATE-RQ
+    (:meth:`association_requested`). The connection's own thread completes the
+    TLS handshake and then waits, without polling, for the peer's first bytes;
+    only then does pynetdicom take the connection over. A pending connection
+    is shut down once it is ``request_timeout`` seconds old (a peer that sends
+    part of a request is checked between accepts, every half second) or when
+    it is the oldest of more than ``maximum_pending_per_peer`` from its
+    address and has been silent for a second (so that a burst of connections
+    from one sender keeps all of them).
+
+    Parameters
+    ----------
+    ae, address, ae_title, contexts, ssl_context, evt_handlers
+        As for :class:`pynetdicom.transport.AssociationServer`.
+    request_timeout : float
+        Seconds from accept to the A-ASSOCIATE-RQ (PS3.8 9.1.5).
+    maximum_pending_per_peer : int
+        Pending connections per peer address.
+    socket_timeout : float or None
+        Timeout of each read and write on an accepted socket, so that a peer
+        that stops in the middle of a PDU cannot hold a thread for ever.
+    """
+
+    request_queue_size = _LISTEN_BACKLOG
+
+    def __init__(
+        self,
+        ae: AE,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[PresentationContext],
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: list[EventHandlerType] | None = None,
+        *,
+        request_timeout: float,
+        maximum_pending_per_peer: int,
+        socket_timeout: float | None,
+    ) -> None:
+        self.request_timeout = request_timeout
+        self.maximum_pending_per_peer = maximum_pending_per_peer
+        self.socket_timeout = socket_timeout
+        self._pending: dict[socket.socket, _PendingConnection] = {}
+        self._pending_lock = threading.Lock()
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers=evt_handlers)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; a TLS socket is wrapped without its handshake (PS3.15 B.1)."""
+        listener = cast(socket.socket, self.socket)
+        client, address = listener.accept()
+        client.settimeout(self.socket_timeout)
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    def process_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple[str, int] | str
+    ) -> None:
+        """Register a new connection as pending, closing its peer's oldest beyond the bound, and serve it."""
+        sock = cast(socket.socket, request)
+        host, port = cast(tuple[str, int], client_address)[:2]
+        now = time.monotonic()
+        with self._pending_lock:
+            self._forget_closed()
+            same_peer = sorted(
+                ((pending.opened, other) for other, pending in self._pending.items() if pending.host == host),
+                key=lambda entry: entry[0],
+            )
+            excess = len(same_peer) - self.maximum_pending_per_peer + 1
+            # Only connections silent for longer than a sender ever takes to send its request: a PACS
+            # that opens many associations at once from one address must not lose the first of them.
+            silent = [other for opened, other in same_peer if now - opened >= _EVICTION_GRACE_S]
+            evicted = silent[: max(0, excess)]
+            dropped = [(other, self._pending.pop(other)) for other in evicted]
+            self._pending[sock] = _PendingConnection(str(host), int(port), now)
+        for other, pending in dropped:
+            logger.warning(
+                "closed a connection from %s:%d: the oldest of %d from that address without an A-ASSOCIATE-RQ",
+                pending.host,
+                pending.port,
+                self.maximum_pending_per_peer,
+            )
+            _shut(other)
+        super().process_request(request, client_address)
+
+    def process_request_thread(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple[str, int] | str
+    ) -> None:
+        """On the connection's own thread: wait for the peer's first bytes, then let pynetdicom serve it."""
+        sock = cast(socket.socket, request)
+        with self._pending_lock:
+            pending = self._pending.get(sock)
+        problem = None if pending is None else self._await_request(sock, pending)
+        with self._pending_lock:
+            if problem is not None:
+                pending = self._pending.pop(sock, None)
+            elif sock not in self._pending:
+                pending = None
+        if pending is not None and problem is None:
+            super().process_request_thread(request, client_address)
+            return
+        if pending is not None:
+            log = logger.debug if problem == _CLOSED_BY_PEER else logger.warning
+            log("closed a connection from %s:%d: %s", pending.host, pending.port, problem)
+        self.shutdown_request(request)
+
+    def _await_request(self, sock: socket.socket, pending: _PendingConnection) -> str | None:
+        """Block until the peer has sent something (after the TLS handshake); ``None`` then, else why not.
+
+        The wait is a blocking peek with a timeout, so a silent peer costs one
+        sleeping thread. Shutting the socket down (:func:`_shut`) ends it.
+        """
+        deadline = pending.opened + self.request_timeout
+        try:
+            if isinstance(sock, ssl.SSLSocket):
+                sock.settimeout(max(deadline - time.monotonic(), _MINIMUM_WAIT))
+                sock.do_handshake()
+                if sock.pending():
+                    return None
+            sock.settimeout(max(deadline - time.monotonic(), _MINIMUM_WAIT))
+            if not socket.socket.recv(sock, 1, socket.MSG_PEEK):
+                return _CLOSED_BY_PEER
+            sock.settimeout(self.socket_timeout)
+        except TimeoutError:
+            return f"no A-ASSOCIATE-RQ within {self.request_timeout:.1f} s"
+        except (ssl.SSLEOFError, ConnectionError):
+            return _CLOSED_BY_PEER
+        except (OSError, ValueError) as exc:
+            return f"{'TLS handshake failed' if isinstance(sock, ssl.SSLSocket) else 'connection failed'}: {exc}"
+        return None
+
+    def service_actions(self) -> None:
+        """Between accepts: shut down pending connections older than the request timeout."""
+        super().service_actions()
+        deadline = time.monotonic() - self.request_timeout
+        with self._pending_lock:
+            self._forget_closed()
+            overdue = [(sock, pending) for sock, pending in self._pending.items() if pending.opened <= deadline]
+            for sock, _ in overdue:
+                del self._pending[sock]
+        for sock, pending in overdue:
+            logger.warning(
+                "closed a connection from %s:%d: no A-ASSOCIATE-RQ within %.1f s",
+                pending.host,
+                pending.port,
+                self.request_timeout,
+            )
+            _shut(sock)
+
+    def association_requested(self, sock: socket.socket) -> None:
+        """A connection delivered its A-ASSOCIATE-RQ: it is no longer pending."""
+        with self._pending_lock:
+            self._pending.pop(sock, None)
+
+    def close_pending(self) -> None:
+        """Shut down every pending connection (when stopping)."""
+        with self._pending_lock:
+            pending, self._pending = list(self._pending), {}
+        for sock in pending:
+            _shut(sock)
+
+    def _forget_closed(self) -> None:
+        """Drop the entries of connections already closed (call with the lock held)."""
+        for sock in [sock for sock in self._pending if sock.fileno() < 0]:
+            del self._pending[sock]
+
+
 class StorageSCP:
     """A Storage and Verification SCP that spools instances and notifies a sink.
 
@@ -243,9 +511,21 @@ class StorageSCP:
         Maximum PDU length we receive (PS3.8 D.1); 0 means unlimited.
     maximum_associations : int, optional
         Simultaneous associations accepted; further requests are rejected
-        (transient, local limit exceeded, PS3.8 9.3.4). Default 10.
+        (transient, local limit exceeded, PS3.8 9.3.4). Only associations
+        whose A-ASSOCIATE-RQ arrived from an allowed calling AE title count,
+        until they end. Default 10.
     network_timeout : float or None, optional
-        Seconds without traffic before an association is aborted. Default 60.
+        Seconds without traffic before an association is aborted, and the
+        timeout of each read and write on its socket. Default 60.
+    association_request_timeout : float, optional
+        Seconds a new connection has to deliver its A-ASSOCIATE-RQ, TLS
+        handshake included, before it is closed (the ARTIM timer, PS3.8
+        9.1.5; also how long the SCP waits for the peer to close the
+        connection after an A-ASSOCIATE-RJ or A-RELEASE-RP). Default 5.
+    maximum_pending_per_peer : int, optional
+        Connections from one address that have not yet delivered their
+        A-ASSOCIATE-RQ; when another one arrives, the oldest is closed.
+        Default 8.
     ssl_context : ssl.SSLContext, optional
         Serve associations over TLS with this server context (PS3.15 B.1);
         see :mod:`dicom_node.tls`.
@@ -266,11 +546,17 @@ class StorageSCP:
         network_timeout: float | None = 60.0,
         on_rejected: Callable[[AssociationInfo, str], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        association_request_timeout: float = DEFAULT_ASSOCIATION_REQUEST_TIMEOUT,
+        maximum_pending_per_peer: int = DEFAULT_MAXIMUM_PENDING_PER_PEER,
     ) -> None:
         if maximum_pdu_size < 0:
             raise ValueError(f"maximum_pdu_size must be >= 0, got {maximum_pdu_size}")
         if maximum_associations < 1:
             raise ValueError(f"maximum_associations must be >= 1, got {maximum_associations}")
+        if not association_request_timeout > 0:
+            raise ValueError(f"association_request_timeout must be > 0, got {association_request_timeout}")
+        if maximum_pending_per_peer < 1:
+            raise ValueError(f"maximum_pending_per_peer must be >= 1, got {maximum_pending_per_peer}")
         self.ae_title = ae_title
         self.spool = spool
         self.sink = sink
@@ -281,9 +567,12 @@ class StorageSCP:
         self.network_timeout = network_timeout
         self.on_rejected = on_rejected
         self.ssl_context = ssl_context
+        self.association_request_timeout = association_request_timeout
+        self.maximum_pending_per_peer = maximum_pending_per_peer
         self._ae: AE | None = None
-        self._server: ThreadedAssociationServer | None = None
+        self._server: _AssociationServer | None = None
         self._states: dict[Association, _AssociationState] = {}
+        self._slots: set[Association] = set()
         self._watchers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -320,13 +609,15 @@ class StorageSCP:
             raise RuntimeError("the Storage SCP is already running")
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = self.maximum_pdu_size
-        ae.maximum_associations = self.maximum_associations
+        ae.maximum_associations = _PYNETDICOM_ASSOCIATION_LIMIT
+        ae.acse_timeout = self.association_request_timeout
         ae.network_timeout = self.network_timeout
         ae.require_calling_aet = list(self._titles)
         ae.add_supported_context(Verification, list(VERIFICATION_TRANSFER_SYNTAXES))
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(cast(str, context.abstract_syntax), list(STORAGE_TRANSFER_SYNTAXES))
         handlers: list[EventHandlerType] = [
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -334,9 +625,24 @@ class StorageSCP:
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        server = ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=self.ssl_context)
-        if server is None:
-            raise RuntimeError("pynetdicom did not return a server for a non-blocking start")
+        server = cast(
+            _AssociationServer,
+            ae.make_server(
+                (host, port),
+                ssl_context=self.ssl_context,
+                evt_handlers=handlers,
+                server_class=_AssociationServer,
+                request_timeout=self.association_request_timeout,
+                maximum_pending_per_peer=self.maximum_pending_per_peer,
+                socket_timeout=self.network_timeout,
+            ),
+        )
+        listener = threading.Thread(
+            target=make_target(server.serve_forever), name=f"AcceptorServer@{self.ae_title}", daemon=True
+        )
+        listener.start()
+        # As AE.start_server does, so that AE.shutdown() stops this server too.
+        ae._servers.append(server)
         self._ae = ae
         self._server = server
         bound = int(server.server_address[1])
@@ -356,9 +662,11 @@ class StorageSCP:
         Returns once every association has been reported to the sink (open
         ones as not released), or after 10 s if a sink call hangs.
         """
-        ae, self._ae, self._server = self._ae, None, None
+        ae, server, self._ae, self._server = self._ae, self._server, None, None
         if ae is None:
             return
+        if server is not None:
+            server.close_pending()
         ae.shutdown()
         with self._lock:
             watchers, self._watchers = self._watchers, []
@@ -377,6 +685,21 @@ class StorageSCP:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def series_in_open_associations(self) -> frozenset[str]:
+        """The series being received now.
+
+        Returns
+        -------
+        frozenset of str
+            Every Series Instance UID (0020,000E) with an instance stored by an
+            association that has not ended yet (PS3.8 7.2 to 7.4): one whose
+            end has not been reported to ``sink.association_ended``. A series
+            whose sender keeps its association open is not complete, however
+            long it pauses between instances. Thread-safe.
+        """
+        with self._lock:
+            return frozenset(uid for state in self._states.values() for uid in state.series_uids)
 
     def handle_store(self, event: Event) -> int | Dataset:
         """Handle one C-STORE request (``evt.EVT_C_STORE``).
@@ -403,15 +726,7 @@ class StorageSCP:
         try:
             stored = self.spool.store(event.encoded_dataset(include_meta=True))
         except InvalidInstance as exc:
-            logger.warning(
-                "refused instance %s from %s (association %s) with 0x%04X: %s",
-                sop_uid,
-                info.calling_aet,
-                info.id,
-                exc.status,
-                exc.reason,
-            )
-            return self._refuse(sop_uid, exc.status, exc.reason, info)
+            return self._refuse_invalid(sop_uid, exc, info)
         except OutOfResources as exc:
             logger.error(
                 "refused instance %s from %s (association %s), out of resources: %s",
@@ -431,6 +746,12 @@ class StorageSCP:
             return self._refuse(sop_uid, PROCESSING_FAILURE, _PROCESSING_FAILURE_COMMENT, info)
         try:
             self.sink.instance_stored(stored, info)
+        except InvalidInstance as exc:
+            # The sink refuses what only it can see (e.g. the SOP Instance UID indexed in another
+            # series by a concurrent association): the file just written goes, nothing unindexed stays.
+            if not stored.duplicate:
+                self.spool.discard(stored)
+            return self._refuse_invalid(sop_uid, exc, info)
         except Exception:
             logger.exception(
                 "instance %s is in the spool at %s but could not be indexed; answered 0x%04X",
@@ -443,10 +764,29 @@ class StorageSCP:
             state.series_uids.add(str(stored.header.series_instance_uid))
         return SUCCESS
 
-    def _refuse(self, sop_uid: str, status: int, reason: str, info: AssociationInfo) -> Dataset:
+    def _refuse_invalid(self, sop_uid: str, exc: InvalidInstance, info: AssociationInfo) -> Dataset:
+        """Log and refuse an instance that the spool or the sink found invalid, with its status and reason."""
+        logger.warning(
+            "refused instance %s from %s (association %s) with 0x%04X: %s",
+            sop_uid,
+            info.calling_aet,
+            info.id,
+            exc.status,
+            exc.reason,
+        )
+        return self._refuse(sop_uid, exc.status, exc.reason, info, exc.detail)
+
+    def _refuse(
+        self,
+        sop_uid: str,
+        status: int,
+        reason: str,
+        info: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> Dataset:
         """Tell the sink about a refusal (never failing the response for it) and build the failure status."""
         try:
-            self.sink.instance_refused(sop_uid, status, reason, info)
+            self.sink.instance_refused(sop_uid, status, reason, info, detail or {})
         except Exception:
             logger.exception("sink failed to record the refusal of instance %s", sop_uid)
         return _failure(status, reason)
@@ -465,13 +805,49 @@ class StorageSCP:
         """Collect AE titles and address of the requestor (PS3.8 7.1.1.3 to 7.1.1.6)."""
         primitive = assoc.requestor.primitive
         called = str(primitive.called_ae_title) if primitive is not None else ""
+        calling = str(primitive.calling_ae_title) if primitive is not None else str(assoc.requestor.ae_title)
         return AssociationInfo(
             id=uuid.uuid4().hex,
-            calling_aet=str(assoc.requestor.ae_title).strip(),
+            calling_aet=calling.strip(),
             called_aet=called.strip(),
             peer_host=str(assoc.requestor.address),
             peer_port=int(assoc.requestor.port or 0),
         )
+
+    def _on_requested(self, event: Event) -> None:
+        """Take an association slot when an A-ASSOCIATE-RQ arrives (``evt.EVT_REQUESTED``, PS3.8 9.3.2).
+
+        The connection stops being pending. A calling AE title outside the
+        allow-list takes no slot (pynetdicom rejects it next). When every slot
+        is taken, the request is rejected here with A-ASSOCIATE-RJ
+        rejected-transient, service provider (presentation related),
+        local-limit-exceeded (PS3.8 9.3.4), and the connection closed once the
+        rejection is sent.
+        """
+        assoc = event.assoc
+        transport = assoc.dul.socket
+        server = self._server
+        if server is not None and transport is not None and transport.socket is not None:
+            server.association_requested(transport.socket)
+        primitive = assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip() if primitive is not None else ""
+        if self._titles and calling not in self._titles:
+            return
+        with self._lock:
+            self._slots = {other for other in self._slots if other.is_alive()}
+            full = len(self._slots) >= self.maximum_associations
+            if not full:
+                self._slots.add(assoc)
+        if not full:
+            return
+        assoc.acse.send_reject(_REJECTED_TRANSIENT, _SOURCE_SERVICE_PROVIDER_PRESENTATION, _LOCAL_LIMIT_EXCEEDED)
+        self._report_rejection(assoc, f"all {self.maximum_associations} associations are in use")
+        assoc.kill()
+
+    def _release_slot(self, assoc: Association) -> None:
+        """Give back the slot of an association that ended (or never took one)."""
+        with self._lock:
+            self._slots.discard(assoc)
 
     def _on_accepted(self, event: Event) -> None:
         """Start book-keeping when an association is accepted (``evt.EVT_ACCEPTED``).
@@ -502,16 +878,23 @@ class StorageSCP:
         )
 
     def _on_rejected(self, event: Event) -> None:
-        """Report an association we rejected (``evt.EVT_REJECTED``, PS3.8 7.1.1.9)."""
+        """Report an association pynetdicom rejected (``evt.EVT_REJECTED``, PS3.8 7.1.1.9)."""
         with self._lock:
             self._states.pop(event.assoc, None)
-        info = self._describe(event.assoc)
-        primitive = event.assoc.acceptor.primitive
+            self._slots.discard(event.assoc)
+        self._report_rejection(event.assoc)
+
+    def _report_rejection(self, assoc: Association, why: str = "") -> None:
+        """Log and report an A-ASSOCIATE-RJ that was sent, in the words of its result, source and reason."""
+        info = self._describe(assoc)
+        primitive = assoc.acceptor.primitive
         reason = (
             f"{primitive.result_str}, source {primitive.source_str}, reason {primitive.reason_str}"
             if primitive is not None
             else "rejected"
         )
+        if why:
+            reason = f"{reason}: {why}"
         logger.warning("association from %s at %s rejected: %s", info.calling_aet, info.peer_host, reason)
         if self.on_rejected is not None:
             try:
@@ -520,15 +903,18 @@ class StorageSCP:
                 logger.exception("on_rejected failed for the association from %s", info.calling_aet)
 
     def _on_released(self, event: Event) -> None:
-        """Report an orderly A-RELEASE (``evt.EVT_RELEASED``)."""
+        """Free the slot and report an orderly A-RELEASE (``evt.EVT_RELEASED``)."""
+        self._release_slot(event.assoc)
         self._end_when_finished(event.assoc, released=True)
 
     def _on_aborted(self, event: Event) -> None:
-        """Report an A-ABORT or A-P-ABORT (``evt.EVT_ABORTED``)."""
+        """Free the slot and report an A-ABORT or A-P-ABORT (``evt.EVT_ABORTED``)."""
+        self._release_slot(event.assoc)
         self._end_when_finished(event.assoc, released=False)
 
     def _on_connection_closed(self, event: Event) -> None:
-        """Report a connection that closed without release (``evt.EVT_CONN_CLOSE``)."""
+        """Free the slot and report a connection that closed without release (``evt.EVT_CONN_CLOSE``)."""
+        self._release_slot(event.assoc)
         self._end_when_finished(event.assoc, released=False)
 
     def _end_when_finished(self, assoc: Association, released: bool) -> None:

@@ -10,6 +10,14 @@ B.2.3: Success means the SCP has taken responsibility for the instance): the
 bytes go to a temporary file in the target directory, the file is flushed and
 fsynced, renamed over the final name with :func:`os.replace` (atomic on POSIX)
 and the directory is fsynced so that the new name survives a power cut.
+
+A SOP Instance UID names one instance for ever (PS3.5 Section 9). One that
+arrives again is kept once when its content is the same (a re-send), and is
+refused with ``0xC111`` (*Cannot understand*, the SOP Instance UID in use) when its content differs:
+the stored file is never replaced and the new one never lies next to it
+unindexed. The reason names both identities, so that the refusal can be
+audited. The owner's ``admit`` hook refuses, before anything is written, what
+only it can see: for example the same UID already stored in another series.
 """
 
 from __future__ import annotations
@@ -21,19 +29,30 @@ import shutil
 import tempfile
 import threading
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from dicom_node.header import InstanceHeader
-from dicom_node.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from dicom_node.statuses import CANNOT_UNDERSTAND, DUPLICATE_SOP_INSTANCE, OUT_OF_RESOURCES
 from dicom_node.validation import InvalidInstance, parse_instance, validate_dataset
 
-__all__ = ["DEFAULT_MIN_FREE_BYTES", "OutOfResources", "Spool", "StoredInstance"]
+__all__ = [
+    "DEFAULT_MIN_FREE_BYTES",
+    "Admission",
+    "OutOfResources",
+    "Spool",
+    "StoredInstance",
+    "conflicting_instance",
+    "describe_identity",
+    "elsewhere",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +63,54 @@ _PART10_PREFIX = b"DICM"
 _PREAMBLE_LENGTH = 128
 _LOCK_STRIPES = 64
 _TEMP_SUFFIX = ".part"
+
+
+#: The owner's admission check: raises :class:`~dicom_node.validation.InvalidInstance` to refuse.
+Admission = Callable[[InstanceHeader], None]
+
+#: Header fields that may differ between two encodings of one instance (PS3.5 Section 10).
+_ENCODING_FIELDS = frozenset({"transfer_syntax_uid", "specific_character_set"})
+
+
+def describe_identity(header: InstanceHeader) -> dict[str, str | None]:
+    """Patient, study and series of an instance, for an audited refusal (never for logs)."""
+    return {
+        "patient_id": header.patient_id,
+        "issuer_of_patient_id": header.issuer_of_patient_id,
+        "patient_name": header.patient_name,
+        "patient_birth_date": header.patient_birth_date,
+        "study_instance_uid": header.study_instance_uid,
+        "series_instance_uid": header.series_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+    }
+
+
+def conflicting_instance(what: str, stored: InstanceHeader, received: InstanceHeader) -> InvalidInstance:
+    """The refusal of a SOP Instance UID that is already in use for other content (``0xC111``).
+
+    The reason starts with the attribute and the conflict in words (what fits the 64 characters
+    of the Error Comment) and names the two series by UID, without patient data, since reasons
+    are logged; ``detail`` carries both identities for the audit trail.
+    """
+    return InvalidInstance(
+        f"SOP Instance UID (0008,0018) in use: {what}; stored in series {stored.series_instance_uid}, "
+        f"received in series {received.series_instance_uid}",
+        DUPLICATE_SOP_INSTANCE,
+        detail={"stored": describe_identity(stored), "received": describe_identity(received)},
+    )
+
+
+def elsewhere(stored: InstanceHeader, received: InstanceHeader) -> InvalidInstance | None:
+    """The refusal of an instance whose SOP Instance UID is already stored in another series or study.
+
+    ``stored`` is the header of what is stored under that UID; None when it is in the same place
+    (then its content decides, as for any duplicate).
+    """
+    if stored.series_instance_uid != received.series_instance_uid:
+        return conflicting_instance("already stored in another series", stored, received)
+    if stored.study_instance_uid != received.study_instance_uid:
+        return conflicting_instance("already stored in another study", stored, received)
+    return None
 
 
 class OutOfResources(Exception):
@@ -105,6 +172,9 @@ class Spool:
         Refuse an instance (``0xA700``, PS3.4 Annex B.2.3) when storing it
         would leave less free space than this on the file system. Default
         512 MiB.
+    admit : callable, optional
+        Called with the header of every valid instance before it is written;
+        raises :class:`~dicom_node.validation.InvalidInstance` to refuse it.
 
     Notes
     -----
@@ -112,11 +182,14 @@ class Spool:
     concurrent associations sending one instance write it once.
     """
 
-    def __init__(self, root: Path, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
+    def __init__(
+        self, root: Path, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, admit: Admission | None = None
+    ) -> None:
         if min_free_bytes < 0:
             raise ValueError(f"min_free_bytes must be >= 0, got {min_free_bytes}")
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
+        self.admit = admit
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
@@ -159,6 +232,8 @@ class Spool:
             :func:`~dicom_node.validation.validate_dataset`; the SOP Class and
             Instance UIDs are checked against the Media Storage UIDs of the
             file meta information, which an SCP sets from the C-STORE request.
+            Also when ``admit`` refuses it, or when its SOP Instance UID is
+            stored with other content (``0xC111``).
         OutOfResources
             When free space would drop below ``min_free_bytes`` or the write
             fails (ENOSPC, EDQUOT, EIO ...). No partial or temporary file
@@ -166,7 +241,7 @@ class Spool:
         """
         if len(encoded) < _PREAMBLE_LENGTH + 4 or encoded[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != _PART10_PREFIX:
             raise InvalidInstance(
-                "pydicom could not parse the data set: not a DICOM Part 10 stream (no 'DICM' prefix)",
+                "File Meta Information has no 'DICM' prefix: not a DICOM Part 10 stream (PS3.10 7.1)",
                 CANNOT_UNDERSTAND,
             )
         ds, header = parse_instance(encoded)
@@ -176,7 +251,9 @@ class Spool:
             request_sop_class_uid=meta.get("MediaStorageSOPClassUID"),
             request_sop_instance_uid=meta.get("MediaStorageSOPInstanceUID"),
         )
-        return self._write(header, encoded)
+        if self.admit is not None:
+            self.admit(header)
+        return self._write(header, ds, encoded)
 
     def store_file(self, path: Path) -> StoredInstance:
         """Import one file, as a folder import does, with the SCP's checks.
@@ -207,7 +284,7 @@ class Spool:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise InvalidInstance(
-                f"pydicom could not parse the data set: cannot read {path}: {exc.strerror or exc}",
+                f"File {Path(path).name} cannot be read: {exc.strerror or exc}",
                 CANNOT_UNDERSTAND,
             ) from exc
         if data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] == _PART10_PREFIX:
@@ -218,7 +295,19 @@ class Spool:
         """Return the lock stripe that serialises writes of one SOP Instance UID."""
         return self._locks[zlib.crc32(sop_uid.encode("ascii")) % _LOCK_STRIPES]
 
-    def _write(self, header: InstanceHeader, encoded: bytes) -> StoredInstance:
+    def discard(self, stored: StoredInstance) -> None:
+        """Remove a file this spool has just written and that its owner refused after all.
+
+        The file is unlinked and its directory fsynced, so that no unindexed file with patient
+        data is left behind; a duplicate (the file stored earlier) is never removed.
+        """
+        if stored.duplicate:
+            raise ValueError("a duplicate points at the instance stored earlier; it is not discarded")
+        with self._lock_for(str(stored.header.sop_instance_uid)):
+            _remove_quietly(stored.path)
+            _fsync_directory(stored.path.parent)
+
+    def _write(self, header: InstanceHeader, ds: Dataset, encoded: bytes) -> StoredInstance:
         """Write validated bytes to their final place, durably and at most once."""
         study = str(header.study_instance_uid)
         series = str(header.series_instance_uid)
@@ -226,6 +315,7 @@ class Spool:
         target = self.path_for(study, series, sop)
         with self._lock_for(sop):
             if target.exists():
+                _check_same_content(target, header, ds, encoded)
                 logger.info("duplicate SOP Instance UID %s: already in the spool, not rewritten", sop)
                 return StoredInstance(header, target, target.stat().st_size, duplicate=True)
             self._check_free_space(len(encoded))
@@ -275,6 +365,47 @@ class Spool:
             _fsync_directory(path.parent)
 
 
+def _check_same_content(stored_path: Path, header: InstanceHeader, ds: Dataset, encoded: bytes) -> None:
+    """Raise ``0xC111`` unless ``encoded`` is the instance already stored at ``stored_path``.
+
+    The same bytes are the same instance. Otherwise the two must agree on every attribute
+    routing and analysis read (the :class:`~dicom_node.header.InstanceHeader`, apart from the
+    encoding) and on their pixels: a sender may re-encode an instance (another transfer syntax,
+    PS3.5 Section 10) or add attributes of its own, but not change whose it is or what it shows.
+    """
+    try:
+        stored_bytes = stored_path.read_bytes()
+    except OSError as exc:
+        raise OutOfResources(f"cannot read the stored {stored_path.name}: {_describe(exc)}") from exc
+    if stored_bytes == encoded:
+        return
+    stored_ds, stored_header = parse_instance(stored_bytes)
+    changed = [
+        f.name
+        for f in fields(InstanceHeader)
+        if f.name not in _ENCODING_FIELDS and getattr(stored_header, f.name) != getattr(header, f.name)
+    ]
+    if changed:
+        raise conflicting_instance(f"other content ({', '.join(changed)} differ)", stored_header, header)
+    if not _same_pixels(stored_ds, ds):
+        raise conflicting_instance("other content (pixel data differ)", stored_header, header)
+    logger.info("SOP Instance UID %s sent again in another encoding; the stored copy is kept", header.sop_instance_uid)
+
+
+def _same_pixels(stored: Dataset, received: Dataset) -> bool:
+    """Pixel Data (7FE0,0010) equal as encoded in one transfer syntax, else as decoded values."""
+    stored_elem, received_elem = stored.get_item(0x7FE00010), received.get_item(0x7FE00010)
+    if stored_elem is None or received_elem is None:
+        return stored_elem is None and received_elem is None
+    if stored.file_meta.get("TransferSyntaxUID") == received.file_meta.get("TransferSyntaxUID"):
+        return bool(stored_elem.value == received_elem.value)
+    try:
+        return bool(np.array_equal(stored.pixel_array, received.pixel_array))
+    except Exception as exc:  # noqa: BLE001 - pixels that cannot be decoded cannot be shown equal
+        logger.info("pixel data of a re-sent instance could not be compared: %s", type(exc).__name__)
+        return False
+
+
 def _fsync_directory(directory: Path) -> None:
     """Flush a directory entry to disk so a rename survives a crash (POSIX)."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -309,8 +440,8 @@ def _with_file_meta(data: bytes) -> bytes:
     validate_dataset(ds)
     if header.transfer_syntax_uid is None or _has_encapsulated_pixel_data(ds):
         raise InvalidInstance(
-            "pydicom could not parse the data set: no file meta information and the transfer "
-            "syntax cannot be determined (encapsulated pixel data)",
+            "Transfer Syntax UID (0002,0010) cannot be determined: no file meta information and "
+            "encapsulated Pixel Data (PS3.5 A.4)",
             CANNOT_UNDERSTAND,
         )
     meta = FileMetaDataset()

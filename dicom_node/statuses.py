@@ -18,6 +18,7 @@ __all__ = [
     "COERCION_OF_DATA_ELEMENTS",
     "DATASET_DOES_NOT_MATCH_SOP_CLASS",
     "DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING",
+    "DUPLICATE_SOP_INSTANCE",
     "ELEMENTS_DISCARDED",
     "NOT_SENT",
     "OUT_OF_RESOURCES",
@@ -33,6 +34,12 @@ SUCCESS: int = 0x0000
 
 PROCESSING_FAILURE: int = 0x0110
 """Failure: Processing failure (PS3.7 C.4.2)."""
+
+DUPLICATE_SOP_INSTANCE: int = 0xC111
+"""Error: Cannot understand (PS3.4 Annex B.2.3, range ``0xCxxx``), used for a SOP Instance UID already
+in use for other content or in another series. C-STORE has no status of its own for it (the general
+*Duplicate SOP Instance* ``0x0111`` of PS3.7 C.4 is not among the C-STORE statuses of PS3.7 9.1.1.1.9,
+and senders such as DCMTK's storescu report it as unknown); the Error Comment names the conflict."""
 
 OUT_OF_RESOURCES: int = 0xA700
 """Refused: Out of Resources (PS3.4 Annex B.2.3, range ``0xA7xx``)."""
@@ -67,6 +74,7 @@ WARNING_STATUSES: frozenset[int] = frozenset(
 _NAMES: dict[int, str] = {
     SUCCESS: "Success",
     PROCESSING_FAILURE: "Failure: processing failure",
+    DUPLICATE_SOP_INSTANCE: "Error: cannot understand (SOP Instance UID already in use)",
     COERCION_OF_DATA_ELEMENTS: "Warning: coercion of data elements",
     ELEMENTS_DISCARDED: "Warning: elements discarded",
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING: "Warning: data set does not match SOP class",

@@ -3,12 +3,14 @@
 Stages, in order: the classical lung mask and its quality gate; the learned lobe and lesion
 segmentations; the CT severity score from those masks; the CO-RADS ensemble; the STOIC2021
 ensemble (with the patient's age and sex); I3Dr lung function (lobar when lobe masks exist,
-patient level from model A otherwise); the weight-free measurements of the lungs and of every
-lobe found.  A learned model runs only with installed
-or (asked for) generated weights, and only when the lung mask passed the quality gate; every
-registered model gets a :class:`~models.findings.ModelRun` saying what happened and why, so a
-report can never suggest that a result exists when it does not, or hide that one came from
-unvalidated weights.  A model that fails is recorded as failed; the other stages go on.
+patient level from model A otherwise); the measurements of the lungs and of every lobe found;
+last, the plausibility gate of :mod:`models.plausibility`, which withholds impossible learned
+numbers with the reason.  A learned model runs only with installed or (asked for) generated
+weights, and only when the lung mask passed the quality gate; every registered model gets a
+:class:`~models.findings.ModelRun` saying what happened and why, and, when it ran, its
+provenance (set here, where the weights are known), so a report can never suggest that a
+result exists when it does not, or hide that one came from unvalidated weights.  A model that
+fails is recorded as failed; the other stages go on.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from models.findings import (
     Findings,
     I3drResult,
     ModelRun,
+    Provenance,
     QualityAssessment,
     SeverityResult,
     StoicResult,
     Volume,
+    least_trusted,
 )
 from models.lungmask import segment_lungs
 from models.measurements import measure_regions
+from models.plausibility import withhold_implausible
 from models.quality import assess_lung_mask
 from models.registry import (
     CLASSICAL_LUNG_MASK,
@@ -71,31 +76,31 @@ def _lung_mask_run(warnings: tuple[str, ...], found: bool) -> ModelRun:
         name=spec.name,
         status="ran",
         reason=reason,
-        validated=True,
         version=spec.version,
-        weights_sha256=None,
+        provenance="weight_free",
         description=spec.description,
     )
 
 
 def _ran(loaded: LearnedModel, note: str = "") -> ModelRun:
+    """The record of a learned model that ran: its provenance is that of the weights it loaded."""
     spec = get_spec(loaded.name)
     return ModelRun(
         name=spec.name,
         status="ran",
         reason=f"ran with {loaded.source}" + (f"; {note}" if note else ""),
-        validated=loaded.validated,
         version=loaded.version,
+        provenance=loaded.provenance,
         weights_sha256=loaded.weights_sha256,
+        weights_origin=loaded.weights_origin,
+        validation_statement=loaded.validation_statement,
         description=spec.description,
     )
 
 
 def _skipped(name: str, reason: str) -> ModelRun:
     spec = get_spec(name)
-    return ModelRun(
-        name=name, status="skipped", reason=reason, validated=False, version=spec.version, description=spec.description
-    )
+    return ModelRun(name=name, status="skipped", reason=reason, version=spec.version, description=spec.description)
 
 
 def _failed(name: str, error: Exception) -> ModelRun:
@@ -105,7 +110,6 @@ def _failed(name: str, error: Exception) -> ModelRun:
         name=name,
         status="failed",
         reason=f"failed: {type(error).__name__}: {error}",
-        validated=False,
         version=spec.version,
         description=spec.description,
     )
@@ -203,9 +207,10 @@ def analyse(
         quality=quality,
         mask_sources=state.mask_sources,
         warnings=segmentation.warnings,
+        configuration=provider.configuration(),
     )
     report("done", 1.0)
-    return findings
+    return withhold_implausible(findings)
 
 
 def _learned_stages(
@@ -302,16 +307,23 @@ def _severity(volume: Volume, state: _State) -> None:
     except ValueError as exc:  # e.g. an empty lobe from an untrained network
         state.runs[SEVERITY] = _skipped(SEVERITY, f"not computed: {exc}")
         return
-    inputs = [state.runs[name] for name in ("lobes", "lesions")]
+    inputs = ("lobes", "lesions")
     spec = get_spec(SEVERITY)
     state.runs[SEVERITY] = ModelRun(
         name=SEVERITY,
         status="ran",
         reason="computed from the lobe and lesion masks (seeds/003 thresholds)",
-        validated=all(run.validated for run in inputs),
         version=spec.version,
+        provenance=_combined(state.runs, inputs),
+        inputs=inputs,
         description=spec.description,
     )
+
+
+def _combined(runs: Mapping[str, ModelRun], inputs: tuple[str, ...]) -> Provenance:
+    """The provenance of an output computed from the outputs of ``inputs``: the least trusted of theirs."""
+    provenances = [runs[name].provenance for name in inputs]
+    return least_trusted(p for p in provenances if p is not None)
 
 
 def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, state: _State) -> None:
@@ -359,14 +371,13 @@ def _member_run(report: MemberReport, model: LearnedModel) -> ModelRun:
         name=report.name,
         status="failed",
         reason=f"failed: {report.reason}",
-        validated=False,
         version=spec.version,
         description=spec.description,
     )
 
 
 def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun:
-    """The ensemble's record: which members it averaged per output, validated only if all of them were."""
+    """The ensemble's record: which members it averaged per output; its provenance is the least trusted of theirs."""
     spec = get_spec(STOIC)
     averaged = {name for names in result.averaged.values() for name in names}
     if not averaged:
@@ -383,7 +394,6 @@ def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun
             name=STOIC,
             status="not_installed" if none_installed else "skipped",
             reason=reason,
-            validated=False,
             version=spec.version,
             description=spec.description,
         )
@@ -394,12 +404,14 @@ def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun
     reason = f"ran ({result.config}): " + "; ".join(parts)
     if not result.complete:
         reason += "; incomplete ensemble: " + "; ".join(f"{name} {why}" for name, why in result.not_run.items())
+    inputs = tuple(sorted(averaged))
     return ModelRun(
         name=STOIC,
         status="ran",
         reason=reason,
-        validated=all(runs[name].validated for name in averaged if name in runs),
         version=spec.version,
+        provenance=_combined(runs, inputs),
+        inputs=inputs,
         description=spec.description,
     )
 

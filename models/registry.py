@@ -216,7 +216,7 @@ def unavailable_run(spec: ModelSpec, weights_store: WeightStore | None, *, demo_
     -------
     ModelRun
         Status ``"not_installed"`` (or ``"skipped"`` for a runnable model that was not run),
-        ``validated`` False, no weights hash.
+        no provenance and no weights hash.
     """
     installed = weights_store.get(spec.name) if weights_store is not None and spec.needs_weights else None
     status: ModelStatus = "not_installed"
@@ -238,8 +238,6 @@ def unavailable_run(spec: ModelSpec, weights_store: WeightStore | None, *, demo_
         name=spec.name,
         status=status,
         reason=reason,
-        validated=False,
         version=spec.version,
-        weights_sha256=None,
         description=spec.description,
     )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from models.corads.ensemble import CoradsEnsemble
+from models.findings import Provenance
 from models.i3dr import I3dr
 from models.registry import I3DR, STOIC_MEMBERS, get_spec
 from models.segmentation import (
@@ -48,16 +49,20 @@ LesionKind = Literal["nnunet", "resnet18_unet"]
 class LearnedModel:
     """A loaded model and where its weights came from.
 
-    ``validated`` is True only for installed weights with a recorded validation statement;
-    ``source`` says in words what the weights are (for ``ModelRun.reason``).
+    ``provenance`` is "generated_weights", or "installed_validated" / "installed_unvalidated"
+    for installed weights with or without a recorded validation statement; ``source`` says in
+    words what the weights are (for ``ModelRun.reason``).  Installed weights carry their
+    SHA-256, origin (file name and installation time) and validation statement.
     """
 
     name: str
     model: Any
     version: str
-    weights_sha256: str | None
-    validated: bool
+    provenance: Provenance
     source: str
+    weights_sha256: str | None = None
+    weights_origin: str | None = None
+    validation_statement: str | None = None
 
 
 class ModelProvider:
@@ -134,16 +139,45 @@ class ModelProvider:
             model = self._demo_factories[name]()
         else:
             model = self._builders[name](installed)
-        if installed is not None:
-            validated = installed.validated
-            source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
-            source += f", validated: {installed.validation}" if validated else ", no validation statement recorded"
-            sha = installed.sha256
-        else:
-            validated, sha = False, None
-            source = f"generated demonstration weights (seed {DEMO_SEED}): never trained, no clinical meaning"
         logger.info("loaded model %s from %s", name, "installed weights" if installed else "demo weights")
-        return LearnedModel(name, model, spec.version, sha, validated, source)
+        if installed is None:
+            source = f"generated demonstration weights (seed {DEMO_SEED}): never trained, no clinical meaning"
+            return LearnedModel(name, model, spec.version, "generated_weights", source)
+        source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
+        source += (
+            f", validated: {installed.validation}" if installed.validated else ", no validation statement recorded"
+        )
+        return LearnedModel(
+            name,
+            model,
+            spec.version,
+            "installed_validated" if installed.validated else "installed_unvalidated",
+            source,
+            weights_sha256=installed.sha256,
+            weights_origin=f"installed from {installed.source_filename} at {installed.installed_at}",
+            validation_statement=installed.validation if installed.validated else None,
+        )
+
+    def configuration(self) -> dict[str, str]:
+        """The settings the models of this provider run with, in words (``Findings.configuration``).
+
+        What, besides the weights, decides their outputs: the lesion network, the segmentation
+        settings, the STOIC2021 ensemble and, with generated weights, their seed and whether small
+        test networks stand in for the published ones.
+        """
+        published = "published defaults"
+        configuration = {
+            "lesion_network": self.lesion_kind,
+            "lobe_settings": repr(self.lobe_settings) if self.lobe_settings is not None else published,
+            "lesion_settings": repr(self.lesion_settings) if self.lesion_settings is not None else published,
+            "stoic_ensemble": repr(self.stoic_config),
+        }
+        if self.demo_weights:
+            small = ", ".join(sorted(self._demo_factories))
+            configuration["generated_weights"] = f"seed {DEMO_SEED}" + (
+                f"; small test networks stand in for {small}" if small else ""
+            )
+        return configuration
 
     def _lobes(self, installed: InstalledWeights | None) -> torch.nn.Module:
         network = build_lobe_network()

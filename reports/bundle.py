@@ -24,10 +24,18 @@ from reports.encapsulated_pdf import (
     PDF_UNVALIDATED_SERIES_DESCRIPTION,
     build_encapsulated_pdf,
 )
-from reports.identity import ReportContext, banner_text
+from reports.identity import (
+    ReportContext,
+    analysis_digest,
+    banner_text,
+    check_reasons,
+    identity_source,
+    index_source_headers,
+    not_analysable_digest,
+)
 from reports.pdf import build_not_analysable_pdf, build_pdf
 from reports.seg import build_seg
-from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION, NOT_ANALYSABLE_VARIANT, build_not_analysable_sr, build_sr
+from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION, build_not_analysable_sr, build_sr
 
 __all__ = [
     "PDF_DICOM_FILE",
@@ -127,8 +135,14 @@ def build_reports(
     source_headers: Sequence[Dataset],
     context: ReportContext,
     eligibility_reasons: Sequence[str] = (),
+    *,
+    predecessors: Sequence[Dataset] = (),
 ) -> ReportSet:
     """Build SEG, SR (referencing the SEG's segments), PDF and encapsulated PDF.
+
+    Every object takes patient and study data from the same header
+    (:func:`reports.identity.identity_source`), and its UIDs from the same digest
+    (:func:`reports.identity.analysis_digest`).
 
     Parameters
     ----------
@@ -140,20 +154,26 @@ def build_reports(
         Device identity and output numbering.
     eligibility_reasons : sequence of str
         Notes of the eligibility check, shown in the PDF.
+    predecessors : sequence of pydicom.Dataset
+        Earlier SR documents of this series that these objects replace (keyword-only; see
+        :func:`reports.sr.build_sr`).
 
     Returns
     -------
     ReportSet
-        All objects, with deterministic UIDs in new series of the source study.
+        All objects, with derived UIDs in new series of the source study.
     """
-    seg = build_seg(findings, source_headers, context)
-    sr = build_sr(findings, source_headers, context, seg=seg)
-    pdf = build_pdf(findings, source_headers, context, eligibility_reasons)
+    by_uid = index_source_headers(findings, source_headers)
+    identity = identity_source(findings, by_uid)
+    ordered = [identity, *(ds for ds in source_headers if ds is not identity)]
+    seg = build_seg(findings, ordered, context)
+    sr = build_sr(findings, ordered, context, seg=seg, predecessors=predecessors)
+    pdf = build_pdf(findings, ordered, context, eligibility_reasons)
     pdf_dicom = build_encapsulated_pdf(
         pdf,
-        source_headers,
+        ordered,
         context,
-        pipeline_version=findings.pipeline_version,
+        content_digest=analysis_digest(findings, identity, eligibility_reasons),
         series_description=PDF_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else PDF_SERIES_DESCRIPTION,
     )
     return ReportSet(sr=sr, seg=seg, pdf=pdf, pdf_dicom=pdf_dicom)
@@ -164,6 +184,8 @@ def build_not_analysable(
     context: ReportContext,
     reasons: Sequence[str],
     pipeline_version: str,
+    *,
+    predecessors: Sequence[Dataset] = (),
 ) -> ReportSet:
     """Report a series that was routed for analysis but could not be analysed.
 
@@ -182,9 +204,11 @@ def build_not_analysable(
     reasons : sequence of str
         Why the series could not be analysed, in words (at least one, none blank).
     pipeline_version : str
-        Pipeline version of the job.  With the source Series Instance UID it fixes the UIDs:
-        the objects go into the SR and PDF series that :func:`build_reports` uses for the same
-        series and version, with SOP Instance UIDs of their own (one UID, one content).
+        Pipeline version of the job.  With the source instances and the reasons it fixes the
+        UIDs (:func:`reports.identity.not_analysable_digest`), which differ from those of any
+        analysis (one UID, one content).
+    predecessors : sequence of pydicom.Dataset
+        Earlier SR documents of this series that these objects replace (keyword-only).
 
     Returns
     -------
@@ -197,14 +221,13 @@ def build_not_analysable(
         When the headers are not one series of one study, ``reasons`` is empty or holds a
         blank or non-string item, or ``pipeline_version`` is empty.
     """
-    sr = build_not_analysable_sr(source_headers, context, reasons, pipeline_version)
+    sr = build_not_analysable_sr(source_headers, context, reasons, pipeline_version, predecessors=predecessors)
     pdf = build_not_analysable_pdf(source_headers, context, reasons, pipeline_version)
     pdf_dicom = build_encapsulated_pdf(
         pdf,
         source_headers,
         context,
-        pipeline_version=pipeline_version,
+        content_digest=not_analysable_digest(source_headers, check_reasons(reasons), pipeline_version),
         series_description=NOT_ANALYSABLE_SERIES_DESCRIPTION,
-        instance_variant=NOT_ANALYSABLE_VARIANT,
     )
     return ReportSet(sr=sr, seg=None, pdf=pdf, pdf_dicom=pdf_dicom)

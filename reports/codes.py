@@ -50,11 +50,8 @@ __all__ = [
     "LANGUAGE_EN_US",
     "LESION",
     "LESION_CODES",
-    "LESION_MASK_ALGORITHM",
     "LOBE_INVOLVEMENT",
-    "LOBE_MASK_ALGORITHM",
     "LOW_ATTENUATION_AREA_950",
-    "LUNG_MASK_ALGORITHM",
     "LUNG_MASK_QUALITY",
     "MEAN",
     "MEASUREMENT_NOT_AVAILABLE",
@@ -87,11 +84,10 @@ __all__ = [
     "UCUM_NO_UNITS",
     "UCUM_PERCENT",
     "UNVALIDATED_BANNER",
-    "UNVALIDATED_METHOD_BANNER",
-    "UNVALIDATED_METHOD_STATEMENT",
-    "UNVALIDATED_NO_PROVENANCE_STATEMENT",
-    "UNVALIDATED_WEIGHTS_STATEMENT",
+    "UNVALIDATED_INSTALLED_BANNER",
+    "UNVALIDATED_MIXED_BANNER",
     "VALIDATION_VALUES",
+    "VALUE_WITHHELD",
     "VOLUME",
     "WEIGHT_FREE_STATEMENT",
 ]
@@ -173,6 +169,8 @@ HIGH_ATTENUATION_AREA = Code("HAA", PRIVATE_SCHEME, "High attenuation area fract
 #: TID 1500 row 12 container "Qualitative Evaluations".
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 MEASUREMENT_NOT_AVAILABLE = Code("MEASNA", PRIVATE_SCHEME, "Measurement not available")
+#: A learned value the plausibility gate withheld (``Findings.withheld``), with the reason as text.
+VALUE_WITHHELD = Code("WITHHELD", PRIVATE_SCHEME, "Implausible value withheld")
 MODEL_RUN_STATUS = Code("MODELSTATUS", PRIVATE_SCHEME, "Model run status")
 OUTPUT_VALIDATION_STATUS = Code("VALIDATION", PRIVATE_SCHEME, "Output validation status")
 DECISION_SUPPORT = Code("DECSUPPORT", PRIVATE_SCHEME, "Decision support statement")
@@ -187,14 +185,15 @@ MODEL_STATUS_VALUES: Mapping[str, Code] = MappingProxyType(
         "failed": Code("FAILED", PRIVATE_SCHEME, "Model failed, no result"),
     }
 )
-#: Coded values of :data:`OUTPUT_VALIDATION_STATUS` (see ``reports.identity.validation_key``).
+#: Coded values of :data:`OUTPUT_VALIDATION_STATUS`, keyed by ``ModelRun.provenance``.
 VALIDATION_VALUES: Mapping[str, Code] = MappingProxyType(
     {
-        "validated_weights": Code("VALIDWEIGHTS", PRIVATE_SCHEME, "Validated weights"),
         "weight_free": Code("WEIGHTFREE", PRIVATE_SCHEME, "Weight-free method (no trained weights)"),
-        "demo_weights": Code("DEMOWEIGHTS", PRIVATE_SCHEME, "UNVALIDATED: generated weights, not for clinical use"),
-        "unvalidated_method": Code("UNVALMETHOD", PRIVATE_SCHEME, "UNVALIDATED: method not clinically validated"),
-        "no_provenance": Code("NOPROVENANCE", PRIVATE_SCHEME, "UNVALIDATED: no model provenance recorded"),
+        "generated_weights": Code("DEMOWEIGHTS", PRIVATE_SCHEME, "UNVALIDATED: generated demonstration weights"),
+        "installed_validated": Code("VALIDWEIGHTS", PRIVATE_SCHEME, "Installed weights with validation statement"),
+        "installed_unvalidated": Code(
+            "UNVALWEIGHTS", PRIVATE_SCHEME, "UNVALIDATED: installed weights, no validation statement"
+        ),
     }
 )
 
@@ -276,9 +275,6 @@ I3DR_OUTPUT_UNITS: Mapping[str, Code] = MappingProxyType(
 
 # --- algorithms ---------------------------------------------------------------------------------
 
-LUNG_MASK_ALGORITHM = "lungcds classical lung mask"
-LOBE_MASK_ALGORITHM = "lungcds lobe mask"
-LESION_MASK_ALGORITHM = "lungcds lesion mask"
 DENSITOMETRY_ALGORITHM = "lungcds lung densitometry"
 
 # --- fixed wording -------------------------------------------------------------------------------
@@ -288,8 +284,8 @@ DECISION_SUPPORT_STATEMENT = (
     "reviewed and interpreted by a qualified radiologist in the clinical context."
 )
 WEIGHT_FREE_STATEMENT = (
-    "Lung volumes and attenuation measurements come from a classical, weight-free lung mask "
-    "(image processing without a trained neural network)."
+    "Lung volumes and attenuation come from a classical, weight-free lung mask (no trained network); "
+    "lobe measurements come from a learned lobe mask and are listed apart, with its provenance."
 )
 SOFTWARE_STATEMENT = (
     "lungcds is decision-support software for chest CT. It outlines the lungs (and, when the "
@@ -300,8 +296,7 @@ NOT_ANALYSABLE_STATEMENT = (
     "This CT series was received and checked by lungcds but could not be analysed, so no "
     "measurements or model results follow. The reasons are listed below."
 )
-UNVALIDATED_WEIGHTS_STATEMENT = "UNVALIDATED: generated demonstration weights, not for clinical use"
-UNVALIDATED_METHOD_STATEMENT = "UNVALIDATED: method without clinical validation, not for clinical use"
-UNVALIDATED_NO_PROVENANCE_STATEMENT = "UNVALIDATED: no model provenance recorded for this output, not for clinical use"
+#: Banners of the PDF pages (``reports.identity.banner_text``): what makes outputs unvalidated.
 UNVALIDATED_BANNER = "UNVALIDATED \u2014 generated weights, not for clinical use"
-UNVALIDATED_METHOD_BANNER = "UNVALIDATED \u2014 outputs without clinical validation, not for clinical use"
+UNVALIDATED_INSTALLED_BANNER = "UNVALIDATED \u2014 weights without validation statement, not for clinical use"
+UNVALIDATED_MIXED_BANNER = "UNVALIDATED \u2014 generated and unvalidated weights, not for clinical use"

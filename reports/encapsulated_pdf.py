@@ -4,7 +4,8 @@ highdicom 0.28 has no class for this IOD.  The object carries the mandatory modu
 Table A.45.1-1: Patient (C.7.1.1), General Study (C.7.2.1), Encapsulated Document Series
 (C.24.1, Modality DOC), General Equipment (C.7.5.1), SC Equipment (C.8.6.1), Encapsulated
 Document (C.24.2) and SOP Common (C.12.1); plus Patient Study (C.7.2.2, user optional).  It
-belongs to the source study, in its own series with deterministic UIDs (house rule 7).
+belongs to the source study, in its own series with UIDs derived from the digest of what the
+report depends on (:mod:`reports.identity`, house rule 7).
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ def build_encapsulated_pdf(
     source_headers: Sequence[Dataset],
     context: ReportContext,
     *,
-    pipeline_version: str,
+    content_digest: str,
     series_description: str = PDF_SERIES_DESCRIPTION,
-    instance_variant: str = "",
 ) -> Dataset:
     """Wrap ``pdf`` in an Encapsulated PDF Storage object of the source study.
 
@@ -52,14 +52,17 @@ def build_encapsulated_pdf(
     pdf : bytes
         The PDF document (must start with ``%PDF-``).
     source_headers : sequence of pydicom.Dataset
-        Headers of the analysed CT series: patient and study data come from the first, and
+        Headers of the analysed CT series: patient and study data come from the first (give
+        the :func:`reports.identity.identity_source` of the analysis first, as
+        :func:`reports.bundle.build_reports` does, so that it agrees with the SR and SEG), and
         every instance is listed in the Source Instance Sequence (0042,0013), since the key
         images and measurements derive from them.
     context : ReportContext
         Device identity and output numbering.
-    pipeline_version : str
-        ``Findings.pipeline_version`` (keyword-only): with the source Series Instance UID it
-        determines the Series and SOP Instance UIDs, so a re-run replaces the earlier object.
+    content_digest : str
+        :func:`reports.identity.analysis_digest` (or ``not_analysable_digest``) of the report
+        (keyword-only): it determines the Series and SOP Instance UIDs, so a re-run of the same
+        analysis replaces the earlier object and a changed one gets new UIDs.
     series_description : str
         Series Description (0008,103E), at most 64 characters (keyword-only).
 
@@ -73,32 +76,29 @@ def build_encapsulated_pdf(
     Raises
     ------
     ValueError
-        When ``pdf`` is not a PDF, the headers are not one series of one study, the pipeline
-        version is empty or the series description is not a valid LO value.
+        When ``pdf`` is not a PDF, the headers are not one series of one patient and study, the
+        content digest is empty or the series description is not a valid LO value.
     """
     if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF-"):
         raise ValueError("pdf must be the bytes of a PDF document")
-    if not pipeline_version:
-        raise ValueError("pipeline_version must not be empty")
+    if not content_digest:
+        raise ValueError("content_digest must not be empty")
     if not series_description.strip() or len(series_description) > 64 or "\\" in series_description:
         raise ValueError(f"series_description must be 1-64 characters without backslash, got {series_description!r}")
     check_source_series(source_headers)
     source = source_headers[0]
-    series_uid = str(source.SeriesInstanceUID)
     now = datetime.datetime.now()
 
     ds = Dataset()
     ds.SpecificCharacterSet = OUTPUT_CHARACTER_SET
     ds.SOPClassUID = EncapsulatedPDFStorage
-    ds.SOPInstanceUID = context.output_uid(
-        series_uid, pipeline_version, "pdf", "instance", instance_variant=instance_variant
-    )
+    ds.SOPInstanceUID = context.output_uid(content_digest, "pdf", "instance")
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     copy_patient_study(source, ds)
 
     ds.Modality = "DOC"
-    ds.SeriesInstanceUID = context.output_uid(series_uid, pipeline_version, "pdf", "series")
+    ds.SeriesInstanceUID = context.output_uid(content_digest, "pdf", "series")
     ds.SeriesNumber = context.pdf_series_number
     ds.SeriesDescription = series_description
     ds.SeriesDate = ds.InstanceCreationDate

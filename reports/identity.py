@@ -1,14 +1,17 @@
 """Who made a report object, about whom, from which images, and how far it can be trusted.
 
 * :class:`ReportContext` names the device (General Equipment module, PS3.3 C.7.5.1; Device
-  Observer, TID 1004) and derives the deterministic UIDs of our outputs (house rule 7).
-* :func:`index_source_headers` validates the source CT headers against the ``Findings`` volume.
+  Observer, TID 1004) and derives the UIDs of our outputs from a digest of what they depend on.
+* :func:`check_source_series` refuses source headers that are not one series of one patient,
+  and :func:`index_source_headers` validates them against the ``Findings`` volume.
 * :func:`copy_patient_study` and :func:`evidence_headers` carry the Patient, General Study and
   Patient Study modules (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2) into our objects, leaving out what
   must not propagate (the source's Referenced Study Sequence, whose items may lack the Type 1
-  Referenced SOP Class UID).
-* :func:`model_statement`, :func:`output_provenance` and :func:`validation_key` put every
-  model's status and validation into words and codes that SR, PDF and API show verbatim.
+  Referenced SOP Class UID).  Every object of one analysis takes them from the same header,
+  :func:`identity_source` (the first slice of the volume).
+* :func:`model_statement` and :func:`banner_text` put every model's status and provenance
+  (``ModelRun.provenance``, set by the pipeline; never inferred here) into words that SR, PDF
+  and API show verbatim.
 * :func:`validate_findings` checks everything a report shows before any object is built.
 
 Placement and UIDs
@@ -17,40 +20,55 @@ Every output goes into the *source study* (same Study Instance UID, Patient and 
 copied) in a *new series per output type*: SR (Series Number 9901), SEG (9902) and encapsulated
 PDF (9903) by default.  Their UIDs (PS3.5 section 9) are derived, never random:
 
-``UID = root + decimal(SHA-512(json(["lungcds output", source Series Instance UID,
-pipeline version, kind, part])))``, truncated to 64 characters,
+``UID = root + decimal(SHA-512(json(["lungcds output", content digest, kind, part])))``,
+truncated to 64 characters,
 
 computed by :func:`pydicom.uid.generate_uid` with that single JSON string as entropy source
 (JSON, so that no two different argument lists can concatenate to the same text).  ``kind`` is
 ``"sr"``, ``"seg"`` or ``"pdf"`` and ``part`` is ``"series"`` (Series Instance UID) or
-``"instance"`` (SOP Instance UID).  ``root`` is :attr:`ReportContext.uid_prefix` -- a site's
-own registered root, e.g. ``"1.2.826.0.1.9999."`` -- or, when none is configured, pydicom's
-documented root ``1.2.826.0.1.3680043.8.498.`` (:data:`pydicom.uid.PYDICOM_ROOT_UID`); a root
-is at most 40 characters so that at least 24 hash digits (about 80 bits) remain.  Hence:
+``"instance"`` (SOP Instance UID).  The *content digest* is a SHA-256 over everything the
+content depends on:
 
-* re-running the same job (same source series, same pipeline version) gives the same Series
-  and SOP Instance UIDs, whatever the order of the headers, the time, the software version or
-  the device serial number, so the new object replaces the old one in PACS instead of
-  duplicating it;
-* a new pipeline version (``Findings.pipeline_version``, which changes whenever an algorithm
-  or its weights change) gives new UIDs: the earlier results stay in PACS next to the new ones;
-* the not-analysable objects of :func:`reports.bundle.build_not_analysable` use the same
-  kinds ("sr", "pdf"), so a later successful analysis of the same series with the same pipeline
-  version carries the *same* SR and PDF UIDs and supersedes them (whether the archive then
-  overwrites the stored instance or keeps the first copy is the archive's policy, e.g.
-  Orthanc's ``OverwriteInstances``).
+* :func:`analysis_digest` (an analysis): the sorted source SOP Instance UIDs (with frame
+  numbers), the digest of the HU volume and its grid (``Volume.content_sha256``), the Patient
+  and Study attributes the objects copy (:func:`identity_source`), the pipeline version, every
+  model's status, version and provenance with its weights SHA-256, origin, validation statement
+  and inputs, the configuration the models ran with (``Findings.configuration``) and, for the
+  PDF, the eligibility notes it prints;
+* :func:`not_analysable_digest` (a series that could not be analysed): the source Series
+  Instance UID, the sorted source SOP Instance UIDs, the Patient and Study attributes of the
+  first header, the pipeline version and the reasons.
 
-Tracking UIDs (TID 4108) of regions and model groups derive the same way from
-``["lungcds tracking", series UID, pipeline version, name]``, and the Device Observer UID
-(TID 1004) from ``["lungcds device observer", station name]``.
+``root`` is :attr:`ReportContext.uid_prefix` -- a site's own registered root, e.g.
+``"1.2.826.0.1.9999."`` -- or, when none is configured, pydicom's documented root
+``1.2.826.0.1.3680043.8.498.`` (:data:`pydicom.uid.PYDICOM_ROOT_UID`); a root is at most 40
+characters so that at least 24 hash digits (about 80 bits) remain.  Hence:
+
+* re-running the same analysis (same instances and pixels, pipeline version, weights and
+  configuration) gives the same Series and SOP Instance UIDs, whatever the order of the
+  headers, the time, the software build or the device serial number, so the new object
+  replaces the old one in PACS instead of duplicating it;
+* anything that changes the content -- one more slice, new pixels, a new pipeline version,
+  other weights, a validation statement recorded, other settings, a not-analysable report
+  followed by an analysis -- gives new UIDs: one UID never names two contents.  The caller
+  (``server.services.analysis``) then references what is replaced: the new SR lists the
+  earlier SR in its Predecessor Documents Sequence (PS3.3 C.17.2.3), result.json in
+  ``replaces``.
+
+Tracking UIDs (TID 4108) of regions and model groups derive from
+``["lungcds tracking", series UID, pipeline version, name]`` (the region, not the content, is
+tracked), and the Device Observer UID (TID 1004) from ``["lungcds device observer", station
+name]``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -61,34 +79,38 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 from pydicom.valuerep import VR, PersonName
 
-from models.findings import LESION_NAMES, LOBE_NAMES, REGION_NAMES, Findings, ModelRun
+from models.findings import (
+    LESION_NAMES,
+    LOBE_NAMES,
+    REGION_NAMES,
+    UNVALIDATED_STATEMENTS,
+    Findings,
+    ModelRun,
+)
 from reports import codes
 from reports.severity import check_severity
 
 __all__ = [
+    "IDENTITY_KEYWORDS",
     "OUTPUT_CHARACTER_SET",
     "STATUS_WORDS",
     "OutputKind",
-    "ProvenanceRecord",
     "ReportContext",
     "UidPart",
-    "any_unvalidated",
+    "analysis_digest",
     "banner_text",
     "check_finite",
+    "check_reasons",
     "check_source_series",
     "copy_patient_study",
     "evidence_headers",
-    "find_output_run",
     "format_person_name",
-    "check_reasons",
+    "identity_source",
     "index_source_headers",
-    "mask_source_run",
     "model_display_name",
     "model_statement",
-    "output_provenance",
-    "unvalidated_statement",
+    "not_analysable_digest",
     "validate_findings",
-    "validation_key",
 ]
 
 OutputKind = Literal["sr", "seg", "pdf"]
@@ -140,8 +162,20 @@ _TYPE2_KEYWORDS: tuple[str, ...] = (
 #: Source attributes that must not be inherited by derived objects (see module docstring).
 _NOT_INHERITED: tuple[str, ...] = ("ReferencedStudySequence",)
 
-#: Outputs of ``Findings`` that come from a model, by attribute name.
-_MODEL_OUTPUTS: tuple[str, ...] = ("corads", "stoic", "i3dr", "severity")
+#: Attributes on which every source header of one series must agree (PS3.3 C.7.1.1 Patient,
+#: C.7.2.1 General Study, C.7.3.1 General Series, C.7.4.1 Frame of Reference), with the words
+#: of a refusal ("2 patients in one series: ...").
+IDENTITY_KEYWORDS: Mapping[str, str] = {
+    "PatientID": "patients",
+    "IssuerOfPatientID": "issuers of patient ID",
+    "PatientName": "patient names",
+    "PatientBirthDate": "birth dates",
+    "PatientSex": "sexes",
+    "StudyInstanceUID": "studies",
+    "SeriesInstanceUID": "Series Instance UIDs",
+    "Modality": "modalities",
+    "FrameOfReferenceUID": "frames of reference",
+}
 _DISPLAY_NAMES: Mapping[str, str] = {
     "corads": "CO-RADS",
     "stoic": "STOIC2021",
@@ -231,46 +265,31 @@ class ReportContext:
         """Device Observer UID (DCM 121012, TID 1004), stable for a given station name."""
         return self._derive("lungcds device observer", self.station_name)
 
-    def output_uid(
-        self,
-        source_series_uid: str,
-        pipeline_version: str,
-        kind: OutputKind,
-        part: UidPart,
-        *,
-        instance_variant: str = "",
-    ) -> str:
-        """Deterministic Series or SOP Instance UID of one of our outputs (house rule 7).
+    def output_uid(self, content_digest: str, kind: OutputKind, part: UidPart) -> str:
+        """Series or SOP Instance UID of one of our outputs, derived from what its content depends on.
 
         Parameters
         ----------
-        source_series_uid : str
-            Series Instance UID of the analysed CT series.
-        pipeline_version : str
-            ``Findings.pipeline_version``; a new version yields new objects.
+        content_digest : str
+            :func:`analysis_digest` or :func:`not_analysable_digest` of the content.
         kind : {"sr", "seg", "pdf"}
             Which output.
         part : {"series", "instance"}
             Series Instance UID (0020,000E) or SOP Instance UID (0008,0018).
-        instance_variant : str, optional
-            Distinguishes objects of different content in the same output series: the
-            not-analysable SR/PDF share their series with a later successful analysis but
-            keep their own SOP Instance UIDs (one UID, one content; PS3.3 C.12.1.1.1).
 
         Returns
         -------
         str
-            A UID under :attr:`uid_prefix`, hashed from all four arguments (PS3.5 9.1).
+            A UID under :attr:`uid_prefix`, hashed from the three arguments (PS3.5 9.1; the
+            module docstring gives the derivation).
         """
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
         if part not in _PARTS:
             raise ValueError(f"part must be one of {sorted(_PARTS)}, got {part!r}")
-        if not source_series_uid or not pipeline_version:
-            raise ValueError("source_series_uid and pipeline_version must not be empty")
-        if instance_variant and part == "instance":
-            return self._derive("lungcds output", source_series_uid, pipeline_version, kind, part, instance_variant)
-        return self._derive("lungcds output", source_series_uid, pipeline_version, kind, part)
+        if not content_digest:
+            raise ValueError("content_digest must not be empty")
+        return self._derive("lungcds output", content_digest, kind, part)
 
     def tracking_uid(self, source_series_uid: str, pipeline_version: str, name: str) -> str:
         """Tracking Unique Identifier (DCM 112040, TID 4108) of a region or lesion.
@@ -282,8 +301,25 @@ class ReportContext:
         return self._derive("lungcds tracking", source_series_uid, pipeline_version, name)
 
 
+def _disagreements(source_headers: Sequence[Dataset]) -> list[str]:
+    """Each attribute of :data:`IDENTITY_KEYWORDS` on which the headers disagree, in words."""
+    found = []
+    for keyword, words in IDENTITY_KEYWORDS.items():
+        counts = Counter(str(ds.get(keyword, "") or "") for ds in source_headers)
+        if len(counts) > 1:
+            values = ", ".join(
+                f"{value or '(empty)'} ({count} slice{'s' if count != 1 else ''})"
+                for value, count in sorted(counts.items())
+            )
+            found.append(f"{len(counts)} {words} in one series: {values}")
+    return found
+
+
 def check_source_series(source_headers: Sequence[Dataset]) -> dict[str, Dataset]:
-    """Check that the headers are one series of one study and index them by SOP Instance UID.
+    """Check that the headers are one series of one patient and study, and index them by SOP Instance UID.
+
+    Defence in depth (the server refuses such series at intake too): an object built from
+    headers of two patients would carry one patient's identity over the other's images.
 
     Raises
     ------
@@ -291,8 +327,9 @@ def check_source_series(source_headers: Sequence[Dataset]) -> dict[str, Dataset]
         When an item is not a pydicom Dataset.
     ValueError
         When no header is given, a header lacks a Type 1 identifying attribute (SOP Class,
-        SOP Instance, Study Instance or Series Instance UID), or the headers span several
-        studies or series.
+        SOP Instance, Study Instance or Series Instance UID), or the headers disagree on any
+        attribute of :data:`IDENTITY_KEYWORDS`; the message names every disagreement, e.g.
+        "2 patients in one series: PAT-A (15 slices), PAT-B (15 slices)".
     """
     if len(source_headers) == 0:
         raise ValueError("no source headers given")
@@ -304,10 +341,9 @@ def check_source_series(source_headers: Sequence[Dataset]) -> dict[str, Dataset]
             if not ds.get(keyword):
                 raise ValueError(f"source header lacks {keyword}")
         by_uid[str(ds.SOPInstanceUID)] = ds
-    studies = {str(ds.StudyInstanceUID) for ds in source_headers}
-    series = {str(ds.SeriesInstanceUID) for ds in source_headers}
-    if len(studies) != 1 or len(series) != 1:
-        raise ValueError(f"source headers span {len(studies)} studies and {len(series)} series, expected one each")
+    disagreements = _disagreements(source_headers)
+    if disagreements:
+        raise ValueError("; ".join(disagreements))
     return by_uid
 
 
@@ -336,6 +372,69 @@ def index_source_headers(findings: Findings, source_headers: Sequence[Dataset]) 
     if missing:
         raise ValueError(f"{len(missing)} slice(s) of the volume have no source header, e.g. {min(missing)}")
     return by_uid
+
+
+def identity_source(findings: Findings, by_uid: Mapping[str, Dataset]) -> Dataset:
+    """The header every object of the analysis takes patient and study data from.
+
+    The header of the volume's first slice: highdicom's Segmentation copies from its first
+    source image, which is that slice, so the SR, PDF and encapsulated PDF take the same one.
+    """
+    return by_uid[findings.volume.source_sop_instance_uids[0]]
+
+
+def analysis_digest(findings: Findings, identity: Dataset, notes: Sequence[str] = ()) -> str:
+    """Hex SHA-256 of everything an analysis' reports depend on (module docstring, "Placement and UIDs").
+
+    ``identity`` is the :func:`identity_source` header; ``notes`` any text the object shows
+    besides the findings (the PDF's eligibility notes).
+    """
+    volume = findings.volume
+    frames = volume.source_frame_numbers or (0,) * len(volume.source_sop_instance_uids)
+    runs = [
+        {
+            key: value
+            for key, value in run.as_dict().items()
+            if key not in ("reason", "description", "validated", "validation")
+        }
+        | {"name": name}
+        for name, run in sorted(findings.models.items())
+    ]
+    return _digest(
+        {
+            "content": "lungcds analysis",
+            "sources": sorted(zip(volume.source_sop_instance_uids, frames, strict=True)),
+            "pixels": volume.content_sha256,
+            "identity": _identity_values(identity),
+            "notes": list(notes),
+            "pipeline_version": findings.pipeline_version,
+            "models": runs,
+            "configuration": dict(sorted(findings.configuration.items())),
+        }
+    )
+
+
+def not_analysable_digest(source_headers: Sequence[Dataset], reasons: Sequence[str], pipeline_version: str) -> str:
+    """Hex SHA-256 of what the report of a series that could not be analysed depends on."""
+    return _digest(
+        {
+            "content": "lungcds not analysable",
+            "series": sorted({str(ds.SeriesInstanceUID) for ds in source_headers}),
+            "sources": sorted(str(ds.SOPInstanceUID) for ds in source_headers),
+            "identity": _identity_values(source_headers[0]),
+            "pipeline_version": pipeline_version,
+            "reasons": list(reasons),
+        }
+    )
+
+
+def _identity_values(header: Dataset) -> dict[str, str]:
+    """The Patient and Study attributes our objects copy from ``header``, as text."""
+    return {keyword: str(header.get(keyword, "")) for keyword in _PATIENT_STUDY_KEYWORDS}
+
+
+def _digest(payload: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def evidence_headers(source_headers: Sequence[Dataset]) -> list[Dataset]:
@@ -411,136 +510,39 @@ def model_display_name(run: ModelRun) -> str:
     return run.name
 
 
-def unvalidated_statement(run: ModelRun | None) -> str | None:
-    """The UNVALIDATED statement owed by an output of ``run``, or None when it is validated.
-
-    A run that used weights (``weights_sha256`` set) without validation carries generated
-    demonstration weights; a run without weights is a method lacking clinical validation; an
-    output without any run record has no provenance at all.
-    """
-    if run is None:
-        return codes.UNVALIDATED_NO_PROVENANCE_STATEMENT
-    if run.status != "ran" or run.validated:
-        return None
-    if run.weights_sha256:
-        return codes.UNVALIDATED_WEIGHTS_STATEMENT
-    return codes.UNVALIDATED_METHOD_STATEMENT
-
-
-def validation_key(run: ModelRun | None) -> str | None:
-    """Key of :data:`reports.codes.VALIDATION_VALUES` for an output of ``run``.
-
-    None for a model that did not run (it has no output to qualify); "no_provenance" for an
-    output without a run record; otherwise validated weights, weight-free method, generated
-    (demo) weights or a method without clinical validation, as :func:`unvalidated_statement`.
-    """
-    if run is None:
-        return "no_provenance"
-    if run.status != "ran":
-        return None
-    if run.validated:
-        return "validated_weights" if run.weights_sha256 else "weight_free"
-    return "demo_weights" if run.weights_sha256 else "unvalidated_method"
-
-
 def model_statement(run: ModelRun) -> str:
-    """One sentence on what happened to a model, e.g. "CO-RADS model not run (not installed):
-    no weights installed".  Validation is stated separately by :func:`unvalidated_statement`."""
+    """One sentence on what happened to a model and where its numbers come from, e.g.
+    "CO-RADS model ran (version 1.0, generated demonstration weights): ..." or "CO-RADS model
+    not run (not installed): no weights installed".  The UNVALIDATED statement
+    (``ModelRun.unvalidated_statement``) is shown separately."""
     display = model_display_name(run)
-    weights = f", weights SHA-256 {run.weights_sha256}" if run.weights_sha256 else ""
-    if run.status == "ran":
-        sentence = f"{display} model ran (version {run.version}{weights})"
+    if run.status == "ran" and run.provenance is not None:
+        details = [f"version {run.version}", run.provenance_words]
+        if run.weights_sha256:
+            details.append(f"weights SHA-256 {run.weights_sha256}")
+        if run.weights_origin:
+            details.append(run.weights_origin)
+        if run.inputs:
+            details.append(f"computed from {', '.join(run.inputs)}")
+        sentence = f"{display} model ran ({', '.join(details)})"
         return f"{sentence}: {run.reason}" if run.reason else sentence
     return f"{display} model not run ({STATUS_WORDS[run.status]}): {run.reason or 'no reason given'}"
 
 
-@dataclass(frozen=True)
-class ProvenanceRecord:
-    """Which model run produced an output of ``Findings`` and what must be said about it.
-
-    Attributes
-    ----------
-    output : str
-        Attribute name in ``Findings`` ("corads", "stoic", "i3dr", "severity").
-    run : ModelRun or None
-        The run record, or None when ``Findings.models`` has none for this output.
-    """
-
-    output: str
-    run: ModelRun | None
-
-    @property
-    def validated(self) -> bool:
-        """True only for outputs of a run with validated weights."""
-        return self.run is not None and self.run.status == "ran" and self.run.validated
-
-    @property
-    def statement(self) -> str | None:
-        """The UNVALIDATED statement for this output, None when validated."""
-        return unvalidated_statement(self.run)
-
-    @property
-    def algorithm_name(self) -> str:
-        """Algorithm Name (DCM 111001) for TID 4019."""
-        return self.run.name if self.run is not None else f"lungcds {self.output}"
-
-    @property
-    def algorithm_version(self) -> str:
-        """Algorithm Version (DCM 111003) for TID 4019."""
-        return self.run.version if self.run is not None else "unknown"
-
-
-def find_output_run(findings: Findings, output: str) -> ModelRun | None:
-    """The run record of model output ``output`` ("corads", "stoic", "i3dr", "severity").
-
-    ``findings.models[output]`` when present, else the single model whose name starts with
-    ``output``; None when there is none or several.
-    """
-    exact = findings.models.get(output)
-    if exact is not None:
-        return exact
-    candidates = [run for name, run in findings.models.items() if name.lower().startswith(output)]
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def output_provenance(findings: Findings) -> dict[str, ProvenanceRecord]:
-    """Provenance of every model output present in ``findings``.
-
-    The run of output ``corads`` is ``findings.models["corads"]``, else the single model whose
-    name starts with "corads"; an output without a run is reported as unvalidated.
-    """
-    present = {name: getattr(findings, name) for name in _MODEL_OUTPUTS}
-    return {
-        name: ProvenanceRecord(name, find_output_run(findings, name))
-        for name, value in present.items()
-        if value is not None
-    }
-
-
-def mask_source_run(findings: Findings, name: str) -> ModelRun | None:
-    """The run record of the model that produced mask ``name`` (``Findings.mask_sources``), if any."""
-    source = findings.mask_sources.get(name)
-    return findings.models.get(source) if source is not None else None
-
-
-def any_unvalidated(findings: Findings) -> bool:
-    """True when any output shown by a report is unvalidated (every page then carries the banner)."""
-    return findings.any_unvalidated_output or any(
-        not record.validated for record in output_provenance(findings).values()
-    )
-
-
 def banner_text(findings: Findings) -> str | None:
-    """Text of the red banner on every PDF page, or None when every output is validated.
+    """Text of the red banner on every PDF page, or None when no model that ran is unvalidated.
 
-    The banner names generated weights when any run used them, else the lack of validation.
+    It names what makes the outputs unvalidated: generated weights, installed weights without
+    a validation statement, or both.
     """
-    if not any_unvalidated(findings):
+    unvalidated = {run.provenance for run in findings.models.values() if run.provenance in UNVALIDATED_STATEMENTS}
+    if not unvalidated:
         return None
-    generated = any(
-        run.status == "ran" and not run.validated and run.weights_sha256 for run in findings.models.values()
-    )
-    return codes.UNVALIDATED_BANNER if generated else codes.UNVALIDATED_METHOD_BANNER
+    if unvalidated == {"generated_weights"}:
+        return codes.UNVALIDATED_BANNER
+    if unvalidated == {"installed_unvalidated"}:
+        return codes.UNVALIDATED_INSTALLED_BANNER
+    return codes.UNVALIDATED_MIXED_BANNER
 
 
 def check_finite(name: str, value: float) -> float:
@@ -559,9 +561,10 @@ def validate_findings(findings: Findings) -> None:
     TypeError
         When ``findings`` is not a :class:`models.findings.Findings`.
     ValueError
-        When a measurement is filed under another region's name or is not finite, a mask is
-        neither a region nor a lesion, ``mask_sources`` names a mask or model that does not
-        exist or a model that did not run, an implausible quality verdict has no reason, a
+        When a measurement is filed under another region's name or is not finite, a withheld
+        region is not a region or is measured all the same, a mask is neither a region nor a
+        lesion, ``mask_sources`` names a mask that does not exist (``Findings`` itself refuses a
+        mask without a source that ran), an implausible quality verdict has no reason, a
         CO-RADS category is outside 1-5, a probability outside [0, 1], an I3Dr output or lobe
         is unknown, or the CT severity scores break the seeds/003 rules (see
         :func:`reports.severity.check_severity`).
@@ -578,19 +581,18 @@ def validate_findings(findings: Findings) -> None:
             value = getattr(m, attr)
             if value is not None:
                 check_finite(f"{name}.{attr}", value)
+    for withheld in findings.withheld_values("measurements"):
+        if withheld.site not in REGION_NAMES or withheld.site in findings.measurements:
+            raise ValueError(f"withheld region {withheld.site!r} must be a region name without measurements")
     for key, run in findings.models.items():
         if key != run.name:
             raise ValueError(f"models[{key!r}] describes model {run.name!r}")
     for name in findings.masks:
         if name not in REGION_NAMES and name not in LESION_NAMES:
             raise ValueError(f"mask {name!r} is neither a region {REGION_NAMES} nor a lesion {LESION_NAMES}")
-    for name, source in findings.mask_sources.items():
-        if name not in findings.masks:
+    for name in findings.mask_sources:
+        if name not in findings.masks and name not in findings.measurements:
             raise ValueError(f"mask_sources names mask {name!r}, which findings.masks lacks")
-        if source not in findings.models:
-            raise ValueError(f"mask_sources[{name!r}] names model {source!r}, which findings.models lacks")
-        if findings.models[source].status != "ran":
-            raise ValueError(f"mask {name!r} comes from model {source!r}, which did not run")
     if findings.quality is not None:
         if not findings.quality.plausible and not findings.quality.reasons:
             raise ValueError("an implausible lung mask (findings.quality) must say why")
@@ -641,11 +643,11 @@ def check_reasons(reasons: Sequence[str]) -> list[str]:
 
 
 def _check_stoic(findings: Findings) -> None:
-    """Every STOIC2021 probability (ensemble and members) is finite and in [0, 1]; one exists."""
+    """Every STOIC2021 probability (ensemble and members) is finite and in [0, 1]; one exists or was withheld."""
     stoic = findings.stoic
     assert stoic is not None
-    if stoic.p_covid is None and stoic.p_severe is None:
-        raise ValueError("a STOIC2021 result needs P(COVID-19) or P(severe)")
+    if stoic.p_covid is None and stoic.p_severe is None and not findings.withheld_values("stoic", ""):
+        raise ValueError("a STOIC2021 result needs P(COVID-19) or P(severe), or the reason they were withheld")
     values = [(f"stoic.{attr}", getattr(stoic, attr)) for attr in ("p_covid", "p_severe")]
     values += [(f"stoic.members.{m}.{k}", v) for m, outputs in stoic.members.items() for k, v in outputs.items()]
     for where, value in values:

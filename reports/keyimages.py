@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings
+from models.findings import LOBE_NAMES, REGION_LABELS, REGION_NAMES, Findings
 
 __all__ = [
     "LEGEND_COLOURS",
@@ -65,14 +65,7 @@ LEGEND_COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
 )
 LEGEND_LABELS: Mapping[str, str] = MappingProxyType(
     {
-        "lungs": "Lungs",
-        "lung_right": "Right lung",
-        "lung_left": "Left lung",
-        "RUL": "Right upper lobe",
-        "RML": "Right middle lobe",
-        "RLL": "Right lower lobe",
-        "LUL": "Left upper lobe",
-        "LLL": "Left lower lobe",
+        **REGION_LABELS,
         LESION_KEY: "Lesion",
         "ggo": "Ground-glass opacity",
         "consolidation": "Consolidation",

@@ -1,18 +1,23 @@
 """The human-readable PDF report of one lungcds analysis (reportlab).
 
-Layout (A4).  Page 1: patient and study header; a boxed statement that this is decision
-support, not a diagnosis, what the software is, and that volumes come from a weight-free lung
-mask; the lung-mask quality gate when it failed; a results table (lung volume, CO-RADS,
-probabilities of COVID-19 and of severe outcome, CT severity score, I3Dr lung function), each
-with its model, version and validation, or why it is not available; axial and coronal key
-images at the level of greatest lesion burden (else largest lung area) with lung, lobe and
-lesion overlays and their legend.  Then: eligibility notes, pipeline warnings, the per-region
-measurement table (lungs, left/right, lobes), model outputs with their model name, version and
-weights SHA-256 (CO-RADS, STOIC2021, CT severity per lobe with the seeds/003 thresholds, I3Dr
-per patient and lobe with the figure-2.4 bar chart of :mod:`reports.charts`), and every model
-with status, reason, version, validation and weights SHA-256.  When any shown output is
-unvalidated, every page carries a red banner.  :func:`build_not_analysable_pdf` makes the
-one-page report of a series that could not be analysed.
+Layout (A4).  Page 1: patient and study header (the Patient and Study attributes every DICOM
+object of the analysis carries, from the same header, :func:`reports.identity.identity_source`);
+a boxed statement that this is decision support, not a diagnosis, what the software is, and
+which measurements come from a weight-free lung mask; the lung-mask quality gate when it
+failed; a results table (lung volume, CO-RADS, probabilities of COVID-19 and of severe outcome,
+CT severity score, I3Dr lung function), each with its model, version and provenance, or why it
+is not available or was withheld; axial and coronal key images at the level of greatest lesion
+burden (else largest lung area) with lung, lobe and lesion overlays and their legend.  Then:
+eligibility notes, pipeline warnings, one measurement table per mask model -- "Measurements
+(weight-free lung mask)" for the lungs, then the regions of each learned mask under a heading
+naming its model and provenance, with the UNVALIDATED statement when it applies, a withheld
+region saying why instead of numbers -- model outputs with their model name, version,
+provenance and weights SHA-256 (CO-RADS, STOIC2021, CT severity per lobe with the seeds/003
+thresholds, I3Dr per patient and lobe with the figure-2.4 bar chart of :mod:`reports.charts`),
+each withheld value as "withheld" with its reason, and every model with status, reason,
+version, provenance and weights SHA-256.  When any model that ran is unvalidated, every page
+carries a red banner.  :func:`build_not_analysable_pdf` makes the one-page report of a series
+that could not be analysed.
 
 Static text uses the standard Helvetica fonts (WinAnsi, which covers the accented Latin
 letters of Western European names).  Dynamic text (names, reasons) that WinAnsi cannot encode
@@ -51,20 +56,15 @@ from reports import codes
 from reports.charts import lung_function_chart
 from reports.identity import (
     STATUS_WORDS,
-    ProvenanceRecord,
     ReportContext,
     banner_text,
     check_reasons,
     check_source_series,
-    find_output_run,
     format_person_name,
+    identity_source,
     index_source_headers,
-    mask_source_run,
     model_display_name,
-    output_provenance,
-    unvalidated_statement,
     validate_findings,
-    validation_key,
 )
 from reports.keyimages import legend_entries, png_bytes, render_key_images
 from reports.severity import severity_category
@@ -90,7 +90,6 @@ _PAGE_MARGIN = 15 * mm
 _BANNER_HEIGHT = 11 * mm
 _RED = colors.HexColor("#C62828")
 _NOT_AVAILABLE = "n/a"
-_UNVALIDATED_KEYS = frozenset({"demo_weights", "unvalidated_method", "no_provenance"})
 #: Largest side of a key image on the page (both fit on page 1 under header and summary).
 _KEY_IMAGE_SIDE = 76 * mm
 
@@ -216,28 +215,47 @@ def _dicom_date(value: object) -> str:
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
+def _dicom_time(value: object) -> str:
+    text = str(value or "")
+    return f"{text[:2]}:{text[2:4]}:{text[4:6]}" if len(text) >= 6 and text[:6].isdigit() else text
+
+
 def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle]) -> Table:
+    """Patient, study and series of the source, as every DICOM object of the analysis carries them."""
     series = str(header.get("SeriesDescription", "") or "")
     number = header.get("SeriesNumber")
     if number is not None and str(number) != "":
         series = f"{series} (series {number})".strip()
+    patient_id = str(header.get("PatientID", "") or "")
+    issuer = str(header.get("IssuerOfPatientID", "") or "")
+    study_date = f"{_dicom_date(header.get('StudyDate'))} {_dicom_time(header.get('StudyTime'))}".strip()
     rows = [
         ("Patient name", format_person_name(header.get("PatientName"))),
-        ("Patient ID", str(header.get("PatientID", "") or "")),
+        ("Patient ID", f"{patient_id} (issuer {issuer})" if issuer else patient_id),
         ("Birth date", _dicom_date(header.get("PatientBirthDate"))),
         ("Sex", str(header.get("PatientSex", "") or "")),
-        ("Study date", _dicom_date(header.get("StudyDate"))),
+        ("Referring physician", format_person_name(header.get("ReferringPhysicianName"))),
+        ("Study date", study_date),
         ("Accession number", str(header.get("AccessionNumber", "") or "")),
+        ("Study ID", str(header.get("StudyID", "") or "")),
         ("Study description", str(header.get("StudyDescription", "") or "")),
         ("Series description", series),
     ]
     cells = [
-        [Paragraph(f"<b>{label}</b>", styles["body"]), Paragraph(text.markup(value) or "&nbsp;", styles["body"])]
+        [Paragraph(f"<b>{label}</b>", styles["small"]), Paragraph(text.markup(value) or "&nbsp;", styles["small"])]
         for label, value in rows
     ]
     half = (len(cells) + 1) // 2
     data = [cells[i] + (cells[i + half] if i + half < len(cells) else ["", ""]) for i in range(half)]
-    table = Table(data, colWidths=[30 * mm, 60 * mm, 32 * mm, 58 * mm])
+    data.append(
+        [
+            Paragraph("<b>Study Instance UID</b>", styles["small"]),
+            Paragraph(escape(str(header.get("StudyInstanceUID", ""))), styles["small"]),
+            "",
+            "",
+        ]
+    )
+    table = Table(data, colWidths=[31 * mm, 59 * mm, 31 * mm, 59 * mm])
     table.setStyle(
         TableStyle(
             [
@@ -245,6 +263,7 @@ def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("TOPPADDING", (0, 0), (-1, -1), 1.5),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+                ("SPAN", (1, -1), (-1, -1)),
             ]
         )
     )
@@ -311,9 +330,10 @@ def _key_images(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[A
     return [KeepTogether(flow)]
 
 
-def _measurement_table(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    names = [n for n in REGION_NAMES if n in findings.measurements]
-    names += sorted(n for n in findings.measurements if n not in REGION_NAMES)
+def _measurement_rows(
+    findings: Findings, names: list[str], text: _Text, styles: dict[str, ParagraphStyle]
+) -> tuple[list[list[Any]], list[Any], list[tuple[Any, ...]]]:
+    """Table rows of ``names`` (a withheld region says why instead of numbers), notes, row styles."""
     header = [
         "Region",
         "Volume (mL)",
@@ -324,9 +344,22 @@ def _measurement_table(findings: Findings, text: _Text, styles: dict[str, Paragr
         "HAA (%)",
     ]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
-    notes = []
+    notes: list[Any] = []
+    spans: list[tuple[Any, ...]] = []
     for name in names:
-        m = findings.measurements[name]
+        m = findings.measurements.get(name)
+        if m is None:
+            reasons = "; ".join(w.reason for w in findings.withheld_values("measurements", name))
+            row = len(data)
+            spans.append(("SPAN", (1, row), (-1, row)))
+            data.append(
+                [
+                    Paragraph(text.markup(name), styles["small"]),
+                    Paragraph(f'<font color="#C62828">{text.markup(reasons)}</font>', styles["small"]),
+                ]
+                + [""] * 5
+            )
+            continue
         data.append(
             [
                 Paragraph(text.markup(name), styles["small"]),
@@ -340,28 +373,61 @@ def _measurement_table(findings: Findings, text: _Text, styles: dict[str, Paragr
         )
         if m.note:
             notes.append(Paragraph(f"{escape(name)}: {text.markup(m.note)}", styles["small"]))
-    flow: list[Any] = [Paragraph("Measurements (weight-free lung mask)", styles["h2"])]
-    if len(data) == 1:
-        return flow + [Paragraph("No region could be measured.", styles["body"])]
-    table = Table(data, colWidths=[24 * mm, 22 * mm, 30 * mm, 24 * mm, 26 * mm, 24 * mm, 22 * mm], repeatRows=1)
-    table.setStyle(_GRID)
-    table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT")]))
-    return flow + [table] + notes
+    return data, notes, spans
+
+
+def _measurement_table(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """One table per mask model: the weight-free lung mask, then each learned mask under a heading
+    naming its model and provenance, with the UNVALIDATED statement when it applies."""
+    regions = [n for n in REGION_NAMES if n in findings.measurements or findings.withheld_values("measurements", n)]
+    regions += sorted(n for n in findings.measurements if n not in REGION_NAMES)
+    by_model: dict[str, list[str]] = {}
+    for name in regions:
+        run = findings.mask_run(name)
+        assert run is not None  # Findings requires a mask run for every measured region
+        by_model.setdefault(run.name, []).append(name)
+    if not by_model:
+        return [Paragraph("Measurements", styles["h2"]), Paragraph("No region could be measured.", styles["body"])]
+    flow: list[Any] = []
+    for model, names in by_model.items():
+        run = findings.models[model]
+        if run.provenance == "weight_free":
+            heading = "Measurements (weight-free lung mask)"
+        else:
+            heading = f"Measurements on learned masks: model {run.name} (version {run.version}), {run.provenance_words}"
+        data, notes, spans = _measurement_rows(findings, names, text, styles)
+        table = Table(data, colWidths=[24 * mm, 22 * mm, 30 * mm, 24 * mm, 26 * mm, 24 * mm, 22 * mm], repeatRows=1)
+        table.setStyle(_GRID)
+        table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT"), *spans]))
+        flow += [Paragraph(text.markup(heading), styles["h2"])]
+        flow += _caveat(run.unvalidated_statement, styles) + [table] + notes
+    return flow
 
 
 def _caveat(statement: str | None, styles: dict[str, ParagraphStyle]) -> list[Any]:
     return [Paragraph(escape(statement), styles["unvalidated"])] if statement else []
 
 
-def _provenance(record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    """ "Model <name>, version <v>, weights SHA-256 <sha>" and the UNVALIDATED caveat, if any."""
-    run = record.run
-    if run is None:
-        line = f"Model: none recorded for {record.output}"
-    else:
-        sha = f", weights SHA-256 {run.weights_sha256}" if run.weights_sha256 else ", no trained weights"
-        line = f"Model: {run.name}, version {run.version}{sha}"
-    return [Paragraph(text.markup(line), styles["small"])] + _caveat(record.statement, styles)
+def _provenance(run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """ "Model <name>, version <v>, <provenance>, weights SHA-256 <sha>" and the UNVALIDATED caveat, if any."""
+    parts = [f"Model: {run.name}, version {run.version}", run.provenance_words]
+    if run.weights_sha256:
+        parts.append(f"weights SHA-256 {run.weights_sha256}")
+    if run.weights_origin:
+        parts.append(run.weights_origin)
+    if run.validation_statement:
+        parts.append(f"validation: {run.validation_statement}")
+    if run.inputs:
+        parts.append(f"computed from {', '.join(run.inputs)}")
+    return [Paragraph(text.markup(", ".join(parts)), styles["small"])] + _caveat(run.unvalidated_statement, styles)
+
+
+def _withheld(findings: Findings, output: str, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """The reasons of the withheld values of ``output``, in red."""
+    return [
+        Paragraph(f'<font color="#C62828">{text.markup(w.reason)}</font>', styles["small"])
+        for w in findings.withheld_values(output)
+    ]
 
 
 def _quality_box(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
@@ -378,12 +444,11 @@ def _quality_box(findings: Findings, text: _Text, styles: dict[str, ParagraphSty
     return [Spacer(1, 3 * mm), _box(content, _RED, colors.HexColor("#FFEBEE"))]
 
 
-def _severity_section(
-    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
-) -> list[Any]:
+def _severity_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     severity = findings.severity
     if severity is None:
-        return []
+        headline = [Paragraph("<b>CT severity score</b>: not shown", styles["body"])]
+        return [KeepTogether(headline + _withheld(findings, "severity", text, styles) + _provenance(run, text, styles))]
     data: list[list[Any]] = [
         [Paragraph(f"<b>{h}</b>", styles["small"]) for h in ("Lobe", "Involvement (%)", "CTSS (0-5)")]
     ]
@@ -408,20 +473,19 @@ def _severity_section(
             styles["small"],
         ),
     ]
-    return [KeepTogether(flow + _provenance(record, text, styles))]
+    return [KeepTogether(flow + _provenance(run, text, styles))]
 
 
-def _stoic_section(
-    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
-) -> list[Any]:
+def _stoic_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """Ensemble probabilities, then one row per configured member: its outputs or why it did not run."""
     stoic = findings.stoic
     if stoic is None:
         return []
     headline = (
-        f"<b>STOIC2021 ({text.markup(stoic.config)})</b>: probability of COVID-19 {_fmt(stoic.p_covid, 2)}, "
+        f"<b>STOIC2021 ({text.markup(stoic.config)})</b>: probability of COVID-19 "
+        f"{_value_or_withheld(findings, 'stoic', '', 'p_covid', _fmt(stoic.p_covid, 2))}, "
         f"probability of severe outcome (intubation or death within one month, among COVID-19 patients) "
-        f"{_fmt(stoic.p_severe, 2)}"
+        f"{_value_or_withheld(findings, 'stoic', '', 'p_severe', _fmt(stoic.p_severe, 2))}"
     )
     header = ["Member", "P(COVID-19)", "P(severe)", "Averaged for", "Status and validation"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
@@ -434,16 +498,16 @@ def _stoic_section(
             for key, words in (("p_covid", "COVID-19"), ("p_severe", "severity"))
             if name in stoic.averaged.get(key, ())
         ]
-        run = findings.models.get(name)
-        status = _not_available(run, text, "no run record") if run is None or run.status != "ran" else "ran"
-        caveat = unvalidated_statement(run) if run is not None and run.status == "ran" else None
+        member = findings.models.get(name)
+        status = _not_available(member, text, "no run record") if member is None or member.status != "ran" else "ran"
+        caveat = member.unvalidated_statement if member is not None else None
         if caveat is not None:
             status += f' <font color="#C62828">({escape(caveat)})</font>'
         data.append(
             [
                 Paragraph(text.markup(name), styles["small"]),
-                _fmt(outputs.get("p_covid"), 2),
-                _fmt(outputs.get("p_severe"), 2),
+                _value_or_withheld(findings, "stoic", name, "p_covid", _fmt(outputs.get("p_covid"), 2)),
+                _value_or_withheld(findings, "stoic", name, "p_severe", _fmt(outputs.get("p_severe"), 2)),
                 Paragraph(", ".join(used) or "-", styles["small"]),
                 Paragraph(status, styles["small"]),
             ]
@@ -452,21 +516,42 @@ def _stoic_section(
     table.setStyle(_GRID)
     flow: list[Any] = [Paragraph(headline, styles["body"]), table]
     flow += [Paragraph(text.markup(note), styles["small"]) for note in stoic.notes]
-    return [KeepTogether(flow)] + _provenance(record, text, styles)
+    flow += _withheld(findings, "stoic", text, styles)
+    return [KeepTogether(flow)] + _provenance(run, text, styles)
 
 
-def _i3dr_section(
-    findings: Findings, record: ProvenanceRecord, text: _Text, styles: dict[str, ParagraphStyle]
-) -> list[Any]:
+def _value_or_withheld(findings: Findings, output: str, site: str, quantity: str, value: str) -> str:
+    """``value``, or "withheld" (in red) when the plausibility gate withheld it (the reason is listed below)."""
+    if any(w.quantity in ("", quantity) for w in findings.withheld_values(output, site)):
+        return '<font color="#C62828">withheld</font>'
+    return value
+
+
+def _i3dr_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     i3dr = findings.i3dr
     if i3dr is None:
         return []
-    keys = [k for k in codes.I3DR_OUTPUT_CODES if k in i3dr.patient or any(k in v for v in i3dr.lobes.values())]
+    withheld = {w.quantity for w in findings.withheld_values("i3dr")}
+    keys = [
+        k
+        for k in codes.I3DR_OUTPUT_CODES
+        if k in i3dr.patient or k in withheld or any(k in v for v in i3dr.lobes.values())
+    ]
     sites = [("patient", i3dr.patient)] + [(lobe, i3dr.lobes[lobe]) for lobe in LOBE_NAMES if lobe in i3dr.lobes]
     header = ["Site"] + [f"{codes.I3DR_OUTPUT_LABELS[k]} ({_i3dr_unit(k)})" for k in keys]
     data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["small"]) for h in header]]
     for site, values in sites:
-        data.append([site] + [_fmt(values.get(k), _i3dr_digits(k)) for k in keys])
+        where = "patient" if site == "patient" else "lobes"
+        data.append(
+            [site]
+            + [
+                Paragraph(
+                    _value_or_withheld(findings, "i3dr", where, k, _fmt(values.get(k), _i3dr_digits(k))),
+                    styles["small"],
+                )
+                for k in keys
+            ]
+        )
     width = min(23 * mm, 162 * mm / max(1, len(keys)))
     table = Table(data, colWidths=[18 * mm] + [width] * len(keys), repeatRows=1, hAlign="LEFT")
     table.setStyle(_GRID)
@@ -481,6 +566,7 @@ def _i3dr_section(
         table,
     ]
     flow += [Paragraph(text.markup(note), styles["small"]) for note in i3dr.notes]
+    flow += _withheld(findings, "i3dr", text, styles)
     chart = lung_function_chart(i3dr, 180 * mm, 62 * mm)
     if chart is not None:
         flow += [
@@ -492,7 +578,7 @@ def _i3dr_section(
                 styles["caption"],
             ),
         ]
-    return [KeepTogether(flow)] + _provenance(record, text, styles)
+    return [KeepTogether(flow)] + _provenance(run, text, styles)
 
 
 def _i3dr_unit(key: str) -> str:
@@ -503,18 +589,23 @@ def _i3dr_digits(key: str) -> int:
     return 1 if key == "dlco" else 2
 
 
+#: Provenance in the few words the results table has room for.
+_SHORT_PROVENANCE = {
+    "weight_free": "weight-free method",
+    "generated_weights": "generated weights",
+    "installed_validated": "validated weights",
+    "installed_unvalidated": "no validation statement",
+}
+
+
 def _validation_words(run: ModelRun | None) -> str:
-    key = validation_key(run)
-    if key is None:
+    """The provenance of a run's outputs in a few words, UNVALIDATED ones in red bold."""
+    if run is None or run.provenance is None:
         return _NOT_AVAILABLE
-    words = {
-        "validated_weights": "validated weights",
-        "weight_free": "weight-free method",
-        "demo_weights": "UNVALIDATED (generated weights)",
-        "unvalidated_method": "UNVALIDATED (method)",
-        "no_provenance": "UNVALIDATED (no provenance)",
-    }[key]
-    return f'<font color="#C62828"><b>{words}</b></font>' if key in _UNVALIDATED_KEYS else words
+    words = _SHORT_PROVENANCE[run.provenance]
+    if run.unvalidated_statement is not None:
+        return f'<font color="#C62828"><b>UNVALIDATED ({words})</b></font>'
+    return words
 
 
 def _not_available(run: ModelRun | None, text: _Text, what: str) -> str:
@@ -523,14 +614,19 @@ def _not_available(run: ModelRun | None, text: _Text, what: str) -> str:
     return f"not available: {STATUS_WORDS[run.status]} ({text.markup(run.reason) or 'no reason given'})"
 
 
-def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    """Page-1 table of the main results, each with its model, version and validation.
+def _red(text: str) -> str:
+    return f'<font color="#C62828">{text}</font>'
 
-    An output that is missing says why (the model's status and reason), never a blank.
+
+def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """Page-1 table of the main results, each with its model, version and provenance.
+
+    An output that is missing says why (the model's status and reason, or why the plausibility
+    gate withheld it), never a blank.
     """
     rows: list[tuple[str, str, ModelRun | None, bool]] = []
     lungs = findings.measurements.get("lungs")
-    lung_run = mask_source_run(findings, "lungs")
+    lung_run = findings.mask_run("lungs")
     if lungs is not None:
         value = f"{lungs.volume_ml:.0f} mL"
         if lungs.fpv_ml is not None and lungs.laa950_pct is not None:
@@ -538,45 +634,49 @@ def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle])
         rows.append(("Lung volume", value, lung_run, True))
     else:
         rows.append(("Lung volume", "not available: no lung measurement", lung_run, False))
-    corads_run = find_output_run(findings, "corads")
+    corads_run = findings.models.get("corads")
+    withheld = {
+        output: "; ".join(w.reason for w in findings.withheld_values(output)) for output in ("corads", "severity")
+    }
     if findings.corads is not None:
         corads = f"category {findings.corads.category} (score {findings.corads.score:.2f})"
         rows.append(("CO-RADS", corads, corads_run, True))
+    elif withheld["corads"]:
+        rows.append(("CO-RADS", _red(text.markup(withheld["corads"])), corads_run, True))
     else:
         rows.append(("CO-RADS", _not_available(corads_run, text, "no CO-RADS model"), corads_run, False))
-    stoic_run = find_output_run(findings, "stoic")
+    stoic_run = findings.models.get("stoic")
     stoic = findings.stoic
     for label, attr, meaning in (
         ("Probability of COVID-19", "p_covid", ""),
         ("Probability of severe outcome", "p_severe", " (intubation or death within one month, if COVID-19)"),
     ):
         probability: float | None = getattr(stoic, attr) if stoic is not None else None
+        reasons = [w.reason for w in findings.withheld_values("stoic", "") if w.quantity == attr]
         if probability is not None:
             rows.append((label, f"{probability:.2f}{meaning}", stoic_run, True))
+        elif reasons:
+            rows.append((label, _red(text.markup("; ".join(reasons))), stoic_run, True))
         elif stoic is not None:
             missing = f"not available: no member of {text.markup(stoic.config)} that ran gives this output"
             rows.append((label, missing, stoic_run, False))
         else:
             rows.append((label, _not_available(stoic_run, text, "no STOIC2021 member gave it"), stoic_run, False))
-    severity_run = find_output_run(findings, "severity")
+    severity_run = findings.models.get("severity")
     if findings.severity is not None:
         total = findings.severity.total_ctss
         rows.append(("CT severity score", f"{total} / 25 ({severity_category(total)})", severity_run, True))
+    elif withheld["severity"]:
+        rows.append(("CT severity score", _red(text.markup(withheld["severity"])), severity_run, True))
     else:
         rows.append(("CT severity score", "not available: needs lobe and lesion segmentations", severity_run, False))
-    i3dr_run = find_output_run(findings, "i3dr")
+    i3dr_run = findings.models.get("i3dr")
     if findings.i3dr is not None:
-        patient = findings.i3dr.patient
-        parts = [
-            f"{codes.I3DR_OUTPUT_LABELS[k]} {_fmt(patient[k], _i3dr_digits(k))} {_i3dr_unit(k)}"
-            for k in ("fev1_pre_l", "fvc_pre_l", "dlco")
-            if k in patient
-        ]
-        rows.append(("Lung function (I3Dr)", ", ".join(parts) or "lobar estimates only", i3dr_run, True))
+        rows.append(("Lung function (I3Dr)", _lung_function(findings, text), i3dr_run, True))
     else:
         rows.append(("Lung function (I3Dr)", _not_available(i3dr_run, text, "no I3Dr model"), i3dr_run, False))
 
-    header = ["Result", "Value", "Model (version)", "Validation"]
+    header = ["Result", "Value", "Model (version)", "Provenance"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for label, value, run, present in rows:
         model = f"{text.markup(run.name)} ({text.markup(run.version)})" if run is not None else _NOT_AVAILABLE
@@ -588,30 +688,43 @@ def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle])
                 Paragraph(_validation_words(run) if present else _NOT_AVAILABLE, styles["small"]),
             ]
         )
-    table = Table(data, colWidths=[36 * mm, 78 * mm, 36 * mm, 30 * mm], repeatRows=1)
+    table = Table(data, colWidths=[37 * mm, 71 * mm, 32 * mm, 40 * mm], repeatRows=1)
     table.setStyle(_GRID)
     table.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
     return [Paragraph("Results", styles["h2"]), table]
 
 
+def _lung_function(findings: Findings, text: _Text) -> str:
+    """Patient-level FEV1, FVC and DLCO for the summary; a withheld one says why, in red."""
+    assert findings.i3dr is not None
+    patient = findings.i3dr.patient
+    parts = []
+    for key in ("fev1_pre_l", "fvc_pre_l", "dlco"):
+        reasons = [w.reason for w in findings.withheld_values("i3dr", "patient") if w.quantity == key]
+        if key in patient:
+            parts.append(f"{codes.I3DR_OUTPUT_LABELS[key]} {_fmt(patient[key], _i3dr_digits(key))} {_i3dr_unit(key)}")
+        elif reasons:
+            parts.append(_red(f"{codes.I3DR_OUTPUT_LABELS[key]} {text.markup('; '.join(reasons))}"))
+    return ", ".join(parts) or "lobar estimates only"
+
+
 def _output_tables(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    provenance = output_provenance(findings)
-    if not provenance:
+    """Per model output (present or withheld): its values, the reasons of withheld ones, its provenance."""
+    shown = [o for o in ("corads", "stoic", "severity", "i3dr") if getattr(findings, o) or findings.withheld_values(o)]
+    if not shown:
         return []
     flow: list[Any] = [Paragraph("Model outputs", styles["h2"])]
-    if findings.corads is not None:
-        flow += [
-            Paragraph(
-                f"<b>CO-RADS</b>: category {findings.corads.category} (ensemble score {findings.corads.score:.2f})",
-                styles["body"],
-            )
-        ] + _provenance(provenance["corads"], text, styles)
-    if findings.stoic is not None:
-        flow += [Spacer(1, 2 * mm)] + _stoic_section(findings, provenance["stoic"], text, styles)
-    if findings.severity is not None:
-        flow += [Spacer(1, 2 * mm)] + _severity_section(findings, provenance["severity"], text, styles)
-    if findings.i3dr is not None:
-        flow += [Spacer(1, 2 * mm)] + _i3dr_section(findings, provenance["i3dr"], text, styles)
+    if "corads" in shown:
+        corads = findings.corads
+        headline = (
+            f"category {corads.category} (ensemble score {corads.score:.2f})" if corads is not None else "not shown"
+        )
+        flow += [Paragraph(f"<b>CO-RADS</b>: {headline}", styles["body"])]
+        flow += _withheld(findings, "corads", text, styles) + _provenance(findings.models["corads"], text, styles)
+    sections = {"stoic": _stoic_section, "severity": _severity_section, "i3dr": _i3dr_section}
+    for output, section in sections.items():
+        if output in shown:
+            flow += [Spacer(1, 2 * mm)] + section(findings, findings.models[output], text, styles)
     return flow
 
 
@@ -619,18 +732,14 @@ def _model_table(findings: Findings, text: _Text, styles: dict[str, ParagraphSty
     flow: list[Any] = [Paragraph("Models", styles["h2"])]
     if not findings.models:
         return flow + [Paragraph("No model is registered.", styles["body"])]
-    header = ["Model", "Status", "Reason", "Version", "Validation", "Weights SHA-256"]
+    header = ["Model", "Status", "Reason", "Version", "Provenance", "Weights SHA-256"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for run in findings.models.values():
-        caveat = unvalidated_statement(run)
-        if run.status != "ran":
-            validation = _NOT_AVAILABLE
-        elif caveat is None and run.weights_sha256 is None:
-            validation = "weight-free (no trained weights)"
-        elif caveat is None:
-            validation = "validated weights"
+        validation = run.validation or _NOT_AVAILABLE
+        if run.unvalidated_statement is not None:
+            validation = f'<font color="#C62828"><b>{escape(validation)}</b></font>'
         else:
-            validation = f'<font color="#C62828"><b>{escape(caveat)}</b></font>'
+            validation = text.markup(validation)
         sha = run.weights_sha256 or "no weights"
         data.append(
             [
@@ -701,8 +810,7 @@ def build_pdf(
         :func:`reports.identity.index_source_headers`).
     """
     validate_findings(findings)
-    by_uid = index_source_headers(findings, source_headers)
-    header = by_uid[findings.volume.source_sop_instance_uids[0]]
+    header = identity_source(findings, index_source_headers(findings, source_headers))
     reasons = [str(reason) for reason in eligibility_reasons]
     styles = _styles()
     text = _Text()

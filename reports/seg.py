@@ -11,9 +11,12 @@ apply.  Per segment (Segment Description macro, PS3.3 C.8.20.2):
   lung, left/right lung or lobe; Morphologically Abnormal Structure with Lesion, or the
   private ground-glass opacity / consolidation concepts;
 * Segment Algorithm Type AUTOMATIC with the Segmentation Algorithm Identification of the model
-  that produced the mask (``Findings.mask_sources``: name, version, family, weights SHA-256);
-* Segment Description "UNVALIDATED: ..." when that model ran on unvalidated weights, and then
-  the Series Description says UNVALIDATED too, so the PACS series list shows it;
+  that produced the mask (``Findings.mask_sources``: name, version, family -- Artificial
+  Intelligence unless its provenance is weight-free -- and, as parameters, its provenance and,
+  for installed weights, their SHA-256);
+* Segment Description "UNVALIDATED: ..." when that model's provenance is unvalidated
+  (generated weights, or installed weights without a validation statement), and then the
+  Series Description says UNVALIDATED too, so the PACS series list shows it;
 * Recommended Display CIELab Value from the colours of the PDF legend.
 
 Frames reference their source CT image through the Derivation Image Sequence (highdicom),
@@ -42,14 +45,15 @@ import numpy as np
 from highdicom.color import CIELabColor
 from pydicom import Dataset
 
-from models.findings import LESION_NAMES, LOBE_NAMES, LUNG_REGIONS, REGION_NAMES, Findings
+from models.findings import LESION_NAMES, REGION_NAMES, Findings
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
     ReportContext,
+    analysis_digest,
     evidence_headers,
+    identity_source,
     index_source_headers,
-    mask_source_run,
     validate_findings,
 )
 from reports.keyimages import LEGEND_COLOURS, legend_key
@@ -57,7 +61,7 @@ from reports.keyimages import LEGEND_COLOURS, legend_key
 __all__ = [
     "SEG_CONTENT_LABEL",
     "SEG_SERIES_DESCRIPTION",
-    "SEG_UNVALIDATED_METHOD_SEGMENT",
+    "SEG_UNVALIDATED_INSTALLED_SEGMENT",
     "SEG_UNVALIDATED_SEGMENT",
     "SEG_UNVALIDATED_SERIES_DESCRIPTION",
     "build_seg",
@@ -67,12 +71,16 @@ __all__ = [
 
 #: Series Description (0008,103E) of the SEG series.
 SEG_SERIES_DESCRIPTION = "lungcds lung masks (decision support)"
-#: Series Description when any segment comes from unvalidated weights or methods.
+#: Series Description when any segment comes from unvalidated weights.
 SEG_UNVALIDATED_SERIES_DESCRIPTION = "lungcds masks UNVALIDATED - not for clinical use"
 #: Segment Description (0062,0006) of a segment made with generated (demo) weights.
 SEG_UNVALIDATED_SEGMENT = "UNVALIDATED: generated weights, not for clinical use"
-#: Segment Description of a segment made by a method without clinical validation.
-SEG_UNVALIDATED_METHOD_SEGMENT = "UNVALIDATED: method not clinically validated"
+#: Segment Description of a segment made with installed weights without a validation statement.
+SEG_UNVALIDATED_INSTALLED_SEGMENT = "UNVALIDATED: weights without validation statement"
+_SEGMENT_CAVEATS = {
+    "generated_weights": SEG_UNVALIDATED_SEGMENT,
+    "installed_unvalidated": SEG_UNVALIDATED_INSTALLED_SEGMENT,
+}
 #: Content Label (0070,0080), Content Identification Macro (PS3.3 C.10.9).
 SEG_CONTENT_LABEL = "LUNGCDS"
 
@@ -90,39 +98,29 @@ def segment_order(findings: Findings) -> list[str]:
 def _algorithm(name: str, findings: Findings, context: ReportContext) -> hd.AlgorithmIdentificationSequence:
     """Segmentation Algorithm Identification (PS3.3 C.8.20.2) of mask ``name``.
 
-    From the run of ``Findings.mask_sources[name]``: its name and version, family Artificial
-    Intelligence with the weights SHA-256 as parameter when it used weights, else Morphological
-    Operations.  A mask without a source is named by kind with the pipeline version (family
-    Morphological Operations for the lungs, Artificial Intelligence for lobes and lesions,
-    which only learned models produce).
+    From the run of ``Findings.mask_sources[name]``: its name and version; family Morphological
+    Operations for a weight-free method, else Artificial Intelligence; its provenance and, for
+    installed weights, their SHA-256 as parameters.
     """
-    run = mask_source_run(findings, name)
-    if run is not None:
-        learned = run.weights_sha256 is not None
-        return hd.AlgorithmIdentificationSequence(
-            name=run.name,
-            family=codes.ARTIFICIAL_INTELLIGENCE if learned else codes.MORPHOLOGICAL_OPERATIONS,
-            version=run.version,
-            source=context.manufacturer,
-            parameters={"weights_sha256": str(run.weights_sha256)} if learned else None,
-        )
-    if name in LUNG_REGIONS:
-        algorithm, family = codes.LUNG_MASK_ALGORITHM, codes.MORPHOLOGICAL_OPERATIONS
-    elif name in LOBE_NAMES:
-        algorithm, family = codes.LOBE_MASK_ALGORITHM, codes.ARTIFICIAL_INTELLIGENCE
-    else:
-        algorithm, family = codes.LESION_MASK_ALGORITHM, codes.ARTIFICIAL_INTELLIGENCE
+    run = findings.mask_run(name)
+    assert run is not None and run.provenance is not None  # Findings requires a source that ran
+    parameters = {"provenance": str(run.provenance)}
+    if run.weights_sha256 is not None:
+        parameters["weights_sha256"] = run.weights_sha256
+    learned = run.provenance != "weight_free"
     return hd.AlgorithmIdentificationSequence(
-        name=algorithm, family=family, version=findings.pipeline_version, source=context.manufacturer
+        name=run.name,
+        family=codes.ARTIFICIAL_INTELLIGENCE if learned else codes.MORPHOLOGICAL_OPERATIONS,
+        version=run.version,
+        source=context.manufacturer,
+        parameters=parameters,
     )
 
 
 def segment_caveat(findings: Findings, name: str) -> str | None:
-    """Segment Description (0062,0006) owed by an unvalidated mask, or None."""
-    run = mask_source_run(findings, name)
-    if run is None or run.status != "ran" or run.validated:
-        return None
-    return SEG_UNVALIDATED_SEGMENT if run.weights_sha256 else SEG_UNVALIDATED_METHOD_SEGMENT
+    """Segment Description (0062,0006) owed by a mask of unvalidated provenance, or None."""
+    run = findings.mask_run(name)
+    return _SEGMENT_CAVEATS.get(run.provenance or "") if run is not None else None
 
 
 def _description(
@@ -207,7 +205,9 @@ def build_seg(
     Returns
     -------
     highdicom.seg.Segmentation or None
-        A new series of the source study with deterministic Series and SOP Instance UIDs.
+        A new series of the source study with Series and SOP Instance UIDs derived from
+        :func:`reports.identity.analysis_digest`; patient and study data come from the first
+        slice of the volume (:func:`reports.identity.identity_source`).
 
     Raises
     ------
@@ -234,7 +234,7 @@ def build_seg(
             raise ValueError(f"masks are {rows}x{columns} but source images are {ds.Rows}x{ds.Columns}")
 
     series_uid = str(sources[0].SeriesInstanceUID)
-    version = findings.pipeline_version
+    digest = analysis_digest(findings, identity_source(findings, by_uid))
     descriptions = [
         _description(number, name, findings, context, series_uid) for number, name in enumerate(names, start=1)
     ]
@@ -243,9 +243,9 @@ def build_seg(
         pixel_array=_pixel_array(findings, names, number_of_frames),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=context.output_uid(series_uid, version, "seg", "series"),
+        series_instance_uid=context.output_uid(digest, "seg", "series"),
         series_number=context.seg_series_number,
-        sop_instance_uid=context.output_uid(series_uid, version, "seg", "instance"),
+        sop_instance_uid=context.output_uid(digest, "seg", "instance"),
         instance_number=1,
         manufacturer=context.manufacturer,
         manufacturer_model_name=context.manufacturer_model_name,

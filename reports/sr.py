@@ -11,16 +11,19 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   any lesion region with measurements): TID 1411 Volumetric ROI Measurements referencing the
   region's SEG segment when there is one (tracking UID shared with the segment), else TID
   1501; each with TID 4108 tracking identifier = region name, finding site (SNOMED CT), the
-  TID 4019 algorithm that made the region's mask (``Findings.mask_sources``) and TID 300
-  measurements in UCUM units, each with its own TID 4019 algorithm: the weight-free
-  densitometry, the lesion involvement and CT severity score (lobes; the total and its
-  category on ``lungs``) and the I3Dr lung-function estimates (lobes; patient level on
-  ``lungs``).
+  TID 4019 algorithm that made the region's mask (``Findings.mask_sources``), the coded
+  provenance of that mask and of every model output in the group ("Output validation status",
+  with the UNVALIDATED statement in words when it applies) and TID 300 measurements in UCUM
+  units, each with its own TID 4019 algorithm: the densitometry (its algorithm parameters name
+  the mask's model and provenance, so a lobe's volume is never presented as weight-free), the
+  lesion involvement and CT severity score (lobes; the total and its category on ``lungs``)
+  and the I3Dr lung-function estimates (lobes; patient level on ``lungs``).  A value the
+  plausibility gate withheld is not reported; its reason is ("Implausible value withheld").
 * **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry
-  of ``Findings.models`` and every output without a run record: TID 4019 name, version and
-  weights SHA-256; coded run status and coded validation status; the CO-RADS category (coded)
-  and ensemble score, or the STOIC2021 probabilities; the reason in words.  A model that did not
-  run is thus stated, never silently absent.
+  of ``Findings.models``: TID 4019 name, version and, as parameters, provenance, weights
+  SHA-256 and origin; coded run status and coded provenance with its words; the CO-RADS
+  category (coded) and ensemble score, or the STOIC2021 probabilities; the reasons of withheld
+  values; the reason in words.  A model that did not run is thus stated, never silently absent.
 * The report-level "Qualitative Evaluations" container (TID 1500 rows 12-14): what the software
   is, that it is decision support, the UNVALIDATED banner when any output is unvalidated, the
   lung-mask quality gate with its reasons, and pipeline warnings.
@@ -69,30 +72,34 @@ from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 from pydicom.uid import SegmentationStorage
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings, ModelRun, RegionMeasurements
+from models.findings import (
+    MODEL_OUTPUTS,
+    REGION_NAMES,
+    UNVALIDATED_STATEMENTS,
+    Findings,
+    ModelRun,
+    RegionMeasurements,
+)
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
-    ProvenanceRecord,
     ReportContext,
+    analysis_digest,
     banner_text,
     check_reasons,
     check_source_series,
     evidence_headers,
+    identity_source,
     index_source_headers,
-    mask_source_run,
     model_display_name,
     model_statement,
-    output_provenance,
-    unvalidated_statement,
+    not_analysable_digest,
     validate_findings,
-    validation_key,
 )
 from reports.severity import severity_category
 
 __all__ = [
     "NOT_ANALYSABLE_SERIES_DESCRIPTION",
-    "NOT_ANALYSABLE_VARIANT",
     "SR_SERIES_DESCRIPTION",
     "SR_UNVALIDATED_SERIES_DESCRIPTION",
     "build_not_analysable_sr",
@@ -106,10 +113,10 @@ SR_SERIES_DESCRIPTION = "lungcds measurements (decision support)"
 SR_UNVALIDATED_SERIES_DESCRIPTION = "lungcds measurements UNVALIDATED - not for clinical use"
 #: Series Description of the SR and PDF series of a series that could not be analysed.
 NOT_ANALYSABLE_SERIES_DESCRIPTION = "lungcds: series not analysable, no results"
-#: Salt of the not-analysable objects' SOP Instance UIDs (their series is the normal one).
-NOT_ANALYSABLE_VARIANT = "not analysable"
 
 _Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations
+#: UID root of the SR Storage SOP classes (PS3.4 B.5), for checking predecessor documents.
+_SR_CLASS_ROOT = "1.2.840.10008.5.1.4.1.1.88."
 
 
 class _RegionMeasurement(NamedTuple):
@@ -191,37 +198,24 @@ def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str,
 
 
 def _run_algorithm(run: ModelRun) -> AlgorithmIdentification:
-    """TID 4019 of a model run: name, version, weights SHA-256 as parameter, family when learned."""
+    """TID 4019 of a model run: name, version and, as parameters, its provenance in words, the weights
+    SHA-256 and origin when installed, the runs it combines; family Artificial Intelligence when learned."""
+    parameters = []
+    if run.provenance is not None:
+        parameters.append(f"provenance: {run.provenance_words}")
+    if run.weights_sha256:
+        parameters.append(f"weights SHA-256 {run.weights_sha256}")
+    if run.weights_origin:
+        parameters.append(f"weights {run.weights_origin}")
+    if run.inputs:
+        parameters.append(f"computed from {', '.join(run.inputs)}")
+    learned = run.provenance is not None and run.provenance != "weight_free"
     return AlgorithmIdentification(
         name=run.name,
         version=run.version,
-        parameters=[f"weights SHA-256 {run.weights_sha256}"] if run.weights_sha256 else None,
-        family=codes.ARTIFICIAL_INTELLIGENCE if run.weights_sha256 else None,
+        parameters=parameters or None,
+        family=codes.ARTIFICIAL_INTELLIGENCE if learned else None,
     )
-
-
-def _record_algorithm(record: ProvenanceRecord) -> AlgorithmIdentification:
-    """TID 4019 of a model output (a run, or a placeholder naming the missing provenance)."""
-    if record.run is not None:
-        return _run_algorithm(record.run)
-    return AlgorithmIdentification(name=record.algorithm_name, version=record.algorithm_version)
-
-
-def _mask_algorithm(region: str, findings: Findings, context: ReportContext) -> AlgorithmIdentification:
-    """TID 4019 of the model that made the mask of ``region`` (``Findings.mask_sources``).
-
-    Without a source the mask is named by kind with the pipeline version.
-    """
-    run = mask_source_run(findings, region)
-    if run is not None:
-        return _run_algorithm(run)
-    if region in LOBE_NAMES:
-        name = codes.LOBE_MASK_ALGORITHM
-    elif region in REGION_NAMES:
-        name = codes.LUNG_MASK_ALGORITHM
-    else:
-        name = codes.LESION_MASK_ALGORITHM
-    return AlgorithmIdentification(name=name, version=findings.pipeline_version, manufacturer=context.manufacturer)
 
 
 @dataclass
@@ -231,34 +225,43 @@ class _GroupContent:
     measurements: list[Measurement] = field(default_factory=list)
     coded: list[QualitativeEvaluation] = field(default_factory=list)
     texts: list[TextContentItem] = field(default_factory=list)
-    validation_keys: set[str] = field(default_factory=set)
+    provenances: set[str] = field(default_factory=set)
     caveats: set[str] = field(default_factory=set)
 
-    def caveat(self, who: str, run: ModelRun | None) -> None:
-        """Coded and worded validation statement (once each) for an unvalidated contribution of ``run``."""
-        statement = unvalidated_statement(run)
-        key = validation_key(run)
-        if statement is None or key is None:
+    def provenance(self, who: str, run: ModelRun) -> None:
+        """The coded provenance of a contribution of ``run`` (once per provenance) and, when it is
+        unvalidated, the worded UNVALIDATED statement (once per contributor)."""
+        key = run.provenance
+        if key is None:
             return
-        if key not in self.validation_keys:
-            self.validation_keys.add(key)
+        if key not in self.provenances:
+            self.provenances.add(key)
             self.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key]))
+        statement = UNVALIDATED_STATEMENTS.get(key)
         sentence = f"{who}: {statement}"
-        if sentence not in self.caveats:
+        if statement is not None and sentence not in self.caveats:
             self.caveats.add(sentence)
             self.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, sentence))
 
+    def withheld(self, reasons: Iterable[str]) -> None:
+        """The reasons of withheld values, as text (the values themselves are not reported)."""
+        self.texts += [_text(codes.VALUE_WITHHELD, reason) for reason in reasons]
 
-def _densitometry(m: RegionMeasurements, version: str, context: ReportContext, content: _GroupContent) -> None:
-    """TID 300 measurements of the weight-free densitometry of one region."""
+
+def _densitometry(
+    m: RegionMeasurements, mask: ModelRun, version: str, context: ReportContext, content: _GroupContent
+) -> None:
+    """TID 300 measurements of one region's densitometry, whose algorithm names the mask's model
+    and provenance (a lobe's numbers are no more validated than its learned mask)."""
+    on_mask = [f"on the mask of model {mask.name} ({mask.provenance_words})"]
     densitometry = AlgorithmIdentification(
-        name=codes.DENSITOMETRY_ALGORITHM, version=version, manufacturer=context.manufacturer
+        name=codes.DENSITOMETRY_ALGORITHM, version=version, manufacturer=context.manufacturer, parameters=on_mask
     )
     fpv_algorithm = AlgorithmIdentification(
         name=codes.DENSITOMETRY_ALGORITHM,
         version=version,
         manufacturer=context.manufacturer,
-        parameters=[f"attenuation range {codes.FPV_RANGE_HU[0]} to {codes.FPV_RANGE_HU[1]} HU inclusive"],
+        parameters=[*on_mask, f"attenuation range {codes.FPV_RANGE_HU[0]} to {codes.FPV_RANGE_HU[1]} HU inclusive"],
     )
     for spec in _REGION_MEASUREMENTS:
         value = getattr(m, spec.attribute)
@@ -277,17 +280,14 @@ def _densitometry(m: RegionMeasurements, version: str, context: ReportContext, c
         )
 
 
-def _model_measurements(
-    record: ProvenanceRecord, values: Iterable[tuple[Code, float, Code]], content: _GroupContent
-) -> None:
-    """TID 300 measurements of one model output, each naming the model (TID 4019)."""
-    algorithm = _record_algorithm(record)
+def _model_measurements(run: ModelRun, values: Iterable[tuple[Code, float, Code]], content: _GroupContent) -> None:
+    """TID 300 measurements of one model output, each naming the model (TID 4019), with its provenance."""
+    algorithm = _run_algorithm(run)
     content.measurements += [
         Measurement(name=concept, value=float(value), unit=unit, algorithm_id=algorithm)
         for concept, value, unit in values
     ]
-    who = model_display_name(record.run) if record.run is not None else record.output
-    content.caveat(who, record.run)
+    content.provenance(model_display_name(run), run)
 
 
 def _i3dr_values(values: Mapping[str, float]) -> list[tuple[Code, float, Code]]:
@@ -299,8 +299,8 @@ def _i3dr_values(values: Mapping[str, float]) -> list[tuple[Code, float, Code]]:
 
 
 def _region_names(findings: Findings) -> list[str]:
-    """Regions that get a group: measured, scored or estimated, in ``REGION_NAMES`` order."""
-    present = set(findings.measurements)
+    """Regions that get a group: measured (or withheld), scored or estimated, in ``REGION_NAMES`` order."""
+    present = set(findings.measurements) | {w.site for w in findings.withheld_values("measurements")}
     if findings.severity is not None:
         present |= set(findings.severity.lobes) | {"lungs"}
     if findings.i3dr is not None:
@@ -321,15 +321,21 @@ def _region_group(
 ) -> _Group:
     """Measurement group of one region (TID 1411 with a segment reference, else TID 1501)."""
     version = findings.pipeline_version
-    provenance = output_provenance(findings)
     content = _GroupContent()
-    if name in findings.measurements:
-        _densitometry(findings.measurements[name], version, context, content)
+    mask = findings.mask_run(name)
+    if mask is not None:
+        content.provenance(f"{model_display_name(mask)} mask", mask)
+    if name in findings.measurements and mask is not None:
+        _densitometry(findings.measurements[name], mask, version, context, content)
+    content.withheld(w.reason for w in findings.withheld_values("measurements", name))
+    if name == "lungs":
+        content.withheld(w.reason for w in findings.withheld_values("severity"))
+        content.withheld(w.reason for w in findings.withheld if w.output == "i3dr" and w.site.startswith("patient"))
     if findings.severity is not None:
         if name in findings.severity.lobes:
             values = findings.severity.lobes[name]
             _model_measurements(
-                provenance["severity"],
+                findings.models["severity"],
                 [
                     (codes.LOBE_INVOLVEMENT, values["involvement_pct"], codes.UCUM_PERCENT),
                     (codes.CT_SEVERITY_SCORE, values["ctss"], codes.UCUM_NO_UNITS),
@@ -339,24 +345,20 @@ def _region_group(
         if name == "lungs":
             total = findings.severity.total_ctss
             _model_measurements(
-                provenance["severity"], [(codes.CT_SEVERITY_SCORE, total, codes.UCUM_NO_UNITS)], content
+                findings.models["severity"], [(codes.CT_SEVERITY_SCORE, total, codes.UCUM_NO_UNITS)], content
             )
             category = codes.SEVERITY_CATEGORY_VALUES[severity_category(total)]
             content.coded.append(QualitativeEvaluation(codes.CT_SEVERITY_CATEGORY, category))
     if findings.i3dr is not None:
         values = findings.i3dr.patient if name == "lungs" else findings.i3dr.lobes.get(name, {})
         if values:
-            _model_measurements(provenance["i3dr"], _i3dr_values(values), content)
-    if name in findings.masks:
-        run = mask_source_run(findings, name)
-        if run is not None:
-            content.caveat(f"{model_display_name(run)} mask", run)
+            _model_measurements(findings.models["i3dr"], _i3dr_values(values), content)
 
     tracking = TrackingIdentifier(uid=context.tracking_uid(series_uid, version, name), identifier=name)
     site = codes.REGION_CODES.get(name)
     category = codes.ANATOMICAL_STRUCTURE if site is not None else codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE
     finding_type = site or codes.LESION_CODES.get(name, codes.LESION)
-    algorithm = _mask_algorithm(name, findings, context) if name in findings.masks else None
+    algorithm = _run_algorithm(mask) if mask is not None else None
     group: _Group
     if seg is not None and name in segment_numbers:
         group = VolumetricROIMeasurementsAndQualitativeEvaluations(
@@ -400,23 +402,16 @@ def _probabilities(
     ]
 
 
-def _model_group(
-    key: str,
-    run: ModelRun | None,
-    records: Sequence[ProvenanceRecord],
-    findings: Findings,
-    context: ReportContext,
-    series_uid: str,
-) -> MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group of one model: identity, coded status and validation, patient-level outputs."""
+def _model_group(run: ModelRun, findings: Findings, context: ReportContext, series_uid: str) -> _Group:
+    """TID 1501 group of one model: identity, coded status and provenance, patient-level outputs,
+    and the reasons of its withheld values."""
     content = _GroupContent()
-    if run is not None:
-        content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
-        content.texts.append(_text(codes.MODEL_RUN_STATUS, model_statement(run)))
-        if run.description:
-            content.texts.append(_text(codes.MODEL_RUN_STATUS, run.description))
-    outputs = {record.output for record in records}
-    if "corads" in outputs and findings.corads is not None:
+    content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
+    content.texts.append(_text(codes.MODEL_RUN_STATUS, model_statement(run)))
+    if run.description:
+        content.texts.append(_text(codes.MODEL_RUN_STATUS, run.description))
+    algorithm = _run_algorithm(run)
+    if run.name == "corads" and findings.corads is not None:
         category = codes.CORADS_CATEGORY_VALUES[findings.corads.category]
         content.coded.append(QualitativeEvaluation(codes.CORADS_CATEGORY, category))
         content.measurements.append(
@@ -424,52 +419,37 @@ def _model_group(
                 name=codes.CORADS_SCORE,
                 value=float(findings.corads.score),
                 unit=codes.UCUM_NO_UNITS,
-                algorithm_id=_record_algorithm(records[0]),
+                algorithm_id=algorithm,
             )
         )
     stoic = findings.stoic
-    if "stoic" in outputs and stoic is not None:
-        content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, _record_algorithm(records[0]))
+    if run.name == "stoic" and stoic is not None:
+        content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, algorithm)
         content.texts += [_text(codes.MODEL_RUN_STATUS, note) for note in stoic.notes]
-    elif stoic is not None and run is not None and run.status == "ran" and key in stoic.members:
-        member = stoic.members[key]
-        content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), _run_algorithm(run))
-    validation = validation_key(run)
-    if validation is not None and (run is not None or records):
-        content.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[validation]))
-        statement = unvalidated_statement(run)
-        if statement is not None:
-            content.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, statement))
-    name = model_tracking_identifier(key)
+    elif stoic is not None and run.status == "ran" and run.name in stoic.members:
+        member = stoic.members[run.name]
+        content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), algorithm)
+    if run.name in MODEL_OUTPUTS:
+        content.withheld(w.reason for w in findings.withheld_values(run.name))
+    else:
+        content.withheld(w.reason for w in findings.withheld_values("stoic", site=run.name))
+    if run.provenance is not None:
+        content.coded.append(
+            QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[run.provenance])
+        )
+        content.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, run.validation or ""))
+    name = model_tracking_identifier(run.name)
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
             uid=context.tracking_uid(series_uid, findings.pipeline_version, name), identifier=name
         ),
         finding_sites=[FindingSite(codes.REGION_CODES["lungs"])],
-        algorithm_id=_run_algorithm(run) if run is not None else _record_algorithm(records[0]),
+        algorithm_id=algorithm,
         measurements=content.measurements or None,
         qualitative_evaluations=content.coded,
     )
     _add_texts(group, content.texts)
     return group
-
-
-def _model_groups(findings: Findings, context: ReportContext, series_uid: str) -> list[_Group]:
-    """One group per registered model, then one per output that has no run record."""
-    records = output_provenance(findings)
-    by_run: dict[str, list[ProvenanceRecord]] = {}
-    orphans: dict[str, list[ProvenanceRecord]] = {}
-    for record in records.values():
-        if record.run is not None:
-            by_run.setdefault(record.run.name, []).append(record)
-        else:
-            orphans[record.output] = [record]
-    groups: list[_Group] = [
-        _model_group(name, run, by_run.get(name, []), findings, context, series_uid)
-        for name, run in findings.models.items()
-    ]
-    groups += [_model_group(key, None, recs, findings, context, series_uid) for key, recs in orphans.items()]
-    return groups
 
 
 def _qualitative_container(items: Sequence[ContentItem]) -> ContainerContentItem:
@@ -490,11 +470,13 @@ def _report_statements(findings: Findings) -> ContainerContentItem:
     ]
     banner = banner_text(findings)
     if banner is not None:
-        key = "demo_weights" if banner == codes.UNVALIDATED_BANNER else "unvalidated_method"
+        unvalidated = {run.provenance for run in findings.models.values() if run.unvalidated_statement}
         items += [
-            _code(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key]),
-            _text(codes.OUTPUT_VALIDATION_STATUS, banner),
+            _code(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key])
+            for key in codes.VALIDATION_VALUES
+            if key in unvalidated
         ]
+        items.append(_text(codes.OUTPUT_VALIDATION_STATUS, banner))
     quality = findings.quality
     if quality is not None:
         verdict = codes.QUALITY_PLAUSIBLE if quality.plausible else codes.QUALITY_IMPLAUSIBLE
@@ -523,20 +505,23 @@ def _document(
     evidence: Sequence[Dataset],
     content: Dataset | ContentSequence,
     context: ReportContext,
-    series_uid: str,
-    pipeline_version: str,
+    content_digest: str,
     series_description: str,
-    instance_variant: str = "",
+    predecessors: Sequence[Dataset],
 ) -> hd.sr.Comprehensive3DSR:
-    """The Comprehensive 3D SR document in the SR series of the source study."""
+    """The Comprehensive 3D SR document in the SR series of the source study.
+
+    ``predecessors`` other than the document itself (same SOP Instance UID: a re-run of the
+    same content) go into the Predecessor Documents Sequence (PS3.3 C.17.2.3).
+    """
+    sop_instance_uid = context.output_uid(content_digest, "sr", "instance")
+    previous = [ds for ds in predecessors if str(ds.SOPInstanceUID) != sop_instance_uid]
     return hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=content,
-        series_instance_uid=context.output_uid(series_uid, pipeline_version, "sr", "series"),
+        series_instance_uid=context.output_uid(content_digest, "sr", "series"),
         series_number=context.sr_series_number,
-        sop_instance_uid=context.output_uid(
-            series_uid, pipeline_version, "sr", "instance", instance_variant=instance_variant
-        ),
+        sop_instance_uid=sop_instance_uid,
         instance_number=1,
         manufacturer=context.manufacturer,
         is_complete=True,
@@ -545,9 +530,21 @@ def _document(
         manufacturer_model_name=context.manufacturer_model_name,
         software_versions=context.software_version,
         device_serial_number=context.device_serial_number,
+        previous_versions=previous or None,
         coding_schemes=[codes.PRIVATE_CODING_SCHEME],
         specific_character_set=OUTPUT_CHARACTER_SET,
     )
+
+
+def _check_predecessors(predecessors: Sequence[Dataset], study_uid: str) -> None:
+    """Raise ValueError unless every predecessor is an SR document (PS3.4 B.5, SR storage classes
+    ``1.2.840.10008.5.1.4.1.1.88.*``) of the source study."""
+    for ds in predecessors:
+        uid = ds.get("SOPInstanceUID")
+        if not str(ds.get("SOPClassUID", "")).startswith(_SR_CLASS_ROOT):
+            raise ValueError(f"predecessor {uid} is not an SR document (SOP class {ds.get('SOPClassUID')})")
+        if str(ds.get("StudyInstanceUID", "")) != study_uid:
+            raise ValueError(f"predecessor SR {uid} belongs to another study than the source series")
 
 
 def build_sr(
@@ -555,6 +552,8 @@ def build_sr(
     source_headers: Sequence[Dataset],
     context: ReportContext,
     seg: Dataset | None = None,
+    *,
+    predecessors: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the Comprehensive 3D SR (PS3.3 A.35.13) with a TID 1500 Measurement Report.
 
@@ -571,12 +570,15 @@ def build_sr(
     seg : pydicom.Dataset or None
         The SEG built by :func:`reports.seg.build_seg` from the same findings; when given,
         region groups become TID 1411 groups referencing its segments by label.
+    predecessors : sequence of pydicom.Dataset
+        Earlier SR documents of this series that the new one replaces (keyword-only); those
+        with another SOP Instance UID are listed in the Predecessor Documents Sequence.
 
     Returns
     -------
     highdicom.sr.Comprehensive3DSR
-        A new series of the source study with deterministic Series and SOP Instance UIDs
-        (see :mod:`reports.identity`).
+        A new series of the source study with Series and SOP Instance UIDs derived from
+        :func:`reports.identity.analysis_digest` (see :mod:`reports.identity`).
 
     Raises
     ------
@@ -584,18 +586,20 @@ def build_sr(
         When the findings or headers are inconsistent (see
         :func:`reports.identity.validate_findings` and
         :func:`reports.identity.index_source_headers`), ``seg`` belongs to another study or
-        series, or there is nothing to report (no region and no model).
+        series, a predecessor is not an SR of the source study, or there is nothing to report
+        (no region and no model).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
-    first = by_uid[findings.volume.source_sop_instance_uids[0]]
+    first = identity_source(findings, by_uid)
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     segment_numbers = _segment_numbers(seg, study_uid, series_uid) if seg is not None else {}
+    _check_predecessors(predecessors, study_uid)
 
     groups: list[_Group] = [
         _region_group(name, findings, context, series_uid, seg, segment_numbers) for name in _region_names(findings)
     ]
-    groups += _model_groups(findings, context, series_uid)
+    groups += [_model_group(run, findings, context, series_uid) for run in findings.models.values()]
     if not groups:
         raise ValueError("findings hold no measurement and no model: nothing to report")
 
@@ -610,7 +614,7 @@ def build_sr(
     if seg is not None:
         evidence.append(seg)
     description = SR_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else SR_SERIES_DESCRIPTION
-    return _document(evidence, report, context, series_uid, findings.pipeline_version, description)
+    return _document(evidence, report, context, analysis_digest(findings, first), description, predecessors)
 
 
 def build_not_analysable_sr(
@@ -618,6 +622,8 @@ def build_not_analysable_sr(
     context: ReportContext,
     reasons: Sequence[str],
     pipeline_version: str,
+    *,
+    predecessors: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the SR saying that a series routed for analysis could not be analysed, and why.
 
@@ -635,26 +641,28 @@ def build_not_analysable_sr(
     reasons : sequence of str
         Why the series could not be analysed, in words (at least one).
     pipeline_version : str
-        Pipeline version of the job; with the source series it fixes the UIDs, which are the
-        same as those of :func:`build_sr` for that series and version.
+        Pipeline version of the job; with the source instances and the reasons it fixes the
+        UIDs (:func:`reports.identity.not_analysable_digest`).
+    predecessors : sequence of pydicom.Dataset
+        Earlier SR documents of this series that the new one replaces (keyword-only).
 
     Returns
     -------
     highdicom.sr.Comprehensive3DSR
-        The SR in the SR series of the source study.
+        The SR in a new series of the source study.
 
     Raises
     ------
     TypeError, ValueError
-        When the headers are not one series of one study, there is no reason or a blank one,
-        or the pipeline version is empty.
+        When the headers are not one series of one patient and study, there is no reason or a
+        blank one, the pipeline version is empty, or a predecessor is not an SR of the study.
     """
     checked = check_reasons(reasons)
     if not pipeline_version:
         raise ValueError("pipeline_version must not be empty")
     by_uid = check_source_series(source_headers)
     first = source_headers[0]
-    series_uid = str(first.SeriesInstanceUID)
+    _check_predecessors(predecessors, str(first.StudyInstanceUID))
 
     items: list[ContentItem] = [
         _code(codes.ANALYSIS_STATUS, codes.NOT_ANALYSABLE),
@@ -680,8 +688,7 @@ def build_not_analysable_sr(
         evidence,
         ContentSequence([root], is_root=True),
         context,
-        series_uid,
-        pipeline_version,
+        not_analysable_digest(source_headers, checked, pipeline_version),
         NOT_ANALYSABLE_SERIES_DESCRIPTION,
-        instance_variant=NOT_ANALYSABLE_VARIANT,
+        predecessors,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import CursorResult, Executable, and_, func, or_, update
 from sqlmodel import Session, col, select
 
 from dicom_node.header import InstanceHeader
+from dicom_node.identity import PATIENT_FIELDS, identity_of, instance_disagreements
 from server.core.db import insert_ignore
 from server.db_models import (
     Delivery,
@@ -46,6 +47,10 @@ __all__ = [
     "finish_job",
     "idle_series",
     "index_instance",
+    "instance_at",
+    "held_identity_conflicts",
+    "study_patient_conflicts",
+    "Indexed",
     "job_is_current",
     "queue_job",
     "requeue_after_transient_error",
@@ -56,17 +61,111 @@ __all__ = [
     "mark_sent",
     "unsent_queued_jobs",
     "renew_lease",
+    "take_over_lost_jobs",
+    "hold_job",
+    "release_held_jobs",
+    "stuck_jobs",
+    "StuckJob",
     "Claim",
     "upsert_delivery",
 ]
 
 _OPEN_STATES = (SeriesState.RECEIVING, SeriesState.FINALIZING)
+#: The distinct identity conflicts kept per series (each names one attribute and two values).
+_MAX_IDENTITY_CONFLICTS = 20
 
 
 def changed_rows(session: Session, statement: Executable) -> int:
     """Execute a DML statement and return how many rows it changed (who won a race)."""
     result = cast(CursorResult[Any], session.execute(statement))
     return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What indexing one stored instance found.
+
+    ``conflicts`` lists how the instance disagrees with the identity its series (or the study's
+    patient) already held, in words; ``stored_elsewhere`` is the header of the same SOP Instance
+    UID indexed earlier at another place (another series), which the caller must refuse.
+    """
+
+    new: bool
+    reopened: bool = False
+    conflicts: tuple[str, ...] = ()
+    stored_elsewhere: InstanceHeader | None = None
+
+
+def instance_at(session: Session, sop_instance_uid: str) -> tuple[InstanceHeader, str] | None:
+    """The indexed header and spool path of a SOP Instance UID, if it is indexed."""
+    row = session.exec(
+        select(Instance.header, Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)
+    ).first()
+    return None if row is None else (InstanceHeader.from_json(row[0]), row[1])
+
+
+def held_identity_conflicts(session: Session, header: InstanceHeader) -> list[str]:
+    """How an arriving instance disagrees with its series' first instance and its study's patient."""
+    first = session.exec(
+        select(Instance.header)
+        .where(Instance.series_instance_uid == header.series_instance_uid)
+        .order_by(col(Instance.received_at), col(Instance.sop_instance_uid))
+        .limit(1)
+    ).first()
+    conflicts: list[str] = []
+    if first is not None:
+        held = identity_of(InstanceHeader.from_json(first))
+        conflicts += [f"{c} (by the series)" for c in instance_disagreements(held, header)]
+    study = session.get(Study, header.study_instance_uid)
+    if study is not None:
+        patient = identity_of(_study_patient(study))
+        conflicts += [
+            f"{c} (by the study's patient)"
+            for c in instance_disagreements(patient, header, PATIENT_FIELDS)
+            if f"{c} (by the series)" not in conflicts
+        ]
+    return conflicts
+
+
+def _study_patient(study: Study) -> InstanceHeader:
+    """The patient of a study as first received, as a header (for the identity comparison)."""
+    return InstanceHeader(
+        sop_instance_uid=None,
+        sop_class_uid=None,
+        study_instance_uid=study.study_instance_uid,
+        series_instance_uid=None,
+        transfer_syntax_uid=None,
+        patient_id=study.patient_id,
+        issuer_of_patient_id=study.issuer_of_patient_id,
+        patient_name=study.patient_name,
+        patient_birth_date=study.patient_birth_date,
+        patient_sex=study.patient_sex,
+    )
+
+
+def study_patient_conflicts(session: Session, headers: Sequence[InstanceHeader]) -> list[str]:
+    """How a series' patient differs from the patient its study was first received for, in words.
+
+    A Study Instance UID belongs to one patient (PS3.3 A.1.2): a series that puts another
+    patient under it is not analysed, whichever of the two arrived second.
+    """
+    reasons: list[str] = []
+    for study_uid in sorted({h.study_instance_uid for h in headers if h.study_instance_uid}):
+        study = session.get(Study, study_uid)
+        if study is None:
+            continue
+        patient = identity_of(_study_patient(study))
+        differing = sorted(
+            {
+                c
+                for h in headers
+                if h.study_instance_uid == study_uid
+                for c in instance_disagreements(patient, h, PATIENT_FIELDS)
+            }
+        )
+        if differing:
+            reasons.append(f"study {study_uid} was received for another patient: " + "; ".join(differing))
+    return reasons
 
 
 def index_instance(
@@ -76,19 +175,22 @@ def index_instance(
     path: str,
     size: int,
     calling_aet: str | None,
-) -> bool:
+) -> Indexed:
     """Record a stored instance; reopen its series when it had already been finalised.
 
-    Returns True when the series was reopened by this instance (so the running analysis of
-    it, if any, is now stale).
+    The instance's identity is compared with what its series and study already hold first, so
+    that a disagreement is recorded on the series (``identity_conflicts``) as it arrives.  A
+    reopened series (``Indexed.reopened``) makes a running analysis of it stale.
     """
     now = utcnow()
+    conflicts = held_identity_conflicts(session, header)
     insert_ignore(
         session,
         Study,
         {
             "study_instance_uid": header.study_instance_uid,
             "patient_id": header.patient_id,
+            "issuer_of_patient_id": header.issuer_of_patient_id,
             "patient_name": header.patient_name,
             "patient_birth_date": header.patient_birth_date,
             "patient_sex": header.patient_sex,
@@ -111,6 +213,7 @@ def index_instance(
             "series_description": header.series_description,
             "state": SeriesState.RECEIVING,
             "reasons": [],
+            "identity_conflicts": [],
             "instance_count": 0,
             "calling_aet": calling_aet,
             "reopen_count": 0,
@@ -132,13 +235,28 @@ def index_instance(
             "received_at": now,
         },
     )
+    if not new_instance:
+        existing = instance_at(session, str(header.sop_instance_uid))
+        if existing is not None and existing[1] != path:
+            return Indexed(new=False, stored_elsewhere=existing[0])
     uid = header.series_instance_uid
     values: dict[str, Any] = {"last_received_at": now}
     if new_instance:
         values["instance_count"] = Series.instance_count + 1
     session.execute(update(Series).where(col(Series.series_instance_uid) == uid).values(**values))
     if not new_instance:
-        return False
+        return Indexed(new=False)
+    if conflicts:
+        series = session.get(Series, uid)
+        assert series is not None
+        known = list(series.identity_conflicts)
+        added = [c for c in conflicts if c not in known]
+        if added:
+            session.execute(
+                update(Series)
+                .where(col(Series.series_instance_uid) == uid)
+                .values(identity_conflicts=(known + added)[-_MAX_IDENTITY_CONFLICTS:])
+            )
     reopened = changed_rows(
         session,
         update(Series)
@@ -152,7 +270,7 @@ def index_instance(
     )
     if reopened:
         session.execute(update(Job).where(col(Job.series_instance_uid) == uid).values(revision=Job.revision + 1))
-    return bool(reopened)
+    return Indexed(new=True, reopened=bool(reopened), conflicts=tuple(conflicts))
 
 
 def series_headers(session: Session, series_uid: str) -> list[InstanceHeader]:
@@ -207,6 +325,8 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
             state=JobState.QUEUED,
             revision=Job.revision + 1,
             error=None,
+            held_for=None,
+            lease_until=None,
             queued_at=utcnow(),
             started_at=None,
             finished_at=None,
@@ -261,11 +381,100 @@ def start_job(session: Session, job_id: int, revision: int, lease: timedelta) ->
         detail: dict[str, Any] = {"revision": revision, "attempt": job.attempts}
         if took_over:
             detail["taken_over"] = "the previous attempt's lease expired (its worker was lost)"
+            add_job_event(session, job_id, "taken_over", {"revision": revision, "why": detail["taken_over"]})
         add_job_event(session, job_id, "started", detail)
         return Claim(started=True)
     if job is not None and job.revision == revision and job.state == JobState.RUNNING and job.lease_until:
         return Claim(started=False, retry_in_s=max(1.0, (_aware(job.lease_until) - now).total_seconds()))
     return Claim(started=False)
+
+
+def _lease_expired(now: datetime) -> Any:
+    """A running attempt whose worker stopped renewing its lease (killed, out of memory, host lost)."""
+    return and_(col(Job.state) == JobState.RUNNING, col(Job.lease_until).is_not(None), col(Job.lease_until) < now)
+
+
+def take_over_lost_jobs(session: Session, now: datetime) -> list[tuple[int, int]]:
+    """Queue again, at a new revision, every running job whose lease has expired; (job, revision) of each.
+
+    The server does this itself (issue 14: no admin needed): a worker that died with its message
+    reserved (the embedded broker keeps it invisible for ever, Redis for its visibility timeout)
+    would otherwise strand the job.  The new revision supersedes the lost attempt, so if it was
+    only slow and comes back, its results are discarded (:func:`finish_job`) and one set of
+    reports is delivered.
+    """
+    candidates = session.exec(select(Job.id, Job.revision, Job.lease_until).where(_lease_expired(now))).all()
+    taken: list[tuple[int, int]] = []
+    for job_id, revision, lease_until in candidates:
+        assert job_id is not None and lease_until is not None
+        changed = changed_rows(
+            session,
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.revision) == revision, _lease_expired(now))
+            .values(
+                state=JobState.QUEUED,
+                revision=Job.revision + 1,
+                lease_until=None,
+                queued_at=now,
+                error=f"taken over: the attempt's lease ran out at {_aware(lease_until).isoformat()}",
+            ),
+        )
+        if not changed:
+            continue
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.refresh(job)
+        set_series_state(session, job.series_instance_uid, SeriesState.QUEUED)
+        add_job_event(
+            session,
+            job_id,
+            "taken_over",
+            {"revision": job.revision, "why": "the worker running it was lost (its lease expired)"},
+        )
+        taken.append((job_id, job.revision))
+    return taken
+
+
+@dataclass(frozen=True)
+class StuckJob:
+    """A job that is not moving, and why, for operators (REST and metrics read the same list)."""
+
+    job_id: int
+    series_instance_uid: str
+    state: str
+    reason: str
+    why: str
+    since: datetime | None
+
+
+def stuck_jobs(session: Session, now: datetime, waiting_after: timedelta) -> list[StuckJob]:
+    """Jobs that need the server's (or an operator's) attention, oldest first.
+
+    ``lease_expired``: running, but its worker stopped renewing the lease (the server takes it over
+    at its next sweep); ``held``: queued but held back (``Job.held_for``, e.g. disk space);
+    ``waiting``: queued and sent longer than ``waiting_after`` ago without any worker taking it.
+    """
+    last_sent = func.coalesce(col(Job.sent_at), col(Job.queued_at))
+    rows = session.exec(
+        select(Job).where(
+            or_(
+                _lease_expired(now),
+                and_(col(Job.state) == JobState.QUEUED, col(Job.held_for).is_not(None)),
+                and_(col(Job.state) == JobState.QUEUED, last_sent < now - waiting_after),
+            )
+        )
+    ).all()
+    stuck: list[StuckJob] = []
+    for job in rows:
+        assert job.id is not None
+        if job.state == JobState.RUNNING:
+            reason, why, since = "lease_expired", "its worker stopped renewing the lease", job.lease_until
+        elif job.held_for:
+            reason, why, since = "held", job.held_for, job.queued_at
+        else:
+            reason, why, since = "waiting", "no worker has taken it", job.sent_at or job.queued_at
+        stuck.append(StuckJob(job.id, job.series_instance_uid, job.state, reason, why, since))
+    return sorted(stuck, key=lambda j: j.since or now)
 
 
 def mark_sent(session: Session, job_id: int) -> None:
@@ -277,7 +486,9 @@ def unsent_queued_jobs(session: Session, older_than: datetime) -> list[tuple[int
     """(job, revision) of queued jobs whose last message is older than ``older_than``, oldest first."""
     last = func.coalesce(col(Job.sent_at), col(Job.queued_at))
     rows = session.exec(
-        select(Job.id, Job.revision).where(col(Job.state) == JobState.QUEUED, last < older_than).order_by(last)
+        select(Job.id, Job.revision)
+        .where(col(Job.state) == JobState.QUEUED, col(Job.held_for).is_(None), last < older_than)
+        .order_by(last)
     ).all()
     return [(int(job_id), int(revision)) for job_id, revision in rows if job_id is not None]
 
@@ -330,18 +541,29 @@ def finish_job(
     return bool(changed)
 
 
-def fail_job(session: Session, job_id: int, revision: int, error: str) -> bool:
-    """Mark a job failed with its error (after the last retry) and its series failed."""
+def fail_job(
+    session: Session,
+    job_id: int,
+    revision: int,
+    error: str,
+    *,
+    series_state: str = SeriesState.FAILED,
+    reasons: Sequence[str] = (),
+) -> bool:
+    """Mark a job failed with its error (after the last retry) and its series ``series_state``.
+
+    The series' reasons are ``reasons``, or the error itself when none are given.
+    """
     changed = changed_rows(
         session,
         update(Job)
         .where(col(Job.id) == job_id, col(Job.revision) == revision)
-        .values(state=JobState.FAILED, finished_at=utcnow(), error=error),
+        .values(state=JobState.FAILED, finished_at=utcnow(), error=error, lease_until=None),
     )
     if changed:
         job = session.get(Job, job_id)
         assert job is not None
-        set_series_state(session, job.series_instance_uid, SeriesState.FAILED, [error])
+        set_series_state(session, job.series_instance_uid, series_state, list(reasons) or [error])
         add_job_event(session, job_id, "failed", {"error": error})
     return bool(changed)
 
@@ -353,6 +575,48 @@ def requeue_after_transient_error(session: Session, job_id: int, revision: int, 
         .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
         .values(state=JobState.QUEUED, error=f"retrying after: {error}")
     )
+
+
+def hold_job(session: Session, job_id: int, revision: int, why: str) -> bool:
+    """Put a running job back to queued and hold it there for ``why`` (e.g. the disk is full).
+
+    Held jobs are not sent again by the lost-message check; :func:`release_held_jobs` lets them
+    go once their cause is over.  Nothing is failed: no admin is needed to get the job analysed.
+    """
+    changed = changed_rows(
+        session,
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.state) == JobState.RUNNING)
+        .values(state=JobState.QUEUED, held_for=why, lease_until=None, error=f"held: {why}"),
+    )
+    if changed:
+        job = session.get(Job, job_id)
+        assert job is not None
+        set_series_state(session, job.series_instance_uid, SeriesState.QUEUED, [f"waiting: {why}"])
+        add_job_event(session, job_id, "held", {"why": why})
+    return bool(changed)
+
+
+def release_held_jobs(session: Session) -> list[tuple[int, int]]:
+    """Release every held job to be sent again; (job, revision) of each, oldest first."""
+    rows = session.exec(
+        select(Job.id, Job.revision)
+        .where(col(Job.state) == JobState.QUEUED, col(Job.held_for).is_not(None))
+        .order_by(col(Job.queued_at))
+    ).all()
+    released: list[tuple[int, int]] = []
+    for job_id, revision in rows:
+        assert job_id is not None
+        changed = changed_rows(
+            session,
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.revision) == revision, col(Job.held_for).is_not(None))
+            .values(held_for=None, error=None),
+        )
+        if changed:
+            add_job_event(session, job_id, "released", {"revision": revision})
+            released.append((job_id, revision))
+    return released
 
 
 def upsert_delivery(

@@ -113,6 +113,7 @@ class Study(SQLModel, table=True):
 
     study_instance_uid: str = Field(primary_key=True, max_length=64)
     patient_id: str | None = Field(default=None, index=True)
+    issuer_of_patient_id: str | None = None
     patient_name: str | None = None
     patient_birth_date: str | None = None
     patient_sex: str | None = None
@@ -134,6 +135,9 @@ class Series(SQLModel, table=True):
     series_description: str | None = None
     state: str = Field(default=SeriesState.RECEIVING, index=True)
     reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    #: Instances that disagreed on whose images these are, as they arrived (never cleared: the
+    #: series is rejected when it is finalised, and this says why from the first such instance).
+    identity_conflicts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     instance_count: int = 0
     calling_aet: str | None = None
     reopen_count: int = 0
@@ -181,6 +185,9 @@ class Job(SQLModel, table=True):
     #: broker lost, e.g. in a restart without persistence, is sent again after a while).
     sent_at: datetime | None = _ts()
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: Why a queued job is held back instead of sent (e.g. the results disk is below its reserve);
+    #: the routing loop sends it when that is over.
+    held_for: str | None = None
 
 
 class Delivery(SQLModel, table=True):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,14 @@ class _DemoPacs:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.received.append(stored)
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
         """Nothing to add: the demo reports what it receives; our SCU logs the refusal."""
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -31,11 +32,12 @@ from server.core.tls import scp_ssl_context
 from server.retention import purge_expired
 from server.routing.intake import SeriesIntake
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
+from server.tasks.broker_tables import purge_consumed_messages
 from server.tasks.delivery import pump_outbox
-from server.tasks.lost_jobs import resend_lost_jobs
+from server.tasks.lost_jobs import resend_lost_jobs, resume_held_jobs, take_over_lost_jobs
 from server.tasks.queue import CeleryQueue
 
-__all__ = ["RUNTIME_FILE", "ServerRuntime"]
+__all__ = ["RUNTIME_FILE", "ServerRuntime", "lease_sweep_interval"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,18 @@ logger = logging.getLogger(__name__)
 RUNTIME_FILE = "serve.json"
 #: How often the retention policy looks for expired series.
 PURGE_INTERVAL_SECONDS = 3600.0
+#: How often the embedded broker's consumed messages are deleted.
+BROKER_PURGE_INTERVAL_SECONDS = 60.0
+#: How often jobs held for disk space look for space again.
+HELD_JOB_INTERVAL_SECONDS = 10.0
+
+
+def lease_sweep_interval(settings: Settings) -> float:
+    """Seconds between looks for running jobs whose lease expired: a sixth of the lease, 1 to 30 s.
+
+    A lost worker's job is thus taken over within about the lease plus this interval.
+    """
+    return min(30.0, max(1.0, settings.job_lease_s / 6))
 
 
 class ServerRuntime:
@@ -71,13 +85,15 @@ class ServerRuntime:
         for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.weights_dir):
             folder.mkdir(parents=True, exist_ok=True)
         upgrade(settings.database_url)
-        spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20)
+        spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20, admit=self.intake.admit)
         self._scp = StorageSCP(
             settings.ae_title,
             spool,
             self.intake,
             allowed_calling_aets=settings.allowed_calling_aets,
             maximum_associations=settings.max_associations,
+            association_request_timeout=settings.association_request_timeout_s,
+            maximum_pending_per_peer=settings.max_pending_connections_per_peer,
             on_rejected=self.intake.association_rejected,
             ssl_context=scp_ssl_context(settings),
         )
@@ -119,21 +135,43 @@ class ServerRuntime:
         self._spawn(lambda: self._api.run(sockets=[sock]) if self._api else None, "rest-api")
 
     def _routing_loop(self) -> None:
-        """Finalise idle series, pump the outbox and resend lost jobs until stopped; errors never end the loop."""
-        tick = min(1.0, self.settings.series_idle_seconds / 4)
-        next_purge = next_lost_check = 0.0
+        """Run the periodic duties until stopped; one failing duty never stops the others or the loop.
+
+        Every tick: finalise idle series (never one an open association is still sending) and pump
+        the outbox.  Every few seconds: take over jobs whose worker was lost and resume jobs held for
+        disk space.  Less often: resend jobs whose message the broker lost, purge the embedded
+        broker's consumed messages, apply the retention policy.
+        """
+        settings = self.settings
+        tick = min(1.0, settings.series_idle_seconds / 4)
+        duties: list[tuple[str, float, Callable[[], object]]] = [
+            ("finalise idle series", 0.0, lambda: self.intake.finalize_idle(busy=self._series_being_received())),
+            ("outbox", 0.0, lambda: pump_outbox(self.celery, self.engine)),
+            ("lost workers", lease_sweep_interval(settings), lambda: take_over_lost_jobs(self.celery, self.engine)),
+            ("held jobs", HELD_JOB_INTERVAL_SECONDS, lambda: resume_held_jobs(self.celery, self.engine, settings)),
+            (
+                "lost messages",
+                settings.lost_job_after_s / 4,
+                lambda: resend_lost_jobs(self.celery, self.engine, settings),
+            ),
+            ("broker tables", BROKER_PURGE_INTERVAL_SECONDS, lambda: purge_consumed_messages(settings.broker_url)),
+            ("retention", PURGE_INTERVAL_SECONDS, lambda: purge_expired(self.engine, settings)),
+        ]
+        due = dict.fromkeys((name for name, _, _ in duties), 0.0)
         while not self._stop.wait(tick):
-            try:
-                self.intake.finalize_idle()
-                pump_outbox(self.celery, self.engine)
-                if time.monotonic() >= next_lost_check:
-                    resend_lost_jobs(self.celery, self.engine, self.settings)
-                    next_lost_check = time.monotonic() + self.settings.lost_job_after_s / 4
-                if time.monotonic() >= next_purge:
-                    purge_expired(self.engine, self.settings)
-                    next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
-            except Exception:  # the loop must survive a database or broker outage
-                logger.exception("routing loop iteration failed; retrying")
+            for name, interval, duty in duties:
+                if time.monotonic() < due[name]:
+                    continue
+                due[name] = time.monotonic() + interval
+                try:
+                    duty()
+                except Exception:  # the loop must survive a database or broker outage
+                    logger.exception("routing loop duty failed; retrying", extra={"duty": name})
+
+    def _series_being_received(self) -> frozenset[str]:
+        """Series that an open association of our SCP is still sending (never finalised as idle)."""
+        scp = self._scp
+        return scp.series_in_open_associations() if scp is not None else frozenset()
 
     def _write_runtime_file(self) -> None:
         info = {

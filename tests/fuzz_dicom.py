@@ -17,7 +17,6 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from hypothesis import strategies as st
 from pydicom import dcmwrite
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -242,7 +241,7 @@ def _gap(ds: Dataset, k: int) -> None:
 def _matrix(ds: Dataset, k: int) -> None:
     if k == 1:
         ds.Rows = ds.Columns = 8
-        ds.PixelData = np.zeros((8, 8), dtype=np.uint16).tobytes()
+        ds.PixelData = bytes(8 * 8 * (ds.BitsAllocated // 8))
 
 
 def _pixel_spacing(ds: Dataset, k: int) -> None:
@@ -268,7 +267,7 @@ def _mixed_modality(ds: Dataset, k: int) -> None:
 def _bits(ds: Dataset, k: int) -> None:
     if k == 1:
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-        ds.PixelData = bytes(16 * 16)
+        ds.PixelData = bytes(ds.Rows * ds.Columns)
 
 
 def _rescale(ds: Dataset, k: int) -> None:

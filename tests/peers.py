@@ -33,6 +33,7 @@ __all__ = [
     "dciodvfy_errors",
     "copy_series",
     "free_port",
+    "scratch_rabbitmq",
     "start_lungcds",
     "start_orthanc",
     "storescu",
@@ -73,6 +74,29 @@ def scratch_postgres(prefix: str = "lungcds_test") -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def scratch_rabbitmq() -> Iterator[str]:
+    """The AMQP URL of a new, empty virtual host on the machine's RabbitMQ, deleted afterwards.
+
+    Skips the calling test when no RabbitMQ listens on 127.0.0.1:5672 or ``rabbitmqctl`` is missing.
+    """
+    ctl = shutil.which("rabbitmqctl")
+    if not reachable("127.0.0.1", 5672) or ctl is None:
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (or no rabbitmqctl to make a scratch virtual host)")
+    vhost = f"lungcds_test_{uuid.uuid4().hex[:10]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run(
+            [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)
 
 
 def free_port() -> int:
@@ -217,6 +241,20 @@ class LungcdsProcess:
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
+
+    def delivered(self, uid: str) -> dict[str, Any] | None:
+        """The series once it is analysed and every report is sent; None before.
+
+        A series that ended failed, rejected or ignored fails the calling test, with the server's log.
+        """
+        series = self.series(uid)
+        if series is None:
+            return None
+        if series["state"] in {"failed", "rejected", "ignored"}:
+            raise AssertionError(f"series {uid} ended {series['state']}: {series['reasons']}\n{self.log_tail()}")
+        deliveries = (series.get("job") or {}).get("deliveries") or []
+        done = series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries)
+        return series if done else None
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]

@@ -1,20 +1,52 @@
-"""Dependencies of the REST routes, injected through ``Annotated`` aliases."""
+"""Dependencies of the REST routes, injected through ``Annotated`` aliases.
+
+Callers present an API key or an OIDC access token as ``Authorization: Bearer ...``, or an API
+key as ``X-API-Key`` (FastAPI's :class:`~fastapi.security.HTTPBearer` and
+:class:`~fastapi.security.APIKeyHeader`).  Never in the URL: query strings end up in proxy
+logs and browser histories, so a key sent there is refused like no key at all.
+
+A request that can change something, or that carries a body, is authenticated before the
+application reads a byte of it (:class:`server.api.admission.AuthenticateFirst`, calling
+:func:`authenticate` here); routes get the same, cached, caller through :data:`Viewer` and
+:data:`Admin`.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from email.message import Message
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from server.api.problems import Problem
+from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from server.core.security import verify_api_key
 
-__all__ = ["Admin", "SessionDep", "SettingsDep", "Viewer", "get_session"]
+__all__ = [
+    "Admin",
+    "AuditTrailDep",
+    "JsonObject",
+    "Principal",
+    "SessionDep",
+    "SettingsDep",
+    "Viewer",
+    "authenticate",
+    "get_session",
+    "json_request_body",
+    "presented_secret",
+]
+
+BEARER = HTTPBearer(auto_error=False, description="An API key, or an access token of the configured OIDC issuer")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -29,17 +61,15 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_audit_trail(request: Request) -> AuditTrail:
+    """The audit trail the API writes to."""
+    trail: AuditTrail = request.app.state.audit_trail
+    return trail
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    header = request.headers.get("x-api-key", "").strip()
-    return header or None
+AuditTrailDep = Annotated[AuditTrail, Depends(get_audit_trail)]
 
 
 @dataclass(frozen=True)
@@ -50,11 +80,32 @@ class Principal:
     role: str
 
 
-def current_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
-    """The authenticated caller; 401 without valid credentials, 403 for a token without a role."""
-    secret = _presented_key(request)
-    if secret is None:
+def _secret(bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> str | None:
+    return bearer.credentials if bearer is not None else api_key
+
+
+async def presented_secret(request: Request) -> str | None:
+    """The credential the request presents in its headers, if any."""
+    return _secret(await BEARER(request), await API_KEY_HEADER(request))
+
+
+async def authenticate(request: Request, secret: str | None) -> Principal:
+    """The verified caller presenting ``secret``, once per request (401 without valid credentials).
+
+    403 for an OIDC token that grants no lungcds role.  The key lookup or token check runs
+    in a worker thread, off the event loop.
+    """
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    if not secret:
         raise Problem(401, "Authentication required", "send an API key or token as 'Authorization: Bearer ...'")
+    principal = await run_in_threadpool(_verify, request, secret)
+    request.state.principal = principal
+    return principal
+
+
+def _verify(request: Request, secret: str) -> Principal:
     verifier: OidcVerifier | None = request.app.state.oidc
     if verifier is not None and looks_like_jwt(secret):
         try:
@@ -63,18 +114,27 @@ def current_principal(request: Request, session: SessionDep, settings: SettingsD
             raise Problem(401, "Invalid token", str(exc)) from exc
         request.state.actor, request.state.role = f"oidc:{identity.subject}", identity.role
         if identity.role is None:
-            raise Problem(
-                403, "No lungcds role", f"the token grants none of the roles in claim {settings.oidc_role_claim!r}"
-            )
+            claim = request.app.state.settings.oidc_role_claim
+            raise Problem(403, "No lungcds role", f"the token grants none of the roles in claim {claim!r}")
         return Principal(actor=f"oidc:{identity.subject}", role=identity.role)
-    key = verify_api_key(session, secret)
+    with Session(request.app.state.engine) as session:
+        key = verify_api_key(session, secret)
     if key is None:
         raise Problem(401, "Invalid API key", "the API key is unknown or revoked")
     request.state.actor, request.state.role = f"apikey:{key.id}", key.role
     return Principal(actor=f"apikey:{key.id}", role=key.role)
 
 
-def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def current_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+) -> Principal:
+    """The authenticated caller; 401 without valid credentials, 403 for a token without a role."""
+    return await authenticate(request, _secret(bearer, api_key))
+
+
+async def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     """The caller if they have the admin role; 403 otherwise."""
     if principal.role != "admin":
         raise Problem(
@@ -85,3 +145,49 @@ def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -
 
 Viewer = Annotated[Principal, Depends(current_principal)]
 Admin = Annotated[Principal, Depends(require_admin)]
+
+
+async def json_object(request: Request) -> dict[str, object]:
+    """The request body as a JSON object, parsed in a worker thread (415, 422 problems).
+
+    The body is read only here, after the route's other dependencies (declare the caller
+    first), and never beyond the request body limit (:class:`server.api.admission.BodyLimit`).
+    """
+    message = Message()
+    message["content-type"] = request.headers.get("content-type", "")
+    if message.get_content_type() != "application/json":
+        raise Problem(415, "Unsupported media type", "send the body as application/json")
+    raw = await request.body()
+    try:
+        document = await run_in_threadpool(json.loads, raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Problem(422, "Invalid JSON", f"the body is not a JSON document: {exc}") from exc
+    if not isinstance(document, dict):
+        raise Problem(422, "Invalid request", f"the body must be a JSON object, not {type(document).__name__}")
+    return document
+
+
+JsonObject = Annotated[dict[str, object], Depends(json_object)]
+
+
+def json_request_body(model: type[BaseModel], *, partial: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` documenting a :data:`JsonObject` body shaped like ``model`` (``partial``: any subset).
+
+    The schema is inlined (no ``$defs``), so the document needs no extra components.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    body = inline(schema)
+    if partial:
+        body.pop("required", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from models import PIPELINE_VERSION
 from server.api import metrics
+from server.api.admission import AuthenticateFirst, BodyLimit
+from server.api.auditing import AuditMiddleware, record_change
 from server.api.metrics import registry_for
 from server.api.problems import install_problem_handlers
 from server.api.routes import (
@@ -24,14 +24,19 @@ from server.api.routes import (
     series,
     studies,
 )
-from server.audit import AuditTrail
+from server.audit import AuditTrail, build_audit_trail
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier
 from server.tasks.queue import QueueGateway
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "UNAUDITED_PATHS", "create_app"]
 
 API_PREFIX = "/api/v1"
+
+#: Probes and scrapes that would flood the audit trail without touching any data.
+UNAUDITED_PATHS = frozenset(
+    {f"{API_PREFIX}/health", f"{API_PREFIX}/health/live", f"{API_PREFIX}/health/ready", "/metrics"}
+)
 
 
 def create_app(
@@ -40,7 +45,11 @@ def create_app(
     """An app bound to ``settings``, ``engine`` and the task ``queue`` (no globals).
 
     Without a queue (offline tools, some tests) the admin actions that enqueue answer 503.
+    Every request passes, in this order: its audit (:mod:`server.api.auditing`), the body
+    limits, then authentication of changes and bodies (:mod:`server.api.admission`).
     """
+    trail = audit_trail or build_audit_trail(settings, engine)
+    weights_upload = f"{API_PREFIX}{model_weights.router.prefix}{model_weights.UPLOAD_PATH}"
     app = FastAPI(
         title="lungcds",
         version=PIPELINE_VERSION,
@@ -48,55 +57,29 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        middleware=[
+            Middleware(AuditMiddleware, trail=trail, unaudited=UNAUDITED_PATHS),
+            Middleware(
+                BodyLimit,
+                limit=settings.max_request_body_kb * 2**10,
+                larger=[("PUT", weights_upload, settings.max_weights_upload_mb * 2**20)],
+            ),
+            Middleware(AuthenticateFirst),
+        ],
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.queue = queue
+    app.state.audit_trail = trail
     app.state.oidc = _oidc_verifier(settings)
-    app.state.metrics_registry = registry_for(engine, queue)
+    app.state.metrics_registry = registry_for(engine, queue, settings.lost_job_after_s)
     install_problem_handlers(app)
-    _install_audit(app, audit_trail or AuditTrail(engine, receiver=settings.ae_title))
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(record_change)])
     for module in (health, studies, series, jobs, rules, destinations, model_weights, retrieve, audit, queues):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(metrics.router)
     return app
-
-
-#: Probes and scrapes that would flood the audit trail without touching any data.
-UNAUDITED_PATHS = frozenset(
-    {f"{API_PREFIX}/health", f"{API_PREFIX}/health/live", f"{API_PREFIX}/health/ready", "/metrics"}
-)
-
-
-def _install_audit(app: FastAPI, audit_trail: AuditTrail) -> None:
-    """Write one audit event per API request: who, when, what, from where, outcome."""
-
-    @app.middleware("http")
-    async def audit_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        if request.url.path in UNAUDITED_PATHS:
-            return response
-        template = _route_template(request.url.path, request.scope.get("path_params") or {})
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        await run_in_threadpool(
-            audit_trail.record,
-            channel="api",
-            actor=getattr(request.state, "actor", "anonymous"),
-            role=getattr(request.state, "role", None),
-            source=request.client.host if request.client else None,
-            action=f"{request.method} {template}",
-            target=target,
-            outcome=str(response.status_code),
-        )
-        return response
-
-
-def _route_template(path: str, path_params: dict[str, str]) -> str:
-    """``/api/v1/series/1.2.3`` with ``{"series_uid": "1.2.3"}`` → ``/api/v1/series/{series_uid}``."""
-    names = {str(value): name for name, value in path_params.items()}
-    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
 
 
 def _oidc_verifier(settings: Settings) -> OidcVerifier | None:

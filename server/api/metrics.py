@@ -3,13 +3,16 @@
 The SCP host, the API and the workers are separate processes (and hosts, distributed), so
 in-process counters would each see a part; the database sees everything.  Each scrape reads:
 received instances, series and jobs by state, deliveries by state and failed attempts, stage
-durations per model (from the job timeline), queue depths and workers alive.
+durations per model (from the job timeline), queue depths, workers alive, and the jobs that are
+not moving (a lost worker's, held, or waiting for a worker) with the takeovers so far.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,6 +22,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from server import crud
 from server.db_models import Delivery, Instance, Job, JobEvent, Series, WorkerHeartbeat, utcnow
 from server.tasks.heartbeat import ALIVE_WITHIN
 from server.tasks.queue import QueueGateway
@@ -32,15 +36,17 @@ router = APIRouter(tags=["operations"])
 class DatabaseCollector(Collector):
     """Collects lungcds metrics from the database (and the broker's queue depths)."""
 
-    def __init__(self, engine: Engine, queue: QueueGateway | None) -> None:
+    def __init__(self, engine: Engine, queue: QueueGateway | None, lost_job_after_s: float = 600.0) -> None:
         self._engine = engine
         self._queue = queue
+        self._lost_job_after_s = lost_job_after_s
 
     def collect(self) -> Iterator[Metric]:
         with Session(self._engine) as session:
             yield from self._counts(session)
             yield from self._stages(session)
             yield self._workers(session)
+            yield from self._stuck(session)
         if self._queue is not None:
             depth = GaugeMetricFamily("lungcds_queue_depth", "Messages waiting per queue", labels=["queue"])
             try:
@@ -91,6 +97,24 @@ class DatabaseCollector(Collector):
             stages.add_metric([name or "unknown"], count_value=count, sum_value=float(total or 0.0))
         yield stages
 
+    def _stuck(self, session: Session) -> Iterator[Metric]:
+        """Jobs that are not moving, by why (the same list as ``GET /jobs/stuck``), and takeovers so far."""
+        stuck = GaugeMetricFamily(
+            "lungcds_jobs_stuck",
+            "Jobs not moving: lease_expired (worker lost), held (e.g. disk full), waiting (no worker takes it)",
+            labels=["reason"],
+        )
+        waiting_after = timedelta(seconds=self._lost_job_after_s)
+        counts = Counter(job.reason for job in crud.stuck_jobs(session, utcnow(), waiting_after))
+        for reason in ("lease_expired", "held", "waiting"):
+            stuck.add_metric([reason], counts.get(reason, 0))
+        yield stuck
+        taken = CounterMetricFamily("lungcds_jobs_taken_over", "Jobs whose lost worker's attempt was taken over")
+        taken.add_metric(
+            [], session.exec(select(func.count()).select_from(JobEvent).where(JobEvent.kind == "taken_over")).one()
+        )
+        yield taken
+
     @staticmethod
     def _workers(session: Session) -> Metric:
         alive = GaugeMetricFamily("lungcds_workers_alive", "Workers with a recent heartbeat")
@@ -104,10 +128,10 @@ class DatabaseCollector(Collector):
         return alive
 
 
-def registry_for(engine: Engine, queue: QueueGateway | None) -> CollectorRegistry:
+def registry_for(engine: Engine, queue: QueueGateway | None, lost_job_after_s: float = 600.0) -> CollectorRegistry:
     """A registry holding only this installation's collector (no process-global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, queue))
+    registry.register(DatabaseCollector(engine, queue, lost_job_after_s))
     return registry
 
 

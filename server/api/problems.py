@@ -7,23 +7,40 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers"]
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 
 
-class Problem(Exception):
-    """An error answered as ``application/problem+json`` (RFC 9457 section 3)."""
+class Problem(StarletteHTTPException):
+    """An error answered as ``application/problem+json`` (RFC 9457 section 3).
+
+    An HTTP exception, so that it passes unchanged through FastAPI's own body reading (a
+    body limit reached while FastAPI reads a body must stay a 413, not become a 400).
+    """
 
     def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
+        super().__init__(status_code=status, detail=detail)
+        self.status, self.title = status, title
 
 
-def _response(status: int, title: str, detail: object, instance: str) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": instance}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+def problem_response(problem: Problem, instance: str, *, close: bool = False) -> JSONResponse:
+    """``problem`` as a response; ``close`` asks the client to close the connection.
+
+    Refusals answered before the request body was read close the connection, so that the
+    rest of an unwanted body is not read and thrown away.
+    """
+    body = {
+        "type": "about:blank",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": instance,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else {}
+    if close:
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -31,13 +48,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return _response(exc.status, exc.title, exc.detail, request.url.path)
+        return problem_response(exc, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _response(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        return problem_response(Problem(exc.status_code, str(exc.detail), str(exc.detail)), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return _response(422, "Invalid request", "; ".join(errors), request.url.path)
+        return problem_response(Problem(422, "Invalid request", "; ".join(errors)), request.url.path)

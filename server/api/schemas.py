@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 __all__ = ["DeliveryPublic", "Health", "JobPublic", "Page", "SeriesPublic", "StudyPublic"]
 
@@ -59,6 +59,8 @@ class JobPublic(BaseModel):
     queued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    lease_until: datetime | None = None
+    held_for: str | None = Field(None, description="Why a queued job is held back (e.g. the disk is full)")
     timings: dict[str, float]
     deliveries: list[DeliveryPublic] = []
 
@@ -73,6 +75,9 @@ class SeriesPublic(BaseModel):
     series_description: str | None
     state: str
     reasons: list[str]
+    identity_conflicts: list[str] = Field(
+        default_factory=list, description="How arriving instances disagreed on whose images these are"
+    )
     instance_count: int
     reopen_count: int
     completion_trigger: str | None

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     series_idle_seconds: float = Field(60.0, gt=0)
     rules_file: Path | None = Field(None, description="Eligibility rules (TOML); default data_dir/rules.toml")
     min_free_disk_mb: int = Field(512, ge=0, description="The SCP answers 'out of resources' below this")
+    max_request_body_kb: int = Field(
+        1024, ge=1, description="Largest request body the API reads (KiB); larger ones are refused with 413"
+    )
+    max_weights_upload_mb: int = Field(
+        2048, ge=1, description="Largest weights file PUT /models/{name}/weights accepts (MiB), streamed to disk"
+    )
     worker_concurrency: int = Field(2, ge=1)
     torch_threads: int = Field(
         0,
@@ -75,6 +81,19 @@ class Settings(BaseSettings):
     )
     max_associations: int = Field(
         32, ge=1, le=1000, description="Simultaneous DICOM associations accepted; more are rejected as transient"
+    )
+    association_request_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Seconds a new DICOM connection has to deliver its A-ASSOCIATE-RQ (TLS handshake included); "
+        "silent connections are closed after it and never hold an association slot",
+    )
+    max_pending_connections_per_peer: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Connections one address may hold open before its A-ASSOCIATE-RQ; its oldest is closed beyond",
     )
     priority_calling_aets: CommaList = Field(
         default_factory=list, description="Calling AE titles whose series are analysed before routine ones"

@@ -15,10 +15,11 @@ from sqlmodel import Session, select
 
 from server.db_models import ApiKey, utcnow
 
-__all__ = ["ROLES", "NewApiKey", "create_api_key", "hash_key", "revoke_api_key", "verify_api_key"]
+__all__ = ["API_KEY_PREFIX", "ROLES", "NewApiKey", "create_api_key", "hash_key", "revoke_api_key", "verify_api_key"]
 
 ROLES = ("viewer", "admin")
-_PREFIX = "lcds_"
+#: Every API key starts with this, so that a key pasted where it does not belong can be recognised.
+API_KEY_PREFIX = "lcds_"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def create_api_key(session: Session, role: str, label: str | None = None) -> New
     """Create a key for ``role``; the caller prints ``secret`` once."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    secret = _PREFIX + secrets.token_urlsafe(32)
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(key_prefix=secret[:12], key_hash=hash_key(secret), role=role, label=label, created_at=utcnow())
     session.add(row)
     session.flush()

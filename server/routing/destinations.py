@@ -4,20 +4,38 @@ The settings (``LUNGCDS_DESTINATIONS``, ``LUNGCDS_DESTINATION_OUTPUTS``,
 ``LUNGCDS_DICOM_TLS_DESTINATIONS``) give the initial list.  Admins change it over REST
 (``PUT /api/v1/destinations``); the validated list is written to ``DATA_DIR/destinations.json``
 and from then on wins over the settings, in every process (workers read it for each job).
+
+That file is an :class:`~server.core.admin_file.AdminFile`: written atomically and read back
+before it takes effect; when it is broken (edited badly by hand, truncated) the last good list
+stays in force, and the error is audited and shown by ``GET /destinations`` and
+``/health/ready``, so reports keep going out.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dicom_node.scu import Destination, parse_destination
+from server.core.admin_file import AdminFile, refuse_control_characters
 from server.core.config import OUTPUT_KINDS, Settings
 
-__all__ = ["DestinationEntry", "DestinationList", "load_destinations", "save_destinations", "destinations_file"]
+if TYPE_CHECKING:
+    from server.audit import AuditTrail
+
+__all__ = [
+    "DestinationEntry",
+    "DestinationList",
+    "DestinationsInForce",
+    "destinations_file",
+    "destinations_in_force",
+    "load_destinations",
+    "save_destinations",
+]
 
 
 class DestinationEntry(BaseModel):
@@ -35,13 +53,13 @@ class DestinationEntry(BaseModel):
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        return str(parse_destination(value))
+        return str(parse_destination(refuse_control_characters(value)))
 
     @field_validator("calling_aet")
     @classmethod
     def _valid_title(cls, value: str | None) -> str | None:
         if value is not None:
-            Destination(value, "localhost", 104)  # raises ValueError for an invalid AE title
+            Destination(refuse_control_characters(value), "localhost", 104)  # ValueError for an invalid AE title
         return value
 
     @field_validator("outputs")
@@ -79,16 +97,54 @@ class DestinationList(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class DestinationsInForce:
+    """The destinations that apply, where they come from, and why the admin's file is not them.
+
+    ``source`` is ``"file"`` (the admin's list), ``"last good copy"`` (the file is broken:
+    ``error`` says how) or ``"settings"`` (no file, or no valid version of it ever).
+    """
+
+    destinations: DestinationList
+    source: Literal["file", "last good copy", "settings"]
+    error: str | None
+
+
 def destinations_file(settings: Settings) -> Path:
     """The admin's list, when it exists."""
     return settings.data_dir / "destinations.json"
 
 
-def load_destinations(settings: Settings) -> DestinationList:
-    """The destinations in force: the admin's file when present, else the settings."""
-    path = destinations_file(settings)
-    if path.is_file():
-        return DestinationList.model_validate_json(path.read_text(encoding="utf-8"))
+def _admin_file(settings: Settings) -> AdminFile[DestinationList]:
+    return AdminFile(destinations_file(settings), DestinationList.model_validate_json)
+
+
+def destinations_in_force(settings: Settings, audit: AuditTrail | None = None) -> DestinationsInForce:
+    """The admin's list (or its last good copy) when there is one, else the settings' destinations.
+
+    Never raises for a broken file: the last good list stays in force and ``error`` says why;
+    with ``audit``, each broken version of the file is audited (once per process).
+    """
+    loaded = _admin_file(settings).load()
+    source: Literal["file", "last good copy", "settings"]
+    if loaded.value is None:
+        listed, source = _from_settings(settings), "settings"
+    elif loaded.source == "file":
+        listed, source = loaded.value, "file"
+    else:
+        listed, source = loaded.value, "last good copy"
+    if loaded.error is not None and audit is not None:
+        fingerprint = loaded.fingerprint or loaded.error
+        audit.record_rejected_file(destinations_file(settings), loaded.error, fingerprint, f"the {source}")
+    return DestinationsInForce(listed, source, loaded.error)
+
+
+def load_destinations(settings: Settings, audit: AuditTrail | None = None) -> DestinationList:
+    """The destinations in force (:func:`destinations_in_force` without where they come from)."""
+    return destinations_in_force(settings, audit).destinations
+
+
+def _from_settings(settings: Settings) -> DestinationList:
     return DestinationList(
         destinations=[
             DestinationEntry(
@@ -103,11 +159,11 @@ def load_destinations(settings: Settings) -> DestinationList:
 
 
 def save_destinations(settings: Settings, destinations: DestinationList) -> None:
-    """Write the admin's list atomically; refuses TLS entries when no CA is configured."""
+    """Write the admin's list atomically, only if it reads back as ``destinations``.
+
+    Raises ``ValueError`` (nothing written) for TLS entries when no CA is configured.
+    """
     if any(entry.tls for entry in destinations.destinations) and settings.dicom_tls_ca is None:
         raise ValueError("TLS destinations need LUNGCDS_DICOM_TLS_CA to verify them")
-    path = destinations_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(destinations.model_dump(), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    content = json.dumps(destinations.model_dump(), indent=2).encode("utf-8")
+    _admin_file(settings).save(content, destinations)

@@ -3,10 +3,16 @@
 The rules are a TOML document (``default_rules.toml`` documents every key) that admins edit as
 a file or over REST.  Evaluation never stops at the first failure: a rejected series records
 every reason, in words a PACS administrator understands.
+
+The admin's file is an :class:`~server.core.admin_file.AdminFile`: written atomically and read
+back before it takes effect, and when it is broken the last good rules stay in force (the
+error is audited and shown by ``GET /rules`` and ``/health/ready``), so an edit never stops
+routing.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -15,23 +21,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dicom_node.completeness import assess_series
 from dicom_node.header import InstanceHeader
+from dicom_node.identity import series_disagreements
 from models.volume import PIXEL_SPACING_ATOL_MM, PIXEL_SPACING_RTOL
+from server.core.admin_file import AdminFile, Loaded, refuse_control_characters
 
-__all__ = ["Eligibility", "EligibilityRules", "evaluate", "load_rules", "patient_age_years", "save_rules"]
+if TYPE_CHECKING:
+    from server.audit import AuditTrail
+
+__all__ = [
+    "Eligibility",
+    "EligibilityRules",
+    "RulesInForce",
+    "evaluate",
+    "load_rules",
+    "patient_age_years",
+    "rules_in_force",
+    "save_rules",
+]
 
 _DEFAULTS_FILE = Path(__file__).with_name("default_rules.toml")
+_TABLE = "eligibility"
 
 
 class EligibilityRules(BaseModel):
     """The eligibility rules; see ``default_rules.toml`` for what each key means."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     analysed_sop_classes: list[str]
     modalities: list[str]
@@ -43,6 +64,26 @@ class EligibilityRules(BaseModel):
     min_slices: int = Field(ge=1)
     min_age_years: float | None = Field(default=None, ge=0)
     max_slice_thickness_mm: float | None = Field(default=None, gt=0)
+
+    @field_validator("analysed_sop_classes", "modalities", "required_image_type", "excluded_image_type")
+    @classmethod
+    def _printable(cls, values: list[str]) -> list[str]:
+        for value in values:
+            refuse_control_characters(value)
+        return values
+
+
+@dataclass(frozen=True)
+class RulesInForce:
+    """The rules that apply, where they come from, and why the admin's file is not them.
+
+    ``source`` is ``"file"`` (the admin's file), ``"last good copy"`` (the file is broken:
+    ``error`` says how) or ``"defaults"`` (no file, or no valid version of it ever).
+    """
+
+    rules: EligibilityRules
+    source: Literal["file", "last good copy", "defaults"]
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -60,40 +101,66 @@ class Eligibility:
 
 def _defaults() -> dict[str, Any]:
     with _DEFAULTS_FILE.open("rb") as fh:
-        return dict(tomllib.load(fh)["eligibility"])
+        return dict(tomllib.load(fh)[_TABLE])
 
 
-def load_rules(path: Path | None, max_slice_thickness_mm: float) -> EligibilityRules:
-    """Defaults, overlaid by the admin's rules file when it exists, then the settings' thickness.
-
-    Raises ``ValueError`` naming the file and the offending key when the file is invalid.
-    """
-    values = _defaults()
-    if path is not None and path.is_file():
-        try:
-            with path.open("rb") as fh:
-                document = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"rules file {path} is not valid TOML: {exc}") from exc
-        values.update(document.get("eligibility", {}))
-    if values.get("max_slice_thickness_mm") is None:
-        values["max_slice_thickness_mm"] = max_slice_thickness_mm
+def _parse_rules_file(content: bytes) -> EligibilityRules:
+    """The defaults overlaid by one rules file; ``ValueError`` naming what is wrong."""
     try:
-        return EligibilityRules(**values)
-    except ValueError as exc:
-        raise ValueError(f"rules file {path} is invalid: {exc}") from exc
+        document = tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from exc
+    table = document.get(_TABLE)
+    if not isinstance(table, dict) or set(document) != {_TABLE}:
+        raise ValueError(f"the file must hold exactly one [{_TABLE}] table, it holds {sorted(document)}")
+    return EligibilityRules(**{**_defaults(), **table})
+
+
+_SOURCES: dict[str, Literal["file", "last good copy", "defaults"]] = {
+    "file": "file",
+    "last good copy": "last good copy",
+    "none": "defaults",
+}
+
+
+def _admin_file(path: Path) -> AdminFile[EligibilityRules]:
+    return AdminFile(path, _parse_rules_file)
+
+
+def rules_in_force(path: Path | None, max_slice_thickness_mm: float, audit: AuditTrail | None = None) -> RulesInForce:
+    """Defaults, overlaid by the admin's rules file (or its last good copy), then the settings' thickness.
+
+    Never raises for a broken file: the last good rules stay in force and ``error`` says why;
+    with ``audit``, each broken version of the file is audited (once per process).
+    """
+    loaded: Loaded[EligibilityRules] = _admin_file(path).load() if path is not None else Loaded(None, "none")
+    source = _SOURCES[loaded.source]
+    if path is not None and loaded.error is not None and audit is not None:
+        audit.record_rejected_file(path, loaded.error, loaded.fingerprint or loaded.error, f"the {source}")
+    rules = loaded.value if loaded.value is not None else EligibilityRules(**_defaults())
+    if rules.max_slice_thickness_mm is None:
+        rules = rules.model_copy(update={"max_slice_thickness_mm": max_slice_thickness_mm})
+    return RulesInForce(rules, source, loaded.error)
+
+
+def load_rules(path: Path | None, max_slice_thickness_mm: float, audit: AuditTrail | None = None) -> EligibilityRules:
+    """The rules in force (:func:`rules_in_force` without where they come from)."""
+    return rules_in_force(path, max_slice_thickness_mm, audit).rules
 
 
 def save_rules(path: Path, rules: EligibilityRules) -> None:
-    """Write ``rules`` atomically as the admin's rules file."""
-    lines = ["# Eligibility rules of lungcds, written by the REST API.", "", "[eligibility]"]
+    """Write ``rules`` as the admin's rules file: atomically, and only if it reads back as ``rules``.
+
+    Raises ``ValueError`` (the file unchanged) when the written document would not read back
+    as exactly these rules, e.g. a null ``min_age_years``, which TOML cannot express.
+    """
+    lines = ["# Eligibility rules of lungcds, written by the REST API.", "", f"[{_TABLE}]"]
     for key, value in rules.model_dump().items():
         if value is not None:
             lines.append(f"{key} = {_toml_value(value)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _admin_file(path).save(("\n".join(lines) + "\n").encode("utf-8"), rules)
 
 
 def _toml_value(value: Any) -> str:
@@ -102,7 +169,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string: JSON's escapes are TOML's
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
 
 
@@ -145,7 +212,8 @@ def evaluate(headers: Sequence[InstanceHeader], rules: EligibilityRules) -> Elig
         text = ", ".join(sop_classes)
         return Eligibility(False, False, (f"SOP class {text} is stored but not analysed",))
 
-    reasons: list[str] = []
+    # Instances of two patients, studies or frames of reference are never one volume (issue 14).
+    reasons: list[str] = series_disagreements(headers)
     modalities = sorted({(h.modality or "").strip() or "(none)" for h in headers})
     if not set(modalities) <= set(rules.modalities):
         reasons.append(f"modality {', '.join(modalities)} is not {' or '.join(rules.modalities)}")
@@ -211,7 +279,7 @@ def _counted(values: Sequence[str], name: str) -> str:
 
 
 def _grid_reasons(headers: Sequence[InstanceHeader]) -> list[str]:
-    """Slices must share one pixel grid and one frame of reference to be stacked into a volume.
+    """Slices must share one pixel grid to be stacked into a volume (one frame of reference: identity).
 
     The volume loader refuses such series too (:func:`models.volume.load_series`, with the same
     pixel spacing tolerance); saying so here rejects them with their reason when the series is
@@ -230,9 +298,6 @@ def _grid_reasons(headers: Sequence[InstanceHeader]) -> list[str]:
         for k in (0, 1)
     ):
         reasons.append(_counted([f"{s[0]:g}/{s[1]:g} mm" for s in spacings], "pixel spacings"))
-    frames = {h.frame_of_reference_uid for h in headers if h.frame_of_reference_uid}
-    if len(frames) > 1:
-        reasons.append(f"slices belong to {len(frames)} frames of reference, so their positions cannot be combined")
     return reasons
 
 

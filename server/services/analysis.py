@@ -3,6 +3,12 @@
 Shared by the Celery task and the offline ``lungcds analyze`` command so that both produce
 exactly the same outputs.  The output folder receives ``result.json``, ``sr.dcm``, ``seg.dcm``
 (when a mask exists), ``report.pdf`` and ``report_pdf.dcm`` (architecture spec, contracts).
+
+When the folder already holds an earlier analysis of the same series whose objects have other
+UIDs (the content changed: more slices, another pipeline version, other weights; see
+:mod:`reports.identity`), the new objects replace them: the new SR lists the earlier SR in its
+Predecessor Documents Sequence and result.json names each replaced object under ``replaces``
+(``{kind: earlier SOP Instance UID}``).
 """
 
 from __future__ import annotations
@@ -121,6 +127,55 @@ def _dicom_outputs(reports: ReportSet, written: dict[str, Path]) -> list[DicomOu
     ]
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """The objects of an earlier analysis of the same series in the output folder."""
+
+    uids: dict[str, str]
+    sr: pydicom.Dataset | None
+
+    def replaced(self, outputs: list[DicomOutput]) -> dict[str, str]:
+        """``{kind: earlier SOP Instance UID}`` of every earlier object that ``outputs`` do not repeat."""
+        current = {o.sop_instance_uid for o in outputs}
+        return {kind: uid for kind, uid in sorted(self.uids.items()) if uid not in current}
+
+    def predecessors(self) -> list[pydicom.Dataset]:
+        """The earlier SR, for the Predecessor Documents Sequence of the new one."""
+        return [self.sr] if self.sr is not None else []
+
+
+def _previous_outputs(out_dir: Path, series_uid: str) -> _Previous:
+    """Read what an earlier analysis of ``series_uid`` left in ``out_dir``, before it is overwritten.
+
+    Its ``result.json`` gives the SOP Instance UID of each object (``outputs``); its ``sr.dcm``
+    the SR to reference.  Anything unreadable, or of another series or study, is ignored: a
+    folder reused for another series replaces nothing.
+    """
+    uids: dict[str, str] = {}
+    study_uid = None
+    try:
+        earlier = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
+        if earlier.get("series_instance_uid") == series_uid:
+            study_uid = earlier.get("study_instance_uid")
+            uids = {kind: str(o["sop_instance_uid"]) for kind, o in earlier.get("outputs", {}).items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        logger.debug("no readable earlier result.json in %s", out_dir)
+    sr = None
+    try:
+        candidate = pydicom.dcmread(out_dir / SR_FILE, stop_before_pixels=True)
+        evidence = {
+            str(series.SeriesInstanceUID)
+            for study in candidate.get("CurrentRequestedProcedureEvidenceSequence", [])
+            for series in study.get("ReferencedSeriesSequence", [])
+        }
+        if series_uid in evidence and (study_uid is None or candidate.StudyInstanceUID == study_uid):
+            sr = candidate
+            uids.setdefault("sr", str(candidate.SOPInstanceUID))
+    except (OSError, pydicom.errors.InvalidDicomError, AttributeError):
+        logger.debug("no readable earlier SR in %s", out_dir)
+    return _Previous(uids, sr)
+
+
 def write_result_json(out_dir: Path, result: dict[str, Any]) -> Path:
     """Write result.json atomically (a reader never sees half a file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,12 +230,16 @@ def run_analysis(
     stage("reports", 0.8)
     t0 = time.perf_counter()
     source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    reports = build_reports(findings, source_headers, report_context(ae_title), eligibility.reasons)
+    previous = _previous_outputs(out_dir, str(source_headers[0].SeriesInstanceUID))
+    reports = build_reports(
+        findings, source_headers, report_context(ae_title), eligibility.reasons, predecessors=previous.predecessors()
+    )
     dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
     timings["reports_s"] = time.perf_counter() - t0
 
     result = {
         **_result_header(eligibility, headers, dicom_outputs),
+        "replaces": previous.replaced(dicom_outputs),
         "analysable": True,
         **findings.as_dict(),
         "timings": timings,
@@ -230,22 +289,21 @@ def _not_analysable(
     """Reports saying the series was seen but could not be analysed, and why."""
     logger.warning("series not analysable", extra={"out_dir": str(out_dir), "reasons": list(reasons)})
     source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    reports = build_not_analysable(source_headers, report_context(ae_title), reasons, PIPELINE_VERSION)
+    previous = _previous_outputs(out_dir, str(source_headers[0].SeriesInstanceUID))
+    reports = build_not_analysable(
+        source_headers, report_context(ae_title), reasons, PIPELINE_VERSION, predecessors=previous.predecessors()
+    )
     dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
     why = "series not analysable: " + "; ".join(reasons)
     runs = {
         spec.name: ModelRun(
-            name=spec.name,
-            status="skipped",
-            reason=why,
-            validated=False,
-            version=spec.version,
-            description=spec.description,
+            name=spec.name, status="skipped", reason=why, version=spec.version, description=spec.description
         )
         for spec in MODEL_SPECS
     }
     result = {
         **_result_header(eligibility, headers, dicom_outputs),
+        "replaces": previous.replaced(dicom_outputs),
         "analysable": False,
         "reasons": list(reasons),
         "pipeline_version": PIPELINE_VERSION,

@@ -13,7 +13,7 @@ from dicom_node.validation import InvalidInstance
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
 from server.routing.intake import SeriesIntake
-from server.routing.rules import Eligibility, evaluate, load_rules
+from server.routing.rules import Eligibility, evaluate, rules_in_force
 from server.services.analysis import run_analysis, write_result_json
 from server.services.folder import candidate_files, scan_folder
 
@@ -55,12 +55,10 @@ def analyze_folder(
         return EXIT_ERROR
     paths = [p for p, _ in scan.series[uid]]
     headers = [h for _, h in scan.series[uid]]
-    try:
-        rules = load_rules(settings.rules_file, settings.max_slice_thickness_mm)
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return EXIT_ERROR
-    eligibility = evaluate(headers, rules)
+    in_force = rules_in_force(settings.rules_file, settings.max_slice_thickness_mm)
+    if in_force.error is not None:
+        console.print(f"[yellow]warning:[/] {in_force.error}; using the {in_force.source}")
+    eligibility = evaluate(headers, in_force.rules)
     if not eligibility.eligible:
         write_result_json(out_dir, {"eligibility": eligibility.as_dict(), "series_instance_uid": uid})
         console.print(f"[yellow]series {uid} is not eligible:[/]")
@@ -117,21 +115,26 @@ def import_into_server(settings: Settings, folder: Path, *, console: Console) ->
         settings,
         lambda job_id, revision: enqueue_analysis(celery_app, job_id, revision),
     )
-    spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20)
+    spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20, admit=intake.admit)
     touched: set[str] = set()
     stored_count = 0
     files = candidate_files(folder)
     for path in files:
         try:
             stored = spool.store_file(path)
+            try:
+                intake.instance_stored(stored, None)
+            except InvalidInstance:
+                if not stored.duplicate:
+                    spool.discard(stored)
+                raise
         except InvalidInstance as exc:
             console.print(f"[yellow]refused[/] {path.name}: {exc.reason}")
-            intake.file_refused(path, exc.status, exc.reason)
+            intake.file_refused(path, exc.status, exc.reason, exc.detail)
             continue
         except OutOfResources as exc:
             console.print(f"[red]error:[/] out of resources: {exc}")
             return EXIT_ERROR
-        intake.instance_stored(stored, None)
         touched.add(str(stored.header.series_instance_uid))
         stored_count += 1
     for uid in sorted(touched):

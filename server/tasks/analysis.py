@@ -19,8 +19,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from dicom_node.identity import series_disagreements
 from server import crud
 from server.core.db import session_scope
+from server.core.disk import disk_shortage, is_disk_full
 from server.db_models import Job, SeriesState
 from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
@@ -59,6 +61,24 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
         series_uid = job.series_instance_uid
         headers = crud.series_headers(session, series_uid)
         paths = [Path(p) for p in crud.series_instance_paths(session, series_uid)]
+        # Checked when the series was finalised; checked again here, on what is stored now, because
+        # a volume of two patients must never be analysed, whatever happened in between.
+        conflicts = series_disagreements(headers) + crud.study_patient_conflicts(session, headers)
+        if conflicts:
+            crud.fail_job(
+                session,
+                job_id,
+                revision,
+                "not analysed: the instances of the series disagree on whose images they are",
+                series_state=SeriesState.REJECTED,
+                reasons=conflicts,
+            )
+            logger.warning("job refused: identity conflict in its series", extra={"job": job_id})
+            return
+    shortage = disk_shortage(settings, settings.results_dir)
+    if shortage is not None:
+        _hold(engine, job_id, revision, shortage)
+        return
     try:
         rules = load_rules(settings.rules_file, settings.max_slice_thickness_mm)
         out_dir = settings.results_dir / series_uid
@@ -71,21 +91,27 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 models=self.models,
                 ae_title=settings.ae_title,
             )
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries < MAX_RETRIES:
-            with session_scope(engine) as session:
-                crud.requeue_after_transient_error(session, job_id, revision, str(exc))
-            raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
-        _fail(engine, job_id, revision, f"gave up after {MAX_RETRIES} retries: {exc}")
-        return
-    except SoftTimeLimitExceeded:
-        limit = settings.analysis_time_limit_s
-        logger.error("analysis stopped at its time limit", extra={"job": job_id, "limit_s": limit})
-        _fail(
-            engine, job_id, revision, f"stopped at the analysis time limit of {limit} s (LUNGCDS_ANALYSIS_TIME_LIMIT_S)"
-        )
-        return
-    except Exception as exc:  # every other failure is recorded on the job, never lost
+    except Exception as exc:  # every failure is recorded on the job, never lost
+        if is_disk_full(exc):
+            _hold(engine, job_id, revision, f"the disk filled up while writing results: {exc}")
+            return
+        if isinstance(exc, TRANSIENT_ERRORS):
+            if self.request.retries < MAX_RETRIES:
+                with session_scope(engine) as session:
+                    crud.requeue_after_transient_error(session, job_id, revision, str(exc))
+                raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+            _fail(engine, job_id, revision, f"gave up after {MAX_RETRIES} retries: {exc}")
+            return
+        if isinstance(exc, SoftTimeLimitExceeded):
+            limit = settings.analysis_time_limit_s
+            logger.error("analysis stopped at its time limit", extra={"job": job_id, "limit_s": limit})
+            _fail(
+                engine,
+                job_id,
+                revision,
+                f"stopped at the analysis time limit of {limit} s (LUNGCDS_ANALYSIS_TIME_LIMIT_S)",
+            )
+            return
         logger.exception("analysis failed", extra={"job": job_id})
         _fail(engine, job_id, revision, f"{type(exc).__name__}: {exc}")
         return
@@ -157,6 +183,13 @@ def lease_kept(engine: Engine, job_id: int, revision: int, lease: timedelta) -> 
     finally:
         stop.set()
         thread.join()
+
+
+def _hold(engine: Engine, job_id: int, revision: int, why: str) -> None:
+    """Hold the job until the disk is above its reserve again (the routing loop then sends it)."""
+    logger.error("analysis held: disk below its reserve", extra={"job": job_id})
+    with session_scope(engine) as session:
+        crud.hold_job(session, job_id, revision, why)
 
 
 def _fail(engine: object, job_id: int, revision: int, error: str) -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +202,14 @@ class RecordingSink:
             self.stored.append((stored, assoc))
             self._condition.notify_all()
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
         with self._condition:
             self.refused.append((sop_instance_uid, status, reason))
 

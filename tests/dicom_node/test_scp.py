@@ -30,10 +30,11 @@ from pynetdicom import AE, _config, build_context
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_node.scp import STORAGE_TRANSFER_SYNTAXES, StorageSCP
+from dicom_node.scp import STORAGE_TRANSFER_SYNTAXES, StorageSCP, error_comment
 from dicom_node.scu import Destination, echo
 from dicom_node.spool import Spool
 from dicom_node.statuses import (
+    CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
@@ -520,3 +521,89 @@ def test_a_pinned_calling_ae_is_accepted_only_from_its_host(tmp_path: Path, sink
     assert rejected == [("CT02", "calling AE title CT02 is not allowed from 127.0.0.1")]
     spool = tmp_path / "spool"
     assert not spool.exists() or not [p for p in spool.rglob("*") if p.is_file()]
+
+
+def test_error_comment_names_the_attribute_and_the_audit_gets_the_whole_reason(
+    running_scp: RunningSCP, store_assoc: Association
+) -> None:
+    no_rows = make_ct()
+    no_rows.Rows = 0
+    eight_bits = make_ct()
+    eight_bits.BitsAllocated, eight_bits.BitsStored, eight_bits.HighBit = 8, 8, 7
+
+    responses = [store_assoc.send_c_store(ds) for ds in (no_rows, eight_bits)]
+
+    assert [r.Status for r in responses] == [DATASET_DOES_NOT_MATCH_SOP_CLASS, CANNOT_UNDERSTAND]
+    comments = [str(r.ErrorComment) for r in responses]
+    assert comments[0] == "Rows (0028,0010) is 0; must be at least 1 (PS3.3 C.7.6.3)"
+    assert comments[1] == "Pixel Data (7FE0,0010) is too long: 512 bytes, 256 expected..."
+    reasons = [reason for _, _, reason in running_scp.sink.refused]
+    assert [error_comment(reason) for reason in reasons] == comments
+    assert "Rows 16 x Columns 16 x Samples per Pixel 1 x Number of Frames 1 x Bits Allocated 8 / 8" in reasons[1]
+    assert running_scp.spooled_files() == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "comment"),
+    [
+        ("SOP Class UID (0008,0016) is empty", "SOP Class UID (0008,0016) is empty"),
+        (
+            "Pixel Data (7FE0,0010) is truncated: 412 of 512 bytes; Rows 16 x Columns 16 (PS3.5 8.1.1)",
+            "Pixel Data (7FE0,0010) is truncated: 412 of 512 bytes; Rows...",
+        ),
+        (
+            "Study Instance UID (0020,000D) is not a valid UID: '1.2.03.444444444444444444' has a leading zero",
+            "Study Instance UID (0020,000D) is not a valid UID...",
+        ),
+        ("Patient\\Name caf\u00e9 " + "x" * 80, "Patient?Name caf?..."),
+        ("x" * 80, "x" * 61 + "..."),
+    ],
+)
+def test_error_comment_cuts_after_a_whole_word(reason: str, comment: str) -> None:
+    assert error_comment(reason) == comment
+    assert len(comment) <= 64
+
+
+def test_series_in_open_associations(running_scp: RunningSCP) -> None:
+    first, second = make_ct(), make_ct()
+    assoc_a = associate(running_scp.port, [(CTImageStorage, ExplicitVRLittleEndian)])
+    assoc_b = associate(running_scp.port, [(CTImageStorage, ExplicitVRLittleEndian)])
+    try:
+        assert running_scp.scp.series_in_open_associations() == frozenset()
+        assert assoc_a.send_c_store(first).Status == SUCCESS
+        assert assoc_b.send_c_store(second).Status == SUCCESS
+        assert running_scp.scp.series_in_open_associations() == {first.SeriesInstanceUID, second.SeriesInstanceUID}
+
+        assoc_a.release()
+        running_scp.sink.wait_for_ended(1)
+        assert running_scp.scp.series_in_open_associations() == {second.SeriesInstanceUID}
+    finally:
+        for assoc in (assoc_a, assoc_b):
+            if assoc.is_established:
+                assoc.release()
+    running_scp.sink.wait_for_ended(2)
+    assert running_scp.scp.series_in_open_associations() == frozenset()
+
+
+def test_an_idle_association_is_still_aborted_after_the_network_timeout(tmp_path: Path, sink: RecordingSink) -> None:
+    with StorageSCP(SCP_AET, Spool(tmp_path / "spool"), sink, network_timeout=1.0) as scp:
+        port = scp.start("127.0.0.1", 0)
+        assoc = associate(port, [(CTImageStorage, ExplicitVRLittleEndian)])
+        assert assoc.is_established
+        assert assoc.send_c_store(make_ct()).Status == SUCCESS
+
+        sink.wait_for_ended(1, timeout=10)
+
+        assert sink.ended[0][2] is False
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted
+
+
+def test_association_admission_arguments_are_checked(tmp_path: Path, sink: RecordingSink) -> None:
+    spool = Spool(tmp_path / "spool")
+    with pytest.raises(ValueError, match="association_request_timeout"):
+        StorageSCP(SCP_AET, spool, sink, association_request_timeout=0)
+    with pytest.raises(ValueError, match="maximum_pending_per_peer"):
+        StorageSCP(SCP_AET, spool, sink, maximum_pending_per_peer=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -16,8 +17,14 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset
 from pydicom.uid import MRImageStorage
 
+from dicom_node.header import InstanceHeader
 from dicom_node.spool import OutOfResources, Spool
-from dicom_node.statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES
+from dicom_node.statuses import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+)
 from dicom_node.validation import InvalidInstance
 from tests.dicom_node.helpers import SERIES_J2K, dataset_bytes, make_ct, series_files
 
@@ -238,3 +245,57 @@ def test_store_file_reports_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInstance) as caught:
         spool.store_file(tmp_path / "nope.dcm")
     assert caught.value.status == CANNOT_UNDERSTAND
+
+
+def _ct_file(tmp_path: Path, name: str, **changes: object) -> bytes:
+    """A small real CT instance as Part 10 bytes, with ``changes`` applied to its data set."""
+    ds = make_ct(study_uid="1.2.826.0.1.3680043.8.498.41", series_uid="1.2.826.0.1.3680043.8.498.42")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / name
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+def test_the_spool_keeps_a_resend_and_refuses_other_content_under_the_same_uid(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", min_free_bytes=0)
+    original = _ct_file(tmp_path, "a.dcm")
+    first = spool.store(original)
+    assert not first.duplicate
+    assert spool.store(original).duplicate
+
+    renamed = _ct_file(tmp_path, "b.dcm", PatientName="Other^Patient", PatientID="OTHER")
+    with pytest.raises(InvalidInstance) as refused:
+        spool.store(renamed)
+    assert refused.value.status == DUPLICATE_SOP_INSTANCE
+    assert "patient_id" in refused.value.reason and "patient_name" in refused.value.reason
+    assert refused.value.detail["received"]["patient_id"] == "OTHER"  # type: ignore[index]
+
+    ds = dcmread(tmp_path / "a.dcm")
+    ds.PixelData = bytes(len(ds.PixelData))
+    ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+    with pytest.raises(InvalidInstance, match="pixel data differ"):
+        spool.store((tmp_path / "c.dcm").read_bytes())
+
+    assert first.path.read_bytes() == original, "the stored instance is never replaced"
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name], "nothing else is left"
+
+
+def test_the_spool_admission_hook_refuses_before_anything_is_written(tmp_path: Path) -> None:
+    def refuse(header: InstanceHeader) -> None:
+        raise InvalidInstance("refused by the owner", DUPLICATE_SOP_INSTANCE)
+
+    spool = Spool(tmp_path / "spool", min_free_bytes=0, admit=refuse)
+    with pytest.raises(InvalidInstance, match="refused by the owner"):
+        spool.store(_ct_file(tmp_path, "a.dcm"))
+    assert not any(p.is_file() for p in (tmp_path / "spool").rglob("*"))
+
+
+def test_a_discarded_file_leaves_nothing_behind(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", min_free_bytes=0)
+    stored = spool.store(_ct_file(tmp_path, "a.dcm"))
+    spool.discard(stored)
+    assert not stored.path.exists()
+    with pytest.raises(ValueError, match="duplicate"):
+        spool.discard(dataclasses.replace(stored, duplicate=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,24 @@ def test_requiring_client_certificates_needs_a_ca(tmp_path: Path, hospital_ca: T
     cert = hospital_ca.issue("scp", server=True)
     with pytest.raises(ValueError, match="CA bundle"):
         server_context(cert.certificate, cert.key, require_client_certificate=True)
+
+
+def test_a_peer_that_never_starts_tls_holds_up_no_one(
+    tmp_path: Path, sink: RecordingSink, hospital_ca: ThrowawayCA
+) -> None:
+    cert = hospital_ca.issue("lungcds-scp", server=True)
+    context = server_context(cert.certificate, cert.key)
+    spool = Spool(tmp_path / "spool", min_free_bytes=0)
+    with StorageSCP(SCP_AET, spool, sink, ssl_context=context, association_request_timeout=2.0) as scp:
+        port = scp.start("127.0.0.1", 0)
+        silent = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        dest = Destination(SCP_AET, "127.0.0.1", port, tls=client_context(hospital_ca.files.certificate))
+
+        assert echo(dest, "TLSSCU", timeout=5), "the TLS handshake of one peer does not block the others"
+        assert time.monotonic() - started < 2.0
+
+        silent.settimeout(5)
+        assert silent.recv(1) == b"", "the silent peer is closed after the association request timeout"
+        assert 1.5 <= time.monotonic() - started < 4.5
+        silent.close()

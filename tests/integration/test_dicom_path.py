@@ -63,19 +63,6 @@ def default_server(tmp_path: Path) -> Iterator[LungcdsProcess]:
     server.stop()
 
 
-def _delivered(server: LungcdsProcess, uid: str) -> dict | None:  # type: ignore[type-arg]
-    series = server.series(uid)
-    if series is None:
-        return None
-    if series["state"] in {"failed", "rejected", "ignored"}:
-        raise AssertionError(f"series {uid} ended {series['state']}: {series['reasons']}\n{server.log_tail()}")
-    job = series.get("job") or {}
-    deliveries = job.get("deliveries") or []
-    if series["state"] == "done" and deliveries and all(d["state"] == "sent" for d in deliveries):
-        return series
-    return None
-
-
 def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
     ct_dir: Path, orthanc: OrthancPeer, relaxed_server: LungcdsProcess, tmp_path: Path
 ) -> None:
@@ -88,7 +75,7 @@ def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
 
     for folder in folders:
         uid = _series_uid(folder)
-        series = wait_for(lambda uid=uid: _delivered(relaxed_server, uid), 900, 1.0, f"series {uid} to be delivered")
+        series = wait_for(lambda uid=uid: relaxed_server.delivered(uid), 900, 1.0, f"series {uid} to be delivered")
         job = series["job"]
         assert job["attempts"] == 1 and job["revision"] == 1, "processed once"
         assert series["instance_count"] == 64 and series["completion_trigger"] == "association released"

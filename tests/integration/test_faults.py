@@ -1,5 +1,5 @@
 """Faults that must lose nothing (issue 9, "Fault tolerance"): the PACS away for a while, an
-association aborted mid-series, a full disk.
+association aborted mid-series, a full disk, a sender pausing mid-series (issue 14).
 
 The worker-killed-mid-analysis case runs on PostgreSQL and Redis in ``test_distributed.py``.
 """
@@ -7,6 +7,7 @@ The worker-killed-mid-analysis case runs on PostgreSQL and Redis in ``test_distr
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,45 @@ def test_a_full_disk_refuses_with_out_of_resources_and_recovers(tmp_path: Path) 
         ballast.unlink()  # space returns
         assert store(port) == 0x0000
     assert len([p for p in spool_dir.rglob("*.dcm")]) == 1
+
+
+def test_a_sender_pausing_longer_than_the_idle_time_keeps_its_series_open(ct_dir: Path, tmp_path: Path) -> None:
+    """Issue 14, item 7: the idle timer never closes a series while the association sending it is open."""
+    from pydicom.uid import ImplicitVRLittleEndian
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    server = start_lungcds(
+        tmp_path / "lungcds",
+        extra_env={"LUNGCDS_MAX_SLICE_THICKNESS_MM": "5", "LUNGCDS_SERIES_IDLE_SECONDS": "2"},
+    )
+    try:
+        files = sorted(p for p in (ct_dir / "lung-dx-a0001-chest-5mm-s2").iterdir() if p.is_file())
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        ae = AE(ae_title="CTSCANNER")
+        ae.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="LUNGCDS")
+        assert assoc.is_established
+        try:
+            for path in files[:32]:
+                assert int(assoc.send_c_store(pydicom.dcmread(path)).Status) == 0
+            time.sleep(6)  # three idle times: a reconstruction pause on the scanner
+            paused = server.series(uid)
+            assert paused is not None and paused["state"] == "receiving", paused
+            for path in files[32:]:
+                assert int(assoc.send_c_store(pydicom.dcmread(path)).Status) == 0
+        finally:
+            assoc.release()
+
+        def done() -> dict[str, Any] | None:
+            series = server.series(uid)
+            return (
+                series if series and series["state"] not in ("receiving", "finalizing", "queued", "analysing") else None
+            )
+
+        series = wait_for(done, 600, 1.0, "the whole series analysed")
+        assert series["state"] == "done", series
+        assert (series["instance_count"], series["reopen_count"], series["job"]["attempts"]) == (64, 0, 1)
+        assert series["completion_trigger"] == "association released"
+    finally:
+        server.stop()

@@ -2,8 +2,9 @@
 
 Malformed instances from :mod:`tests.fuzz_dicom` are sent as they are (pynetdicom sends the file's
 bytes after its meta information unchanged) to one server process. For each, the C-STORE answer
-must come, and must be the verdict that the same validation gives locally: Success for what a
-spool accepts, otherwise the same failure status with the reason as Error Comment. Garbage on the
+must come, and must be the verdict that the same validation gives locally (with the same memory
+of what was stored before, :class:`LocalModel`): Success for what a spool accepts, otherwise the
+same failure status with the reason as Error Comment. Garbage on the
 TCP port must not take the server down. Afterwards the server still analyses a real series, rejects
 an inconsistent one with its reasons, and the audit trail holds every refusal with its reason.
 """
@@ -26,9 +27,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from dicom_node.header import InstanceHeader
 from dicom_node.scp import error_comment
-from dicom_node.spool import Spool
-from dicom_node.validation import InvalidInstance
+from dicom_node.spool import Spool, elsewhere
+from dicom_node.validation import InvalidInstance, parse_instance
 from tests.fuzz_dicom import Malformed, encode, malformed_instances, slice_of_series
 from tests.peers import LungcdsProcess, copy_series, lungcds_command, start_lungcds, storescu, wait_for
 
@@ -48,14 +50,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LungcdsProcess]
     process.stop()
 
 
-def _local_verdict(data: bytes) -> tuple[int, str]:
-    """What our validation says about ``data`` in this process: (status, Error Comment)."""
-    with tempfile.TemporaryDirectory() as folder:
+class LocalModel:
+    """The server's acceptance rules replayed in this process, with the same memory of what it stored.
+
+    The fuzzer mutates one valid slice, so many examples share its SOP Instance UID; the server
+    keeps the first and refuses later ones whose content differs, or that claim the UID in another
+    series (issue 14). A spool kept for the whole module, with an admission check that finds the UID
+    in another series folder, gives the verdict the server must give.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.spool = Spool(root, min_free_bytes=0, admit=self._admit)
+
+    def _admit(self, header: InstanceHeader) -> None:
+        for path in self.spool.root.glob(f"*/*/{header.sop_instance_uid}.dcm"):
+            refusal = elsewhere(parse_instance(path)[1], header)
+            if refusal is not None:
+                raise refusal
+
+    def verdict(self, data: bytes) -> tuple[int, str]:
+        """(status, Error Comment) for ``data``, storing it as the server does when it is accepted."""
         try:
-            Spool(Path(folder), min_free_bytes=0).store(data)
+            self.spool.store(data)
         except InvalidInstance as exc:
             return exc.status, error_comment(exc.reason)
-    return SUCCESS, ""
+        return SUCCESS, ""
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
+    return LocalModel(tmp_path_factory.mktemp("local-spool"))
 
 
 def _send_raw(port: int, data: bytes) -> Any:
@@ -85,12 +109,12 @@ def _send_raw(port: int, data: bytes) -> Any:
 )
 @given(instance=malformed_instances())
 def test_each_malformed_instance_gets_the_same_verdict_over_the_network(
-    server: LungcdsProcess, instance: Malformed, monkeypatch_module: pytest.MonkeyPatch
+    server: LungcdsProcess, local: LocalModel, instance: Malformed, monkeypatch_module: pytest.MonkeyPatch
 ) -> None:
     response = _send_raw(server.dicom_port, instance.data)
     assume(response is not None)
     assert "Status" in response, f"{instance.label}: no C-STORE response (server hung or dropped the association)"
-    status, comment = _local_verdict(instance.data)
+    status, comment = local.verdict(instance.data)
     event(f"answered 0x{status:04X}")
     assert response.Status == status, (instance.label, hex(response.Status), comment)
     if status != SUCCESS:

@@ -49,6 +49,8 @@ import pydicom
 import pytest
 from sqlalchemy import create_engine, text
 
+from server.runtime import BROKER_PURGE_INTERVAL_SECONDS
+from server.tasks.broker_tables import MESSAGE_TABLE
 from tests.peers import LungcdsProcess, copy_series, start_lungcds, storescu, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
@@ -218,16 +220,20 @@ def _resource_summary(samples: list[Sample], sent: list[Sent]) -> dict[str, Any]
     }
 
 
-def _database_counts(data_dir: Path) -> tuple[int, int]:
-    """Instances and jobs in the embedded SQLite database."""
+def _database_counts(data_dir: Path) -> tuple[int, int, int]:
+    """Instances and jobs in the embedded SQLite database, and messages left in the embedded broker's table."""
     engine = create_engine(f"sqlite:///{data_dir / 'lungcds.db'}")
+    broker = create_engine(f"sqlite:///{data_dir / 'broker.db'}")
     try:
         with engine.connect() as conn:
             instances = conn.execute(text("SELECT count(*) FROM instance")).scalar_one()
             jobs = conn.execute(text("SELECT count(*) FROM job")).scalar_one()
+        with broker.connect() as conn:
+            messages = conn.execute(text(f"SELECT count(*) FROM {MESSAGE_TABLE}")).scalar_one()
     finally:
         engine.dispose()
-    return int(instances), int(jobs)
+        broker.dispose()
+    return int(instances), int(jobs), int(messages)
 
 
 def _publish(report: dict[str, Any]) -> None:
@@ -259,7 +265,8 @@ def test_steady_rate_for_ten_minutes_analyses_every_series_once_with_flat_memory
 
             done = wait_for(all_done, DRAIN_TIMEOUT_S, 2.0, f"{count} series analysed")
             drained = time.monotonic() - t0
-        instances, jobs = _database_counts(server.data_dir)
+        time.sleep(BROKER_PURGE_INTERVAL_SECONDS + 5)  # one purge after the last message was consumed
+        instances, jobs, broker_messages = _database_counts(server.data_dir)
     finally:
         server.stop()
 
@@ -278,11 +285,14 @@ def test_steady_rate_for_ten_minutes_analyses_every_series_once_with_flat_memory
         "analysis_s": [round(s["job"]["timings"]["total_s"], 1) for s in done],
         "db_instances": instances,
         "db_jobs": jobs,
+        "broker_messages_kept": broker_messages,
+        "broker_messages_sent": count * 4,
     }
     _publish({"summary": summary, "sent": [asdict(s) for s in sent], "samples": [asdict(s) for s in sampler.samples]})
 
     assert [s["instance_count"] for s in done] == [SLICES] * count
     assert [s["job"]["attempts"] for s in done] == [1] * count
     assert (instances, jobs) == (SLICES * count, count)
+    assert broker_messages == 0, "consumed messages are purged: the embedded broker's table stays bounded"
     for name in ("rss_mb", "fds", "threads"):
         assert summary[f"{name}_fitted_growth"] < summary[f"{name}_bound"], summary

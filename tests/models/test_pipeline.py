@@ -63,7 +63,7 @@ def test_model_statuses_are_honest(phantom_findings: FindingsAndStages) -> None:
     )
     assert findings.models["severity"].status == "skipped"
     assert "no lobe and no lesion masks" in findings.models["severity"].reason
-    assert not findings.any_unvalidated_output
+    assert all(run.unvalidated_statement is None for run in findings.models.values())
     assert findings.corads is None and findings.stoic is None and findings.i3dr is None and findings.severity is None
 
 

@@ -42,9 +42,33 @@ DCIODVFY = "/usr/bin/dciodvfy"
 PDFTOTEXT = "pdftotext"
 PDFTOPPM = "pdftoppm"
 PDFINFO = "pdfinfo"
-SHA_DEMO = "ab" * 32
 SHA_VALID = "cd" * 32
 LUNG_MASK_MODEL = "lung_mask"
+VALIDATION_STATEMENT = "validated on 120 local chest CTs by Dr. Example, report QA-17"
+#: Provenance, weights SHA-256, origin and validation statement of installed, validated weights.
+VALIDATED_WEIGHTS = (
+    "installed_validated",
+    SHA_VALID,
+    "installed from weights.safetensors at 2026-01-02",
+    VALIDATION_STATEMENT,
+)
+LOBES_AND_LESIONS = ("lobes", "lesions")
+#: Patient and study attributes every report object must carry exactly as its source images do (issue 14).
+IDENTITY_KEYWORDS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
+RUN_VERSIONS = (("lobes", "2.0"), ("lesions", "3.0"), ("corads", "1.0"), ("stoic", "1.0"), ("i3dr", "1.0"))
 
 #: result.json measurement keys and the SR concept (code value) and UCUM unit of each.
 MEASUREMENT_CONCEPTS: Mapping[str, tuple[str, str]] = {
@@ -78,28 +102,45 @@ def measure(hu: np.ndarray, mask: np.ndarray, voxel_ml: float, region: str) -> R
     )
 
 
-def default_models(unvalidated: bool = False) -> dict[str, ModelRun]:
-    """Model records with every status.
+def default_models(unvalidated: bool = False, outputs: bool = False) -> dict[str, ModelRun]:
+    """Model records with every status and every provenance.
 
-    By default the lobe and lesion models ran on validated weights and CO-RADS, STOIC2021 and
-    I3Dr did not run (not installed, skipped, failed).  ``unvalidated`` makes the lobe, lesion,
-    CO-RADS and I3Dr models run on generated (demo) weights and STOIC2021 on validated ones.
+    By default the lobe and lesion models ran on installed, validated weights and CO-RADS,
+    STOIC2021 and I3Dr did not run (not installed, skipped, failed); with ``outputs`` they and
+    the CT severity score ran on installed, validated weights.  ``unvalidated`` makes the lobe,
+    lesion, CO-RADS and I3Dr models run on generated (demo) weights (severity, computed from the
+    lobes and lesions, with them) and STOIC2021 on validated ones.
     """
-    runs = [
-        ModelRun(LUNG_MASK_MODEL, "ran", "classical thresholding and morphology", True, "0.1.0"),
-        ModelRun("lobes", "ran", "installed weights", True, "2.0", SHA_VALID),
-        ModelRun("lesions", "ran", "installed weights", True, "3.0", SHA_VALID),
-        ModelRun("corads", "not_installed", "no weights installed", False, "1.0"),
-        ModelRun("stoic", "skipped", "slices are 5 mm thick; STOIC2021 needs at most 3 mm", False, "1.0"),
-        ModelRun("i3dr", "failed", "RuntimeError: out of memory", False, "1.0"),
-    ]
+    lung_mask = ModelRun(LUNG_MASK_MODEL, "ran", "classical thresholding and morphology", "0.1.0", "weight_free")
     if unvalidated:
-        runs[1:] = [
-            ModelRun("lobes", "ran", "generated weights", False, "2.0", SHA_DEMO),
-            ModelRun("lesions", "ran", "generated weights", False, "3.0", SHA_DEMO),
-            ModelRun("corads", "ran", "generated weights", False, "1.0", SHA_DEMO),
-            ModelRun("stoic", "ran", "installed weights", True, "1.0", SHA_VALID),
-            ModelRun("i3dr", "ran", "generated weights", False, "1.0", SHA_DEMO),
+        runs = [
+            lung_mask,
+            ModelRun("lobes", "ran", "generated weights", "2.0", "generated_weights"),
+            ModelRun("lesions", "ran", "generated weights", "3.0", "generated_weights"),
+            ModelRun("corads", "ran", "generated weights", "1.0", "generated_weights"),
+            ModelRun("stoic", "ran", "installed weights", "1.0", *VALIDATED_WEIGHTS),
+            ModelRun("i3dr", "ran", "generated weights", "1.0", "generated_weights"),
+            ModelRun("severity", "ran", "from lobes and lesions", "1.0", "generated_weights", inputs=LOBES_AND_LESIONS),
+        ]
+    elif outputs:
+        runs = [
+            lung_mask,
+            *(
+                ModelRun(name, "ran", "installed weights", version, *VALIDATED_WEIGHTS)
+                for name, version in RUN_VERSIONS
+            ),
+            ModelRun(
+                "severity", "ran", "from lobes and lesions", "1.0", "installed_validated", inputs=LOBES_AND_LESIONS
+            ),
+        ]
+    else:
+        runs = [
+            lung_mask,
+            ModelRun("lobes", "ran", "installed weights", "2.0", *VALIDATED_WEIGHTS),
+            ModelRun("lesions", "ran", "installed weights", "3.0", *VALIDATED_WEIGHTS),
+            ModelRun("corads", "not_installed", "no weights installed", "1.0"),
+            ModelRun("stoic", "skipped", "slices are 5 mm thick; STOIC2021 needs at most 3 mm", "1.0"),
+            ModelRun("i3dr", "failed", "RuntimeError: out of memory", "1.0"),
         ]
     return {run.name: run for run in runs}
 
@@ -303,7 +344,7 @@ def synthetic_findings(
         volume=volume,
         masks=masks,
         measurements=measurements,
-        models=default_models(unvalidated),
+        models=default_models(unvalidated, outputs),
         pipeline_version="0.1.0",
         mask_sources=mask_sources(masks),
         warnings=("synthetic test data",),

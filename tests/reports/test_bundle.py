@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, build_no
 from reports.encapsulated_pdf import PDF_SERIES_DESCRIPTION, PDF_UNVALIDATED_SERIES_DESCRIPTION
 from reports.identity import ReportContext
 from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION
-from tests.reports.helpers import Validation
+from tests.reports.helpers import IDENTITY_KEYWORDS, Validation, pdf_page_text
 
 DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE)
 
@@ -68,23 +69,22 @@ def test_rerun_replaces_and_drops_stale_seg(
     second = build_reports(findings, list(reversed(headers)), context)
     second.write(tmp_path)
     assert {name: pydicom.dcmread(tmp_path / name).SOPInstanceUID for name in DICOM_FILES} == uids
-    maskless = dataclasses.replace(findings, masks={}, mask_sources={})
+    maskless = dataclasses.replace(findings, masks={}, mask_sources={}, measurements={})
     third = build_reports(maskless, headers, context)
     assert third.seg is None
     third.write(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
-    assert pydicom.dcmread(tmp_path / SR_FILE).SOPInstanceUID == uids[SR_FILE]
 
 
-def test_not_analysable_set_shares_the_series_but_not_the_instances(
+def test_not_analysable_set_has_uids_of_its_own(
     tmp_path: Path,
     headers: list[Dataset],
     findings: Findings,
     context: ReportContext,
     dciodvfy: Callable[[Path], Validation],
 ) -> None:
-    """Same output series as a successful analysis of the job, but its own SOP Instance UIDs (one UID,
-    one content): a later successful analysis adds its report beside the not-analysable one."""
+    """Its own UIDs, series and instances (one UID, one content), the same on a repeat; a later
+    successful analysis replaces it (its SR names this one as predecessor, see test_sr)."""
     analysed = build_reports(findings, headers, context)
     analysed.write(tmp_path)
     reasons = ["only 10 slices; at least 40 are needed"]
@@ -98,7 +98,7 @@ def test_not_analysable_set_shares_the_series_but_not_the_instances(
     for kind in ("sr", "pdf_dicom"):
         ours, repeat, newer, success = (getattr(s, kind) for s in (first, again, other_version, analysed))
         assert (ours.SeriesInstanceUID, ours.SOPInstanceUID) == (repeat.SeriesInstanceUID, repeat.SOPInstanceUID)
-        assert ours.SeriesInstanceUID == success.SeriesInstanceUID
+        assert ours.SeriesInstanceUID != success.SeriesInstanceUID
         assert ours.SOPInstanceUID != success.SOPInstanceUID
         assert ours.SOPInstanceUID != newer.SOPInstanceUID
         assert ours.SeriesDescription == NOT_ANALYSABLE_SERIES_DESCRIPTION
@@ -136,3 +136,75 @@ def test_non_ascii_patient_names(
         result = dciodvfy(tmp_path / file_name)
         assert not result.errors, "\n".join(result.errors)
     assert (tmp_path / PDF_FILE).read_bytes().startswith(b"%PDF-")
+
+
+def _identity(ds: Dataset) -> dict[str, str]:
+    return {keyword: str(ds.get(keyword, "")) for keyword in IDENTITY_KEYWORDS}
+
+
+def test_every_object_carries_the_identity_of_its_source(
+    tmp_path: Path,
+    make_headers: Callable[..., list[Dataset]],
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
+    poppler: None,
+) -> None:
+    """Issue 14 section 1: SR, SEG, PDF and encapsulated PDF agree with each other and with the source."""
+    headers = make_headers()
+    for ds in headers:
+        ds.IssuerOfPatientID = "HOSPITAL-A"
+    findings = make_findings(headers, outputs=True, unvalidated=True)
+    expected = _identity(headers[0])
+    assert all(_identity(ds) == expected for ds in headers)
+    build_reports(findings, list(reversed(headers)), context).write(tmp_path)
+    for name in DICOM_FILES:
+        assert _identity(pydicom.dcmread(tmp_path / name)) == expected, name
+    text = " ".join(pdf_page_text(tmp_path / PDF_FILE, 1).split())
+    shown = [
+        "Patient name Doe, Jane",
+        "Patient ID SYN-0001 (issuer HOSPITAL-A)",
+        "Birth date 1960-01-02",
+        "Sex F",
+        "Referring physician House, Gregory",
+        "Study date 2024-03-05 10:15:00",
+        "Accession number ACC123",
+        "Study ID S1",
+        "Study description CT chest",
+        f"Study Instance UID {expected['StudyInstanceUID']}",
+    ]
+    for words in shown:
+        assert words in text, words
+
+
+def test_every_object_takes_its_identity_from_the_same_header(
+    tmp_path: Path,
+    make_headers: Callable[..., list[Dataset]],
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
+    poppler: None,
+) -> None:
+    """Slices that differ in a study attribute not worth a refusal still give one identity to all four objects."""
+    headers = make_headers()
+    findings = make_findings(headers)
+    first_slice = findings.volume.source_sop_instance_uids[0]
+    for ds in headers:
+        ds.AccessionNumber = "ACC-FIRST" if ds.SOPInstanceUID == first_slice else "ACC-OTHER"
+    for order in (headers, list(reversed(headers))):
+        build_reports(findings, order, context).write(tmp_path)
+        for name in DICOM_FILES:
+            assert pydicom.dcmread(tmp_path / name).AccessionNumber == "ACC-FIRST", name
+        assert "Accession number ACC-FIRST" in " ".join(pdf_page_text(tmp_path / PDF_FILE, 1).split())
+
+
+def test_reports_of_two_patients_are_refused(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    """A series with slices of two patients gets no report object at all (defence in depth)."""
+    mixed = [copy.deepcopy(ds) for ds in headers]
+    for ds in mixed[: len(mixed) // 2]:
+        ds.PatientID, ds.PatientName = "PAT-B", "Other^Patient"
+    message = r"^2 patients in one series: PAT-B \(5 slices\), SYN-0001 \(5 slices\); 2 patient names"
+    with pytest.raises(ValueError, match=message):
+        build_reports(findings, mixed, context)
+    with pytest.raises(ValueError, match=message):
+        build_not_analysable(mixed, context, ["too few slices"], "0.1.0")

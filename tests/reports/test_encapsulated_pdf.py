@@ -16,6 +16,8 @@ from reports.identity import ReportContext
 from reports.pdf import PDF_TITLE, build_pdf
 from tests.reports.helpers import Validation
 
+DIGEST = "ab" * 32
+
 
 @pytest.fixture()
 def pdf(headers: list[Dataset], findings: Findings, context: ReportContext) -> bytes:
@@ -28,7 +30,7 @@ def test_round_trip_is_byte_exact(
 ) -> None:
     document = pdf + b" " * pad
     path = tmp_path / "report_pdf.dcm"
-    build_encapsulated_pdf(document, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
+    build_encapsulated_pdf(document, headers, context, content_digest=DIGEST).save_as(path, enforce_file_format=True)
     ds = pydicom.dcmread(path)
     assert len(ds.EncapsulatedDocument) % 2 == 0
     assert ds.EncapsulatedDocumentLength == len(document)
@@ -38,7 +40,7 @@ def test_round_trip_is_byte_exact(
 
 def test_mandatory_attributes(tmp_path: Path, headers: list[Dataset], context: ReportContext, pdf: bytes) -> None:
     path = tmp_path / "report_pdf.dcm"
-    build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
+    build_encapsulated_pdf(pdf, headers, context, content_digest=DIGEST).save_as(path, enforce_file_format=True)
     ds = pydicom.dcmread(path)
     source = headers[0]
     assert ds.SOPClassUID == EncapsulatedPDFStorage
@@ -66,8 +68,8 @@ def test_mandatory_attributes(tmp_path: Path, headers: list[Dataset], context: R
     assert "ReferencedStudySequence" not in ds
     assert ds.SeriesNumber == context.pdf_series_number
     assert ds.SeriesDescription == PDF_SERIES_DESCRIPTION
-    assert ds.SeriesInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "pdf", "series")
-    assert ds.SOPInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "pdf", "instance")
+    assert ds.SeriesInstanceUID == context.output_uid(DIGEST, "pdf", "series")
+    assert ds.SOPInstanceUID == context.output_uid(DIGEST, "pdf", "instance")
     assert {i.ReferencedSOPInstanceUID for i in ds.SourceInstanceSequence} == {h.SOPInstanceUID for h in headers}
 
 
@@ -75,15 +77,15 @@ def test_rejects_bad_input(
     headers: list[Dataset], context: ReportContext, pdf: bytes, make_headers: Callable[..., list[Dataset]]
 ) -> None:
     with pytest.raises(ValueError, match="PDF"):
-        build_encapsulated_pdf(b"not a pdf", headers, context, pipeline_version="0.1.0")
+        build_encapsulated_pdf(b"not a pdf", headers, context, content_digest=DIGEST)
     with pytest.raises(ValueError, match="studies"):
-        build_encapsulated_pdf(pdf, [*headers, make_headers()[0]], context, pipeline_version="0.1.0")
+        build_encapsulated_pdf(pdf, [*headers, make_headers()[0]], context, content_digest=DIGEST)
     with pytest.raises(ValueError, match="no source headers"):
-        build_encapsulated_pdf(pdf, [], context, pipeline_version="0.1.0")
-    with pytest.raises(ValueError, match="pipeline_version"):
-        build_encapsulated_pdf(pdf, headers, context, pipeline_version="")
+        build_encapsulated_pdf(pdf, [], context, content_digest=DIGEST)
+    with pytest.raises(ValueError, match="content_digest"):
+        build_encapsulated_pdf(pdf, headers, context, content_digest="")
     with pytest.raises(ValueError, match="series_description"):
-        build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0", series_description="x" * 65)
+        build_encapsulated_pdf(pdf, headers, context, content_digest=DIGEST, series_description="x" * 65)
 
 
 def test_dciodvfy_accepts_encapsulated_pdf(
@@ -94,6 +96,6 @@ def test_dciodvfy_accepts_encapsulated_pdf(
     dciodvfy: Callable[[Path], Validation],
 ) -> None:
     path = tmp_path / "report_pdf.dcm"
-    build_encapsulated_pdf(pdf, headers, context, pipeline_version="0.1.0").save_as(path, enforce_file_format=True)
+    build_encapsulated_pdf(pdf, headers, context, content_digest=DIGEST).save_as(path, enforce_file_format=True)
     result = dciodvfy(path)
     assert not result.errors, "\n".join(result.errors)

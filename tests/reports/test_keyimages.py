@@ -94,7 +94,11 @@ def test_lesion_types_get_their_own_colours(findings: Findings) -> None:
     lesions = findings.masks["lesions"]
     core = np.zeros_like(lesions)
     core[2] = lesions[2] & (np.arange(lesions.shape[2])[None, :] < 18)
-    typed = dataclasses.replace(findings, masks={**findings.masks, "ggo": lesions & ~core, "consolidation": core})
+    typed = dataclasses.replace(
+        findings,
+        masks={**findings.masks, "ggo": lesions & ~core, "consolidation": core},
+        mask_sources={**findings.mask_sources, "ggo": "lesions", "consolidation": "lesions"},
+    )
     labels = [label for label, _ in legend_entries(typed)]
     assert labels[-2:] == ["Ground-glass opacity", "Consolidation"] and "Lesion" not in labels
     assert legend_key("ggo") == "ggo" and legend_key("lesions") == "lesion" and legend_key("LUL") == "LUL"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from models.findings import Findings, QualityAssessment
+from models.findings import UNVALIDATED_STATEMENTS, Findings, QualityAssessment
 from reports import codes
 from reports.identity import ReportContext
 from reports.pdf import build_not_analysable_pdf, build_pdf
-from tests.reports.helpers import SHA_DEMO, pdf_page_text, pdf_pages, pdf_text, render_page
+from tests.reports.helpers import SHA_VALID, pdf_page_text, pdf_pages, pdf_text, render_page
 
 
 def _pages(pdf: bytes) -> int:
@@ -71,10 +71,11 @@ def test_outputs_versions_chart_and_banner_on_every_page(
         assert codes.UNVALIDATED_BANNER in page, f"no banner on page {number}"
     text = " ".join(texts)
     assert "category 4 (score 0.71)" in text
-    assert f"Model: corads, version 1.0, weights SHA-256 {SHA_DEMO}" in text
-    assert "Model: stoic, version 1.0, weights SHA-256 " + "cd" * 32 in text
-    assert codes.UNVALIDATED_WEIGHTS_STATEMENT in text
-    assert codes.UNVALIDATED_NO_PROVENANCE_STATEMENT in text
+    assert "Model: corads, version 1.0, generated demonstration weights" in text
+    stoic = f"Model: stoic, version 1.0, installed weights with a validation statement, weights SHA-256 {SHA_VALID}"
+    assert stoic in text
+    assert UNVALIDATED_STATEMENTS["generated_weights"] in text
+    assert "method" not in text.replace("weight-free method", ""), "generated weights are never called a method"
     assert "probability of COVID-19 0.62" in text
     assert "2 / 25 (mild)" in text
     assert "Volumes and spirometry (L)" in text and "DLCO (mL/min/mmHg)" in text

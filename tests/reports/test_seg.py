@@ -13,17 +13,23 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import EnhancedCTImageStorage, generate_uid
 
-from models.findings import Findings, Volume
+from models.findings import Findings, ModelRun, Volume
 from reports import codes
-from reports.identity import ReportContext
+from reports.identity import ReportContext, analysis_digest
 from reports.seg import (
     SEG_SERIES_DESCRIPTION,
+    SEG_UNVALIDATED_INSTALLED_SEGMENT,
     SEG_UNVALIDATED_SEGMENT,
     SEG_UNVALIDATED_SERIES_DESCRIPTION,
     build_seg,
     segment_order,
 )
-from tests.reports.helpers import SHA_DEMO, SHA_VALID, Validation
+from tests.reports.helpers import SHA_VALID, Validation
+
+
+def _first(findings: Findings, headers: list[Dataset]) -> Dataset:
+    """The header of the volume's first slice (where every object takes patient and study data from)."""
+    return next(h for h in headers if h.SOPInstanceUID == findings.volume.source_sop_instance_uids[0])
 
 
 def _build(findings: Findings, headers: list[Dataset], context: ReportContext) -> hd.seg.Segmentation:
@@ -67,12 +73,12 @@ def test_segments_codes_and_frames_follow_volume_order(
         run = findings.models[findings.mask_sources[item.SegmentLabel]]
         assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (run.name, run.version)
         family = algorithm.AlgorithmFamilyCodeSequence[0].CodeValue
-        if run.weights_sha256:
+        if run.provenance != "weight_free":
             assert family == codes.ARTIFICIAL_INTELLIGENCE.value
-            assert algorithm.AlgorithmParameters == f"weights_sha256={SHA_VALID}"
+            assert algorithm.AlgorithmParameters == f"provenance=installed_validated,weights_sha256={SHA_VALID}"
         else:
             assert family == codes.MORPHOLOGICAL_OPERATIONS.value
-            assert "AlgorithmParameters" not in algorithm
+            assert algorithm.AlgorithmParameters == "provenance=weight_free"
         assert item.TrackingID == item.SegmentLabel
         assert "SegmentDescription" not in item
     assert seg.SeriesDescription == SEG_SERIES_DESCRIPTION
@@ -94,7 +100,9 @@ def test_segments_codes_and_frames_follow_volume_order(
     assert "ReferencedStudySequence" not in seg
     assert seg.StudyInstanceUID == headers[0].StudyInstanceUID
     assert seg.SeriesNumber == context.seg_series_number
-    assert seg.SOPInstanceUID == context.output_uid(headers[0].SeriesInstanceUID, "0.1.0", "seg", "instance")
+    assert seg.SOPInstanceUID == context.output_uid(
+        analysis_digest(findings, _first(findings, headers)), "seg", "instance"
+    )
 
 
 def test_lesion_types_and_unvalidated_segments(
@@ -119,22 +127,29 @@ def test_lesion_types_and_unvalidated_segments(
     for name in ("LUL", "lesions", "ggo"):
         assert items[name].SegmentDescription == SEG_UNVALIDATED_SEGMENT
         algorithm = items[name].SegmentationAlgorithmIdentificationSequence[0]
-        assert algorithm.AlgorithmParameters == f"weights_sha256={SHA_DEMO}"
+        assert algorithm.AlgorithmParameters == "provenance=generated_weights"
+        assert algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == codes.ARTIFICIAL_INTELLIGENCE.value
     assert "SegmentDescription" not in items["lungs"]
     assert seg.SeriesDescription == SEG_UNVALIDATED_SERIES_DESCRIPTION
 
 
-def test_masks_without_source_are_named_by_kind(
+def test_installed_weights_without_validation_are_not_called_generated(
     headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
-    seg = _build(dataclasses.replace(findings, mask_sources={}), headers, context)
-    names = {
-        str(item.SegmentLabel): item.SegmentationAlgorithmIdentificationSequence[0] for item in seg.SegmentSequence
-    }
-    assert names["lungs"].AlgorithmName == codes.LUNG_MASK_ALGORITHM
-    assert names["LUL"].AlgorithmName == codes.LOBE_MASK_ALGORITHM
-    assert names["lesions"].AlgorithmName == codes.LESION_MASK_ALGORITHM
-    assert names["lesions"].AlgorithmVersion == findings.pipeline_version
+    installed = ModelRun("lobes", "ran", "site file", "2.0", "installed_unvalidated", SHA_VALID, "installed from x")
+    seg = _build(dataclasses.replace(findings, models={**findings.models, "lobes": installed}), headers, context)
+    items = {str(item.SegmentLabel): item for item in seg.SegmentSequence}
+    assert items["LUL"].SegmentDescription == SEG_UNVALIDATED_INSTALLED_SEGMENT
+    assert "generated" not in items["LUL"].SegmentDescription
+    algorithm = items["LUL"].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmParameters == f"provenance=installed_unvalidated,weights_sha256={SHA_VALID}"
+    assert "SegmentDescription" not in items["lesions"], "validated weights carry no UNVALIDATED"
+    assert seg.SeriesDescription == SEG_UNVALIDATED_SERIES_DESCRIPTION
+
+
+def test_a_mask_without_a_source_has_no_provenance_and_is_refused(findings: Findings) -> None:
+    with pytest.raises(ValueError, match="'lesions' has no mask source that ran"):
+        dataclasses.replace(findings, mask_sources={k: v for k, v in findings.mask_sources.items() if k != "lesions"})
 
 
 def test_empty_masks_are_left_out_and_all_empty_gives_none(
@@ -143,7 +158,8 @@ def test_empty_masks_are_left_out_and_all_empty_gives_none(
     assert "RML" in findings.masks and "RML" not in segment_order(findings)
     empty = dataclasses.replace(findings, masks={name: np.zeros_like(m) for name, m in findings.masks.items()})
     assert build_seg(empty, headers, context) is None
-    assert build_seg(dataclasses.replace(findings, masks={}, mask_sources={}), headers, context) is None
+    maskless = dataclasses.replace(findings, masks={}, mask_sources={}, measurements={})
+    assert build_seg(maskless, headers, context) is None
 
 
 def test_rejects_mismatching_images(headers: list[Dataset], findings: Findings, context: ReportContext) -> None:

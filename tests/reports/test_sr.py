@@ -13,9 +13,9 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 
-from models.findings import LOBE_NAMES, REGION_NAMES, Findings, QualityAssessment
+from models.findings import LOBE_NAMES, REGION_NAMES, UNVALIDATED_STATEMENTS, Findings, QualityAssessment
 from reports import codes
-from reports.identity import ReportContext
+from reports.identity import ReportContext, analysis_digest
 from reports.seg import build_seg
 from reports.sr import (
     NOT_ANALYSABLE_SERIES_DESCRIPTION,
@@ -26,7 +26,6 @@ from reports.sr import (
 )
 from tests.reports.helpers import (
     MEASUREMENT_CONCEPTS,
-    SHA_DEMO,
     Validation,
     algorithm_of,
     expected_values,
@@ -36,6 +35,7 @@ from tests.reports.helpers import (
     sr_values,
 )
 
+GENERATED = UNVALIDATED_STATEMENTS["generated_weights"]
 MODEL_GROUPS = ["model lung_mask", "model lobes", "model lesions", "model corads", "model stoic", "model i3dr"]
 
 
@@ -128,8 +128,10 @@ def test_observer_procedure_evidence_and_patient(
     assert sr.SeriesInstanceUID != source.SeriesInstanceUID
     assert sr.SeriesNumber == context.sr_series_number
     assert sr.SeriesDescription == SR_SERIES_DESCRIPTION
-    assert sr.SeriesInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "sr", "series")
-    assert sr.SOPInstanceUID == context.output_uid(source.SeriesInstanceUID, "0.1.0", "sr", "instance")
+    first_slice = findings.volume.source_sop_instance_uids[0]
+    digest = analysis_digest(findings, next(h for h in headers if h.SOPInstanceUID == first_slice))
+    assert sr.SeriesInstanceUID == context.output_uid(digest, "sr", "series")
+    assert sr.SOPInstanceUID == context.output_uid(digest, "sr", "instance")
     schemes = [item.CodingSchemeDesignator for item in sr.CodingSchemeIdentificationSequence]
     assert codes.PRIVATE_SCHEME in schemes
 
@@ -178,14 +180,15 @@ def test_model_outputs_with_unvalidated_weights(
     assert algorithm_of(corads[0]) == {
         "name": ["corads"],
         "version": ["1.0"],
-        "parameters": [f"weights SHA-256 {SHA_DEMO}"],
+        "parameters": ["provenance: generated demonstration weights"],
     }
     assert ("VALIDATION", "DEMOWEIGHTS") in sr_codes(sr, "model corads")
-    assert ("VALIDATION", codes.UNVALIDATED_WEIGHTS_STATEMENT) in sr_texts(sr, "model corads")
+    assert ("VALIDATION", GENERATED) in sr_texts(sr, "model corads")
     stoic = groups["model stoic"]
     assert _measurement(stoic, codes.PROBABILITY_COVID19) == pytest.approx(0.62)
     assert _measurement(stoic, codes.PROBABILITY_SEVERE_OUTCOME) == pytest.approx(0.18)
     assert ("VALIDATION", "VALIDWEIGHTS") in sr_codes(sr, "model stoic")
+    assert not [text for concept, text in sr_texts(sr, "model stoic") if "UNVALIDATED" in text]
     lungs = groups["lungs"]
     fev1 = lungs.get_measurements(name=codes.I3DR_OUTPUT_CODES["fev1_pre_l"])[0]
     assert fev1.value == pytest.approx(2.9) and fev1.unit.value == "l"
@@ -199,17 +202,20 @@ def test_model_outputs_with_unvalidated_weights(
     assert lul.get_measurements(name=codes.I3DR_OUTPUT_CODES["dlco"])[0].value == pytest.approx(5.0)
     assert _measurement(lul, codes.CT_SEVERITY_SCORE) == 0
     lul_texts = sr_texts(sr, "LUL")
-    assert ("VALIDATION", f"I3Dr: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in lul_texts
-    assert ("VALIDATION", f"lobes mask: {codes.UNVALIDATED_WEIGHTS_STATEMENT}") in lul_texts
-    assert ("VALIDATION", f"severity: {codes.UNVALIDATED_NO_PROVENANCE_STATEMENT}") in lul_texts
-    assert {value for concept, value in sr_codes(sr, "LUL") if concept == "VALIDATION"} == {
+    assert ("VALIDATION", f"I3Dr: {GENERATED}") in lul_texts
+    assert ("VALIDATION", f"lobes mask: {GENERATED}") in lul_texts
+    assert ("VALIDATION", f"CT severity score: {GENERATED}") in lul_texts
+    assert {value for concept, value in sr_codes(sr, "LUL") if concept == "VALIDATION"} == {"DEMOWEIGHTS"}
+    assert {value for concept, value in sr_codes(sr, "lungs") if concept == "VALIDATION"} == {
+        "WEIGHTFREE",
         "DEMOWEIGHTS",
-        "NOPROVENANCE",
     }
+    lul_volume = lul.get_measurements(name=codes.VOLUME)[0]
+    assert "on the mask of model lobes (generated demonstration weights)" in algorithm_of(lul_volume[0])["parameters"]
     rll = groups["RLL"]
     assert _measurement(rll, codes.CT_SEVERITY_SCORE) == 2
     assert _measurement(rll, codes.LOBE_INVOLVEMENT) == pytest.approx(12.5)
-    assert ("VALIDATION", "NOPROVENANCE") in sr_codes(sr, "model severity")
+    assert ("VALIDATION", "DEMOWEIGHTS") in sr_codes(sr, "model severity")
     assert "model severity" in groups and list(groups).index("model severity") == len(groups) - 1
     statements = report_statements(sr)
     assert ("VALIDATION", "DEMOWEIGHTS") in statements
@@ -334,8 +340,10 @@ def test_not_analysable_sr(
     assert ("DECSUPPORT", "lungcds pipeline version 0.1.0") in statements
     assert {e[2] for e in sr.get_evidence(current_procedure_only=True)} == {str(h.SOPInstanceUID) for h in headers}
     assert sr.SeriesDescription == NOT_ANALYSABLE_SERIES_DESCRIPTION
-    analysed = build_sr(findings, headers, context)
-    assert sr.SeriesInstanceUID == analysed.SeriesInstanceUID and sr.SOPInstanceUID != analysed.SOPInstanceUID
+    analysed = build_sr(findings, headers, context, predecessors=[sr])
+    assert sr.SeriesInstanceUID != analysed.SeriesInstanceUID and sr.SOPInstanceUID != analysed.SOPInstanceUID
+    (replaced,) = analysed.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert replaced.ReferencedSOPInstanceUID == sr.SOPInstanceUID, "the analysis replaces the not-analysable SR"
     result = dciodvfy(path)
     assert not result.errors, "\n".join(result.errors)
     with pytest.raises(ValueError, match="at least one"):

@@ -14,7 +14,6 @@ from reports.identity import ReportContext
 from reports.pdf import build_pdf
 from reports.sr import build_sr
 from tests.reports.helpers import (
-    SHA_DEMO,
     expected_values,
     pdf_text,
     run_dciodvfy,
@@ -30,9 +29,10 @@ def _severity_only(headers: list[Dataset]) -> Findings:
     """Only Code 1055 installed (demo weights): P(severe) exists, P(COVID-19) does not."""
     base = synthetic_findings(headers, outputs=True, unvalidated=True)
     models = dict(base.models)
-    models["stoic"] = ModelRun("stoic", "ran", "ran (stoic_top3): P(severe) = mean of stoic_code1055", False, "1.0.0")
-    models["stoic_code1055"] = ModelRun("stoic_code1055", "ran", "generated weights", False, "1.0.0", SHA_DEMO)
-    models["stoic_simonj"] = ModelRun("stoic_simonj", "not_installed", "no weights installed", False, "1.0.0")
+    reason = "ran (stoic_top3): P(severe) = mean of stoic_code1055"
+    models["stoic"] = ModelRun("stoic", "ran", reason, "1.0.0", "generated_weights", inputs=("stoic_code1055",))
+    models["stoic_code1055"] = ModelRun("stoic_code1055", "ran", "generated weights", "1.0.0", "generated_weights")
+    models["stoic_simonj"] = ModelRun("stoic_simonj", "not_installed", "no weights installed", "1.0.0")
     stoic = StoicResult(
         p_covid=None,
         p_severe=0.31,

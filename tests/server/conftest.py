@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from dicom_node.header import InstanceHeader
 from server.core.config import Settings
 from server.core.db import make_engine, upgrade
+from server.routing.intake import SeriesIntake
 from tests.peers import scratch_postgres
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -42,6 +43,44 @@ def engine(settings: Settings) -> Engine:
 
 
 HeaderFactory = Callable[..., list[InstanceHeader]]
+
+
+class Recorder:
+    """Records the analyses an intake would put on the queue: (job, revision) per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, job_id: int, revision: int) -> None:
+        self.calls.append((job_id, revision))
+
+
+@pytest.fixture
+def queue() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def intake(engine: Engine, settings: Settings, queue: Recorder) -> SeriesIntake:
+    return SeriesIntake(engine, settings, queue)
+
+
+@pytest.fixture
+def queued(
+    intake: SeriesIntake, queue: Recorder, settings: Settings, phantom_series: list[Path]
+) -> tuple[int, int, str]:
+    """The phantom series stored through the spool, finalised and queued: (job, revision, series)."""
+    import pydicom
+
+    from dicom_node.spool import Spool
+
+    spool = Spool(settings.spool_dir, min_free_bytes=0)
+    for path in phantom_series:
+        intake.instance_stored(spool.store_file(path), None)
+    uid = str(pydicom.dcmread(phantom_series[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert intake.finalize(uid, trigger="test")
+    assert len(queue.calls) == 1
+    return queue.calls[0][0], queue.calls[0][1], uid
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ VIEWER = {
     ("GET", "/api/v1/series/{series_uid}/result"),
     ("GET", "/api/v1/series/{series_uid}/reports/{kind}"),
     ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/stuck"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("GET", "/api/v1/jobs/{job_id}/timeline"),
     ("GET", "/api/v1/rules"),
@@ -232,7 +233,13 @@ def test_associations_are_audited(
 
 def test_readiness_reports_each_check(settings: Settings, engine: Engine) -> None:
     ready = TestClient(create_app(settings, engine, FakeQueue()))
-    assert ready.get("/api/v1/health/ready").json()["checks"] == {"database": "ok", "broker": "ok", "disk": "ok"}
+    assert ready.get("/api/v1/health/ready").json()["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "disk": "ok",
+        "rules": "ok",
+        "destinations": "ok",
+    }
     broken = TestClient(create_app(settings, engine, FakeQueue(problem="broker unreachable: refused")))
     response = broken.get("/api/v1/health/ready")
     assert response.status_code == 503 and response.headers["content-type"].startswith("application/problem+json")

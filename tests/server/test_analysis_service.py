@@ -3,30 +3,81 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 import torch
 
 from dicom_node.validation import parse_instance
+from models.findings import UNVALIDATED_STATEMENTS
 from models.runtime import ModelProvider
 from models.weights import WeightStore
+from reports import codes
 from server.routing.rules import Eligibility
 from server.services.analysis import run_analysis
+from tests.reports.helpers import DCIODVFY, run_dciodvfy
 from tests.small_models import small_corads, small_provider
+
+GENERATED = UNVALIDATED_STATEMENTS["generated_weights"]
 
 
 def _headers(paths: list[Path]):  # type: ignore[no-untyped-def]
     return [parse_instance(p)[1] for p in paths]
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_text(path: Path, *, layout: bool = True) -> str:
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext (poppler-utils) is not installed")
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True).stdout
+    options = ["-layout"] if layout else []
+    return subprocess.run(["pdftotext", *options, str(path), "-"], check=True, capture_output=True, text=True).stdout
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _learned_numbers(result: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Every learned number of result.json with the ``validation`` of the nearest object around it that has one.
+
+    Learned: everything under ``corads``, ``stoic``, ``i3dr`` and ``severity``, and the measurements of
+    every region whose mask came from a model that is not weight-free.
+    """
+    found: list[tuple[str, str | None]] = []
+
+    def walk(where: str, value: Any, validation: str | None) -> None:
+        if isinstance(value, dict):
+            validation = value.get("validation", validation)
+            for key, item in value.items():
+                walk(f"{where}.{key}", item, validation)
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                walk(f"{where}[{k}]", item, validation)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((where, validation))
+
+    for output in ("corads", "stoic", "i3dr", "severity"):
+        if output in result:
+            walk(output, result[output], None)
+    for region, values in result["measurements"].items():
+        if values["provenance"] != "weight_free":
+            walk(f"measurements.{region}", values, None)
+    return found
+
+
+def _run(paths: list[Path], out_dir: Path, models: ModelProvider):  # type: ignore[no-untyped-def]
+    return run_analysis(
+        paths=paths,
+        out_dir=out_dir,
+        eligibility=Eligibility(True, True, ()),
+        headers=_headers(paths),
+        models=models,
+        ae_title="LUNGCDS",
+    )
 
 
 def _sr_text(path: Path) -> str:
@@ -53,6 +104,27 @@ def _sr_text(path: Path) -> str:
 @pytest.fixture(autouse=True)
 def one_thread() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def run_dciodvfy_tool() -> None:
+    if shutil.which(DCIODVFY) is None:
+        pytest.skip(f"{DCIODVFY} is not installed")
+
+
+def _groups(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """The measurement groups of a TID 1500 SR."""
+    return [
+        group
+        for container in sr.ContentSequence
+        if container.ValueType == "CONTAINER" and container.ConceptNameCodeSequence[0].CodeValue == "126010"
+        for group in container.ContentSequence
+        if group.ValueType == "CONTAINER"
+    ]
+
+
+def _tracking(group: pydicom.Dataset) -> str:
+    return next(str(i.TextValue) for i in group.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "112039")
 
 
 def test_demo_weights_run_every_model_and_every_output_says_unvalidated(
@@ -96,6 +168,69 @@ def test_demo_weights_run_every_model_and_every_output_says_unvalidated(
     assert "Probability of COVID-19" in sr_text and "Probability of intubation or death within one month" in sr_text
 
 
+def test_demo_weights_label_every_learned_number_and_withhold_the_impossible(
+    phantom_series: list[Path], tmp_path: Path
+) -> None:
+    """Issue 14 section 6: provenance next to every learned number; learned masks never under a
+    weight-free heading; impossible numbers withheld with the reason, the same in result.json, SR and PDF."""
+    _run(phantom_series, tmp_path / "out", small_provider())
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    numbers = _learned_numbers(result)
+    assert len(numbers) > 20
+    unlabelled = [where for where, validation in numbers if validation != GENERATED]
+    assert not unlabelled, f"learned numbers without UNVALIDATED next to them: {unlabelled}"
+    for output in ("corads", "stoic", "i3dr", "severity"):
+        assert result[output]["provenance"] == "generated_weights" and result[output]["validation"] == GENERATED
+    for name in result["stoic"]["members"]:
+        assert result["stoic"]["members"][name]["provenance"] == "generated_weights", name
+    assert result["measurements"]["lungs"]["provenance"] == "weight_free"
+    assert result["measurements"]["lungs"]["validation"] == "weight-free method (no trained weights)"
+    lobes = [r for r in ("LUL", "LLL", "RUL", "RML", "RLL") if r in result["measurements"]]
+    assert lobes and all(result["measurements"][r]["provenance"] == "generated_weights" for r in lobes)
+
+    sr_text = _sr_text(tmp_path / "out" / "sr.dcm")
+    pdf_text = _pdf_text(tmp_path / "out" / "report.pdf")
+    everything = json.dumps(result) + sr_text + pdf_text
+    assert not re.search(r"UNVALIDATED[^\n]{0,80}method|method[^\n]{0,40}(not|without) clinical", everything), (
+        "generated weights are never called a method"
+    )
+
+    sections = pdf_text.split("Measurements on learned masks: ")
+    assert len(sections) == 2, "one learned heading: the lobe network"
+    weight_free = sections[0].split("Measurements (weight-free lung mask)")[1]
+    learned = sections[1]
+    heading = _flat(learned.split("Region")[0])
+    assert heading.startswith("model lobes (version 1.0.0), generated demonstration weights "), heading
+    assert GENERATED in heading
+    for lobe in ("LUL", "LLL", "RUL", "RML", "RLL"):
+        assert f"\n     {lobe} " not in weight_free and f" {lobe} " not in _flat(weight_free), lobe
+        assert f" {lobe} " in _flat(learned.split("Model outputs")[0]), lobe
+
+    withheld = [
+        w for output in ("i3dr", "severity", "corads", "stoic") for w in result.get(output, {}).get("withheld", [])
+    ]
+    withheld += [{"reason": v["withheld"]} for v in result["measurements"].values() if v.get("withheld")]
+    assert any("is not physiological" in w["reason"] for w in withheld), "the untrained I3Dr gives negative volumes"
+    assert any("below the plausible minimum" in w["reason"] for w in withheld), "and lobe fragments"
+    flat_pdf = _flat(_pdf_text(tmp_path / "out" / "report.pdf", layout=False))
+    for w in withheld:
+        assert w["reason"] in sr_text, w["reason"]
+        assert w["reason"] in flat_pdf, w["reason"]
+    for w in result["i3dr"]["withheld"]:
+        if w["site"] == "patient" and w["quantity"]:
+            assert result["i3dr"]["patient"][w["quantity"]] is None
+    sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
+    lungs_group = [g for g in _groups(sr) if _tracking(g) == "lungs"][0]
+    estimates = {
+        str(item.ConceptNameCodeSequence[0].CodeValue)
+        for item in lungs_group.ContentSequence
+        if item.ValueType == "NUM"
+    }
+    for w in result["i3dr"]["withheld"]:
+        if w["site"] == "patient":
+            assert codes.I3DR_OUTPUT_CODES[w["quantity"]].value not in estimates, w["reason"]
+
+
 def test_installed_weights_put_their_hash_and_model_card_into_the_outputs(
     phantom_series: list[Path], tmp_path: Path
 ) -> None:
@@ -115,6 +250,55 @@ def test_installed_weights_put_their_hash_and_model_card_into_the_outputs(
     corads = result["models"]["corads"]
     assert corads["status"] == "ran" and corads["weights_sha256"] == installed.sha256
     assert corads["validated"] is False and "no validation statement recorded" in corads["reason"]
+    assert corads["provenance"] == "installed_unvalidated" and corads["weights_origin"].startswith("installed from")
+    assert result["corads"]["validation"] == UNVALIDATED_STATEMENTS["installed_unvalidated"]
     assert result["models"]["lobes"]["status"] == "not_installed"
-    assert installed.sha256 in _sr_text(tmp_path / "out" / "sr.dcm")
-    assert installed.sha256[:16] in _pdf_text(tmp_path / "out" / "report.pdf").replace("\n", "").replace(" ", "")
+    sr_text = _sr_text(tmp_path / "out" / "sr.dcm")
+    pdf_text = _pdf_text(tmp_path / "out" / "report.pdf")
+    assert installed.sha256 in sr_text
+    assert installed.sha256[:16] in pdf_text.replace("\n", "").replace(" ", "")
+    assert UNVALIDATED_STATEMENTS["installed_unvalidated"] in sr_text
+    assert "weights without validation statement" in pdf_text, "the banner"
+    for text in (json.dumps(result), sr_text, pdf_text):
+        assert not re.search(r"generated (demonstration )?weights", text, re.IGNORECASE), "never called generated"
+
+
+def test_validated_weights_carry_no_unvalidated(phantom_series: list[Path], tmp_path: Path) -> None:
+    store = WeightStore(tmp_path / "weights")
+    statement = "validated on 200 local chest CTs against two radiologists, QA report 2026-17"
+    store.install(small_corads().save(tmp_path / "corads_small.safetensors"), "corads", validation=statement)
+    _run(phantom_series, tmp_path / "out", ModelProvider(store))
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["corads"]["provenance"] == "installed_validated"
+    assert result["corads"]["validation"] == f"installed weights with a validation statement: {statement}"
+    sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
+    texts = (json.dumps(result), _sr_text(tmp_path / "out" / "sr.dcm"), _pdf_text(tmp_path / "out" / "report.pdf"))
+    for text in (*texts, str(sr.SeriesDescription)):
+        assert "UNVALIDATED" not in text
+    assert statement in _flat(texts[2])
+
+
+def test_same_inputs_same_uids_one_more_slice_new_uids_that_replace_the_old(
+    phantom_series: list[Path], tmp_path: Path, run_dciodvfy_tool: None
+) -> None:
+    """Issue 14 section 1: one UID never names two contents; a changed analysis references what it replaces."""
+    out = tmp_path / "out"
+    plain = ModelProvider(None)
+    first = _run(phantom_series[:-1], out, plain).result
+    again = _run(phantom_series[:-1], out, plain).result
+    assert again["outputs"] == first["outputs"] and again["replaces"] == {}
+    assert "PredecessorDocumentsSequence" not in pydicom.dcmread(out / "sr.dcm")
+    more = _run(phantom_series, out, plain).result
+    for kind in ("sr", "seg", "pdf"):
+        for part in ("sop_instance_uid", "series_instance_uid"):
+            assert more["outputs"][kind][part] != first["outputs"][kind][part], (kind, part)
+    assert more["replaces"] == {kind: first["outputs"][kind]["sop_instance_uid"] for kind in ("pdf", "seg", "sr")}
+    sr = pydicom.dcmread(out / "sr.dcm")
+    (study,) = sr.PredecessorDocumentsSequence
+    (series,) = study.ReferencedSeriesSequence
+    (document,) = series.ReferencedSOPSequence
+    assert document.ReferencedSOPInstanceUID == first["outputs"]["sr"]["sop_instance_uid"]
+    assert series.SeriesInstanceUID == first["outputs"]["sr"]["series_instance_uid"]
+    assert study.StudyInstanceUID == sr.StudyInstanceUID
+    validation = run_dciodvfy(out / "sr.dcm")
+    assert not validation.errors, "\n".join(validation.errors)

@@ -137,6 +137,56 @@ def test_rules_are_changed_by_admins_only_and_validated(
     assert settings.rules_file is not None and "max_slice_thickness_mm = 5.0" in settings.rules_file.read_text()
 
 
+def test_a_line_break_in_a_rule_is_refused_and_nothing_is_written(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    """The attack of issue 14 section 4: this once wrote an unparsable rules file and halted intake."""
+    admin = _auth(keys["admin"])
+    assert client.put("/api/v1/rules", json={"min_slices": 25}, headers=admin).status_code == 200
+    assert settings.rules_file is not None
+    before = settings.rules_file.read_bytes()
+    for value in ("CT\n[oops", "CT\r", "CT\u0000", "CT\u001b[2J"):
+        response = client.put("/api/v1/rules", json={"modalities": [value]}, headers=admin)
+        assert response.status_code == 422 and "control character" in response.json()["detail"], value
+    assert settings.rules_file.read_bytes() == before
+    listed = client.get("/api/v1/rules", headers=admin).json()
+    assert (listed["min_slices"], listed["modalities"], listed["source"], listed["error"]) == (25, ["CT"], "file", None)
+    listed["min_slices"] = 30
+    assert client.put("/api/v1/rules", json=listed, headers=admin).json()["min_slices"] == 30, "sent back as listed"
+
+
+def test_a_hand_broken_rules_file_keeps_routing_on_the_last_good_rules(
+    client: TestClient, keys: dict[str, str], settings: Settings, engine: Engine, ct_headers: HeaderFactory
+) -> None:
+    admin = _auth(keys["admin"])
+    assert client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=admin).status_code == 200
+    assert settings.rules_file is not None
+    settings.rules_file.write_text('[eligibility]\nmodalities = ["CT\n[oops"]\n')  # edited badly by hand
+    trail = client.app.state.audit_trail  # type: ignore[attr-defined]  # shared, as in lungcds serve
+    intake = SeriesIntake(engine, settings, lambda job, rev: None, trail)
+    thick = ct_headers(series_uid="1.2.3.9.1", count=64, spacing=5.0, thickness=5.0)
+    for h in thick:
+        intake.instance_stored(StoredInstance(header=h, path=Path("/x"), size=1, duplicate=False), ASSOC)
+    assert intake.finalize("1.2.3.9.1", trigger="test")
+    series = client.get("/api/v1/series/1.2.3.9.1", headers=admin).json()
+    assert series["state"] == "queued", "routed with the last good rules (5 mm allowed), not stuck in receiving"
+
+    rules = client.get("/api/v1/rules", headers=admin)
+    assert rules.status_code == 200
+    assert rules.json()["max_slice_thickness_mm"] == 5.0 and rules.json()["source"] == "last good copy"
+    assert "not valid TOML" in rules.json()["error"]
+    ready = client.get("/api/v1/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert ready.json()["checks"]["rules"].endswith("the last good copy is in force")
+    assert "not valid TOML" in ready.json()["detail"]
+    events = client.get("/api/v1/audit", params={"channel": "config"}, headers=admin).json()["items"]
+    assert [(e["target"], e["outcome"]) for e in events] == [(str(settings.rules_file), "rejected")]
+
+    repaired = client.put("/api/v1/rules", json={"min_slices": 20}, headers=admin)
+    assert repaired.status_code == 200 and (repaired.json()["source"], repaired.json()["error"]) == ("file", None)
+    assert client.get("/api/v1/health/ready").json()["status"] == "ready"
+
+
 def test_openapi_is_published(client: TestClient) -> None:
     spec = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/series/{series_uid}/result" in spec["paths"]

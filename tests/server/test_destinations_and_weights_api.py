@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from server.api.main import create_app
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.core.security import create_api_key
-from server.routing.destinations import load_destinations
+from server.routing.destinations import destinations_file, load_destinations
 from tests.peers import free_port
 
 
@@ -23,7 +24,14 @@ class _Sink:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         return None
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
         return None
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
@@ -46,11 +54,16 @@ def test_destinations_start_from_the_settings_and_are_replaced_whole(
     assert listed == {
         "destinations": [
             {"address": "PACS@10.0.0.1:104", "outputs": ["sr", "seg", "pdf"], "tls": False, "calling_aet": None}
-        ]
+        ],
+        "source": "settings",
+        "error": None,
     }
     new = {"destinations": [{"address": "VNA@vna.example:11112", "outputs": ["sr", "pdf"]}]}
-    assert client.put("/api/v1/destinations", json=new, headers=headers).status_code == 200
+    assert client.put("/api/v1/destinations", json=new, headers=headers).json()["source"] == "file"
     assert [e.address for e in load_destinations(settings).destinations] == ["VNA@vna.example:11112"]
+    listed = client.get("/api/v1/destinations", headers=headers).json()
+    listed["destinations"][0]["tls"] = False
+    assert client.put("/api/v1/destinations", json=listed, headers=headers).status_code == 200, "sent back as listed"
 
 
 @pytest.mark.parametrize(
@@ -71,6 +84,43 @@ def test_invalid_destination_lists_change_nothing(
     response = client.put("/api/v1/destinations", json=body, headers=headers)
     assert response.status_code == 422 and words in response.json()["detail"]
     assert [e.address for e in load_destinations(settings).destinations] == ["PACS@10.0.0.1:104"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"address": "PACS@host\n[x]:104"},
+        {"address": "PACS\u0000@host:104"},
+        {"address": "PACS@host:104", "calling_aet": "US\r"},
+    ],
+)
+def test_control_characters_in_destinations_are_refused(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], entry: dict[str, object]
+) -> None:
+    client, headers = admin
+    client.put("/api/v1/destinations", json={"destinations": [{"address": "PACS@10.0.0.1:104"}]}, headers=headers)
+    before = destinations_file(settings).read_bytes()
+    response = client.put("/api/v1/destinations", json={"destinations": [entry]}, headers=headers)
+    assert response.status_code == 422 and "control character" in response.json()["detail"]
+    assert destinations_file(settings).read_bytes() == before
+
+
+@pytest.mark.parametrize("broken", [b'{"destinations": [{"address": "VNA@vna', b"", b'{"destinations": 7}'])
+def test_a_hand_broken_destinations_file_keeps_the_last_good_list(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], broken: bytes
+) -> None:
+    client, headers = admin
+    settings.destinations = ["PACS@10.0.0.1:104"]
+    new = {"destinations": [{"address": "VNA@vna.example:11112", "outputs": ["sr"]}]}
+    assert client.put("/api/v1/destinations", json=new, headers=headers).status_code == 200
+    destinations_file(settings).write_bytes(broken)
+    assert [e.address for e in load_destinations(settings).destinations] == ["VNA@vna.example:11112"]
+    listed = client.get("/api/v1/destinations", headers=headers).json()
+    assert listed["source"] == "last good copy" and "destinations.json is invalid" in listed["error"]
+    assert [e["address"] for e in listed["destinations"]] == ["VNA@vna.example:11112"]
+    ready = client.get("/api/v1/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert "destinations.json is invalid" in ready.json()["checks"]["destinations"]
 
 
 def test_verify_echoes_every_destination(
@@ -117,3 +167,23 @@ def test_weights_install_only_with_the_right_checksum(
     listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
     assert listed["corads"]["weights_sha256"] == good and listed["lobes"]["weights_sha256"] is None
     assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
+
+
+def test_weights_uploads_have_their_own_limit_and_leave_nothing_behind(settings: Settings, engine: Engine) -> None:
+    settings.max_request_body_kb, settings.max_weights_upload_mb = 1, 1
+    with session_scope(engine) as session:
+        key = create_api_key(session, "admin").secret
+    client = TestClient(create_app(settings, engine))
+    payload = b"\x02" * (512 * 2**10)  # over the 1 KiB request body limit, within the 1 MiB upload limit
+    headers = {"Authorization": f"Bearer {key}", "X-Content-SHA256": hashlib.sha256(payload).hexdigest()}
+    assert client.put("/api/v1/models/corads/weights", content=payload, headers=headers).status_code == 200
+    too_big = b"\x02" * (2**20 + 1)
+    headers["X-Content-SHA256"] = hashlib.sha256(too_big).hexdigest()
+    declared = client.put("/api/v1/models/corads/weights", content=too_big, headers=headers)
+    assert declared.status_code == 413 and declared.headers["content-type"].startswith("application/problem+json")
+    chunks = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
+    streamed = client.put("/api/v1/models/corads/weights", content=chunks, headers=headers)
+    assert streamed.status_code == 413 and "LUNGCDS_MAX_WEIGHTS_UPLOAD_MB" in streamed.json()["detail"]
+    assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
+    listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
+    assert listed["corads"]["weights_sha256"] == hashlib.sha256(payload).hexdigest()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -13,30 +12,11 @@ from sqlmodel import Session, select
 from dicom_node.header import InstanceHeader
 from dicom_node.scp import AssociationInfo
 from dicom_node.spool import StoredInstance
-from server.core.config import Settings
 from server.db_models import Instance, Job, Series, utcnow
 from server.routing.intake import SeriesIntake
-from tests.server.conftest import HeaderFactory
+from tests.server.conftest import HeaderFactory, Recorder
 
 ASSOC = AssociationInfo(id="a1", calling_aet="CT01", called_aet="LUNGCDS", peer_host="127.0.0.1", peer_port=1)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    def __call__(self, job_id: int, revision: int) -> None:
-        self.calls.append((job_id, revision))
-
-
-@pytest.fixture
-def queue() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def intake(engine: Engine, settings: Settings, queue: Recorder) -> SeriesIntake:
-    return SeriesIntake(engine, settings, queue)
 
 
 def _store(intake: SeriesIntake, headers: list[InstanceHeader], tmp: Path = Path("/spool")) -> None:

@@ -5,8 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
-from server.routing.rules import EligibilityRules, evaluate, load_rules, patient_age_years, save_rules
+from server.audit import AuditTrail
+from server.db_models import AuditEvent
+from server.routing.rules import (
+    EligibilityRules,
+    evaluate,
+    load_rules,
+    patient_age_years,
+    rules_in_force,
+    save_rules,
+)
 from tests.server.conftest import HeaderFactory
 
 
@@ -95,11 +107,84 @@ def test_rules_file_overrides_defaults_and_round_trips(tmp_path: Path) -> None:
     assert again.max_slice_thickness_mm == 1.5 and again == rules.model_copy(update={"max_slice_thickness_mm": 1.5})
 
 
-def test_an_invalid_rules_file_names_the_problem(tmp_path: Path) -> None:
+def test_an_invalid_rules_file_names_the_problem_and_the_defaults_apply(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text("[eligibility]\nmax_axial_tilt_deg = 200\n")
-    with pytest.raises(ValueError, match="max_axial_tilt_deg"):
-        load_rules(path, max_slice_thickness_mm=3.0)
+    in_force = rules_in_force(path, max_slice_thickness_mm=3.0)
+    assert in_force.source == "defaults" and in_force.rules == load_rules(None, 3.0)
+    assert in_force.error is not None and "max_axial_tilt_deg" in in_force.error
+    assert "no earlier valid version" in in_force.error
     path.write_text("[eligibility\n")
-    with pytest.raises(ValueError, match="not valid TOML"):
-        load_rules(path, max_slice_thickness_mm=3.0)
+    assert "not valid TOML" in (rules_in_force(path, max_slice_thickness_mm=3.0).error or "")
+    path.write_text("")
+    assert "[eligibility]" in (rules_in_force(path, max_slice_thickness_mm=3.0).error or ""), "a file cut to nothing"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b'[eligibility]\nmodalities = ["CT\n[oops"]\n',  # what a raw line break in a value did
+        b'[eligibility]\nmodalities = ["CT", "M',  # truncated
+        b"[eligibility]\nmin_slices = 0\n",  # out of range
+        b'[eligibility]\nmodalities = ["CT\\u0000"]\n',  # a control character, escaped
+        b"\xff\xfe[eligibility]\n",  # not UTF-8
+        b"[eligibilty]\nmin_slices = 2\n",  # a misspelt table
+    ],
+)
+def test_a_broken_rules_file_leaves_the_last_good_rules_in_force_across_restarts(tmp_path: Path, broken: bytes) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text("[eligibility]\nmin_slices = 7\nmax_slice_thickness_mm = 5.0\n")
+    good = load_rules(path, max_slice_thickness_mm=3.0)
+    assert (good.min_slices, good.max_slice_thickness_mm) == (7, 5.0)
+    path.write_bytes(broken)
+    in_force = rules_in_force(path, max_slice_thickness_mm=3.0)
+    assert in_force.rules == good and in_force.source == "last good copy"
+    assert in_force.error is not None and str(path) in in_force.error
+    assert path.read_bytes() == broken, "the admin's file is left for the admin to repair"
+    assert path.with_name("rules.toml.last-good").is_file(), "kept on disk: a restarted server finds it"
+
+
+def test_a_rules_file_edited_validly_by_hand_becomes_the_last_good(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text("[eligibility]\nmin_slices = 7\n")
+    load_rules(path, 3.0)
+    path.write_text("[eligibility]\nmin_slices = 9\n")
+    assert load_rules(path, 3.0).min_slices == 9
+    path.write_text("[eligibility]\nmin_slices = [\n")
+    assert load_rules(path, 3.0).min_slices == 9
+
+
+def test_a_broken_rules_file_is_audited_once_per_version(tmp_path: Path, engine: Engine) -> None:
+    path = tmp_path / "rules.toml"
+    trail = AuditTrail(engine)
+    path.write_text("[eligibility\n")
+    for _ in range(3):
+        load_rules(path, 3.0, trail)
+    path.write_text("[eligibility]\nmin_slices = -1\n")
+    load_rules(path, 3.0, trail)
+    with Session(engine) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.channel == "config")).all()
+    assert [(e.target, e.outcome) for e in events] == [(str(path), "rejected")] * 2
+    assert "not valid TOML" in events[0].detail["error"] and "min_slices" in events[1].detail["error"]
+    assert events[0].detail["in_force"] == "the defaults"
+
+
+@pytest.mark.parametrize("value", ["CT\n[oops", "CT\x00", "C\x1bT", "CT\x7f", "\ud800"])
+def test_rules_with_control_characters_are_invalid(value: str) -> None:
+    with pytest.raises(ValidationError, match="control character"):
+        EligibilityRules.model_validate({**load_rules(None, 3.0).model_dump(), "excluded_image_type": [value]})
+
+
+def test_rules_are_stored_only_when_they_read_back_as_validated(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    rules = load_rules(None, 3.0)
+    save_rules(path, rules)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="read back"):
+        save_rules(path, rules.model_copy(update={"min_age_years": None}))  # TOML has no null: 18 would return
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temporary file left"
+    quoted = rules.model_copy(update={"modalities": ['C"T\\', "ÇT"]})
+    save_rules(path, quoted)
+    assert load_rules(path, 3.0) == quoted
+    assert path.with_name("rules.toml.last-good").read_bytes() == path.read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from dicom_node.spool import Spool, StoredInstance
 from server import crud
 from server.core.config import Settings
 from server.db_models import Delivery, Job, JobEvent, Series, utcnow
-from server.routing.intake import SeriesIntake
 from server.tasks.analysis import lease_kept
 from server.tasks.app import (
     ANALYSIS_TASK,
@@ -47,7 +46,14 @@ class _Keep:
     def instance_stored(self, stored: StoredInstance, assoc: AssociationInfo) -> None:
         self.stored.append(stored)
 
-    def instance_refused(self, sop_instance_uid: str, status: int, reason: str, assoc: AssociationInfo) -> None:
+    def instance_refused(
+        self,
+        sop_instance_uid: str,
+        status: int,
+        reason: str,
+        assoc: AssociationInfo,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
         return None
 
     def association_ended(self, assoc: AssociationInfo, series_uids: frozenset[str], released: bool) -> None:
@@ -63,20 +69,6 @@ def pacs_port() -> int:
 def app(settings: Settings, pacs_port: int) -> LungcdsCelery:
     settings.destinations = [f"PACS@127.0.0.1:{pacs_port}"]
     return create_celery(settings)
-
-
-@pytest.fixture
-def queued(engine: Engine, settings: Settings, phantom_series: list[Path]) -> Iterator[tuple[int, int, str]]:
-    """The phantom series stored through the spool, finalised and queued: (job, revision, series)."""
-    calls: list[tuple[int, int]] = []
-    intake = SeriesIntake(engine, settings, lambda job, rev: calls.append((job, rev)))
-    spool = Spool(settings.spool_dir, min_free_bytes=0)
-    for path in phantom_series:
-        intake.instance_stored(spool.store_file(path), None)
-    uid = str(pydicom.dcmread(phantom_series[0], stop_before_pixels=True).SeriesInstanceUID)
-    assert intake.finalize(uid, trigger="test")
-    assert len(calls) == 1
-    yield calls[0][0], calls[0][1], uid
 
 
 def _job(engine: Engine, job_id: int) -> Job:

@@ -1,7 +1,10 @@
 """Health: unauthenticated probes for load balancers, orchestrators and monitoring.
 
 ``/health/live`` says the process serves requests; ``/health/ready`` says it can do its job
-(database, broker and spool disk); ``/health`` is a summary for people.
+(database, broker and spool disk) and whether it does it as the admins configured it: a rules
+or destinations file that is broken leaves the server ready but ``degraded``, with the reason
+(its last good version is in force, see :mod:`server.core.admin_file`); ``/health`` is a
+summary for people.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from models import PIPELINE_VERSION
-from server.api.deps import SessionDep, SettingsDep
+from server.api.deps import AuditTrailDep, SessionDep, SettingsDep
 from server.api.problems import PROBLEM_JSON
 from server.api.schemas import Health
 from server.core.config import Settings
+from server.core.disk import disk_shortage
+from server.routing.destinations import destinations_in_force
+from server.routing.rules import rules_in_force
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -39,35 +45,58 @@ def _free_mb(settings: Settings) -> float:
 def health(session: SessionDep, settings: SettingsDep) -> Health:
     """Database reachable and free space of the spool."""
     database = _database(session)
-    free_mb = _free_mb(settings)
-    status = "ok" if database == "ok" and free_mb > settings.min_free_disk_mb else "degraded"
-    return Health(status=status, version=PIPELINE_VERSION, database=database, spool_free_mb=round(free_mb, 1))
+    status = "ok" if database == "ok" and disk_shortage(settings) is None else "degraded"
+    return Health(
+        status=status, version=PIPELINE_VERSION, database=database, spool_free_mb=round(_free_mb(settings), 1)
+    )
 
 
 @router.get("/live")
-def live() -> dict[str, str]:
-    """The process answers HTTP (liveness: restart it when this fails)."""
+async def live() -> dict[str, str]:
+    """The process answers HTTP (liveness: restart it when this fails).
+
+    Served on the event loop itself, not by a worker thread, so that it answers while every
+    thread is busy (long uploads, slow database).
+    """
     return {"status": "alive"}
 
 
 @router.get("/ready")
-def ready(request: Request, session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    """Database, broker and disk all usable (readiness: route traffic here only when 200)."""
-    checks: dict[str, str] = {"database": _database(session)}
+def ready(request: Request, session: SessionDep, settings: SettingsDep, trail: AuditTrailDep) -> JSONResponse:
+    """Database, broker and disk all usable (readiness: route traffic here only when 200).
+
+    A broken admin file (rules, destinations) answers 200 ``degraded`` with the reason: the
+    server keeps working with its last good version, and admins need the API to repair it.
+    """
     queue = request.app.state.queue
-    checks["broker"] = "not configured" if queue is None else (queue.check() or "ok")
-    free_mb = _free_mb(settings)
-    enough = free_mb > settings.min_free_disk_mb
-    checks["disk"] = "ok" if enough else f"{free_mb:.0f} MB free, below {settings.min_free_disk_mb} MB"
-    failing = {name: value for name, value in checks.items() if value not in ("ok", "not configured")}
-    if not failing:
-        return JSONResponse({"status": "ready", "checks": checks})
-    body = {
-        "type": "about:blank",
-        "title": "Not ready",
-        "status": 503,
-        "detail": "; ".join(f"{name}: {value}" for name, value in failing.items()),
-        "instance": str(request.url.path),
-        "checks": checks,
+    essential = {
+        "database": _database(session),
+        "broker": "not configured" if queue is None else (queue.check() or "ok"),
+        "disk": disk_shortage(settings) or "ok",
     }
-    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+    rules = rules_in_force(settings.rules_file, settings.max_slice_thickness_mm, trail)
+    destinations = destinations_in_force(settings, trail)
+    configured = {
+        name: "ok" if error is None else f"{error}; the {source} is in force"
+        for name, error, source in (
+            ("rules", rules.error, rules.source),
+            ("destinations", destinations.error, destinations.source),
+        )
+    }
+    checks = {**essential, **configured}
+    failing = {name: value for name, value in essential.items() if value not in ("ok", "not configured")}
+    degraded = {name: value for name, value in configured.items() if value != "ok"}
+    if failing:
+        body = {
+            "type": "about:blank",
+            "title": "Not ready",
+            "status": 503,
+            "detail": "; ".join(f"{name}: {value}" for name, value in failing.items()),
+            "instance": str(request.url.path),
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+    if degraded:
+        detail = "; ".join(f"{name}: {value}" for name, value in degraded.items())
+        return JSONResponse({"status": "degraded", "detail": detail, "checks": checks})
+    return JSONResponse({"status": "ready", "checks": checks})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,7 +18,7 @@ from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
 from server.api.listing import Instant, order_by
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
-from server.db_models import Delivery, Job, JobEvent, Series
+from server.db_models import Delivery, Job, JobEvent, Series, utcnow
 from server.routing.destinations import load_destinations
 from server.tasks.queue import QueueGateway
 
@@ -66,6 +67,24 @@ def list_jobs(
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
     rows = session.exec(stmt.order_by(order_by(sort, _JOB_SORT)).offset(offset).limit(limit)).all()
     return Page(total=total, limit=limit, offset=offset, items=[job_public(session, r) for r in rows])
+
+
+class StuckJobPublic(BaseModel):
+    """A job that is not moving: its worker was lost, it is held (e.g. disk full), or no worker takes it."""
+
+    job_id: int
+    series_instance_uid: str
+    state: str
+    reason: str = Field(description="lease_expired, held or waiting")
+    why: str
+    since: datetime | None
+
+
+@router.get("/stuck", response_model=list[StuckJobPublic])
+def list_stuck_jobs(session: SessionDep, settings: SettingsDep, _key: Viewer) -> list[StuckJobPublic]:
+    """Jobs that are not moving right now, oldest first (the server takes over lost workers' jobs itself)."""
+    waiting_after = timedelta(seconds=settings.lost_job_after_s)
+    return [StuckJobPublic(**asdict(j)) for j in crud.stuck_jobs(session, utcnow(), waiting_after)]
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -8,11 +8,14 @@ the hash matches, so a truncated or corrupted transfer never becomes the model i
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from models.registry import MODEL_SPECS, UnknownModelError, get_spec
 from models.weights import WeightsError, WeightStore
@@ -20,6 +23,11 @@ from server.api.deps import Admin, SettingsDep, Viewer
 from server.api.problems import Problem
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+#: The upload route, below the router's prefix (it has its own body limit, LUNGCDS_MAX_WEIGHTS_UPLOAD_MB).
+UPLOAD_PATH = "/{name}/weights"
+#: Bytes of an upload gathered before they are written and hashed in a worker thread.
+_FLUSH_BYTES = 4 * 2**20
 
 
 class ModelPublic(BaseModel):
@@ -57,34 +65,66 @@ def list_models(settings: SettingsDep, _caller: Viewer) -> list[ModelPublic]:
     return [_public(store, spec.name) for spec in MODEL_SPECS]
 
 
-@router.put("/{name}/weights", response_model=ModelPublic)
+class _Upload:
+    """An upload written to a temporary file in ``folder`` and hashed, chunk by chunk (blocking: run in threads)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".safetensors")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._file.write(data)
+
+    def finish(self) -> str:
+        """Close the file; the SHA-256 of everything written."""
+        self._file.close()
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+@router.put(UPLOAD_PATH, response_model=ModelPublic)
 async def install_weights(
     name: str,
     request: Request,
-    settings: SettingsDep,
     _caller: Admin,
+    settings: SettingsDep,
     x_content_sha256: str = Header(..., pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file"),
     validation: str | None = Query(None, max_length=500, description="The site's validation statement"),
 ) -> ModelPublic:
-    """Install the uploaded weights for ``name`` after checking their SHA-256."""
+    """Install the uploaded weights for ``name`` after checking their SHA-256.
+
+    The body streams to a temporary file in chunks of at most ``_FLUSH_BYTES``, written and
+    hashed in worker threads: never held whole in memory, never blocking the event loop, and
+    no larger than ``LUNGCDS_MAX_WEIGHTS_UPLOAD_MB``.
+    """
     try:
         get_spec(name)
     except UnknownModelError as exc:
         raise Problem(404, "Unknown model", str(exc)) from exc
-    settings.weights_dir.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=settings.weights_dir, prefix=".upload-", suffix=".safetensors") as tmp:
+    upload = await run_in_threadpool(_Upload, settings.weights_dir)
+    try:
+        pending = bytearray()
         async for chunk in request.stream():
-            digest.update(chunk)
-            tmp.write(chunk)
-        tmp.flush()
-        if digest.hexdigest() != x_content_sha256.lower():
-            raise Problem(
-                422, "Checksum mismatch", f"the upload hashes to {digest.hexdigest()}, not {x_content_sha256.lower()}"
-            )
+            pending += chunk
+            if len(pending) >= _FLUSH_BYTES:
+                await run_in_threadpool(upload.write, bytes(pending))
+                pending.clear()
+        await run_in_threadpool(upload.write, bytes(pending))
+        digest = await run_in_threadpool(upload.finish)
+        if digest != x_content_sha256.lower():
+            raise Problem(422, "Checksum mismatch", f"the upload hashes to {digest}, not {x_content_sha256.lower()}")
         store = WeightStore(settings.weights_dir)
         try:
-            store.install(Path(tmp.name), name, validation=validation)
+            await run_in_threadpool(partial(store.install, upload.path, name, validation=validation))
         except WeightsError as exc:
             raise Problem(422, "Weights not installed", str(exc)) from exc
-    return _public(store, name)
+    finally:
+        await run_in_threadpool(upload.discard)
+    return await run_in_threadpool(_public, store, name)

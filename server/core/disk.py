@@ -1,0 +1,47 @@
+"""The free-disk reserve every writer of the installation keeps (``LUNGCDS_MIN_FREE_DISK_MB``).
+
+The SCP refuses instances below it (``0xA700``, :class:`dicom_node.spool.Spool`); the analysis
+holds its job instead of writing results into the reserve, and resumes when space returns.
+One check, so that every writer means the same thing by "full".
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+from server.core.config import Settings
+
+__all__ = ["DISK_FULL_ERRNOS", "disk_shortage", "is_disk_full"]
+
+#: OSError numbers that mean "no space" rather than a fault of the data or the code.
+DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_shortage(settings: Settings, path: Path | None = None) -> str | None:
+    """Why ``path`` (default: the data dir) has too little free space, in words, or None.
+
+    A folder that does not exist yet is measured at its nearest existing parent.
+    """
+    target = Path(path or settings.data_dir)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    reserve = settings.min_free_disk_mb * 2**20
+    if free >= reserve:
+        return None
+    return (
+        f"free disk space {free / 2**20:.0f} MB on {target} is below the reserve of "
+        f"{settings.min_free_disk_mb} MB (LUNGCDS_MIN_FREE_DISK_MB)"
+    )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError (anywhere in its cause chain) that says the disk or quota is full."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
