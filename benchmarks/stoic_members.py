@@ -90,7 +90,7 @@ def _parameters(member: Any) -> int | None:
 
 def measure(module_name: str, series: Path, threads: int, repeats: int, warmup: bool) -> dict[str, Any]:
     """Load, build and time one member in this process (the child's work)."""
-    from models.lungmask import segment_lungs
+    from models.qct.lungmask import segment_lungs
     from models.stoic.member import MemberInputs
     from models.volume import load_series
 

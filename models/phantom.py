@@ -7,7 +7,7 @@ heart and aorta pressing on the lungs; a trachea splitting at the carina into tw
 that enter the lungs; a stomach gas bubble under the left dome (gas that must not be
 called lung); a patient table; optionally a dense consolidation against the pleura and lungs that
 touch in the midline.  Because every solid is known, so are the true left and right lung masks,
-which is what makes Dice-type tests of :mod:`models.lungmask` possible.
+which is what makes Dice-type tests of :mod:`models.qct.lungmask` possible.
 
 Lobes: each lung is cut by an oblique (major) fissure, a plane rising from the front of the
 diaphragm to the back of the upper chest, into an upper lobe in front and above and a lower lobe

@@ -35,10 +35,10 @@ from models.findings import (
     Volume,
     least_trusted,
 )
-from models.lungmask import segment_lungs
-from models.measurements import measure_regions
 from models.plausibility import withhold_implausible
-from models.quality import assess_lung_mask
+from models.qct.lungmask import segment_lungs
+from models.qct.measurements import measure_regions
+from models.qct.quality import assess_lung_mask
 from models.registry import (
     CLASSICAL_LUNG_MASK,
     I3DR,

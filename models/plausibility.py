@@ -7,7 +7,7 @@ after all stages, so that result.json, SR, SEG and PDF see the same decision: a 
 the bounds below is taken out of ``Findings`` and listed in ``Findings.withheld`` with a
 reason such as "withheld: FEV1 pre-bronchodilator -0.90 L is not physiological (must be above
 0 L)".  Weight-free measurements (the classical lung mask and its densitometry) are not gated
-here; the lung mask has its own quality gate (:mod:`models.quality`).
+here; the lung mask has its own quality gate (:mod:`models.qct.quality`).
 
 The bounds are deliberately wide: they catch what no human lung produces, not what is
 abnormal.
@@ -20,7 +20,7 @@ abnormal.
   (I3Dr rescales the lobes together), so they are withheld when any lobe mask is.
 * **I3Dr lung function** (:data:`I3DR_BOUNDS`), per patient and per lobe: above 0 (no volume,
   flow or diffusing capacity is zero or negative; a patient's lung volume PV at least 1 L, the
-  lower bound of the lung-mask gate, :data:`models.quality.PLAUSIBLE_VOLUME_L`) and at most 10 L
+  lower bound of the lung-mask gate, :data:`models.qct.quality.PLAUSIBLE_VOLUME_L`) and at most 10 L
   for volumes (that gate's upper bound), 8 L for FEV1, 10 L for FVC and 60 mL/min/mmHg for
   DLCO.  These upper bounds lie above the upper limits of normal of the Global Lung Function
   Initiative reference equations for the tallest young adults (GLI-2012 spirometry, Quanjer et
@@ -56,7 +56,7 @@ from models.findings import (
     StoicResult,
     Withheld,
 )
-from models.quality import PLAUSIBLE_VOLUME_L
+from models.qct.quality import PLAUSIBLE_VOLUME_L
 
 __all__ = ["I3DR_BOUNDS", "MAX_FEV1_FVC_RATIO", "MIN_LOBE_ML", "Bound", "withhold_implausible"]
 

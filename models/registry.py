@@ -38,7 +38,7 @@ __all__ = [
     "unavailable_run",
 ]
 
-#: Name of the weight-free lung mask of :mod:`models.lungmask`.
+#: Name of the weight-free lung mask of :mod:`models.qct.lungmask`.
 CLASSICAL_LUNG_MASK = "lung_mask_classical"
 #: Name of the CT severity score, derived from the lobe and lesion masks.
 SEVERITY = "severity"

@@ -8,7 +8,7 @@ CSV columns (header row required; paths relative to the CSV's folder):
     The CO-RADS category reported by the radiologist, 1-5 (T§3.3.1).
 ``lung_mask`` (optional)
     A mask file on the image's grid; non-zero is lung.  Without it the classical lung mask of
-    :mod:`models.lungmask` is computed (the thesis used a learned lobe segmentation, RTSU-Net).
+    :mod:`models.qct.lungmask` is computed (the thesis used a learned lobe segmentation, RTSU-Net).
 ``lesion_map`` (optional)
     A lesion map on the image's grid (values in [0, 1]), channel 2 of the input (T§3.3.3).
 ``split`` (optional)
@@ -39,7 +39,7 @@ import torch
 from models.corads.preprocessing import PreprocessingConfig, preprocess
 from models.corads.scoring import CATEGORIES
 from models.findings import Geometry, Volume
-from models.lungmask import segment_lungs
+from models.qct.lungmask import segment_lungs
 from models.training_rows import optional_path, split_by_patient
 from models.volume import load_series
 

@@ -51,8 +51,8 @@ from models.i3dr.inference import I3dr
 from models.i3dr.model import OUTPUTS, BackboneSpec
 from models.i3dr.preprocessing import I3drPreprocessingConfig
 from models.i3dr.training import I3drTrainingConfig, TrainingRecipe, train_i3dr
-from models.measurements import FPV_RANGE_HU
 from models.phantom import chest_phantom
+from models.qct.measurements import FPV_RANGE_HU
 
 __all__ = [
     "THESIS_TABLE_2_2",

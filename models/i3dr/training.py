@@ -78,8 +78,8 @@ from models.findings import LOBE_NAMES
 from models.i3dr.card import make_model_card, make_part_card, save_i3dr_file
 from models.i3dr.model import OUTPUTS, BackboneSpec, RegionSumRegressor, build_model_a, build_model_b
 from models.i3dr.preprocessing import I3drPreprocessingConfig, preprocess_regions, replicate_channels
-from models.lungmask import segment_lungs
-from models.measurements import measure_region
+from models.qct.lungmask import segment_lungs
+from models.qct.measurements import measure_region
 from models.segmentation.weights import load_state
 from models.training_rows import optional_path, split_by_patient
 

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from models.corads.data import read_image, read_mask
 from models.findings import Volume
-from models.lungmask import segment_lungs
+from models.qct.lungmask import segment_lungs
 from models.stoic.member import MemberInputs
 from models.training_rows import optional_path
 

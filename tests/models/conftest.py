@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from models.findings import Volume
-from models.lungmask import LungSegmentation, segment_lungs
 from models.phantom import Phantom, chest_phantom, write_ct_series
+from models.qct.lungmask import LungSegmentation, segment_lungs
 from models.volume import load_series
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -29,7 +29,7 @@ from models.i3dr.training import (
     read_csv,
     train_i3dr,
 )
-from models.measurements import measure_region
+from models.qct.measurements import measure_region
 from tests.models.i3dr.conftest import SMALL_BACKBONE, SMALL_INPUT
 
 

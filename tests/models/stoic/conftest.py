@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.findings import Volume
-from models.lungmask import LungSegmentation
+from models.qct.lungmask import LungSegmentation
 from models.stoic.member import MemberInputs
 from tests.models.stoic.synthetic import SyntheticSet, synthetic_case, write_training_set
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.findings import Geometry, Volume
-from models.lungmask import LungSegmentation
+from models.qct.lungmask import LungSegmentation
 from models.stoic.member import MemberInputs
 
 #: A 40 x 64 x 64 synthetic scan at 2.5 x 2 x 2 mm whose lung mask is one box, known exactly.

@@ -1,4 +1,4 @@
-"""models.quality: the lung-mask gate passes sound masks and refuses broken ones, saying why."""
+"""models.qct.quality: the lung-mask gate passes sound masks and refuses broken ones, saying why."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from models.findings import Volume
-from models.lungmask import segment_lungs
 from models.phantom import Phantom, chest_phantom
-from models.quality import assess_lung_mask
+from models.qct.lungmask import segment_lungs
+from models.qct.quality import assess_lung_mask
 from models.volume import load_series
 
 

@@ -1,4 +1,4 @@
-"""models.lungmask: accuracy on phantoms of known anatomy, orientation, robustness, real data.
+"""models.qct.lungmask: accuracy on phantoms of known anatomy, orientation, robustness, real data.
 
 Real series leave an overlay PNG each (axial slice of the largest lung section and a coronal
 slice through the lungs, left lung blue, right lung red) in ``$LUNGCDS_OVERLAY_DIR`` when set,
@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from models.findings import Geometry, Volume
-from models.lungmask import LungMaskParameters, LungSegmentation, segment_lungs
 from models.phantom import LesionSpec, Phantom, chest_phantom
-from models.quality import assess_lung_mask
+from models.qct.lungmask import LungMaskParameters, LungSegmentation, segment_lungs
+from models.qct.quality import assess_lung_mask
 from models.volume import load_series
 
 Dice = Callable[[np.ndarray, np.ndarray], float]

@@ -1,4 +1,4 @@
-"""models.measurements: hand-computed values on tiny arrays, lobes, empty regions, refusals."""
+"""models.qct.measurements: hand-computed values on tiny arrays, lobes, empty regions, refusals."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.findings import LUNG_REGIONS, REGION_NAMES, Geometry, Volume
-from models.measurements import measure_lungs, measure_region, measure_regions
 from models.phantom import LesionSpec, chest_phantom
+from models.qct.measurements import measure_lungs, measure_region, measure_regions
 
 #: Ten voxels chosen on and around every threshold: -950 and -500 (FPV, thesis 2.4.3, inclusive),
 #: -950 (LAA, strict), -600 and -250 (HAA, inclusive).
