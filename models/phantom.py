@@ -55,7 +55,18 @@ from scipy import ndimage
 
 from models.findings import LOBE_NAMES, Geometry, Volume
 
-__all__ = ["KERNELS", "PATIENT_POSITIONS", "LesionSpec", "Phantom", "chest_phantom", "write_ct_series"]
+__all__ = [
+    "D1_CLUSTERS",
+    "DENSITOMETRY_MATERIALS",
+    "KERNELS",
+    "PATIENT_POSITIONS",
+    "DensitometryPhantom",
+    "LesionSpec",
+    "Phantom",
+    "chest_phantom",
+    "densitometry_phantom",
+    "write_ct_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -643,6 +654,218 @@ def chest_phantom(
         patient_position=patient_position,
         lobes={name: np.ascontiguousarray(mask[index]) for name, mask in lobes.items()},
         **arrays,
+    )
+
+
+#: Materials of :func:`densitometry_phantom` (index = code in ``DensitometryPhantom.material``) and their
+#: HU, one in each density band: tissue outside the lungs, well-aerated parenchyma, ground glass
+#: (poorly aerated), consolidation (non-aerated), emphysema, a contrast-enhanced vessel (above +100
+#: HU) and the dense ball (consolidation density; its edge voxels are partial volumes with parenchyma).
+DENSITOMETRY_MATERIALS: Mapping[str, float] = {
+    "outside": 40.0,
+    "parenchyma": -850.0,
+    "ground_glass": -500.0,
+    "consolidation": 30.0,
+    "emphysema": -980.0,
+    "vessel": 200.0,
+    "dense_ball": 40.0,
+}
+#: A cluster population whose cumulative size distribution is exactly Y(>= s) = 128 (s / 2)^-1 at
+#: s = 2, 4, 8, 16, 32 voxels: (size in voxels, number of clusters) pairs, so D = 1.
+D1_CLUSTERS: tuple[tuple[int, int], ...] = ((2, 64), (4, 32), (8, 16), (16, 8), (32, 8))
+#: Index boxes ``[z, y, x]`` of the two box-shaped lungs of the densitometry phantom.  The right lung
+#: spans 72 slices (24 per third), the left 66 (22 per third), so every zone boundary falls between
+#: slices and each third of each lung is known by slice index.
+_DENSITOMETRY_LUNGS = {
+    "lung_right": (slice(4, 76), slice(8, 52), slice(8, 50)),
+    "lung_left": (slice(7, 73), slice(8, 52), slice(60, 102)),
+}
+_DENSITOMETRY_SHAPE = (80, 60, 110)
+#: Cells of the emphysema clusters in the left upper third: a cluster fills its cell's corner box of
+#: 2 x 4 x 4 voxels in raster order (so every cluster is face-connected) and the cell's last layer on
+#: each axis stays parenchyma, so no two clusters touch.
+_CLUSTER_CELL = (3, 5, 5)
+_CLUSTER_BOX = (2, 4, 4)
+#: Columns (x voxels) of the consolidation block against the right lung's lateral surface: the
+#: deepest is 4 columns from the nearest outside voxel centre, 8 mm at 2 mm spacing, inside the
+#: 10 mm rind.  (Six columns put the sixth 12 mm deep, in the core, against the documented layout.)
+_CONSOLIDATION_DEPTH = 4
+#: Sub-samples per axis of a voxel for the partial volume of the dense ball.
+_BALL_SUPERSAMPLING = 8
+
+
+@dataclass(frozen=True)
+class DensitometryPhantom:
+    """Two box-shaped lungs with known materials per zone, for exact densitometry truth.
+
+    ``material[z, y, x]`` is the index in :data:`DENSITOMETRY_MATERIALS` of the voxel's material
+    (crisp everywhere but at the edge of the dense ball); ``ball_fraction`` the share of each
+    voxel inside the dense ball (sub-sampled :data:`_BALL_SUPERSAMPLING` times per axis); the HU of
+    a voxel is its material's, or for a voxel the ball touches ``f * 40 + (1 - f) * (-850)``.
+    ``lung_boxes`` gives each lung's index box; ``ball_centre_zyx`` and ``ball_radius_mm`` the
+    ball (in index and mm); ``clusters`` the emphysema population as (size in voxels, count).
+    """
+
+    hu: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    material: np.ndarray
+    ball_fraction: np.ndarray
+    geometry: Geometry
+    lung_boxes: Mapping[str, tuple[slice, slice, slice]]
+    ball_centre_zyx: tuple[float, float, float]
+    ball_radius_mm: float
+    clusters: tuple[tuple[int, int], ...]
+
+    @property
+    def ball_volume_ml(self) -> float:
+        """Exact volume of the dense ball, 4/3 pi r^3 (mL)."""
+        return 4.0 / 3.0 * np.pi * self.ball_radius_mm**3 / 1000.0
+
+    def volume(self) -> Volume:
+        """The phantom as a :class:`Volume` with synthetic, stable SOP Instance UIDs."""
+        uids = tuple(
+            str(generate_uid(entropy_srcs=["lungcds-densitometry-phantom", repr(self.geometry), str(k)]))
+            for k in range(self.hu.shape[0])
+        )
+        return Volume(hu=self.hu, geometry=self.geometry, source_sop_instance_uids=uids)
+
+
+def _ball_fraction(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], centre: tuple[float, float, float], radius: float
+) -> np.ndarray:
+    """Share of each voxel inside a ball (index-space centre, radius in mm), by sub-sampling."""
+    fraction = np.zeros(shape, dtype=np.float32)
+    m = _BALL_SUPERSAMPLING
+    offsets = (np.arange(m) + 0.5) / m - 0.5
+    reach = [int(np.ceil(radius / s)) + 1 for s in spacing]
+    box = tuple(
+        slice(max(int(np.floor(c)) - r, 0), min(int(np.ceil(c)) + r + 1, n))
+        for c, r, n in zip(centre, reach, shape, strict=True)
+    )
+    axes = [
+        ((np.arange(b.start, b.stop)[:, None] + offsets[None, :]) - c) * s
+        for b, c, s in zip(box, centre, spacing, strict=True)
+    ]
+    dz = axes[0][:, None, None, :, None, None] ** 2
+    dy = axes[1][None, :, None, None, :, None] ** 2
+    dx = axes[2][None, None, :, None, None, :] ** 2
+    inside = (dz + dy + dx) <= radius**2
+    fraction[box] = inside.mean(axis=(3, 4, 5), dtype=np.float64).astype(np.float32)
+    return fraction
+
+
+def _place_clusters(
+    material: np.ndarray, zone: tuple[slice, slice, slice], clusters: Sequence[tuple[int, int]]
+) -> None:
+    """Paint the emphysema clusters, largest first, one per cell of the zone box, in raster order of cells."""
+    code = list(DENSITOMETRY_MATERIALS).index("emphysema")
+    capacity = int(np.prod(_CLUSTER_BOX))
+    counts = [(zone[a].stop - zone[a].start) // _CLUSTER_CELL[a] for a in range(3)]
+    cells = iter(np.ndindex(*counts))
+    for size, count in sorted(clusters, reverse=True):
+        if not 1 <= size <= capacity:
+            raise ValueError(f"a cluster holds 1 to {capacity} voxels, got {size}")
+        shape_in_box = np.zeros(capacity, dtype=bool)
+        shape_in_box[:size] = True
+        block = shape_in_box.reshape(_CLUSTER_BOX)
+        for _ in range(count):
+            cell = next(cells, None)
+            if cell is None:
+                raise ValueError(f"{sum(n for _, n in clusters)} clusters do not fit in {int(np.prod(counts))} cells")
+            origin = [zone[a].start + cell[a] * _CLUSTER_CELL[a] for a in range(3)]
+            target = material[tuple(slice(o, o + b) for o, b in zip(origin, _CLUSTER_BOX, strict=True))]
+            target[block] = code
+
+
+def densitometry_phantom(
+    spacing_zyx: tuple[float, float, float] = (2.5, 2.0, 2.0),
+    *,
+    clusters: Sequence[tuple[int, int]] = D1_CLUSTERS,
+    ball_radius_mm: float = 12.0,
+) -> DensitometryPhantom:
+    """Two box lungs with one known material population per zone, noise-free.
+
+    Layout (zones as :mod:`models.qct.zones` defines them; each box lung's thirds are slice ranges):
+
+    - parenchyma at -850 HU (well aerated) everywhere not listed below;
+    - ``RU``: a contrast-enhanced vessel, +200 HU, 3 x 3 voxels through the whole third;
+    - ``RM``: a consolidation block, +30 HU, 20 x 20 x :data:`_CONSOLIDATION_DEPTH` voxels against
+      the right lung's lateral surface (so all of it lies in the peripheral rind while the column
+      spacing is at most 2.5 mm: its deepest voxel centre is then at most 10 mm from the nearest
+      voxel centre outside the lung);
+    - ``RL``: the dense ball, +40 HU, radius ``ball_radius_mm``, centred in the third, with
+      partial-volume edges;
+    - ``LU``: the emphysema clusters (-980 HU) of ``clusters``;
+    - ``LM``: a ground-glass block, -500 HU, 22 x 22 x 25 voxels (the full height of the third);
+    - ``LL``: parenchyma only.
+
+    Parameters
+    ----------
+    spacing_zyx : tuple of float, optional
+        Voxel spacing (mm); the layout is in voxels, so the volumes scale with it.
+    clusters : sequence of (int, int), optional
+        Emphysema clusters as (size in voxels, 1-32; number of clusters); default
+        :data:`D1_CLUSTERS` (D = 1 exactly).
+    ball_radius_mm : float, optional
+        Radius of the dense ball; it must stay inside ``RL`` and away from the lung surface.
+
+    Returns
+    -------
+    DensitometryPhantom
+        The CT in HU with its materials and truth.
+
+    Raises
+    ------
+    ValueError
+        If the clusters do not fit their zone or the ball does not fit its zone.
+    """
+    shape = _DENSITOMETRY_SHAPE
+    names = list(DENSITOMETRY_MATERIALS)
+    material = np.zeros(shape, dtype=np.uint8)
+    left = np.zeros(shape, dtype=bool)
+    right = np.zeros(shape, dtype=bool)
+    right[_DENSITOMETRY_LUNGS["lung_right"]] = True
+    left[_DENSITOMETRY_LUNGS["lung_left"]] = True
+    material[left | right] = names.index("parenchyma")
+    rz, ry, rx = _DENSITOMETRY_LUNGS["lung_right"]
+    lz, ly, lx = _DENSITOMETRY_LUNGS["lung_left"]
+    material[52:76, 28:31, 28:31] = names.index("vessel")
+    material[30:50, 20:40, rx.start : rx.start + _CONSOLIDATION_DEPTH] = names.index("consolidation")
+    material[29:51, 15:37, 70:95] = names.index("ground_glass")
+    _place_clusters(material, (slice(51, 73), ly, lx), clusters)
+    centre = (16.0, 30.0, 29.0)
+    reach = [ball_radius_mm / s for s in spacing_zyx]
+    if (
+        centre[0] - reach[0] < rz.start
+        or centre[0] + reach[0] > 28
+        or centre[2] - reach[2] < rx.start + _CONSOLIDATION_DEPTH
+    ):
+        raise ValueError(f"a ball of radius {ball_radius_mm} mm does not fit inside the right lower third")
+    fraction = _ball_fraction(shape, spacing_zyx, centre, ball_radius_mm)
+    material[fraction > 0] = names.index("dense_ball")
+    values = np.array([DENSITOMETRY_MATERIALS[name] for name in names], dtype=np.float32)
+    hu = values[material]
+    edge = fraction > 0
+    parenchyma, ball = DENSITOMETRY_MATERIALS["parenchyma"], DENSITOMETRY_MATERIALS["dense_ball"]
+    hu[edge] = fraction[edge] * np.float32(ball) + (1.0 - fraction[edge]) * np.float32(parenchyma)
+    geometry = Geometry(
+        origin=(0.0, 0.0, 0.0),
+        spacing=(float(spacing_zyx[0]), float(spacing_zyx[1]), float(spacing_zyx[2])),
+        direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+        shape=shape,
+    )
+    return DensitometryPhantom(
+        hu=hu,
+        left=left,
+        right=right,
+        material=material,
+        ball_fraction=fraction,
+        geometry=geometry,
+        lung_boxes=dict(_DENSITOMETRY_LUNGS),
+        ball_centre_zyx=centre,
+        ball_radius_mm=ball_radius_mm,
+        clusters=tuple(clusters),
     )
 
 

@@ -4,6 +4,9 @@ Stages, in order: the classical lung mask and its quality gate; the learned lobe
 segmentations; the CT severity score from those masks; the CO-RADS ensemble; the STOIC2021
 ensemble (with the patient's age and sex); I3Dr lung function (lobar when lobe masks exist,
 patient level from model A otherwise); the measurements of the lungs and of every lobe found;
+the weight-free zone densitometry of both lungs (:mod:`models.qct.densitometry`: zones, density
+bands, zone score, emphysema detail) whenever the lung mask found a lung, whether or not it passed
+the quality gate (a failed gate is noted on it), and what the header says about the acquisition;
 last, the plausibility gate of :mod:`models.plausibility`, which withholds impossible learned
 numbers with the reason.  A learned model runs only with installed or (asked for) generated
 weights, and only when the lung mask passed the quality gate; every registered model gets a
@@ -25,6 +28,7 @@ from models import PIPELINE_VERSION
 from models.findings import (
     LOBE_NAMES,
     CoradsResult,
+    Densitometry,
     Findings,
     I3drResult,
     ModelRun,
@@ -36,6 +40,8 @@ from models.findings import (
     least_trusted,
 )
 from models.plausibility import withhold_implausible
+from models.qct.acquisition import describe_acquisition
+from models.qct.densitometry import analyse_densitometry
 from models.qct.lungmask import segment_lungs
 from models.qct.measurements import measure_regions
 from models.qct.quality import assess_lung_mask
@@ -160,8 +166,9 @@ def analyse(
     -------
     Findings
         Lung (and, when found, lobe and lesion) masks with their sources; measurements of the
-        lungs and lobes; CO-RADS and severity when they ran; one :class:`ModelRun` per
-        registered model; the quality assessment and the segmentation's warnings.
+        lungs and lobes; the zone densitometry when a lung was found; the acquisition; CO-RADS
+        and severity when they ran; one :class:`ModelRun` per registered model; the quality
+        assessment and the segmentation's warnings.
     """
 
     def report(stage: str, fraction: float) -> None:
@@ -190,6 +197,8 @@ def analyse(
         name: mask for name, mask in state.masks.items() if name in ("lungs", "lung_left", "lung_right", *LOBE_NAMES)
     }
     measurements = measure_regions(volume, measured)
+    report("densitometry", 0.97)
+    densitometry = _densitometry(volume, segmentation.left, segmentation.right, quality)
     runs = {
         spec.name: state.runs.get(spec.name) or unavailable_run(spec, weights, demo_weights=demo_weights)
         for spec in MODEL_SPECS
@@ -208,9 +217,26 @@ def analyse(
         mask_sources=state.mask_sources,
         warnings=segmentation.warnings,
         configuration=provider.configuration(),
+        densitometry=densitometry,
+        acquisition=describe_acquisition(volume),
     )
     report("done", 1.0)
     return withhold_implausible(findings)
+
+
+def _densitometry(
+    volume: Volume, left: np.ndarray, right: np.ndarray, quality: QualityAssessment
+) -> Densitometry | None:
+    """The weight-free zone densitometry of the classical lung mask; None when it found no lung."""
+    if not (left.any() or right.any()):
+        return None
+    notes: tuple[str, ...] = ()
+    if not quality.plausible:
+        notes = (
+            "the lung mask failed the quality gate (" + "; ".join(quality.reasons) + "); these numbers "
+            "describe that mask",
+        )
+    return analyse_densitometry(volume, left, right, CLASSICAL_LUNG_MASK, notes)
 
 
 def _learned_stages(

@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from models.findings import Geometry, Volume
+from models.findings import AcquisitionHeader, Geometry, Volume
 
 __all__ = [
     "DUPLICATE_POSITION_TOLERANCE_MM",
@@ -40,6 +40,7 @@ __all__ = [
     "PatientContext",
     "VolumeError",
     "load_series",
+    "parse_da",
     "patient_context",
 ]
 
@@ -104,9 +105,9 @@ def _parse_age_string(value: str) -> float | None:
     return int(match.group(1)) * _AGE_UNIT_IN_YEARS[match.group(2)]
 
 
-def _parse_date(value: str) -> date | None:
+def parse_da(value: str | None) -> date | None:
     """A DICOM DA value (YYYYMMDD) as a date, ``None`` when empty or malformed."""
-    text = value.strip()
+    text = (value or "").strip()
     if len(text) != 8 or not text.isdigit():
         return None
     try:
@@ -149,9 +150,9 @@ def patient_context(ds: Dataset) -> PatientContext:
     """
     age = _parse_age_string(str(ds.get("PatientAge", "") or ""))
     if age is None:
-        birth = _parse_date(str(ds.get("PatientBirthDate", "") or ""))
+        birth = parse_da(str(ds.get("PatientBirthDate", "") or ""))
         for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
-            when = _parse_date(str(ds.get(keyword, "") or ""))
+            when = parse_da(str(ds.get(keyword, "") or ""))
             if birth is not None and when is not None:
                 age = _age_between(birth, when)
                 break
@@ -285,6 +286,43 @@ def _rescale(item: Dataset | None, path: Path) -> tuple[float, float]:
     if slope is None or intercept is None:
         logger.warning("%s has no Rescale Slope/Intercept; assuming stored values are HU", path.name)
     return (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
+
+
+def _text(value: Any) -> str | None:
+    """A DICOM string value (several values joined with a backslash) stripped, None when absent or empty."""
+    if value is None:
+        return None
+    parts = [str(v).strip() for v in value] if isinstance(value, MultiValue | list | tuple) else [str(value).strip()]
+    text = "\\".join(p for p in parts if p)
+    return text or None
+
+
+def _acquisition_header(ds: Dataset) -> AcquisitionHeader:
+    """Manufacturer, Convolution Kernel and contrast agent of one instance (single-frame or Enhanced CT).
+
+    An Enhanced CT carries the kernel in the CT Reconstruction functional group macro and its agents
+    in the Contrast/Bolus Agent Sequence (0018,0012) of the Enhanced Contrast/Bolus module (PS3.3);
+    an unreadable value counts as absent, since these attributes only qualify the results.
+    """
+
+    def read(item: Dataset | None, keyword: str) -> str | None:
+        try:
+            return _text(item.get(keyword)) if item is not None else None
+        except Exception:  # noqa: BLE001 - a malformed optional value counts as absent
+            return None
+
+    kernel = read(ds, "ConvolutionKernel") or read(
+        _functional_item(ds, 0, "CTReconstructionSequence"), "ConvolutionKernel"
+    )
+    agent = read(ds, "ContrastBolusAgent")
+    if agent is None:
+        try:
+            items = ds.get("ContrastBolusAgentSequence") or []
+            meanings = [read(item, "CodeMeaning") for item in items]
+        except Exception:  # noqa: BLE001 - as above
+            meanings = []
+        agent = ", ".join(m for m in meanings if m) or None
+    return AcquisitionHeader(manufacturer=read(ds, "Manufacturer"), convolution_kernel=kernel, contrast_agent=agent)
 
 
 def _is_multiframe(ds: Dataset) -> bool:
@@ -492,8 +530,11 @@ def load_series(paths: Sequence[Path]) -> Volume:
     slots: dict[Path, list[tuple[int, _SliceHeader]]] = {}
     for k, header in enumerate(headers):
         slots.setdefault(header.path, []).append((k, header))
+    acquisition_header = AcquisitionHeader()
     for path, entries in slots.items():
         ds = pydicom.dcmread(path)
+        if path == first.path:
+            acquisition_header = _acquisition_header(ds)
         pixels = _decode(ds, path)
         for k, header in entries:
             frame = 0 if header.frame is None else header.frame - 1
@@ -526,4 +567,5 @@ def load_series(paths: Sequence[Path]) -> Volume:
         source_sop_instance_uids=tuple(h.sop_instance_uid for h in headers),
         source_frame_numbers=tuple(h.frame or 1 for h in headers) if multiframe else None,
         slice_thickness_mm=float(np.median(thicknesses)) if thicknesses else None,
+        header=acquisition_header,
     )

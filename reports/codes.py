@@ -14,21 +14,37 @@ Severe) are the SNOMED CT codes of pydicom's DICOM code dictionary.  Model run s
 validation status, lung-mask quality and "not analysable" are private coded values, so that a
 receiving system can act on them without parsing text; each is accompanied by a text item
 with the reason in words.
+
+Weight-free zone densitometry (``Findings.densitometry``, issue 15) uses standard anatomy where
+PS3.16 has it: the three lung zones are CID 6171 "Zone of Lung" (SCT 281392002/281393007/281394001,
+also in CID 6126 "Location in Lung") with CID 244 laterality, and the core and rind of both lungs
+are "Lung" with the CID 2 "Anatomic Modifier" topographical modifiers "Central" and "Peripheral".
+Everything measured there -- density bands (with their HU range in the code meaning), tissue
+mass, the *weight-free density-based zone score* (never the CT severity score), the well-aerated
+share, the upper/lower LAA ratio, the LAA cluster exponent D, acquisition caveats and the
+follow-up changes since a prior analysis -- has no DCM, SCT or LOINC concept in PS3.16 and is a
+private concept of :data:`PRIVATE_SCHEME`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.coding import Code
 
+from models.findings import DENSITY_BAND_RANGES_HU, DENSITY_BANDS
+
 __all__ = [
+    "ACQUISITION_CAVEAT",
+    "ACQUISITION_PARAMETER",
     "ANALYSIS_STATUS",
     "ANATOMICAL_STRUCTURE",
     "ARTIFICIAL_INTELLIGENCE",
     "ATTENUATION_COEFFICIENT",
+    "CENTRAL",
     "CONSOLIDATION",
     "CORADS_CATEGORY",
     "CORADS_CATEGORY_VALUES",
@@ -40,21 +56,41 @@ __all__ = [
     "DECISION_SUPPORT",
     "DECISION_SUPPORT_STATEMENT",
     "DENSITOMETRY_ALGORITHM",
+    "DENSITOMETRY_NOTE",
+    "DENSITY_BAND_PERCENT_CODES",
+    "DENSITY_BAND_VOLUME_CODES",
+    "FOLLOWUP_ALGORITHM",
+    "FOLLOWUP_CAVEAT",
+    "FOLLOWUP_CHANGE_CODES",
+    "FOLLOWUP_COMPARED",
+    "FOLLOWUP_CRITERIA",
+    "FOLLOWUP_NOT_COMPARED",
+    "FOLLOWUP_REASON",
+    "FOLLOWUP_STATUS",
     "FPV_RANGE_HU",
     "FUNCTIONAL_LUNG_VOLUME",
     "GROUND_GLASS_OPACITY",
+    "HEADLINE_UNITS",
     "HIGH_ATTENUATION_AREA",
     "I3DR_OUTPUT_CODES",
     "I3DR_OUTPUT_LABELS",
     "I3DR_OUTPUT_UNITS",
+    "INTERVAL_SINCE_PRIOR",
+    "LAA_CLUSTER_COUNT",
+    "LAA_CLUSTER_EXPONENT",
+    "LAA_UPPER_LOWER_RATIO",
     "LANGUAGE_EN_US",
+    "LEFT",
     "LESION",
     "LESION_CODES",
     "LOBE_INVOLVEMENT",
+    "LOWER_ZONE_OF_LUNG",
     "LOW_ATTENUATION_AREA_950",
     "LUNG_MASK_QUALITY",
     "MEAN",
     "MEASUREMENT_NOT_AVAILABLE",
+    "METHOD_DEFINITION",
+    "MIDDLE_ZONE_OF_LUNG",
     "MODEL_RUN_STATUS",
     "MODEL_STATUS_VALUES",
     "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
@@ -64,7 +100,10 @@ __all__ = [
     "NOT_ANALYSABLE_STATEMENT",
     "OUTPUT_VALIDATION_STATUS",
     "PERCENTILE_15_ATTENUATION",
+    "PERIPHERAL",
     "PIPELINE_WARNING",
+    "PRIOR_SR_STORAGE",
+    "PRIOR_STUDY",
     "PRIVATE_CODING_SCHEME",
     "PRIVATE_SCHEME",
     "PROBABILITY_COVID19",
@@ -74,10 +113,14 @@ __all__ = [
     "QUALITY_IMPLAUSIBLE",
     "QUALITY_PLAUSIBLE",
     "REGION_CODES",
+    "RIGHT",
     "SEVERITY_CATEGORY_VALUES",
     "SOFTWARE_STATEMENT",
     "SUM_OF_SEGMENTED_VOXELS",
+    "TISSUE_MASS",
+    "UCUM_DAY",
     "UCUM_DLCO",
+    "UCUM_GRAM",
     "UCUM_HOUNSFIELD_UNIT",
     "UCUM_LITER",
     "UCUM_MILLILITER",
@@ -86,10 +129,20 @@ __all__ = [
     "UNVALIDATED_BANNER",
     "UNVALIDATED_INSTALLED_BANNER",
     "UNVALIDATED_MIXED_BANNER",
+    "UPPER_ZONE_OF_LUNG",
     "VALIDATION_VALUES",
     "VALUE_WITHHELD",
     "VOLUME",
     "WEIGHT_FREE_STATEMENT",
+    "WELL_AERATED_CUTOFF_STATEMENT",
+    "WELL_AERATED_REFERENCE",
+    "WELL_AERATED_SHARE",
+    "ZONE_INVOLVEMENT",
+    "ZONE_SCORE",
+    "ZONE_SCORE_ALGORITHM",
+    "ZONE_SCORE_TOTAL",
+    "ZONE_SITES",
+    "ZoneSite",
 ]
 
 #: Private coding scheme designator (PS3.16 section 8: "99" prefix = private scheme).
@@ -125,6 +178,41 @@ REGION_CODES: Mapping[str, Code] = MappingProxyType(
         "RUL": Code("42400003", "SCT", "Upper lobe of right lung"),
         "RML": Code("72481006", "SCT", "Middle lobe of right lung"),
         "RLL": Code("266005", "SCT", "Lower lobe of right lung"),
+    }
+)
+#: CID 6171 "Zone of Lung" (also in CID 6126 "Location in Lung"): the finding sites of the weight-free
+#: zones, which are thirds of each lung's height (geometric, like the radiographic zones).
+UPPER_ZONE_OF_LUNG = Code("281392002", "SCT", "Upper zone of lung")
+MIDDLE_ZONE_OF_LUNG = Code("281393007", "SCT", "Middle zone of lung")
+LOWER_ZONE_OF_LUNG = Code("281394001", "SCT", "Lower zone of lung")
+#: CID 244 "Laterality".
+RIGHT = Code("24028007", "SCT", "Right")
+LEFT = Code("7771000", "SCT", "Left")
+#: CID 2 "Anatomic Modifier" (also CID 6125 "General Chest Location"): the core and the peripheral
+#: rind of both lungs ("Subpleural", SCT 68599007 of CID 6126, is not a CID 2 modifier).
+CENTRAL = Code("26216008", "SCT", "Central")
+PERIPHERAL = Code("14414005", "SCT", "Peripheral")
+
+
+class ZoneSite(NamedTuple):
+    """Finding site (TID 1501 row 8 with its concept modifiers) of one weight-free zone region."""
+
+    location: Code
+    laterality: Code | None
+    modifier: Code | None
+
+
+#: Finding site of each region of ``models.findings.ZONE_REGIONS``; all standard codes.
+ZONE_SITES: Mapping[str, ZoneSite] = MappingProxyType(
+    {
+        "RU": ZoneSite(UPPER_ZONE_OF_LUNG, RIGHT, None),
+        "RM": ZoneSite(MIDDLE_ZONE_OF_LUNG, RIGHT, None),
+        "RL": ZoneSite(LOWER_ZONE_OF_LUNG, RIGHT, None),
+        "LU": ZoneSite(UPPER_ZONE_OF_LUNG, LEFT, None),
+        "LM": ZoneSite(MIDDLE_ZONE_OF_LUNG, LEFT, None),
+        "LL": ZoneSite(LOWER_ZONE_OF_LUNG, LEFT, None),
+        "core": ZoneSite(REGION_CODES["lungs"], None, CENTRAL),
+        "rind": ZoneSite(REGION_CODES["lungs"], None, PERIPHERAL),
     }
 )
 #: Segmented property type / finding type of lesion masks (CID 7151).
@@ -163,6 +251,79 @@ FUNCTIONAL_LUNG_VOLUME = Code("FPV", PRIVATE_SCHEME, "Functional lung volume, -9
 LOW_ATTENUATION_AREA_950 = Code("LAA950", PRIVATE_SCHEME, "Volume fraction below -950 HU")
 PERCENTILE_15_ATTENUATION = Code("PERC15", PRIVATE_SCHEME, "15th percentile of attenuation")
 HIGH_ATTENUATION_AREA = Code("HAA", PRIVATE_SCHEME, "High attenuation area fraction")
+
+#: Tissue mass from attenuation (``RegionMeasurements.mass_g``); "Mass of parenchymal tissue" (DCM
+#: 112194) belongs to breast composition (CID 6142), so it is private.
+TISSUE_MASS = Code("TISSUEMASS", PRIVATE_SCHEME, "Tissue mass from CT attenuation")
+
+
+def _hu(value: float) -> str:
+    return f"{value:+g}" if value > 0 else f"{value:g}"
+
+
+def _band_range(band: str) -> str:
+    """A density band's HU range in words: "below -950 HU", "-950 to -700 HU", "+100 HU and above"."""
+    low, high = DENSITY_BAND_RANGES_HU[band]
+    if low is None and high is not None:
+        return f"below {_hu(high)} HU"
+    if high is None and low is not None:
+        return f"{_hu(low)} HU and above"
+    return f"{_hu(low or 0.0)} to {_hu(high or 0.0)} HU"
+
+
+_BAND_KEYS: Mapping[str, tuple[str, str]] = {
+    "emphysema": ("EMPH", "emphysema-like"),
+    "well_aerated": ("WELL", "well aerated"),
+    "poorly_aerated": ("POOR", "poorly aerated"),
+    "non_aerated": ("NONAER", "non-aerated"),
+    "other": ("ABOVE", "not parenchyma"),
+}
+#: Volume (mL) of each density band of ``models.findings.DENSITY_BANDS`` in a region, with the band's
+#: HU range ([low, high)) in the code meaning.
+DENSITY_BAND_VOLUME_CODES: Mapping[str, Code] = MappingProxyType(
+    {
+        band: Code(f"VOL{_BAND_KEYS[band][0]}", PRIVATE_SCHEME, f"Volume {_band_range(band)}, {_BAND_KEYS[band][1]}")
+        for band in DENSITY_BANDS
+    }
+)
+#: Share (% of the region's volume) of each density band.
+DENSITY_BAND_PERCENT_CODES: Mapping[str, Code] = MappingProxyType(
+    {
+        band: Code(
+            f"PCT{_BAND_KEYS[band][0]}", PRIVATE_SCHEME, f"Percent of region {_band_range(band)}, {_BAND_KEYS[band][1]}"
+        )
+        for band in DENSITY_BANDS
+    }
+)
+
+#: The weight-free density-based zone score (``Densitometry.zone_scores``): named so, never "CT severity
+#: score", which is the lobar score of learned lesion masks (:data:`CT_SEVERITY_SCORE`).
+ZONE_SCORE = Code("ZONESCORE", PRIVATE_SCHEME, "Weight-free density-based zone score")
+ZONE_SCORE_TOTAL = Code("ZONESCORETOTAL", PRIVATE_SCHEME, "Weight-free density-based zone score, total of six zones")
+#: The share of a zone the zone score is computed from (poorly or non-aerated, -700 to +100 HU).
+ZONE_INVOLVEMENT = Code("ZONEINVOLVED", PRIVATE_SCHEME, "Percent of zone -700 to +100 HU, poorly or non-aerated")
+#: Well-aerated share of both lungs (``Densitometry.well_aerated_pct``), set beside Colombi's cut-off.
+WELL_AERATED_SHARE = Code("WELLAERATED", PRIVATE_SCHEME, "Well-aerated share of both lungs, -950 to -700 HU")
+WELL_AERATED_REFERENCE = Code("WELLAERATEDREF", PRIVATE_SCHEME, "Well-aerated share and published cut-off")
+#: Emphysema distribution (``EmphysemaDetail``).
+LAA_UPPER_LOWER_RATIO = Code("LAAULRATIO", PRIVATE_SCHEME, "Upper to lower zone LAA-950 ratio")
+LAA_CLUSTER_EXPONENT = Code("LAACLUSTERD", PRIVATE_SCHEME, "LAA-950 cluster size exponent D")
+LAA_CLUSTER_COUNT = Code("LAACLUSTERN", PRIVATE_SCHEME, "Number of LAA-950 clusters")
+
+#: Follow-up: the change of each headline number (``models.findings.HEADLINE_KEYS``) since the prior analysis.
+FOLLOWUP_CHANGE_CODES: Mapping[str, Code] = MappingProxyType(
+    {
+        "lung_volume_ml": Code("CHGLUNGVOL", PRIVATE_SCHEME, "Change of lung volume since prior"),
+        "well_aerated_pct": Code("CHGWELLAERATED", PRIVATE_SCHEME, "Change of well-aerated share since prior"),
+        "zone_score_total": Code(
+            "CHGZONESCORE", PRIVATE_SCHEME, "Change of weight-free density-based zone score since prior"
+        ),
+        "laa950_pct": Code("CHGLAA950", PRIVATE_SCHEME, "Change of LAA-950 since prior"),
+        "perc15_hu": Code("CHGPERC15", PRIVATE_SCHEME, "Change of 15th percentile of attenuation since prior"),
+        "lung_mass_g": Code("CHGLUNGMASS", PRIVATE_SCHEME, "Change of lung mass since prior"),
+    }
+)
+INTERVAL_SINCE_PRIOR = Code("PRIORINTERVAL", PRIVATE_SCHEME, "Interval since prior study")
 
 # --- qualitative evaluations and statements --------------------------------------------------
 
@@ -207,6 +368,22 @@ QUALITY_FINDING = Code("QUALITYREASON", PRIVATE_SCHEME, "Lung mask quality findi
 ANALYSIS_STATUS = Code("ANALYSIS", PRIVATE_SCHEME, "Analysis status")
 NOT_ANALYSABLE = Code("NOTANALYSABLE", PRIVATE_SCHEME, "Series not analysable, no results")
 NOT_ANALYSABLE_REASON = Code("NAREASON", PRIVATE_SCHEME, "Reason series is not analysable")
+
+#: Weight-free densitometry: definitions in words (``Densitometry.methods``) and caveats (notes).
+METHOD_DEFINITION = Code("METHOD", PRIVATE_SCHEME, "Method definition")
+DENSITOMETRY_NOTE = Code("DENSNOTE", PRIVATE_SCHEME, "Densitometry caveat")
+#: Acquisition as it biases densitometry (``Findings.acquisition``), report level.
+ACQUISITION_PARAMETER = Code("ACQPARAM", PRIVATE_SCHEME, "Acquisition parameter affecting densitometry")
+ACQUISITION_CAVEAT = Code("ACQCAVEAT", PRIVATE_SCHEME, "Acquisition caveat for densitometry")
+
+#: Follow-up comparison with the patient's latest prior analysis (``Findings.followup``).
+FOLLOWUP_STATUS = Code("FOLLOWUP", PRIVATE_SCHEME, "Follow-up comparison with prior analysis")
+FOLLOWUP_COMPARED = Code("COMPARED", PRIVATE_SCHEME, "Compared with prior analysis")
+FOLLOWUP_NOT_COMPARED = Code("NOTCOMPARED", PRIVATE_SCHEME, "Not compared with a prior analysis")
+PRIOR_STUDY = Code("PRIORSTUDY", PRIVATE_SCHEME, "Prior study of the follow-up comparison")
+FOLLOWUP_REASON = Code("FUREASON", PRIVATE_SCHEME, "Reason not compared with prior analysis")
+FOLLOWUP_CAVEAT = Code("FUCAVEAT", PRIVATE_SCHEME, "Follow-up comparison caveat")
+FOLLOWUP_CRITERIA = Code("FUCRITERIA", PRIVATE_SCHEME, "Follow-up comparability criteria")
 
 # --- model outputs ----------------------------------------------------------------------------
 
@@ -268,14 +445,33 @@ UCUM_HOUNSFIELD_UNIT = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 UCUM_NO_UNITS = Code("1", "UCUM", "no units")
 UCUM_DLCO = Code("ml/min/mm[Hg]", "UCUM", "milliliter per minute per millimeter of mercury")
 
+UCUM_GRAM = Code("g", "UCUM", "gram")
+UCUM_DAY = Code("d", "UCUM", "day")
+
 #: Units of the I3Dr outputs: volumes and flows in litres, DLCO in mL/min/mmHg.
 I3DR_OUTPUT_UNITS: Mapping[str, Code] = MappingProxyType(
     {key: (UCUM_DLCO if key == "dlco" else UCUM_LITER) for key in I3DR_OUTPUT_CODES}
 )
 
+#: Unit of each headline number (``models.findings.HEADLINE_KEYS``) and of its change.
+HEADLINE_UNITS: Mapping[str, Code] = MappingProxyType(
+    {
+        "lung_volume_ml": UCUM_MILLILITER,
+        "well_aerated_pct": UCUM_PERCENT,
+        "zone_score_total": UCUM_NO_UNITS,
+        "laa950_pct": UCUM_PERCENT,
+        "perc15_hu": UCUM_HOUNSFIELD_UNIT,
+        "lung_mass_g": UCUM_GRAM,
+    }
+)
+#: SOP Class of a prior lungcds SR (Comprehensive 3D SR Storage, PS3.4 B.5), referenced as other evidence.
+PRIOR_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
+
 # --- algorithms ---------------------------------------------------------------------------------
 
 DENSITOMETRY_ALGORITHM = "lungcds lung densitometry"
+ZONE_SCORE_ALGORITHM = "lungcds weight-free density-based zone score"
+FOLLOWUP_ALGORITHM = "lungcds follow-up comparison"
 
 # --- fixed wording -------------------------------------------------------------------------------
 
@@ -300,3 +496,10 @@ NOT_ANALYSABLE_STATEMENT = (
 UNVALIDATED_BANNER = "UNVALIDATED \u2014 generated weights, not for clinical use"
 UNVALIDATED_INSTALLED_BANNER = "UNVALIDATED \u2014 weights without validation statement, not for clinical use"
 UNVALIDATED_MIXED_BANNER = "UNVALIDATED \u2014 generated and unvalidated weights, not for clinical use"
+#: What Colombi's well-aerated cut-off is and is not, when the densitometry does not say it in its methods.
+WELL_AERATED_CUTOFF_STATEMENT = (
+    "Reference, not a verdict: Colombi et al. (Radiology 2020;296:E86-E96) found, in one cohort of patients with "
+    "COVID-19 pneumonia and with their own software, that well-aerated lung (-950 to -700 HU) below the cut-off "
+    "was associated with ICU admission or death (odds ratio 3.8). It is not a diagnosis or a prognosis for this "
+    "patient, and the cut-off has not been validated for this software."
+)

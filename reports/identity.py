@@ -33,8 +33,9 @@ content depends on:
   numbers), the digest of the HU volume and its grid (``Volume.content_sha256``), the Patient
   and Study attributes the objects copy (:func:`identity_source`), the pipeline version, every
   model's status, version and provenance with its weights SHA-256, origin, validation statement
-  and inputs, the configuration the models ran with (``Findings.configuration``) and, for the
-  PDF, the eligibility notes it prints;
+  and inputs, the configuration the models ran with (``Findings.configuration``), the
+  follow-up as the reports show it (the prior, its values, the changes, reasons and caveats)
+  and, for the PDF, the eligibility notes it prints;
 * :func:`not_analysable_digest` (a series that could not be analysed): the source Series
   Instance UID, the sorted source SOP Instance UIDs, the Patient and Study attributes of the
   first header, the pipeline version and the reasons.
@@ -76,16 +77,20 @@ from typing import Literal
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
-from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
+from pydicom.uid import PYDICOM_ROOT_UID, UID, generate_uid
 from pydicom.valuerep import VR, PersonName
 
 from models.findings import (
+    DENSITY_BANDS,
+    HEADLINE_KEYS,
     LESION_NAMES,
     LOBE_NAMES,
     REGION_NAMES,
     UNVALIDATED_STATEMENTS,
+    ZONE_NAMES,
     Findings,
     ModelRun,
+    RegionMeasurements,
 )
 from reports import codes
 from reports.severity import check_severity
@@ -410,8 +415,14 @@ def analysis_digest(findings: Findings, identity: Dataset, notes: Sequence[str] 
             "pipeline_version": findings.pipeline_version,
             "models": runs,
             "configuration": dict(sorted(findings.configuration.items())),
+            "followup": _followup_identity(findings),
         }
     )
+
+
+def _followup_identity(findings: Findings) -> dict[str, object] | None:
+    """Everything of the follow-up the reports show (the prior, its values, the changes, the words)."""
+    return findings.followup.as_dict() if findings.followup is not None else None
 
 
 def not_analysable_digest(source_headers: Sequence[Dataset], reasons: Sequence[str], pipeline_version: str) -> str:
@@ -566,8 +577,9 @@ def validate_findings(findings: Findings) -> None:
         lesion, ``mask_sources`` names a mask that does not exist (``Findings`` itself refuses a
         mask without a source that ran), an implausible quality verdict has no reason, a
         CO-RADS category is outside 1-5, a probability outside [0, 1], an I3Dr output or lobe
-        is unknown, or the CT severity scores break the seeds/003 rules (see
-        :func:`reports.severity.check_severity`).
+        is unknown, the CT severity scores break the seeds/003 rules (see
+        :func:`reports.severity.check_severity`), or a weight-free zone number, density band or
+        follow-up value is not finite or out of its range (:func:`_check_weight_free`).
     """
     if not isinstance(findings, Findings):
         raise TypeError(f"expected models.findings.Findings, got {type(findings).__name__}")
@@ -616,6 +628,72 @@ def validate_findings(findings: Findings) -> None:
             for key, value in values.items():
                 check_finite(f"severity.{lobe}.{key}", value)
         check_severity(findings.severity)
+    _check_weight_free(findings)
+
+
+def _check_optional(name: str, value: float | None) -> None:
+    if value is not None:
+        check_finite(name, value)
+
+
+def _check_region_bands(name: str, m: RegionMeasurements) -> None:
+    """Raise ValueError unless the density bands and mass of a region are finite (bands all or none)."""
+    if m.density_bands and set(m.density_bands) != set(DENSITY_BANDS):
+        raise ValueError(f"{name}.density_bands must hold every band of {DENSITY_BANDS}, got {sorted(m.density_bands)}")
+    for band, share in m.density_bands.items():
+        check_finite(f"{name}.density_bands.{band}.volume_ml", share.volume_ml)
+        _check_optional(f"{name}.density_bands.{band}.pct", share.pct)
+    _check_optional(f"{name}.mass_g", m.mass_g)
+
+
+def _check_weight_free(findings: Findings) -> None:
+    """Check the numbers of issue 15 (densitometry, bands, mass, follow-up) before anything is built.
+
+    Raises
+    ------
+    ValueError
+        When a value is not finite, a zone score is outside 0-5 (total 0-30), a follow-up
+        change is not of a headline number, or the prior of the follow-up has an invalid UID.
+    """
+    for name, m in findings.measurements.items():
+        _check_region_bands(name, m)
+    d = findings.densitometry
+    if d is not None:
+        for name, m in d.regions.items():
+            check_finite(f"{name}.volume_ml", m.volume_ml)
+            for attr in ("fpv_ml", "laa950_pct", "perc15_hu", "mean_hu", "haa_pct"):
+                _check_optional(f"{name}.{attr}", getattr(m, attr))
+            _check_region_bands(name, m)
+        for name, score in d.zone_scores.items():
+            _check_optional(f"zone_scores.{name}.involvement_pct", score.involvement_pct)
+            if score.score is not None and score.score not in range(6):
+                raise ValueError(f"zone score of {name} must be an integer 0-5, got {score.score!r}")
+        if d.zone_score_total is not None and d.zone_score_total not in range(5 * len(ZONE_NAMES) + 1):
+            raise ValueError(f"zone score total must be an integer 0-30, got {d.zone_score_total!r}")
+        _check_optional("densitometry.well_aerated_pct", d.well_aerated_pct)
+        check_finite("densitometry.well_aerated_cutoff_pct", d.well_aerated_cutoff_pct)
+        _check_optional("emphysema.upper_lower_ratio", d.emphysema.upper_lower_ratio)
+        _check_optional("emphysema.cluster_exponent_d", d.emphysema.cluster_exponent_d)
+    followup = findings.followup
+    if followup is None:
+        return
+    for key, change in followup.changes.items():
+        if key not in HEADLINE_KEYS:
+            raise ValueError(f"follow-up change {key!r} is not a headline number {HEADLINE_KEYS}")
+        _check_optional(f"followup.{key}.prior", change.prior)
+        _check_optional(f"followup.{key}.current", change.current)
+    prior = followup.prior
+    if prior is None:
+        return
+    uids = (
+        prior.study_instance_uid,
+        prior.series_instance_uid,
+        prior.sr_sop_instance_uid,
+        prior.sr_series_instance_uid,
+    )
+    for uid in uids:
+        if uid is not None and not UID(uid).is_valid:
+            raise ValueError(f"the prior analysis of the follow-up has an invalid UID {uid!r}")
 
 
 def check_reasons(reasons: Sequence[str]) -> list[str]:

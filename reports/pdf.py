@@ -30,24 +30,16 @@ has are transliterated and a note says so.  The encapsulated form for PACS is ma
 from __future__ import annotations
 
 import io
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from pydicom import Dataset
 from reportlab import rl_config
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -66,153 +58,19 @@ from reports.identity import (
     model_display_name,
     validate_findings,
 )
-from reports.keyimages import legend_entries, png_bytes, render_key_images
+from reports.keyimages import png_bytes, render_key_images
+from reports.pdf_layout import GRID, NOT_AVAILABLE, RED, Text, box, dicom_date, fmt, paragraph_styles
+from reports.pdf_quantitative import findings_block, zone_table
 from reports.severity import severity_category
 
-__all__ = ["PDF_TITLE", "UNICODE_FONT_CANDIDATES", "build_not_analysable_pdf", "build_pdf"]
+__all__ = ["PDF_TITLE", "build_not_analysable_pdf", "build_pdf"]
 
 #: Document title, also the DocumentTitle (0042,0010) of the encapsulated PDF.
 PDF_TITLE = "lungcds chest CT analysis (decision support)"
-#: TrueType fonts tried, in order, for text outside WinAnsi (Greek, Cyrillic, ...).
-UNICODE_FONT_CANDIDATES: tuple[str, ...] = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
-)
-_UNICODE_FONT = "LungcdsUnicode"
-#: reportlab's built-in CID fonts (Adobe Asian font packs; no font file needed).
-_CJK_FONT = "HeiseiKakuGo-W5"
-_HANGUL_FONT = "HYGothic-Medium"
 _PAGE_MARGIN = 15 * mm
 _BANNER_HEIGHT = 11 * mm
-_RED = colors.HexColor("#C62828")
-_NOT_AVAILABLE = "n/a"
 #: Largest side of a key image on the page (both fit on page 1 under header and summary).
 _KEY_IMAGE_SIDE = 76 * mm
-
-
-@dataclass(frozen=True)
-class _Fonts:
-    """Code points covered by the registered Unicode TrueType font (empty when none was found)."""
-
-    unicode_glyphs: frozenset[int]
-
-
-@lru_cache(maxsize=1)
-def _fonts() -> _Fonts:
-    """Register the fallback fonts once per process."""
-    glyphs: frozenset[int] = frozenset()
-    for candidate in UNICODE_FONT_CANDIDATES:
-        if Path(candidate).is_file():
-            font = TTFont(_UNICODE_FONT, candidate)
-            pdfmetrics.registerFont(font)
-            glyphs = frozenset(font.face.charToGlyph)
-            break
-    for name in (_CJK_FONT, _HANGUL_FONT):
-        pdfmetrics.registerFont(UnicodeCIDFont(name))
-    return _Fonts(unicode_glyphs=glyphs)
-
-
-def _font_for(char: str, fonts: _Fonts) -> str | None:
-    """Font of one character: "" for the base font, a font name, or None when none has it."""
-    try:
-        char.encode("cp1252")
-        return ""
-    except UnicodeEncodeError:
-        pass
-    code = ord(char)
-    if code in fonts.unicode_glyphs:
-        return _UNICODE_FONT
-    if 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF or 0x3130 <= code <= 0x318F:
-        return _HANGUL_FONT
-    if (
-        0x3000 <= code <= 0x30FF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x4E00 <= code <= 0x9FFF
-        or 0xF900 <= code <= 0xFAFF
-        or 0xFF00 <= code <= 0xFFEF
-    ):
-        return _CJK_FONT
-    return None
-
-
-def _transliterate(char: str) -> str:
-    """ASCII approximation of a character no font can show ("?" as last resort)."""
-    decomposed = unicodedata.normalize("NFKD", char)
-    ascii_text = decomposed.encode("ascii", "ignore").decode("ascii")
-    return ascii_text or "?"
-
-
-class _Text:
-    """Builds reportlab paragraph markup from arbitrary Unicode, noting transliterations."""
-
-    def __init__(self) -> None:
-        self.fonts = _fonts()
-        self.transliterated = False
-
-    def markup(self, text: str) -> str:
-        """XML-escaped paragraph markup of ``text`` with a font switch for every run that needs one."""
-        runs: list[tuple[str, str]] = []
-        for char in text:
-            font = _font_for(char, self.fonts)
-            if font is None:
-                self.transliterated = True
-                font, char = "", _transliterate(char)
-            if runs and runs[-1][0] == font:
-                runs[-1] = (font, runs[-1][1] + char)
-            else:
-                runs.append((font, char))
-        return "".join(
-            escape(chunk) if not font else f'<font name="{font}">{escape(chunk)}</font>' for font, chunk in runs
-        )
-
-
-def _styles() -> dict[str, ParagraphStyle]:
-    base = getSampleStyleSheet()
-    return {
-        "title": ParagraphStyle("title", parent=base["Title"], fontSize=16, leading=20, spaceAfter=4),
-        "h2": ParagraphStyle(
-            "h2", parent=base["Heading2"], fontSize=12, leading=15, spaceBefore=8, spaceAfter=4, keepWithNext=1
-        ),
-        "body": ParagraphStyle("body", parent=base["BodyText"], fontSize=9, leading=11.5),
-        "small": ParagraphStyle("small", parent=base["BodyText"], fontSize=7.5, leading=9.5),
-        "tiny": ParagraphStyle("tiny", parent=base["BodyText"], fontName="Courier", fontSize=6, leading=7.5),
-        "statement": ParagraphStyle(
-            "statement", parent=base["BodyText"], fontName="Helvetica-Bold", fontSize=10.5, leading=14
-        ),
-        "caption": ParagraphStyle("caption", parent=base["BodyText"], fontSize=8, leading=10, alignment=TA_CENTER),
-        "unvalidated": ParagraphStyle(
-            "unvalidated",
-            parent=base["BodyText"],
-            fontName="Helvetica-Bold",
-            fontSize=9,
-            leading=11.5,
-            textColor=_RED,
-        ),
-    }
-
-
-_GRID = TableStyle(
-    [
-        ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E8EAF0")),
-        ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
-        ("FONTSIZE", (0, 0), (-1, -1), 8),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-    ]
-)
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return _NOT_AVAILABLE if value is None else f"{value:.{digits}f}"
-
-
-def _dicom_date(value: object) -> str:
-    text = str(value or "")
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
 def _dicom_time(value: object) -> str:
@@ -220,7 +78,7 @@ def _dicom_time(value: object) -> str:
     return f"{text[:2]}:{text[2:4]}:{text[4:6]}" if len(text) >= 6 and text[:6].isdigit() else text
 
 
-def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle]) -> Table:
+def _header_table(header: Dataset, text: Text, styles: dict[str, ParagraphStyle]) -> Table:
     """Patient, study and series of the source, as every DICOM object of the analysis carries them."""
     series = str(header.get("SeriesDescription", "") or "")
     number = header.get("SeriesNumber")
@@ -228,11 +86,11 @@ def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle
         series = f"{series} (series {number})".strip()
     patient_id = str(header.get("PatientID", "") or "")
     issuer = str(header.get("IssuerOfPatientID", "") or "")
-    study_date = f"{_dicom_date(header.get('StudyDate'))} {_dicom_time(header.get('StudyTime'))}".strip()
+    study_date = f"{dicom_date(header.get('StudyDate'))} {_dicom_time(header.get('StudyTime'))}".strip()
     rows = [
         ("Patient name", format_person_name(header.get("PatientName"))),
         ("Patient ID", f"{patient_id} (issuer {issuer})" if issuer else patient_id),
-        ("Birth date", _dicom_date(header.get("PatientBirthDate"))),
+        ("Birth date", dicom_date(header.get("PatientBirthDate"))),
         ("Sex", str(header.get("PatientSex", "") or "")),
         ("Referring physician", format_person_name(header.get("ReferringPhysicianName"))),
         ("Study date", study_date),
@@ -270,7 +128,7 @@ def _header_table(header: Dataset, text: _Text, styles: dict[str, ParagraphStyle
     return table
 
 
-def _statement_box(
+def _statementbox(
     styles: dict[str, ParagraphStyle], statements: Sequence[str] = (codes.WEIGHT_FREE_STATEMENT,)
 ) -> Table:
     """The boxed statement: decision support, not a diagnosis; what the software is; ``statements``."""
@@ -281,57 +139,55 @@ def _statement_box(
     ]
     for statement in statements:
         content += [Spacer(1, 1.5 * mm), Paragraph(escape(statement), styles["body"])]
-    return _box(content, colors.HexColor("#1A237E"), colors.HexColor("#FFF8E1"))
+    return box(content, colors.HexColor("#1A237E"), colors.HexColor("#FFF8E1"))
 
 
-def _box(content: list[Any], border: colors.Color, background: colors.Color) -> Table:
-    box = Table([[content]], colWidths=[180 * mm])
-    box.setStyle(
-        TableStyle(
-            [
-                ("BOX", (0, 0), (-1, -1), 1.5, border),
-                ("BACKGROUND", (0, 0), (-1, -1), background),
-                ("LEFTPADDING", (0, 0), (-1, -1), 6),
-                ("RIGHTPADDING", (0, 0), (-1, -1), 6),
-                ("TOPPADDING", (0, 0), (-1, -1), 5),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
-            ]
-        )
-    )
-    return box
+def _legend(entries: Sequence[tuple[str, tuple[int, int, int]]], styles: dict[str, ParagraphStyle]) -> Table | None:
+    """The colour key of one key image: a swatch and its label per entry, two entries per row.
+
+    Swatches are outlined so that a white or pale colour (the dotted rind line) stays visible
+    on paper.
+    """
+    if not entries:
+        return None
+    rows: list[list[Any]] = []
+    cells: list[tuple[Any, ...]] = []
+    for index, (label, rgb) in enumerate(entries):
+        row, column = divmod(index, 2)
+        if column == 0:
+            rows.append(["", "", "", ""])
+        rows[row][2 * column + 1] = Paragraph(escape(label), styles["small"])
+        swatch = (2 * column, row)
+        cells.append(("BACKGROUND", swatch, swatch, colors.Color(*(c / 255 for c in rgb))))
+        cells.append(("BOX", swatch, swatch, 0.5, colors.grey))
+    legend = Table(rows, colWidths=[4 * mm, 39 * mm] * 2, hAlign="CENTER")
+    legend.setStyle(TableStyle([*cells, ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
+    return legend
 
 
 def _key_images(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    images = render_key_images(findings)
-    cells = []
-    for key in images:
+    """The key images two per row, each with its caption and its own colour key below it."""
+    cells: list[list[Any]] = []
+    for key in render_key_images(findings):
         w, h = key.image.size
         width = min(_KEY_IMAGE_SIDE, _KEY_IMAGE_SIDE * w / h)
         picture = Image(io.BytesIO(png_bytes(key.image)), width=width, height=width * h / w)
-        cells.append([picture, Paragraph(escape(key.caption), styles["caption"])])
-    grid = Table([cells], colWidths=[90 * mm, 90 * mm])
-    grid.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("ALIGN", (0, 0), (-1, -1), "CENTER")]))
-    flow: list[Any] = [Paragraph("Key images (lung window W1500/L-600)", styles["h2"]), grid]
-    entries = legend_entries(findings)
-    per_row = 5
-    rows: list[list[Any]] = []
-    swatches: list[tuple[str, tuple[int, int], tuple[int, int], colors.Color]] = []
-    for start in range(0, len(entries), per_row):
-        row: list[Any] = []
-        for column, (label, rgb) in enumerate(entries[start : start + per_row]):
-            cell = (2 * column, start // per_row)
-            swatches.append(("BACKGROUND", cell, cell, colors.Color(*(c / 255 for c in rgb))))
-            row += ["", Paragraph(escape(label), styles["small"])]
-        rows.append(row + [""] * (2 * per_row - len(row)))
-    if rows:
-        legend = Table(rows, colWidths=[5 * mm, 31 * mm] * per_row, hAlign="LEFT")
-        legend.setStyle(TableStyle([*swatches, ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
-        flow += [Spacer(1, 2 * mm), legend]
-    return [KeepTogether(flow)]
+        cell: list[Any] = [picture, Paragraph(escape(key.caption), styles["caption"])]
+        legend = _legend(key.legend, styles)
+        if legend is not None:
+            cell += [Spacer(1, 1.5 * mm), legend]
+        cells.append(cell)
+    rows = [cells[i : i + 2] + [[]] * (2 - len(cells[i : i + 2])) for i in range(0, len(cells), 2)]
+    flow: list[Any] = [Paragraph("Key images (lung window W1500/L-600)", styles["h2"])]
+    for row in rows:
+        grid = Table([row], colWidths=[90 * mm, 90 * mm])
+        grid.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("ALIGN", (0, 0), (-1, -1), "CENTER")]))
+        flow.append(grid)  # one row: never split, and the heading keeps with the first
+    return flow
 
 
 def _measurement_rows(
-    findings: Findings, names: list[str], text: _Text, styles: dict[str, ParagraphStyle]
+    findings: Findings, names: list[str], text: Text, styles: dict[str, ParagraphStyle]
 ) -> tuple[list[list[Any]], list[Any], list[tuple[Any, ...]]]:
     """Table rows of ``names`` (a withheld region says why instead of numbers), notes, row styles."""
     header = [
@@ -363,12 +219,12 @@ def _measurement_rows(
         data.append(
             [
                 Paragraph(text.markup(name), styles["small"]),
-                _fmt(m.volume_ml, 1),
-                _fmt(m.fpv_ml, 1),
-                _fmt(m.laa950_pct, 1),
-                _fmt(m.perc15_hu, 0),
-                _fmt(m.mean_hu, 0),
-                _fmt(m.haa_pct, 1),
+                fmt(m.volume_ml, 1),
+                fmt(m.fpv_ml, 1),
+                fmt(m.laa950_pct, 1),
+                fmt(m.perc15_hu, 0),
+                fmt(m.mean_hu, 0),
+                fmt(m.haa_pct, 1),
             ]
         )
         if m.note:
@@ -376,7 +232,7 @@ def _measurement_rows(
     return data, notes, spans
 
 
-def _measurement_table(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _measurement_table(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """One table per mask model: the weight-free lung mask, then each learned mask under a heading
     naming its model and provenance, with the UNVALIDATED statement when it applies."""
     regions = [n for n in REGION_NAMES if n in findings.measurements or findings.withheld_values("measurements", n)]
@@ -397,7 +253,7 @@ def _measurement_table(findings: Findings, text: _Text, styles: dict[str, Paragr
             heading = f"Measurements on learned masks: model {run.name} (version {run.version}), {run.provenance_words}"
         data, notes, spans = _measurement_rows(findings, names, text, styles)
         table = Table(data, colWidths=[24 * mm, 22 * mm, 30 * mm, 24 * mm, 26 * mm, 24 * mm, 22 * mm], repeatRows=1)
-        table.setStyle(_GRID)
+        table.setStyle(GRID)
         table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT"), *spans]))
         flow += [Paragraph(text.markup(heading), styles["h2"])]
         flow += _caveat(run.unvalidated_statement, styles) + [table] + notes
@@ -408,7 +264,7 @@ def _caveat(statement: str | None, styles: dict[str, ParagraphStyle]) -> list[An
     return [Paragraph(escape(statement), styles["unvalidated"])] if statement else []
 
 
-def _provenance(run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _provenance(run: ModelRun, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """ "Model <name>, version <v>, <provenance>, weights SHA-256 <sha>" and the UNVALIDATED caveat, if any."""
     parts = [f"Model: {run.name}, version {run.version}", run.provenance_words]
     if run.weights_sha256:
@@ -422,7 +278,7 @@ def _provenance(run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -
     return [Paragraph(text.markup(", ".join(parts)), styles["small"])] + _caveat(run.unvalidated_statement, styles)
 
 
-def _withheld(findings: Findings, output: str, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _withheld(findings: Findings, output: str, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """The reasons of the withheld values of ``output``, in red."""
     return [
         Paragraph(f'<font color="#C62828">{text.markup(w.reason)}</font>', styles["small"])
@@ -430,7 +286,7 @@ def _withheld(findings: Findings, output: str, text: _Text, styles: dict[str, Pa
     ]
 
 
-def _quality_box(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _qualitybox(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """Red-bordered box with the reasons of a failed lung-mask quality gate."""
     quality = findings.quality
     if quality is None or quality.plausible:
@@ -441,10 +297,10 @@ def _quality_box(findings: Findings, text: _Text, styles: dict[str, ParagraphSty
         )
     ]
     content += [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in quality.reasons]
-    return [Spacer(1, 3 * mm), _box(content, _RED, colors.HexColor("#FFEBEE"))]
+    return [Spacer(1, 3 * mm), box(content, RED, colors.HexColor("#FFEBEE"))]
 
 
-def _severity_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _severity_section(findings: Findings, run: ModelRun, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     severity = findings.severity
     if severity is None:
         headline = [Paragraph("<b>CT severity score</b>: not shown", styles["body"])]
@@ -455,11 +311,11 @@ def _severity_section(findings: Findings, run: ModelRun, text: _Text, styles: di
     for lobe in LOBE_NAMES:
         if lobe in severity.lobes:
             values = severity.lobes[lobe]
-            data.append([lobe, _fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
+            data.append([lobe, fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
     category = severity_category(severity.total_ctss)
     data.append(["total", "", f"{severity.total_ctss} / 25 ({category})"])
     table = Table(data, colWidths=[24 * mm, 30 * mm, 40 * mm], repeatRows=1, hAlign="LEFT")
-    table.setStyle(_GRID)
+    table.setStyle(GRID)
     table.setStyle(TableStyle([("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold")]))
     flow: list[Any] = [
         Paragraph(
@@ -476,16 +332,16 @@ def _severity_section(findings: Findings, run: ModelRun, text: _Text, styles: di
     return [KeepTogether(flow + _provenance(run, text, styles))]
 
 
-def _stoic_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _stoic_section(findings: Findings, run: ModelRun, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """Ensemble probabilities, then one row per configured member: its outputs or why it did not run."""
     stoic = findings.stoic
     if stoic is None:
         return []
     headline = (
         f"<b>STOIC2021 ({text.markup(stoic.config)})</b>: probability of COVID-19 "
-        f"{_value_or_withheld(findings, 'stoic', '', 'p_covid', _fmt(stoic.p_covid, 2))}, "
+        f"{_value_or_withheld(findings, 'stoic', '', 'p_covid', fmt(stoic.p_covid, 2))}, "
         f"probability of severe outcome (intubation or death within one month, among COVID-19 patients) "
-        f"{_value_or_withheld(findings, 'stoic', '', 'p_severe', _fmt(stoic.p_severe, 2))}"
+        f"{_value_or_withheld(findings, 'stoic', '', 'p_severe', fmt(stoic.p_severe, 2))}"
     )
     header = ["Member", "P(COVID-19)", "P(severe)", "Averaged for", "Status and validation"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
@@ -506,14 +362,14 @@ def _stoic_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[
         data.append(
             [
                 Paragraph(text.markup(name), styles["small"]),
-                _value_or_withheld(findings, "stoic", name, "p_covid", _fmt(outputs.get("p_covid"), 2)),
-                _value_or_withheld(findings, "stoic", name, "p_severe", _fmt(outputs.get("p_severe"), 2)),
+                _value_or_withheld(findings, "stoic", name, "p_covid", fmt(outputs.get("p_covid"), 2)),
+                _value_or_withheld(findings, "stoic", name, "p_severe", fmt(outputs.get("p_severe"), 2)),
                 Paragraph(", ".join(used) or "-", styles["small"]),
                 Paragraph(status, styles["small"]),
             ]
         )
     table = Table(data, colWidths=[32 * mm, 20 * mm, 20 * mm, 28 * mm, 80 * mm], repeatRows=1, hAlign="LEFT")
-    table.setStyle(_GRID)
+    table.setStyle(GRID)
     flow: list[Any] = [Paragraph(headline, styles["body"]), table]
     flow += [Paragraph(text.markup(note), styles["small"]) for note in stoic.notes]
     flow += _withheld(findings, "stoic", text, styles)
@@ -527,7 +383,7 @@ def _value_or_withheld(findings: Findings, output: str, site: str, quantity: str
     return value
 
 
-def _i3dr_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     i3dr = findings.i3dr
     if i3dr is None:
         return []
@@ -546,7 +402,7 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[s
             [site]
             + [
                 Paragraph(
-                    _value_or_withheld(findings, "i3dr", where, k, _fmt(values.get(k), _i3dr_digits(k))),
+                    _value_or_withheld(findings, "i3dr", where, k, fmt(values.get(k), _i3dr_digits(k))),
                     styles["small"],
                 )
                 for k in keys
@@ -554,7 +410,7 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: _Text, styles: dict[s
         )
     width = min(23 * mm, 162 * mm / max(1, len(keys)))
     table = Table(data, colWidths=[18 * mm] + [width] * len(keys), repeatRows=1, hAlign="LEFT")
-    table.setStyle(_GRID)
+    table.setStyle(GRID)
     table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT")]))
     flow: list[Any] = [
         Paragraph(
@@ -601,14 +457,14 @@ _SHORT_PROVENANCE = {
 def _validation_words(run: ModelRun | None) -> str:
     """The provenance of a run's outputs in a few words, UNVALIDATED ones in red bold."""
     if run is None or run.provenance is None:
-        return _NOT_AVAILABLE
+        return NOT_AVAILABLE
     words = _SHORT_PROVENANCE[run.provenance]
     if run.unvalidated_statement is not None:
         return f'<font color="#C62828"><b>UNVALIDATED ({words})</b></font>'
     return words
 
 
-def _not_available(run: ModelRun | None, text: _Text, what: str) -> str:
+def _not_available(run: ModelRun | None, text: Text, what: str) -> str:
     if run is None:
         return f"not available: {what}"
     return f"not available: {STATUS_WORDS[run.status]} ({text.markup(run.reason) or 'no reason given'})"
@@ -618,7 +474,7 @@ def _red(text: str) -> str:
     return f'<font color="#C62828">{text}</font>'
 
 
-def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """Page-1 table of the main results, each with its model, version and provenance.
 
     An output that is missing says why (the model's status and reason, or why the plausibility
@@ -679,22 +535,22 @@ def _summary(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle])
     header = ["Result", "Value", "Model (version)", "Provenance"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for label, value, run, present in rows:
-        model = f"{text.markup(run.name)} ({text.markup(run.version)})" if run is not None else _NOT_AVAILABLE
+        model = f"{text.markup(run.name)} ({text.markup(run.version)})" if run is not None else NOT_AVAILABLE
         data.append(
             [
                 Paragraph(f"<b>{escape(label)}</b>", styles["small"]),
                 Paragraph(value if present else f"<i>{value}</i>", styles["small"]),
                 Paragraph(model, styles["small"]),
-                Paragraph(_validation_words(run) if present else _NOT_AVAILABLE, styles["small"]),
+                Paragraph(_validation_words(run) if present else NOT_AVAILABLE, styles["small"]),
             ]
         )
     table = Table(data, colWidths=[37 * mm, 71 * mm, 32 * mm, 40 * mm], repeatRows=1)
-    table.setStyle(_GRID)
+    table.setStyle(GRID)
     table.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
     return [Paragraph("Results", styles["h2"]), table]
 
 
-def _lung_function(findings: Findings, text: _Text) -> str:
+def _lung_function(findings: Findings, text: Text) -> str:
     """Patient-level FEV1, FVC and DLCO for the summary; a withheld one says why, in red."""
     assert findings.i3dr is not None
     patient = findings.i3dr.patient
@@ -702,13 +558,13 @@ def _lung_function(findings: Findings, text: _Text) -> str:
     for key in ("fev1_pre_l", "fvc_pre_l", "dlco"):
         reasons = [w.reason for w in findings.withheld_values("i3dr", "patient") if w.quantity == key]
         if key in patient:
-            parts.append(f"{codes.I3DR_OUTPUT_LABELS[key]} {_fmt(patient[key], _i3dr_digits(key))} {_i3dr_unit(key)}")
+            parts.append(f"{codes.I3DR_OUTPUT_LABELS[key]} {fmt(patient[key], _i3dr_digits(key))} {_i3dr_unit(key)}")
         elif reasons:
             parts.append(_red(f"{codes.I3DR_OUTPUT_LABELS[key]} {text.markup('; '.join(reasons))}"))
     return ", ".join(parts) or "lobar estimates only"
 
 
-def _output_tables(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _output_tables(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     """Per model output (present or withheld): its values, the reasons of withheld ones, its provenance."""
     shown = [o for o in ("corads", "stoic", "severity", "i3dr") if getattr(findings, o) or findings.withheld_values(o)]
     if not shown:
@@ -728,14 +584,14 @@ def _output_tables(findings: Findings, text: _Text, styles: dict[str, ParagraphS
     return flow
 
 
-def _model_table(findings: Findings, text: _Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _model_table(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
     flow: list[Any] = [Paragraph("Models", styles["h2"])]
     if not findings.models:
         return flow + [Paragraph("No model is registered.", styles["body"])]
     header = ["Model", "Status", "Reason", "Version", "Provenance", "Weights SHA-256"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for run in findings.models.values():
-        validation = run.validation or _NOT_AVAILABLE
+        validation = run.validation or NOT_AVAILABLE
         if run.unvalidated_statement is not None:
             validation = f'<font color="#C62828"><b>{escape(validation)}</b></font>'
         else:
@@ -752,7 +608,7 @@ def _model_table(findings: Findings, text: _Text, styles: dict[str, ParagraphSty
             ]
         )
     table = Table(data, colWidths=[26 * mm, 18 * mm, 50 * mm, 16 * mm, 32 * mm, 38 * mm], repeatRows=1)
-    table.setStyle(_GRID)
+    table.setStyle(GRID)
     return flow + [table]
 
 
@@ -761,7 +617,7 @@ def _page_decorator(banner: str | None, footer: str) -> Any:
         width, height = A4
         canvas.saveState()
         if banner is not None:
-            canvas.setFillColor(_RED)
+            canvas.setFillColor(RED)
             canvas.rect(0, height - _BANNER_HEIGHT - 4 * mm, width, _BANNER_HEIGHT, stroke=0, fill=1)
             canvas.setFillColor(colors.white)
             canvas.setFont("Helvetica-Bold", 13)
@@ -812,16 +668,17 @@ def build_pdf(
     validate_findings(findings)
     header = identity_source(findings, index_source_headers(findings, source_headers))
     reasons = [str(reason) for reason in eligibility_reasons]
-    styles = _styles()
-    text = _Text()
+    styles = paragraph_styles()
+    text = Text()
 
     story: list[Any] = [
         Paragraph(escape(PDF_TITLE), styles["title"]),
         _header_table(header, text, styles),
         Spacer(1, 4 * mm),
-        _statement_box(styles),
+        _statementbox(styles),
     ]
-    story += _quality_box(findings, text, styles)
+    story += _qualitybox(findings, text, styles)
+    story += findings_block(findings, text, styles)
     story += _summary(findings, text, styles)
     story += _key_images(findings, styles)
     if reasons:
@@ -831,6 +688,7 @@ def build_pdf(
         story.append(Paragraph("Analysis warnings", styles["h2"]))
         story += [Paragraph(f"&bull; {text.markup(warning)}", styles["body"]) for warning in findings.warnings]
     story += _measurement_table(findings, text, styles)
+    story += zone_table(findings, text, styles)
     story += _output_tables(findings, text, styles)
     story += _model_table(findings, text, styles)
     _transliteration_note(story, text, styles)
@@ -841,7 +699,7 @@ def build_pdf(
     return _render(story, context, banner_text(findings), footer, compress)
 
 
-def _transliteration_note(story: list[Any], text: _Text, styles: dict[str, ParagraphStyle]) -> None:
+def _transliteration_note(story: list[Any], text: Text, styles: dict[str, ParagraphStyle]) -> None:
     if text.transliterated:
         story.append(
             Paragraph(
@@ -918,22 +776,22 @@ def build_not_analysable_pdf(
     if not pipeline_version:
         raise ValueError("pipeline_version must not be empty")
     check_source_series(source_headers)
-    styles = _styles()
-    text = _Text()
+    styles = paragraph_styles()
+    text = Text()
     story: list[Any] = [
         Paragraph(escape(PDF_TITLE), styles["title"]),
         _header_table(source_headers[0], text, styles),
         Spacer(1, 4 * mm),
-        _statement_box(styles, statements=()),
+        _statementbox(styles, statements=()),
         Spacer(1, 4 * mm),
-        _box(
+        box(
             [
                 Paragraph("<b>Series not analysable: no results</b>", styles["statement"]),
                 Spacer(1, 1.5 * mm),
                 Paragraph(escape(codes.NOT_ANALYSABLE_STATEMENT), styles["body"]),
             ]
             + [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in checked],
-            _RED,
+            RED,
             colors.HexColor("#FFEBEE"),
         ),
         Spacer(1, 3 * mm),

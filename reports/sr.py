@@ -19,6 +19,11 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   lesion involvement and CT severity score (lobes; the total and its category on ``lungs``)
   and the I3Dr lung-function estimates (lobes; patient level on ``lungs``).  A value the
   plausibility gate withheld is not reported; its reason is ("Implausible value withheld").
+  A region that carries density bands and mass (``lungs``, ``lung_left``, ``lung_right``) also
+  has the volume and percent of each band (private concepts with the HU range in the meaning)
+  and its tissue mass, rounded as :data:`reports.sr_content.PRECISION` says.
+* The weight-free zone, summary and follow-up groups and the acquisition statements (issue 15):
+  see :mod:`reports.sr_quantitative`.
 * **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry
   of ``Findings.models``: TID 4019 name, version and, as parameters, provenance, weights
   SHA-256 and origin; coded run status and coded provenance with its words; the CO-RADS
@@ -26,7 +31,7 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   values; the reason in words.  A model that did not run is thus stated, never silently absent.
 * The report-level "Qualitative Evaluations" container (TID 1500 rows 12-14): what the software
   is, that it is decision support, the UNVALIDATED banner when any output is unvalidated, the
-  lung-mask quality gate with its reasons, and pipeline warnings.
+  lung-mask quality gate with its reasons, pipeline warnings, and the acquisition.
 
 highdicom 0.28 does not model two things, which are added with highdicom's own content-item
 classes: free-text qualitative evaluations inside a group (TID 1501 row 12 / TID 1411 row 15)
@@ -40,8 +45,6 @@ root is assembled from highdicom's content items the way :class:`MeasurementRepo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import highdicom as hd
 from highdicom.sr import (
@@ -63,8 +66,6 @@ from highdicom.sr import (
     ReferencedSegment,
     RelationshipTypeValues,
     SourceSeriesForSegmentation,
-    TextContentItem,
-    TrackingIdentifier,
     VolumetricROIMeasurementsAndQualitativeEvaluations,
 )
 from pydicom import Dataset
@@ -72,14 +73,7 @@ from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 from pydicom.uid import SegmentationStorage
 
-from models.findings import (
-    MODEL_OUTPUTS,
-    REGION_NAMES,
-    UNVALIDATED_STATEMENTS,
-    Findings,
-    ModelRun,
-    RegionMeasurements,
-)
+from models.findings import MODEL_OUTPUTS, REGION_NAMES, Findings, ModelRun
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
@@ -97,12 +91,33 @@ from reports.identity import (
     validate_findings,
 )
 from reports.severity import severity_category
+from reports.sr_content import (
+    Group,
+    GroupContent,
+    add_texts,
+    code_item,
+    region_densitometry,
+    run_algorithm,
+    text_item,
+    tracking_identifier,
+)
+from reports.sr_quantitative import (
+    FOLLOWUP_TRACKING_IDENTIFIER,
+    SUMMARY_TRACKING_IDENTIFIER,
+    acquisition_items,
+    followup_group,
+    prior_sr_reference,
+    summary_group,
+    zone_groups,
+)
 
 __all__ = [
     "NOT_ANALYSABLE_SERIES_DESCRIPTION",
     "SR_SERIES_DESCRIPTION",
     "SR_UNVALIDATED_SERIES_DESCRIPTION",
     "build_not_analysable_sr",
+    "FOLLOWUP_TRACKING_IDENTIFIER",
+    "SUMMARY_TRACKING_IDENTIFIER",
     "build_sr",
     "model_tracking_identifier",
 ]
@@ -113,51 +128,8 @@ SR_SERIES_DESCRIPTION = "lungcds measurements (decision support)"
 SR_UNVALIDATED_SERIES_DESCRIPTION = "lungcds measurements UNVALIDATED - not for clinical use"
 #: Series Description of the SR and PDF series of a series that could not be analysed.
 NOT_ANALYSABLE_SERIES_DESCRIPTION = "lungcds: series not analysable, no results"
-
-_Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations
 #: UID root of the SR Storage SOP classes (PS3.4 B.5), for checking predecessor documents.
 _SR_CLASS_ROOT = "1.2.840.10008.5.1.4.1.1.88."
-
-
-class _RegionMeasurement(NamedTuple):
-    """How one field of :class:`RegionMeasurements` becomes a TID 300 measurement."""
-
-    attribute: str
-    label: str
-    concept: Code
-    unit: Code
-    method: Code | None
-    derivation: Code | None
-
-
-_REGION_MEASUREMENTS: tuple[_RegionMeasurement, ...] = (
-    _RegionMeasurement("volume_ml", "Volume", codes.VOLUME, codes.UCUM_MILLILITER, codes.SUM_OF_SEGMENTED_VOXELS, None),
-    _RegionMeasurement(
-        "fpv_ml",
-        "Functional volume (-950 to -500 HU)",
-        codes.FUNCTIONAL_LUNG_VOLUME,
-        codes.UCUM_MILLILITER,
-        codes.SUM_OF_SEGMENTED_VOXELS,
-        None,
-    ),
-    _RegionMeasurement(
-        "laa950_pct", "Volume fraction below -950 HU", codes.LOW_ATTENUATION_AREA_950, codes.UCUM_PERCENT, None, None
-    ),
-    _RegionMeasurement(
-        "perc15_hu",
-        "15th percentile of attenuation",
-        codes.PERCENTILE_15_ATTENUATION,
-        codes.UCUM_HOUNSFIELD_UNIT,
-        None,
-        None,
-    ),
-    _RegionMeasurement(
-        "mean_hu", "Mean attenuation", codes.ATTENUATION_COEFFICIENT, codes.UCUM_HOUNSFIELD_UNIT, None, codes.MEAN
-    ),
-    _RegionMeasurement(
-        "haa_pct", "High attenuation area fraction", codes.HIGH_ATTENUATION_AREA, codes.UCUM_PERCENT, None, None
-    ),
-)
 
 
 def model_tracking_identifier(name: str) -> str:
@@ -166,22 +138,6 @@ def model_tracking_identifier(name: str) -> str:
     Kept apart from region names: the registry has a model called "lesions", as is a mask.
     """
     return f"model {name}"
-
-
-def _text(name: Code, value: str) -> TextContentItem:
-    """A free-text qualitative evaluation (TID 1501 row 12, TID 1500 row 14)."""
-    return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
-
-
-def _code(name: Code, value: Code) -> CodeContentItem:
-    """A coded qualitative evaluation (TID 1500 row 13)."""
-    return CodeContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
-
-
-def _add_texts(group: _Group, items: Sequence[TextContentItem]) -> None:
-    """Append free-text qualitative evaluations to the container of a measurement group."""
-    if items:
-        group[0].ContentSequence.extend(items)
 
 
 def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str, int]:
@@ -197,96 +153,11 @@ def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str,
     return {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
 
 
-def _run_algorithm(run: ModelRun) -> AlgorithmIdentification:
-    """TID 4019 of a model run: name, version and, as parameters, its provenance in words, the weights
-    SHA-256 and origin when installed, the runs it combines; family Artificial Intelligence when learned."""
-    parameters = []
-    if run.provenance is not None:
-        parameters.append(f"provenance: {run.provenance_words}")
-    if run.weights_sha256:
-        parameters.append(f"weights SHA-256 {run.weights_sha256}")
-    if run.weights_origin:
-        parameters.append(f"weights {run.weights_origin}")
-    if run.inputs:
-        parameters.append(f"computed from {', '.join(run.inputs)}")
-    learned = run.provenance is not None and run.provenance != "weight_free"
-    return AlgorithmIdentification(
-        name=run.name,
-        version=run.version,
-        parameters=parameters or None,
-        family=codes.ARTIFICIAL_INTELLIGENCE if learned else None,
-    )
-
-
-@dataclass
-class _GroupContent:
-    """Measurements and evaluations collected for one measurement group."""
-
-    measurements: list[Measurement] = field(default_factory=list)
-    coded: list[QualitativeEvaluation] = field(default_factory=list)
-    texts: list[TextContentItem] = field(default_factory=list)
-    provenances: set[str] = field(default_factory=set)
-    caveats: set[str] = field(default_factory=set)
-
-    def provenance(self, who: str, run: ModelRun) -> None:
-        """The coded provenance of a contribution of ``run`` (once per provenance) and, when it is
-        unvalidated, the worded UNVALIDATED statement (once per contributor)."""
-        key = run.provenance
-        if key is None:
-            return
-        if key not in self.provenances:
-            self.provenances.add(key)
-            self.coded.append(QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key]))
-        statement = UNVALIDATED_STATEMENTS.get(key)
-        sentence = f"{who}: {statement}"
-        if statement is not None and sentence not in self.caveats:
-            self.caveats.add(sentence)
-            self.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, sentence))
-
-    def withheld(self, reasons: Iterable[str]) -> None:
-        """The reasons of withheld values, as text (the values themselves are not reported)."""
-        self.texts += [_text(codes.VALUE_WITHHELD, reason) for reason in reasons]
-
-
-def _densitometry(
-    m: RegionMeasurements, mask: ModelRun, version: str, context: ReportContext, content: _GroupContent
-) -> None:
-    """TID 300 measurements of one region's densitometry, whose algorithm names the mask's model
-    and provenance (a lobe's numbers are no more validated than its learned mask)."""
-    on_mask = [f"on the mask of model {mask.name} ({mask.provenance_words})"]
-    densitometry = AlgorithmIdentification(
-        name=codes.DENSITOMETRY_ALGORITHM, version=version, manufacturer=context.manufacturer, parameters=on_mask
-    )
-    fpv_algorithm = AlgorithmIdentification(
-        name=codes.DENSITOMETRY_ALGORITHM,
-        version=version,
-        manufacturer=context.manufacturer,
-        parameters=[*on_mask, f"attenuation range {codes.FPV_RANGE_HU[0]} to {codes.FPV_RANGE_HU[1]} HU inclusive"],
-    )
-    for spec in _REGION_MEASUREMENTS:
-        value = getattr(m, spec.attribute)
-        if value is None:
-            content.texts.append(_text(codes.MEASUREMENT_NOT_AVAILABLE, f"{spec.label}: {m.note or 'not computed'}"))
-            continue
-        content.measurements.append(
-            Measurement(
-                name=spec.concept,
-                value=float(value),
-                unit=spec.unit,
-                method=spec.method,
-                derivation=spec.derivation,
-                algorithm_id=fpv_algorithm if spec.attribute == "fpv_ml" else densitometry,
-            )
-        )
-
-
-def _model_measurements(run: ModelRun, values: Iterable[tuple[Code, float, Code]], content: _GroupContent) -> None:
+def _model_measurements(run: ModelRun, values: Iterable[tuple[Code, float, Code]], content: GroupContent) -> None:
     """TID 300 measurements of one model output, each naming the model (TID 4019), with its provenance."""
-    algorithm = _run_algorithm(run)
-    content.measurements += [
-        Measurement(name=concept, value=float(value), unit=unit, algorithm_id=algorithm)
-        for concept, value, unit in values
-    ]
+    algorithm = run_algorithm(run)
+    for concept, value, unit in values:
+        content.measure(concept, value, unit, algorithm)
     content.provenance(model_display_name(run), run)
 
 
@@ -318,15 +189,15 @@ def _region_group(
     series_uid: str,
     seg: Dataset | None,
     segment_numbers: Mapping[str, int],
-) -> _Group:
+) -> Group:
     """Measurement group of one region (TID 1411 with a segment reference, else TID 1501)."""
     version = findings.pipeline_version
-    content = _GroupContent()
+    content = GroupContent()
     mask = findings.mask_run(name)
     if mask is not None:
         content.provenance(f"{model_display_name(mask)} mask", mask)
     if name in findings.measurements and mask is not None:
-        _densitometry(findings.measurements[name], mask, version, context, content)
+        region_densitometry(findings.measurements[name], mask, version, context, content)
     content.withheld(w.reason for w in findings.withheld_values("measurements", name))
     if name == "lungs":
         content.withheld(w.reason for w in findings.withheld_values("severity"))
@@ -354,12 +225,12 @@ def _region_group(
         if values:
             _model_measurements(findings.models["i3dr"], _i3dr_values(values), content)
 
-    tracking = TrackingIdentifier(uid=context.tracking_uid(series_uid, version, name), identifier=name)
+    tracking = tracking_identifier(context, series_uid, version, name)
     site = codes.REGION_CODES.get(name)
     category = codes.ANATOMICAL_STRUCTURE if site is not None else codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE
     finding_type = site or codes.LESION_CODES.get(name, codes.LESION)
-    algorithm = _run_algorithm(mask) if mask is not None else None
-    group: _Group
+    algorithm = run_algorithm(mask) if mask is not None else None
+    group: Group
     if seg is not None and name in segment_numbers:
         group = VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -386,7 +257,7 @@ def _region_group(
             measurements=content.measurements or None,
             qualitative_evaluations=content.coded or None,
         )
-    _add_texts(group, content.texts)
+    add_texts(group, content.texts)
     return group
 
 
@@ -402,30 +273,23 @@ def _probabilities(
     ]
 
 
-def _model_group(run: ModelRun, findings: Findings, context: ReportContext, series_uid: str) -> _Group:
+def _model_group(run: ModelRun, findings: Findings, context: ReportContext, series_uid: str) -> Group:
     """TID 1501 group of one model: identity, coded status and provenance, patient-level outputs,
     and the reasons of its withheld values."""
-    content = _GroupContent()
+    content = GroupContent()
     content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
-    content.texts.append(_text(codes.MODEL_RUN_STATUS, model_statement(run)))
+    content.texts.append(text_item(codes.MODEL_RUN_STATUS, model_statement(run)))
     if run.description:
-        content.texts.append(_text(codes.MODEL_RUN_STATUS, run.description))
-    algorithm = _run_algorithm(run)
+        content.texts.append(text_item(codes.MODEL_RUN_STATUS, run.description))
+    algorithm = run_algorithm(run)
     if run.name == "corads" and findings.corads is not None:
         category = codes.CORADS_CATEGORY_VALUES[findings.corads.category]
         content.coded.append(QualitativeEvaluation(codes.CORADS_CATEGORY, category))
-        content.measurements.append(
-            Measurement(
-                name=codes.CORADS_SCORE,
-                value=float(findings.corads.score),
-                unit=codes.UCUM_NO_UNITS,
-                algorithm_id=algorithm,
-            )
-        )
+        content.measure(codes.CORADS_SCORE, findings.corads.score, codes.UCUM_NO_UNITS, algorithm)
     stoic = findings.stoic
     if run.name == "stoic" and stoic is not None:
         content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, algorithm)
-        content.texts += [_text(codes.MODEL_RUN_STATUS, note) for note in stoic.notes]
+        content.texts += [text_item(codes.MODEL_RUN_STATUS, note) for note in stoic.notes]
     elif stoic is not None and run.status == "ran" and run.name in stoic.members:
         member = stoic.members[run.name]
         content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), algorithm)
@@ -437,18 +301,16 @@ def _model_group(run: ModelRun, findings: Findings, context: ReportContext, seri
         content.coded.append(
             QualitativeEvaluation(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[run.provenance])
         )
-        content.texts.append(_text(codes.OUTPUT_VALIDATION_STATUS, run.validation or ""))
+        content.texts.append(text_item(codes.OUTPUT_VALIDATION_STATUS, run.validation or ""))
     name = model_tracking_identifier(run.name)
     group = MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(
-            uid=context.tracking_uid(series_uid, findings.pipeline_version, name), identifier=name
-        ),
+        tracking_identifier=tracking_identifier(context, series_uid, findings.pipeline_version, name),
         finding_sites=[FindingSite(codes.REGION_CODES["lungs"])],
         algorithm_id=algorithm,
         measurements=content.measurements or None,
         qualitative_evaluations=content.coded,
     )
-    _add_texts(group, content.texts)
+    add_texts(group, content.texts)
     return group
 
 
@@ -464,25 +326,27 @@ def _qualitative_container(items: Sequence[ContentItem]) -> ContainerContentItem
 def _report_statements(findings: Findings) -> ContainerContentItem:
     """The report-level statements: what this is, the UNVALIDATED banner, quality gate, warnings."""
     items: list[ContentItem] = [
-        _text(codes.DECISION_SUPPORT, codes.DECISION_SUPPORT_STATEMENT),
-        _text(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
-        _text(codes.DECISION_SUPPORT, codes.WEIGHT_FREE_STATEMENT),
+        text_item(codes.DECISION_SUPPORT, codes.DECISION_SUPPORT_STATEMENT),
+        text_item(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
+        text_item(codes.DECISION_SUPPORT, codes.WEIGHT_FREE_STATEMENT),
     ]
     banner = banner_text(findings)
     if banner is not None:
         unvalidated = {run.provenance for run in findings.models.values() if run.unvalidated_statement}
         items += [
-            _code(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key])
+            code_item(codes.OUTPUT_VALIDATION_STATUS, codes.VALIDATION_VALUES[key])
             for key in codes.VALIDATION_VALUES
             if key in unvalidated
         ]
-        items.append(_text(codes.OUTPUT_VALIDATION_STATUS, banner))
+        items.append(text_item(codes.OUTPUT_VALIDATION_STATUS, banner))
     quality = findings.quality
     if quality is not None:
         verdict = codes.QUALITY_PLAUSIBLE if quality.plausible else codes.QUALITY_IMPLAUSIBLE
-        items.append(_code(codes.LUNG_MASK_QUALITY, verdict))
-        items += [_text(codes.QUALITY_FINDING, reason) for reason in quality.reasons]
-    items += [_text(codes.PIPELINE_WARNING, warning) for warning in findings.warnings]
+        items.append(code_item(codes.LUNG_MASK_QUALITY, verdict))
+        items += [text_item(codes.QUALITY_FINDING, reason) for reason in quality.reasons]
+    items += [text_item(codes.PIPELINE_WARNING, warning) for warning in findings.warnings]
+    if findings.acquisition is not None:
+        items += acquisition_items(findings.acquisition)
     return _qualitative_container(items)
 
 
@@ -536,6 +400,13 @@ def _document(
     )
 
 
+def _check_prior_study(findings: Findings, study_uid: str) -> None:
+    """Raise ValueError when the follow-up's prior is of this study (a prior is an earlier study)."""
+    prior = findings.followup.prior if findings.followup is not None else None
+    if prior is not None and prior.study_instance_uid == study_uid:
+        raise ValueError("the prior analysis of the follow-up belongs to this study; a prior is of an earlier study")
+
+
 def _check_predecessors(predecessors: Sequence[Dataset], study_uid: str) -> None:
     """Raise ValueError unless every predecessor is an SR document (PS3.4 B.5, SR storage classes
     ``1.2.840.10008.5.1.4.1.1.88.*``) of the source study."""
@@ -585,9 +456,10 @@ def build_sr(
     ValueError
         When the findings or headers are inconsistent (see
         :func:`reports.identity.validate_findings` and
-        :func:`reports.identity.index_source_headers`), ``seg`` belongs to another study or
-        series, a predecessor is not an SR of the source study, or there is nothing to report
-        (no region and no model).
+        :func:`reports.identity.index_source_headers`), a densitometry or follow-up number is
+        not finite or a zone score out of range, the follow-up's prior is of the source study,
+        ``seg`` belongs to another study or series, a predecessor is not an SR of the source
+        study, or there is nothing to report (no region and no model).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
@@ -595,10 +467,17 @@ def build_sr(
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     segment_numbers = _segment_numbers(seg, study_uid, series_uid) if seg is not None else {}
     _check_predecessors(predecessors, study_uid)
+    _check_prior_study(findings, study_uid)
 
-    groups: list[_Group] = [
+    groups: list[Group] = [
         _region_group(name, findings, context, series_uid, seg, segment_numbers) for name in _region_names(findings)
     ]
+    d = findings.densitometry
+    if d is not None:
+        groups += zone_groups(findings, d, context, series_uid)
+        groups.append(summary_group(findings, d, context, series_uid))
+    if findings.followup is not None:
+        groups.append(followup_group(findings, findings.followup, context, series_uid))
     groups += [_model_group(run, findings, context, series_uid) for run in findings.models.values()]
     if not groups:
         raise ValueError("findings hold no measurement and no model: nothing to report")
@@ -613,6 +492,9 @@ def build_sr(
     evidence = evidence_headers([first] + [ds for uid, ds in by_uid.items() if uid != first.SOPInstanceUID])
     if seg is not None:
         evidence.append(seg)
+    prior_sr = prior_sr_reference(findings.followup)
+    if prior_sr is not None:
+        evidence.append(prior_sr)  # another study: highdicom files it under Pertinent Other Evidence
     description = SR_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else SR_SERIES_DESCRIPTION
     return _document(evidence, report, context, analysis_digest(findings, first), description, predecessors)
 
@@ -665,11 +547,11 @@ def build_not_analysable_sr(
     _check_predecessors(predecessors, str(first.StudyInstanceUID))
 
     items: list[ContentItem] = [
-        _code(codes.ANALYSIS_STATUS, codes.NOT_ANALYSABLE),
-        _text(codes.DECISION_SUPPORT, codes.NOT_ANALYSABLE_STATEMENT),
-        *(_text(codes.NOT_ANALYSABLE_REASON, reason) for reason in checked),
-        _text(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
-        _text(codes.DECISION_SUPPORT, f"lungcds pipeline version {pipeline_version}"),
+        code_item(codes.ANALYSIS_STATUS, codes.NOT_ANALYSABLE),
+        text_item(codes.DECISION_SUPPORT, codes.NOT_ANALYSABLE_STATEMENT),
+        *(text_item(codes.NOT_ANALYSABLE_REASON, reason) for reason in checked),
+        text_item(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
+        text_item(codes.DECISION_SUPPORT, f"lungcds pipeline version {pipeline_version}"),
     ]
     root = ContainerContentItem(name=dcm_codes.cid7021.ImagingMeasurementReport, template_id="1500")
     root.ContentSequence = ContentSequence()

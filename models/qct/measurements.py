@@ -15,8 +15,12 @@ reports may always show them.  Definitions:
 - ``mean_hu``: mean HU in the region.
 - ``haa_pct``: percentage of voxels in [-600, -250] HU, inclusive (high-attenuation area: ground
   glass and reticulation; a usual interstitial-abnormality index, not from the thesis).
+- ``density_bands``: volume and share of each density band (emphysema-like, well aerated, poorly
+  aerated, non-aerated, above +100 HU), and ``mass_g``, the tissue mass from density; both are
+  defined, with their sources, in :mod:`models.qct.bands`.
 
-An empty region has a volume of 0 mL and ``None`` for everything else, with a note saying why:
+An empty region has a volume of 0 mL, a mass of 0 g, band volumes of 0 mL and ``None`` for every
+share and attenuation value, with a note saying why:
 an attenuation statistic of no voxels does not exist, and must never print as 0.
 
 :func:`measure_regions` gives these numbers for both lungs, each lung and every lobe whose mask
@@ -32,6 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.findings import REGION_NAMES, Geometry, RegionMeasurements, Volume
+from models.qct.bands import band_counts, band_volumes, mass_g
 
 __all__ = [
     "FPV_RANGE_HU",
@@ -41,6 +46,7 @@ __all__ = [
     "measure_lungs",
     "measure_region",
     "measure_regions",
+    "measure_values",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,10 +61,26 @@ HAA_RANGE_HU: tuple[float, float] = (-600.0, -250.0)
 PERCENTILE = 15.0
 
 
-def _from_values(values: np.ndarray, geometry: Geometry, region: str) -> RegionMeasurements:
-    """Measurements of a region given the HU values of its voxels (1-D, any order)."""
+def measure_values(values: np.ndarray, geometry: Geometry, region: str) -> RegionMeasurements:
+    """Measurements of a region given the HU values of its voxels (1-D, any order).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        HU of every voxel of the region, once each.
+    geometry : Geometry
+        The grid the voxels come from (for the voxel volume).
+    region : str
+        Name of the region.
+
+    Returns
+    -------
+    RegionMeasurements
+        See the module docstring for the definitions.
+    """
     count = int(values.size)
     volume_ml = count * geometry.voxel_volume_ml
+    bands = band_volumes(band_counts(values), geometry.voxel_volume_ml)
     if count == 0:
         return RegionMeasurements(
             region=region,
@@ -70,6 +92,8 @@ def _from_values(values: np.ndarray, geometry: Geometry, region: str) -> RegionM
             mean_hu=None,
             haa_pct=None,
             note=f"region {region!r} is empty (no voxels in its mask); attenuation values do not exist",
+            density_bands=bands,
+            mass_g=0.0,
         )
     low, high = FPV_RANGE_HU
     functional = int(np.count_nonzero((values >= low) & (values <= high)))
@@ -85,6 +109,8 @@ def _from_values(values: np.ndarray, geometry: Geometry, region: str) -> RegionM
         perc15_hu=float(np.percentile(values, PERCENTILE)),
         mean_hu=float(np.mean(values, dtype=np.float64)),
         haa_pct=100.0 * dense / count,
+        density_bands=bands,
+        mass_g=mass_g(values, geometry.voxel_volume_ml),
     )
 
 
@@ -116,7 +142,7 @@ def measure_region(hu: np.ndarray, mask: np.ndarray, geometry: Geometry, region:
         raise ValueError(f"mask of {region!r} must be boolean, got {mask.dtype}")
     if hu.shape != mask.shape or tuple(hu.shape) != tuple(geometry.shape):
         raise ValueError(f"shapes differ for {region!r}: hu {hu.shape}, mask {mask.shape}, geometry {geometry.shape}")
-    return _from_values(hu[mask], geometry, region)
+    return measure_values(hu[mask], geometry, region)
 
 
 def measure_regions(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, RegionMeasurements]:

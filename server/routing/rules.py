@@ -19,7 +19,6 @@ import tomllib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dicom_node.completeness import assess_series
 from dicom_node.header import InstanceHeader
 from dicom_node.identity import series_disagreements
-from models.volume import PIXEL_SPACING_ATOL_MM, PIXEL_SPACING_RTOL
+from models.volume import PIXEL_SPACING_ATOL_MM, PIXEL_SPACING_RTOL, parse_da
 from server.core.admin_file import AdminFile, Loaded, refuse_control_characters
 
 if TYPE_CHECKING:
@@ -177,22 +176,12 @@ _AGE = re.compile(r"^(\d{3})([DWMY])$")
 _AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 
 
-def _parse_date(text: str | None) -> date | None:
-    if not text or len(text.strip()) < 8:
-        return None
-    try:
-        t = text.strip()
-        return date(int(t[0:4]), int(t[4:6]), int(t[6:8]))
-    except ValueError:
-        return None
-
-
 def patient_age_years(header: InstanceHeader) -> float | None:
     """Age from Patient's Age (AS, PS3.5 6.2) or else from birth date and study date."""
     match = _AGE.match((header.patient_age or "").strip().upper())
     if match:
         return int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2)]
-    birth, study = _parse_date(header.patient_birth_date), _parse_date(header.study_date)
+    birth, study = parse_da(header.patient_birth_date), parse_da(header.study_date)
     if birth and study and study >= birth:
         return (study - birth).days / 365.25
     return None

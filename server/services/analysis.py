@@ -27,8 +27,9 @@ import pydicom
 
 from dicom_node.header import InstanceHeader
 from models import PIPELINE_VERSION
-from models.findings import Findings, ModelRun
+from models.findings import Findings, ModelRun, PriorAnalysis
 from models.pipeline import analyse
+from models.qct.followup import with_followup
 from models.registry import MODEL_SPECS
 from models.runtime import ModelProvider
 from models.volume import VolumeError, load_series, patient_context
@@ -195,8 +196,13 @@ def run_analysis(
     models: ModelProvider,
     ae_title: str,
     progress: Progress | None = None,
+    priors: Sequence[PriorAnalysis] | None = None,
 ) -> AnalysisOutput:
-    """Load the series, run the pipeline, build and write every report object."""
+    """Load the series, run the pipeline, build and write every report object.
+
+    ``priors`` are the patient's earlier analyses (:func:`server.services.followup.prior_analyses`)
+    for the follow-up comparison; None when there is no patient history to look in (offline).
+    """
     timings: dict[str, float] = {}
     stages = StageClock()
 
@@ -225,6 +231,7 @@ def run_analysis(
         provider=models,
         progress=lambda name, frac: stage(name, 0.1 + 0.7 * frac),
     )
+    findings = with_followup(findings, priors, study_date=str(first.get("StudyDate", "") or "") or None)
     timings["analyse_s"] = time.perf_counter() - t0
 
     stage("reports", 0.8)

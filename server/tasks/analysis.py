@@ -27,6 +27,7 @@ from server.db_models import Job, SeriesState
 from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
 from server.services.analysis import run_analysis
+from server.services.followup import prior_analyses
 from server.tasks.app import ANALYSIS_TASK, enqueue_analysis
 from server.tasks.base import LungcdsTask
 from server.tasks.delivery import enqueue_delivery
@@ -75,6 +76,8 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             )
             logger.warning("job refused: identity conflict in its series", extra={"job": job_id})
             return
+        study_uid = headers[0].study_instance_uid if headers else None
+        priors = prior_analyses(session, study_uid) if study_uid else []
     shortage = disk_shortage(settings, settings.results_dir)
     if shortage is not None:
         _hold(engine, job_id, revision, shortage)
@@ -90,6 +93,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 headers=headers,
                 models=self.models,
                 ae_title=settings.ae_title,
+                priors=priors,
             )
     except Exception as exc:  # every failure is recorded on the job, never lost
         if is_disk_full(exc):

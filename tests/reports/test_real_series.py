@@ -129,7 +129,8 @@ def test_pdf_shows_measurements_and_banner_on_every_page(built: Built, real: Rea
     assert "patient 5.60 4.40 2.71 2.86 3.92 4.05 21.4" in text
     assert "category 5 (score 0.93)" in text
     assert "Volumes and spirometry (L)" in text and "Patient-level estimate" in text
-    assert "Lung_Dx-A0001" in texts[0] and "Key images" in texts[0] and "Results" in texts[0]
+    assert "Lung_Dx-A0001" in texts[0] and "Quantitative CT of both lungs" in texts[0] and "Results" in texts[0]
+    assert "Key images" in texts[0] + texts[1]
     png = render_page(path, 1, render_dir(built.out_dir))
     print(f"\npage 1 of {pages} rendered to {png}")
     assert png.stat().st_size > 50_000

@@ -40,8 +40,10 @@ def test_analyze_writes_every_contract_file(env: Path, phantom_series: list[Path
     assert {p.name for p in out.iterdir()} == {"result.json", "sr.dcm", "seg.dcm", "report.pdf", "report_pdf.dcm"}
     body = json.loads((out / "result.json").read_text())
     assert body["eligibility"] == {"eligible": True, "reasons": []}
-    assert set(body["measurements"]) == {"lungs", "lung_left", "lung_right"}
-    for key in ("volume_ml", "fpv_ml", "laa950_pct", "perc15_hu", "mean_hu", "haa_pct"):
+    lungs_and_zones = {"lungs", "lung_left", "lung_right", "RU", "RM", "RL", "LU", "LM", "LL", "core", "rind"}
+    assert set(body["measurements"]) == lungs_and_zones
+    assert body["followup"]["reasons"] == ["offline analysis: no history of this patient to compare with"]
+    for key in ("volume_ml", "fpv_ml", "laa950_pct", "perc15_hu", "mean_hu", "haa_pct", "mass_g"):
         assert body["measurements"]["lungs"][key] is not None
     assert body["models"]["stoic"]["status"] == "not_installed" and body["models"]["stoic"]["validated"] is False
     sr = pydicom.dcmread(out / "sr.dcm")

@@ -75,8 +75,9 @@ def test_simonj_regressions_and_blend_learn_from_fixed_vit_features(training_set
 
 def test_hal9000_network_learns_severity(training_set: SyntheticSet, tmp_path: Path) -> None:
     """One narrow ResNet-18 on 8 slices of 32 x 32 (28 crops), HAL's loss, sampling, optimiser and
-    best-validation-AUC selection; a higher learning rate and smaller batches than HAL's make 20
-    epochs on 64 cases enough."""
+    best-validation-AUC selection; a higher learning rate and smaller batches than HAL's make 30
+    epochs on 64 cases enough (held-out AUC 0.81-0.96 across torch's AVX-512, AVX2 and default CPU
+    kernels, whose rounding differs: 20 epochs reached only 0.65 on AVX-512)."""
     network = HalConfig(
         mobilenets=0,
         resnets=1,
@@ -92,13 +93,13 @@ def test_hal9000_network_learns_severity(training_set: SyntheticSet, tmp_path: P
         tmp_path / "hal9000.safetensors",
         network=network,
         recipes=(HalModelRecipe("resnet18", 40, "default"),),
-        epochs=20,
+        epochs=30,
         batch_size=8,
         learning_rate=3e-3,
     )
     result = train_hal9000(config)
     history = result.metrics["networks"][0]["history"]
-    assert len(history) == 20 and history[0]["lr"] == history[-1]["lr"] == 3e-3  # no x0.5 step before epoch 40
+    assert len(history) == 30 and history[0]["lr"] == history[-1]["lr"] == 3e-3  # no x0.5 step before epoch 40
     member = Hal9000Member.from_safetensors(result.path)
     assert member.card["demo"] is False and member.config == network
     cases = read_stoic_csv(training_set.test_csv)

@@ -138,6 +138,8 @@ def test_code1055_refuses_a_fold_without_covid_positive_cases(tmp_path: Path) ->
 
 
 def test_flyingbird_fits_both_tasks(csv_path: Path, tmp_path: Path) -> None:
+    """40 epochs: with 20 one network's loss stayed at 0.83 of its first epoch on AVX-512 kernels;
+    with 40 every network falls below 0.7 on torch's AVX-512, AVX2 and default CPU kernels."""
     config = FlyingBirdTrainingConfig(
         csv_path=csv_path,
         output_dir=tmp_path,
@@ -145,7 +147,7 @@ def test_flyingbird_fits_both_tasks(csv_path: Path, tmp_path: Path) -> None:
         member=FlyingBirdConfig(shape=(16, 16, 16), widths=(4, 8, 8, 8), folds=2),
         tasks=("covid", "severe"),
         random_margins=1,
-        epochs=20,
+        epochs=40,
         batch_size=4,
         learning_rate=1e-2,
     )
