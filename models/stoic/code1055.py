@@ -12,12 +12,14 @@ stored in each checkpoint, ``training/algorithm/data/gpu_deformed.py`` and
 4. z-scored with the training set's statistics, mean 0.3110 and sd 0.3154 (``Normalize3D``);
 5. the first axis (x) reversed (``NumpyNegativeStrideCorrection``, applied in training too);
 6. each fold's network on the ``(1, 1, 224, 224, 224)`` tensor, **without** age and sex, and
-   ``P(severe) = mean over folds of sigmoid(logit[1])`` (``BinaryCrossEntropySevOnly.finalize``).
+   ``P(severe) = mean over folds of sigmoid(logit[1])``, ``P(COVID-19) = mean over folds of
+   sigmoid(logit[0])`` (``BinaryCrossEntropySevOnly.finalize``; ``submission.py`` wrote both).
 
 The thesis (T§4.3.3) describes 256^3 and a [-1100, 300] window: 256^3 is the training-time
 alternative (a random 224^3 crop of it), and the repository's [-1000, 500] scaling is what the
 deployed transforms did.  The COVID-19 logit was never trained (loss ``bce_sev``), which is why its
-AUC was 0.616; this member reports no P(COVID-19).
+AUC was 0.616 (thesis Table 4.1): the member reports it as the authors' submission did, with a
+note saying so; the thesis' top-three COVID-19 ensemble does not include Code 1055.
 """
 
 from __future__ import annotations
@@ -51,15 +53,17 @@ from models.stoic.volumes import (
     sex_note,
     summary_row,
 )
+from models.zoo.catalog import ParameterReference
 
 __all__ = [
     "DESCRIPTION",
     "NAME",
-    "PUBLISHED_PARAMETERS",
+    "COMPUTED_PARAMETERS",
     "VERSION",
     "Code1055Config",
     "StoicCode1055",
-    "ToXyzFlippedd",
+    "ReverseFirstAxisd",
+    "ToXyzd",
     "code1055_input",
     "code1055_transforms",
     "metadata_vector",
@@ -72,8 +76,10 @@ DESCRIPTION = (
     "Code 1055 (STOIC2021 winner): five 3D ConvNeXt-Tiny folds on the whole CT resized to 224^3, "
     "P(severe) only (thesis 4.3.3, Table 4.1)"
 )
-#: ConvNeXt-Tiny 3D on one channel with Code 1055's head (models spec section 4: "about 31.9 M").
-PUBLISHED_PARAMETERS = 31_900_000
+#: ConvNeXt-Tiny 3D on one channel with Code 1055's head: "about 31.9 M", counted by the lungcds
+#: developers from C1055 ``models/convnext.py`` (models spec section 4).  Neither the thesis nor the
+#: authors print a count, so it is a computed reference, not a published one.
+COMPUTED_PARAMETERS = 31_900_000
 #: STOIC's sex labels in Code 1055's one-hot order (C1055 ``EncodeSex``: F=0, M=1, O and A=2).
 _SEX_INDEX = {"F": 0, "M": 1}
 
@@ -120,24 +126,38 @@ class Code1055Config(MemberConfig):
             raise ValueError(f"window must be increasing, got {self.window}")
 
 
-class ToXyzFlippedd(MapTransform):
-    """``[z, y, x]`` arrays to ``(x, y, z)`` with the x axis reversed.
+class ToXyzd(MapTransform):
+    """``[z, y, x]`` arrays to ``(x, y, z)``: C1055's ``LoadSimpleITKImage``
+    (``GetArrayFromImage(...).T``); the record gets ``layout``."""
 
-    The transpose is C1055's ``LoadSimpleITKImage`` (``GetArrayFromImage(...).T``); the reversal
-    is its ``NumpyNegativeStrideCorrection`` (``np.flip(img, axis=0)``), which the authors applied
-    after the resize.  Both commute with the per-axis, end-symmetric resize and the voxel-wise
-    intensity steps, so doing them first changes values only by floating-point rounding; the
-    record gets ``layout``.
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Transposed arrays."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = np.asarray(d[key]).T
+        d[RECORD] = {**d.get(RECORD, {}), "layout": "(x, y, z)"}
+        return d
+
+
+class ReverseFirstAxisd(MapTransform):
+    """The first axis reversed: C1055's ``NumpyNegativeStrideCorrection`` (``np.flip(img, axis=0)``).
+
+    It comes last, after the zoom, as the authors ran it: ``scipy.ndimage.zoom`` is not symmetric
+    between the two ends of an axis (its last output plane samples just beyond the input), so
+    reversing before zooming changed 2 of 224 x-planes by up to 1 284 HU on a real scan.
     """
 
     def __init__(self, keys: Sequence[str]) -> None:
         super().__init__(keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Transposed, x-reversed arrays."""
+        """Arrays with the first axis reversed."""
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = np.ascontiguousarray(np.asarray(d[key]).T[::-1])
+            d[key] = np.ascontiguousarray(np.asarray(d[key])[::-1])
         d[RECORD] = {**d.get(RECORD, {}), "layout": "(x reversed, y, z)"}
         return d
 
@@ -148,11 +168,12 @@ def code1055_transforms(config: Code1055Config, shape: Sequence[int] | None = No
     low, high = config.window
     return Compose(
         [
-            ToXyzFlippedd([IMAGE]),
+            ToXyzd([IMAGE]),
             ZoomToShaped([IMAGE], shape or config.shape, order=config.zoom_order),
             ClipIntensityd([IMAGE], low, high),
             ScaleToUnitd([IMAGE], low, high),
             ZScored([IMAGE], config.mean, config.sd),
+            ReverseFirstAxisd([IMAGE]),
             AsChannelTensord([IMAGE]),
         ]
     )
@@ -181,7 +202,7 @@ def metadata_vector(age_years: float | None, sex: str | None) -> torch.Tensor:
 
 
 class StoicCode1055(VolumeMember[Code1055Config]):
-    """Code 1055: mean of the folds' sigmoid severity outputs; no P(COVID-19) (module docstring)."""
+    """Code 1055: mean of the folds' sigmoid outputs, severity trained, COVID-19 untrained (module docstring)."""
 
     NAME = NAME
     VERSION = VERSION
@@ -205,19 +226,23 @@ class StoicCode1055(VolumeMember[Code1055Config]):
         return code1055_input(self.config, inputs)
 
     def predict(self, inputs: MemberInputs) -> MemberOutput:
-        """``P(severe)`` = mean over folds of ``sigmoid(logit[1])``; ``P(COVID-19)`` is None."""
+        """``P(severe)`` and ``P(COVID-19)``: means over folds of ``sigmoid(logit[1])`` and ``sigmoid(logit[0])``."""
         image = self.preprocess(inputs).tensors["image"].unsqueeze(0)
         with torch.inference_mode():
-            folds = [float(torch.sigmoid(net(image).float()[0, 1])) for net in self.networks["fold"]]
+            probabilities = [torch.sigmoid(net(image).float()[0]) for net in self.networks["fold"]]
+        folds = [float(p[1]) for p in probabilities]
+        covid = [float(p[0]) for p in probabilities]
         notes = (
             *self.weight_notes(),
             f"age unused at inference (the submission called the folds with the image only; given: "
             f"{'unknown' if inputs.age_years is None else f'{inputs.age_years:g} years'})",
             sex_note("Code 1055", inputs.sex, used=False),
-            "no P(COVID-19): Code 1055 trained only its severity output (thesis Table 4.1: COVID AUC 0.616)",
+            "P(COVID-19) comes from an output Code 1055 never trained (loss bce_sev), as its submission "
+            "reported it (thesis Table 4.1: COVID-19 AUC 0.616); the top-three COVID-19 ensemble leaves it out",
         )
         details = {f"fold{i}_p_severe": p for i, p in enumerate(folds)}
-        return MemberOutput(p_covid=None, p_severe=float(np.mean(folds)), notes=notes, details=details)
+        details.update({f"fold{i}_p_covid": p for i, p in enumerate(covid)})
+        return MemberOutput(p_covid=float(np.mean(covid)), p_severe=float(np.mean(folds)), notes=notes, details=details)
 
 
 def summary() -> list[dict[str, Any]]:
@@ -230,7 +255,11 @@ def summary() -> list[dict[str, Any]]:
             network,
             (1, 224, 224, 224),
             forward_passes=5,
-            published_parameters=PUBLISHED_PARAMETERS,
             source="C1055 models/convnext.py ConvNeXt3dSTOIC (tiny, in_chan 1); models spec section 4",
+            reference=ParameterReference.computed(
+                COMPUTED_PARAMETERS,
+                "C1055 models/convnext.py ConvNeXt3dSTOIC (tiny, in_chan 1), counted by the lungcds developers "
+                "to about 31.9 M (models spec section 4); not published",
+            ),
         )
     ]

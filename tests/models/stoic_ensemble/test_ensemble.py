@@ -43,7 +43,7 @@ class FixedMember:
 
 def _top3(**overrides: FixedMember | None) -> dict[str, FixedMember | None]:
     members: dict[str, FixedMember | None] = {
-        "stoic_code1055": FixedMember("stoic_code1055", None, 0.9),
+        "stoic_code1055": FixedMember("stoic_code1055", 0.95, 0.9),
         "stoic_simonj": FixedMember("stoic_simonj", 0.6, 0.3),
         "stoic_flyingbird": FixedMember("stoic_flyingbird", 0.5, 0.6),
         "stoic_hal9000": FixedMember("stoic_hal9000", 0.1, 0.99),
@@ -62,7 +62,7 @@ def test_top3_is_table_4_1() -> None:
 def test_each_output_is_the_mean_of_its_own_members() -> None:
     result = StoicEnsemble(_top3()).predict(INPUTS)
     assert result.p_severe == pytest.approx((0.9 + 0.3 + 0.6) / 3)  # hal9000's P(severe) is not averaged
-    assert result.p_covid == pytest.approx((0.6 + 0.5 + 0.1) / 3)  # Code 1055 gives no P(COVID-19)
+    assert result.p_covid == pytest.approx((0.6 + 0.5 + 0.1) / 3)  # Code 1055's (untrained) P(COVID-19) is not
     assert result.complete and result.ran == STOIC_TOP3.members
     assert result.averaged == {
         "p_covid": ("stoic_simonj", "stoic_flyingbird", "stoic_hal9000"),
@@ -70,7 +70,7 @@ def test_each_output_is_the_mean_of_its_own_members() -> None:
     }
     assert result.notes[0] == SEVERITY_MEANING and "RT-PCR-positive patients only" in SEVERITY_MEANING
     stoic = result.to_stoic_result()
-    assert stoic is not None and stoic.members["stoic_code1055"] == {"p_severe": 0.9}
+    assert stoic is not None and stoic.members["stoic_code1055"] == {"p_covid": 0.95, "p_severe": 0.9}
     assert stoic.members["stoic_hal9000"] == {"p_covid": 0.1, "p_severe": 0.99}
 
 

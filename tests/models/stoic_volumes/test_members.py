@@ -97,13 +97,18 @@ def test_baseline_and_deakin_give_both_sigmoid_outputs_and_ignore_age_and_sex(sy
         assert any("age" in note and "sex" in note for note in output.notes)
 
 
-def test_code1055_reports_severity_only_as_the_mean_of_its_folds(synthetic_inputs: MemberInputs) -> None:
+def test_code1055_reports_both_outputs_as_the_mean_of_its_folds(synthetic_inputs: MemberInputs) -> None:
     member = _small(StoicCode1055)
     output = member.predict(synthetic_inputs)
-    assert output.p_covid is None
     folds = [output.details[f"fold{i}_p_severe"] for i in range(2)]
     assert folds[0] != folds[1] and output.p_severe == pytest.approx(np.mean(folds))
-    assert any("no P(COVID-19)" in note for note in output.notes)
+    covid = [output.details[f"fold{i}_p_covid"] for i in range(2)]
+    assert output.p_covid == pytest.approx(np.mean(covid)) and covid != folds
+    image = member.preprocess(synthetic_inputs).tensors["image"].unsqueeze(0)
+    with torch.inference_mode():
+        first = torch.sigmoid(member.networks["fold"][0](image).float()[0])
+    assert (covid[0], folds[0]) == pytest.approx((float(first[0]), float(first[1])))
+    assert any("never trained" in note and "0.616" in note for note in output.notes)
     unknown = member.predict(dataclasses.replace(synthetic_inputs, age_years=None, sex=None))
     assert unknown.p_severe == output.p_severe  # the submission called the folds with the image only
     assert any("age unused" in note and "unknown" in note for note in unknown.notes)

@@ -13,8 +13,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from models.findings import Geometry, Volume
 from models.stoic.baseline import StoicBaseline
-from models.stoic.code1055 import StoicCode1055
+from models.stoic.code1055 import Code1055Config, StoicCode1055, code1055_input
 from models.stoic.deakin import StoicDeakin
 from models.stoic.flyingbird import StoicFlyingBird
 from models.stoic.member import MemberInputs, MemberUnavailable
@@ -86,6 +87,30 @@ def test_code1055_matches_its_authors_transposed_cubic_zoom_and_flip(synthetic_i
     profile_z = image.mean(axis=(0, 1))
     assert np.all(np.diff(profile_x) < 0)  # HU rises with x; the first axis is x, reversed
     assert np.all(np.diff(profile_z[2:-2]) > 0)  # and the last axis is z (10 HU per slice)
+
+
+def test_code1055_reverses_x_after_the_zoom_as_its_authors_did() -> None:
+    """512 columns zoomed to 224 (a real scan's x): scipy's zoom maps the last output plane just
+    beyond the input, so reversing x before the zoom would change planes 0 and 223; after it, the
+    input is exactly the authors' (values checked to float32 precision, noise input)."""
+    rng = np.random.default_rng(55)
+    hu = rng.uniform(-1000.0, 500.0, size=(3, 4, 512)).astype(np.float32)
+    geometry = Geometry(origin=(0.0, 0.0, 0.0), spacing=(5.0, 0.7, 0.7), direction=np.eye(3).tolist(), shape=hu.shape)
+    volume = Volume(hu=hu, geometry=geometry, source_sop_instance_uids=("",) * 3)
+    lungs = np.ones(hu.shape, dtype=bool)
+    inputs = MemberInputs(volume, lungs, lungs, np.zeros_like(lungs), None, 60.0, "M")
+    shape = (224, 4, 3)
+    image = code1055_input(Code1055Config(), inputs, shape=shape).tensors["image"][0].numpy()
+
+    def normalised(zoomed: np.ndarray) -> np.ndarray:
+        return (np.clip((np.clip(zoomed, -1000, 500) + 1000) / 1500, 0, 1) - 0.3110) / 0.3154
+
+    factors = [n / m for n, m in zip(shape, hu.T.shape, strict=True)]
+    authors = np.flip(normalised(ndimage.zoom(hu.T, factors)), axis=0)
+    reversed_first = normalised(ndimage.zoom(np.ascontiguousarray(hu.T[::-1]), factors))
+    assert np.allclose(image, authors, atol=1e-5)
+    differs = np.abs(reversed_first - authors).max(axis=(1, 2)) > 0.1
+    assert differs.nonzero()[0].tolist() == [0, 223]
 
 
 def test_flyingbird_crops_the_lung_box_plus_6_mm_and_drops_small_objects(synthetic_inputs: MemberInputs) -> None:
