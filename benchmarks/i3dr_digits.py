@@ -1,4 +1,4 @@
-"""The summing-digits experiment of thesis section 2.4.1 (figure 2.2b), one run per bag size.
+"""An analogue of the summing-digits experiment of thesis section 2.4.1 (figure 2.2b), per bag size.
 
 For every bag size it trains the bag-of-digits model (I3Dr's model B on 8 x 8 digit images,
 ``models.i3dr.digits``) on bag sums only and evaluates it on single test digits: it prints one

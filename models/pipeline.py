@@ -1,8 +1,10 @@
 """The analysis pipeline: one CT volume in, :class:`~models.findings.Findings` out.
 
 Stages, in order: the classical lung mask and its quality gate; the learned lobe and lesion
-segmentations; the CT severity score from those masks; the CO-RADS ensemble; the STOIC2021
-ensemble (with the patient's age and sex); I3Dr lung function (lobar when lobe masks exist,
+segmentations (the lobes from lungmask's LTRCLobes, fused with its R231, when the site installed
+them, else from the project's lobe network; :func:`_lobe_order` says which when both could
+run); the CT severity score from those masks; the CO-RADS ensemble; the STOIC2021 ensemble
+(with the patient's age and sex); I3Dr lung function (lobar when lobe masks exist,
 patient level from model A otherwise); the measurements of the lungs and of every lobe found;
 the weight-free zone densitometry of both lungs (:mod:`models.qct.densitometry`: zones, density
 bands, zone score, emphysema detail) whenever the lung mask found a lung, whether or not it passed
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 import numpy as np
 
@@ -48,6 +52,9 @@ from models.qct.quality import assess_lung_mask
 from models.registry import (
     CLASSICAL_LUNG_MASK,
     I3DR,
+    LUNGMASK_LTRCLOBES,
+    LUNGMASK_MODEL_SPECS,
+    LUNGMASK_R231,
     MODEL_SPECS,
     SEVERITY,
     STOIC,
@@ -55,7 +62,7 @@ from models.registry import (
     get_spec,
     unavailable_run,
 )
-from models.runtime import LearnedModel, ModelProvider
+from models.runtime import LearnedModel, ModelProvider, installed_model
 from models.segmentation import segment_lesions, segment_lobes
 from models.severity import severity_from_masks
 from models.stoic.ensemble import EnsembleResult, MemberReport, StoicEnsemble, combine
@@ -203,6 +210,9 @@ def analyse(
         spec.name: state.runs.get(spec.name) or unavailable_run(spec, weights, demo_weights=demo_weights)
         for spec in MODEL_SPECS
     }
+    for spec in LUNGMASK_MODEL_SPECS:  # listed only when installed: without them, results are as before
+        if spec.name in state.runs or provider.installed(spec.name) is not None:
+            runs[spec.name] = state.runs.get(spec.name) or unavailable_run(spec, provider.weights)
     findings = Findings(
         volume=volume,
         masks=state.masks,
@@ -249,23 +259,14 @@ def _learned_stages(
     report: Callable[[str, float], None],
 ) -> None:
     """Lobes, lesions, severity and CO-RADS, each only when it can run."""
-    learned = ("lobes", "lesions", SEVERITY, "corads", STOIC, *STOIC_MEMBERS, I3DR)
+    learned = ("lobes", LUNGMASK_LTRCLOBES, LUNGMASK_R231, "lesions", SEVERITY, "corads", STOIC, *STOIC_MEMBERS, I3DR)
     if not quality.plausible:
         why = "not run: the lung mask failed the quality gate (" + "; ".join(quality.reasons) + ")"
         state.runs.update({name: _skipped(name, why) for name in learned if _available(name, provider)})
         return
     lungs = left | right
     report("lobes", 0.15)
-    lobes = _load(provider, "lobes", state)
-    if lobes is not None:
-        try:
-            found = segment_lobes(
-                volume, left, right, lobes.model, device=provider.device, settings=provider.lobe_settings
-            )
-            _add_masks(state, found, "lobes")
-            state.runs["lobes"] = _ran(lobes)
-        except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
-            state.runs["lobes"] = _failed("lobes", exc)
+    _lobes(volume, left, right, provider, state)
     report("lesions", 0.4)
     lesions = _load(provider, "lesions", state)
     if lesions is not None:
@@ -295,6 +296,119 @@ def _learned_stages(
             state.runs["corads"] = _failed("corads", exc)
 
 
+def _lobe_order(provider: ModelProvider) -> tuple[tuple[str, ...], str]:
+    """The lobe models to try, in order, and why that order when there is a choice.
+
+    lungmask's LTRCLobes (with R231) comes first, unless only the project's own lobe weights carry
+    the site's validation statement; the second runs only when the first fails.
+    """
+    lungmask = provider.installed(LUNGMASK_LTRCLOBES)
+    own = _available("lobes", provider)
+    if lungmask is None or not own:
+        return (LUNGMASK_LTRCLOBES,) if lungmask is not None else ("lobes",) if own else (), ""
+    fill = provider.installed(LUNGMASK_R231)
+    lungmask_validated = lungmask.validated and (fill is None or fill.validated)
+    own_installed = provider.installed("lobes")
+    own_validated = own_installed is not None and own_installed.validated
+    if own_validated and not lungmask_validated:
+        return ("lobes", LUNGMASK_LTRCLOBES), f"the site validated the lobes weights, not {LUNGMASK_LTRCLOBES}'s"
+    if own_installed is None:
+        why = "the lobes model has only generated demonstration weights"
+    elif lungmask_validated and not own_validated:
+        why = "the site validated lungmask's weights only"
+    else:
+        both = "both have" if own_validated else "neither has"
+        why = f"{both} a validation statement, and lungmask is preferred then"
+    return (LUNGMASK_LTRCLOBES, "lobes"), why
+
+
+def _lobes(volume: Volume, left: np.ndarray, right: np.ndarray, provider: ModelProvider, state: _State) -> None:
+    """Lobe masks from one lobe model (:func:`_lobe_order`); the other is recorded as not run, and why."""
+    order, why = _lobe_order(provider)
+    chosen: str | None = None
+    for name in order:
+        if chosen is not None:
+            state.runs[name] = _skipped(name, f"not run: the lobe masks come from {chosen} ({why})")
+            continue
+        note = f"chosen over {', '.join(n for n in order if n != name)}: {why}" if why else ""
+        failed = [n for n in order if state.runs.get(n) is not None and state.runs[n].status == "failed"]
+        if failed:
+            note = f"fallback after {', '.join(failed)} failed"
+        if name == LUNGMASK_LTRCLOBES:
+            ok = _lungmask_lobes(volume, provider, state, note)
+        else:
+            ok = _own_lobes(volume, left, right, provider, state, note)
+        chosen = name if ok else None
+    fill = provider.installed(LUNGMASK_R231)
+    if fill is not None and LUNGMASK_R231 not in state.runs:
+        state.runs[LUNGMASK_R231] = _skipped(
+            LUNGMASK_R231,
+            f"not run: R231 serves here only as the fill model of {LUNGMASK_LTRCLOBES}, which did not run; the lung "
+            f"masks come from {CLASSICAL_LUNG_MASK}",
+        )
+
+
+def _own_lobes(
+    volume: Volume, left: np.ndarray, right: np.ndarray, provider: ModelProvider, state: _State, note: str
+) -> bool:
+    """The project's lobe network on the classical lung masks; True when it gave the masks."""
+    lobes = _load(provider, "lobes", state)
+    if lobes is None:
+        return False
+    try:
+        found = segment_lobes(volume, left, right, lobes.model, device=provider.device, settings=provider.lobe_settings)
+    except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
+        state.runs["lobes"] = _failed("lobes", exc)
+        return False
+    _add_masks(state, found, "lobes")
+    state.runs["lobes"] = _ran(lobes, note)
+    return True
+
+
+def _lungmask_version() -> str:
+    try:
+        return package_version("lungmask")
+    except PackageNotFoundError:
+        return "unknown version"
+
+
+def _lungmask_lobes(volume: Volume, provider: ModelProvider, state: _State, note: str) -> bool:
+    """lungmask's LMInferer on the series (LTRCLobes, fused with R231 when installed); True when it gave the masks.
+
+    Fused, the lobe masks depend on both files: their provenance is the less trusted of the two,
+    and R231 gets its own record of having run as the fill model.
+    """
+    loaded = _load(provider, LUNGMASK_LTRCLOBES, state)
+    if loaded is None:
+        return False
+    try:
+        found = loaded.model.lobes.segment(volume)
+    except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
+        state.runs[LUNGMASK_LTRCLOBES] = _failed(LUNGMASK_LTRCLOBES, exc)
+        return False
+    _add_masks(state, found, LUNGMASK_LTRCLOBES)
+    fill = loaded.model.fill  # the R231 file loaded with it, even if another was installed since
+    how = f"lungmask {_lungmask_version()} LMInferer on the series, CPU"
+    if fill is None:
+        how += (
+            f"; LTRCLobes alone: {LUNGMASK_R231} was not installed, so the lobes are not fused with R231 as lungmask "
+            "recommends (LTRCLobes_R231)"
+        )
+        state.runs[LUNGMASK_LTRCLOBES] = _ran(loaded, "; ".join(filter(None, (how, note))))
+        return True
+    fill_model = installed_model(None, fill)
+    provenance = least_trusted((loaded.provenance, fill_model.provenance))
+    how += f"; fused with {LUNGMASK_R231} (lungmask's LTRCLobes_R231), {fill_model.source}"
+    run = _ran(loaded, "; ".join(filter(None, (how, note))))
+    state.runs[LUNGMASK_LTRCLOBES] = replace(
+        run,
+        provenance=provenance,
+        validation_statement=run.validation_statement if provenance == "installed_validated" else None,
+    )
+    state.runs[LUNGMASK_R231] = _ran(fill_model, f"as the fill model of {LUNGMASK_LTRCLOBES} (LTRCLobes_R231)")
+    return True
+
+
 def _load(provider: ModelProvider, name: str, state: _State) -> LearnedModel | None:
     """The loaded model, or None; a weights file that does not load is recorded as a failure of its model."""
     try:
@@ -307,7 +421,10 @@ def _load(provider: ModelProvider, name: str, state: _State) -> LearnedModel | N
 def _available(name: str, provider: ModelProvider) -> bool:
     """Whether ``name`` would have run (weights or demo weights), so "skipped" is the honest status."""
     if name == SEVERITY:
-        return _available("lobes", provider) and _available("lesions", provider)
+        lobes = _available("lobes", provider) or _available(LUNGMASK_LTRCLOBES, provider)
+        return lobes and _available("lesions", provider)
+    if name in (LUNGMASK_LTRCLOBES, LUNGMASK_R231):
+        return provider.installed(name) is not None  # never on generated weights
     if name == STOIC:
         return any(_available(member, provider) for member in provider.stoic_config.members)
     return provider.demo_weights or provider.installed(name) is not None
@@ -333,12 +450,14 @@ def _severity(volume: Volume, state: _State) -> None:
     except ValueError as exc:  # e.g. an empty lobe from an untrained network
         state.runs[SEVERITY] = _skipped(SEVERITY, f"not computed: {exc}")
         return
-    inputs = ("lobes", "lesions")
+    lobe_source = state.mask_sources[LOBE_NAMES[0]]
+    inputs = (lobe_source, "lesions")
     spec = get_spec(SEVERITY)
     state.runs[SEVERITY] = ModelRun(
         name=SEVERITY,
         status="ran",
-        reason="computed from the lobe and lesion masks (seeds/003 thresholds)",
+        reason="computed from the lobe and lesion masks (seeds/003 thresholds)"
+        + (f"; lobe masks from {lobe_source}" if lobe_source != "lobes" else ""),
         version=spec.version,
         provenance=_combined(state.runs, inputs),
         inputs=inputs,
@@ -449,7 +568,8 @@ def _i3dr(volume: Volume, provider: ModelProvider, state: _State) -> None:
         return
     lobes = {name: state.masks[name] for name in LOBE_NAMES if name in state.masks and state.masks[name].any()}
     missing = [name for name in LOBE_NAMES if name not in lobes]
-    lobe_run = state.runs.get("lobes")
+    lobe_source = state.mask_sources.get(LOBE_NAMES[0], "lobes")
+    lobe_run = state.runs.get(lobe_source)
     why_not_lobar = (
         f"lobe masks missing or empty ({', '.join(missing)}; lobes: {lobe_run.reason if lobe_run else 'not run'})"
         if missing
@@ -471,4 +591,5 @@ def _i3dr(volume: Volume, provider: ModelProvider, state: _State) -> None:
     if why_not_lobar:
         result = replace(result, notes=(f"no lobar estimates: {why_not_lobar}", *result.notes))
     state.i3dr = result
-    state.runs[I3DR] = _ran(loaded, "patient level only (model A)" if why_not_lobar else "lobar")
+    lobar = "lobar" if lobe_source == "lobes" else f"lobar, lobe masks from {lobe_source}"
+    state.runs[I3DR] = _ran(loaded, "patient level only (model A)" if why_not_lobar else lobar)

@@ -5,6 +5,10 @@ report can say plainly which analyses were done and why the others were not.  A 
 *implemented* when this pipeline version contains its architecture and preprocessing, and
 *needs weights* when it cannot run without a trained weights file installed with
 ``lungcds models install`` (architecture spec, "Honesty about models").
+
+lungmask's published networks (:data:`LUNGMASK_MODEL_SPECS`) are the exception: they are an
+installable alternative source of the lobe masks, known to :func:`get_spec` and the weight store,
+and a result lists them only when their weights are installed.
 """
 
 from __future__ import annotations
@@ -27,8 +31,12 @@ __all__ = [
     "STOIC",
     "STOIC_ENSEMBLE_VERSION",
     "STOIC_MEMBERS",
+    "KNOWN_MODELS",
     "LESIONS_MODEL_VERSION",
     "LOBES_MODEL_VERSION",
+    "LUNGMASK_LTRCLOBES",
+    "LUNGMASK_MODEL_SPECS",
+    "LUNGMASK_R231",
     "SEVERITY",
     "MODEL_SPECS",
     "REGISTRY",
@@ -45,6 +53,9 @@ SEVERITY = "severity"
 #: Versions of the learned segmentations' implementation (architecture, preprocessing, post-processing).
 LOBES_MODEL_VERSION = "1.0.0"
 LESIONS_MODEL_VERSION = "1.0.0"
+#: lungmask's published networks (Hofmanninger et al., Eur Radiol Exp 2020), run by the ``lungmask`` package.
+LUNGMASK_LTRCLOBES = "lungmask_ltrclobes"
+LUNGMASK_R231 = "lungmask_r231"
 #: The STOIC2021 ensemble (an aggregate of members, no weights of its own) and I3Dr.
 STOIC = "stoic"
 STOIC_ENSEMBLE_VERSION = "1.0.0"
@@ -180,6 +191,36 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
 #: Read-only mapping from model name to its spec.
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in MODEL_SPECS})
 
+#: Installable alternatives to a mask of :data:`MODEL_SPECS`: lungmask's networks, run by the ``lungmask``
+#: package's own inference code.  A result lists them only when their weights are installed, so that a site
+#: without them gets exactly the results it got before they existed.
+LUNGMASK_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name=LUNGMASK_LTRCLOBES,
+        version="1.0.0",
+        description=(
+            "Learned segmentation of the five pulmonary lobes by lungmask's LTRCLobes U-Net (Hofmanninger et al., "
+            "Eur Radiol Exp 2020), fused with its R231 lung model when installed, run by the lungmask package"
+        ),
+        needs_weights=True,
+        implemented=True,
+    ),
+    ModelSpec(
+        name=LUNGMASK_R231,
+        version="1.0.0",
+        description=(
+            "lungmask's R231 lung U-Net (Hofmanninger et al., Eur Radiol Exp 2020), the fill model of the "
+            "LTRCLobes lobe masks, run by the lungmask package"
+        ),
+        needs_weights=True,
+        implemented=True,
+    ),
+)
+#: Every model a weights file can be installed for or a result can list: :data:`REGISTRY` and lungmask's.
+KNOWN_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
+    {spec.name: spec for spec in (*MODEL_SPECS, *LUNGMASK_MODEL_SPECS)}
+)
+
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model.
@@ -190,9 +231,9 @@ def get_spec(name: str) -> ModelSpec:
         If ``name`` is not registered; the message lists the registered names.
     """
     try:
-        return REGISTRY[name]
+        return KNOWN_MODELS[name]
     except KeyError:
-        known = ", ".join(REGISTRY)
+        known = ", ".join(KNOWN_MODELS)
         raise UnknownModelError(f"unknown model {name!r}; registered models are: {known}") from None
 
 

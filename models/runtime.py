@@ -1,11 +1,12 @@
 """The learned models of one process: loaded once, from installed or generated weights.
 
 House rule 12: a worker builds each network once and keeps it.  :class:`ModelProvider` does
-that for the lobe and lesion segmentations, the CO-RADS ensemble, each STOIC2021 member and
-I3Dr.  A model runs with
+that for the lobe and lesion segmentations, lungmask's lobe model, the CO-RADS ensemble, each
+STOIC2021 member and I3Dr.  A model runs with
 *installed* weights (``lungcds models install``; validated only when the site recorded a
 validation statement) or, when asked (``--demo-weights``), with *generated* weights that are
-deterministic and always reported as unvalidated.  Without either, :meth:`ModelProvider.load`
+deterministic and always reported as unvalidated (lungmask's models never run on generated
+weights: they exist to run their authors' published files).  Without either, :meth:`ModelProvider.load`
 returns ``None`` (and :func:`models.registry.unavailable_run` says why).
 """
 
@@ -22,7 +23,7 @@ import torch
 from models.corads.ensemble import CoradsEnsemble
 from models.findings import Provenance
 from models.i3dr import I3dr
-from models.registry import I3DR, STOIC_MEMBERS, get_spec
+from models.registry import I3DR, LUNGMASK_LTRCLOBES, LUNGMASK_R231, STOIC_MEMBERS, get_spec
 from models.segmentation import (
     LesionSettings,
     LobeSettings,
@@ -36,7 +37,7 @@ from models.stoic.ensemble import STOIC_TOP3, EnsembleConfig
 from models.stoic.member import StoicMember
 from models.weights import InstalledWeights, WeightStore
 
-__all__ = ["DEMO_SEED", "LearnedModel", "ModelProvider"]
+__all__ = ["DEMO_SEED", "LearnedModel", "LungmaskModel", "ModelProvider", "installed_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,30 @@ class LearnedModel:
     weights_sha256: str | None = None
     weights_origin: str | None = None
     validation_statement: str | None = None
+
+
+@dataclass(frozen=True)
+class LungmaskModel:
+    """lungmask's lobe model as loaded: the inferer and the R231 weights it was fused with (None: LTRCLobes alone)."""
+
+    lobes: Any
+    fill: InstalledWeights | None
+
+
+def installed_model(model: Any, installed: InstalledWeights) -> LearnedModel:
+    """``model`` with the provenance of its installed weights (validated only with a validation statement)."""
+    source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
+    source += f", validated: {installed.validation}" if installed.validated else ", no validation statement recorded"
+    return LearnedModel(
+        installed.name,
+        model,
+        get_spec(installed.name).version,
+        "installed_validated" if installed.validated else "installed_unvalidated",
+        source,
+        weights_sha256=installed.sha256,
+        weights_origin=f"installed from {installed.source_filename} at {installed.installed_at}",
+        validation_statement=installed.validation if installed.validated else None,
+    )
 
 
 class ModelProvider:
@@ -114,6 +139,7 @@ class ModelProvider:
             "lesions": self._lesions,
             "corads": self._corads,
             I3DR: self._i3dr,
+            LUNGMASK_LTRCLOBES: self._lungmask_lobes,
             **{name: self._stoic_builder(name) for name in STOIC_MEMBERS},
         }
 
@@ -133,8 +159,8 @@ class ModelProvider:
             raise ValueError(f"{name!r} is not a learned model this provider can load")
         spec = get_spec(name)
         installed = self.installed(name)
-        if installed is None and not self.demo_weights:
-            return None
+        if installed is None and (not self.demo_weights or name == LUNGMASK_LTRCLOBES):
+            return None  # lungmask runs on its authors' installed weights only, never on generated ones
         if installed is None and name in self._demo_factories:
             model = self._demo_factories[name]()
         else:
@@ -143,20 +169,7 @@ class ModelProvider:
         if installed is None:
             source = f"generated demonstration weights (seed {DEMO_SEED}): never trained, no clinical meaning"
             return LearnedModel(name, model, spec.version, "generated_weights", source)
-        source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
-        source += (
-            f", validated: {installed.validation}" if installed.validated else ", no validation statement recorded"
-        )
-        return LearnedModel(
-            name,
-            model,
-            spec.version,
-            "installed_validated" if installed.validated else "installed_unvalidated",
-            source,
-            weights_sha256=installed.sha256,
-            weights_origin=f"installed from {installed.source_filename} at {installed.installed_at}",
-            validation_statement=installed.validation if installed.validated else None,
-        )
+        return installed_model(model, installed)
 
     def configuration(self) -> dict[str, str]:
         """The settings the models of this provider run with, in words (``Findings.configuration``).
@@ -196,6 +209,15 @@ class ModelProvider:
         else:
             demo_state(network, DEMO_SEED)
         network.eval()
+
+    def _lungmask_lobes(self, installed: InstalledWeights | None) -> LungmaskModel:
+        """lungmask's LTRCLobes, fused with R231 when R231 is installed too (``_load`` never asks without weights)."""
+        from models.segmentation.lungmask_lobes import LungmaskLobes  # imports lungmask, only when installed
+
+        if installed is None:
+            raise ValueError(f"{LUNGMASK_LTRCLOBES} runs on installed weights only")
+        fill = self.installed(LUNGMASK_R231)
+        return LungmaskModel(LungmaskLobes(installed.path, fill.path if fill is not None else None), fill)
 
     def _corads(self, installed: InstalledWeights | None) -> CoradsEnsemble:
         if installed is not None:

@@ -22,8 +22,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-from models.registry import REGISTRY, STOIC, STOIC_MEMBERS, get_spec
+from models.registry import KNOWN_MODELS, LUNGMASK_LTRCLOBES, LUNGMASK_R231, STOIC, STOIC_MEMBERS, get_spec
 
 __all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "sha256_of"]
 
@@ -98,6 +99,20 @@ def _write_json_atomically(path: Path, payload: dict[str, object]) -> None:
         raise
 
 
+#: The lungmask network each lungmask model's file must be (its authors' checkpoint, as published).
+_LUNGMASK_NETWORKS: dict[str, Literal["LTRCLobes", "R231"]] = {LUNGMASK_LTRCLOBES: "LTRCLobes", LUNGMASK_R231: "R231"}
+
+
+def _check_lungmask(source: Path, model_name: str) -> None:
+    """Refuse, before storing it, a file that is not the lungmask state dict ``model_name`` runs."""
+    from models.segmentation.lungmask_lobes import LungmaskStateError, check_lungmask_state  # imports torch
+
+    try:
+        check_lungmask_state(source, _LUNGMASK_NETWORKS[model_name])
+    except LungmaskStateError as exc:
+        raise WeightsError(f"refusing {source} for {model_name}: {exc}") from exc
+
+
 class WeightStore:
     """The weights installed for the registered models, under one root folder.
 
@@ -121,7 +136,8 @@ class WeightStore:
         Parameters
         ----------
         source : pathlib.Path
-            The weights file (any format the model's loader reads).
+            The weights file (any format the model's loader reads; for the lungmask models, the
+            authors' state dict, checked here to be exactly that network's).
         model_name : str
             A registered model that needs weights.
         validation : str, optional
@@ -138,7 +154,8 @@ class WeightStore:
         models.registry.UnknownModelError
             If the name is not registered (a :class:`ValueError`).
         WeightsError
-            If the model is weight-free, or the source is missing, not a file or empty.
+            If the model is weight-free, or the source is missing, not a file or empty, or not the
+            lungmask network a lungmask model needs.
         """
         source = Path(source)
         folder = self._folder(model_name)
@@ -151,6 +168,8 @@ class WeightStore:
             raise WeightsError(f"model {model_name!r} is weight-free; there are no weights to install")
         if not source.is_file():
             raise WeightsError(f"weights file {source} does not exist or is not a regular file")
+        if model_name in _LUNGMASK_NETWORKS:
+            _check_lungmask(source, model_name)
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -224,7 +243,7 @@ class WeightStore:
         if not self.root.is_dir():
             return {}
         found = {}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in REGISTRY):
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in KNOWN_MODELS):
             record = self._read(folder)
             if record is not None and record.name == folder.name:
                 found[record.name] = record

@@ -25,11 +25,13 @@ Public API for the pipeline, the CLI and the benchmarks:
 * :func:`train_i3dr` ``(I3drTrainingConfig(csv_path, output_dir, model="a" | "b", ...)) ->
   TrainingResult`` -- the recipe of T§2.4.5 with Algorithm 1 for model B; writes
   ``output_dir/i3dr_<model>.safetensors`` (``lungcds train i3dr --model a|b``).
-* :func:`digit_benchmark` ``(bag_size, *, seed=0, steps=3000, ...) -> dict`` -- the summing-digits
-  experiment of T§2.4.1 (``lungcds bench i3dr-digits --bag-size 8``): keys ``digit_mae``,
+* :func:`digit_benchmark` ``(bag_size, *, seed=0, steps=3000, fixed_bags=False, ...) -> dict`` -- an
+  analogue of the summing-digits experiment of T§2.4.1 (8 x 8 scikit-learn digits, a small CNN,
+  bags redrawn every step unless ``fixed_bags``; ``lungcds bench i3dr-digits --bag-size 8``): keys ``digit_mae``,
   ``digit_accuracy`` and the baselines ``bag_mean_mae``/``bag_mean_accuracy`` and
   ``baseline_mae``/``baseline_accuracy``, among others.
-* :func:`summary` -- parameters and FLOPs of models A and B (``lungcds models summary``).
+* :func:`summary` -- parameters and FLOPs of models A and B (``lungcds models summary``), compared
+  with a count computed from the authors' code (no publication prints one).
 * :func:`lobar_benchmark` ``(LobarBenchmarkConfig(...)) -> dict`` -- lobar PV and FPV from
   patient-level labels on phantoms (T§2.4.2-2.4.3, Table 2.2).
 

@@ -1,4 +1,4 @@
-"""The summing-digits experiment of thesis section 2.4.1 (figure 2.2), on scikit-learn's digits.
+"""An analogue of the summing-digits experiment of thesis section 2.4.1 (figure 2.2), on scikit-learn's digits.
 
 A model sees bags of ``K = 2^i`` digit images labelled only with the sum of their digits, and is
 then asked for the value of single digits.  It is model B of I3Dr on images instead of lobes
@@ -21,7 +21,8 @@ Differences from the thesis, all forced by what is available offline on a CPU:
 * Bags: by default a fresh random partition of the training images into bags is drawn at every
   step (``fixed_bags=False``).  T§2.4.1 divided the training set into bags once, before
   training; with 1 146 images that leaves 17 bags of 64, i.e. 17 labels, so ``fixed_bags=True``
-  reproduces the thesis' protocol and shows what the small data set costs.
+  follows the thesis' protocol and shows what the small data set costs (at bag size 8, 143 bag
+  labels: single-digit accuracy 0.31-0.37 over seeds 0-3, against about 0.8 with redrawn bags; README).
 * Training length: ``steps`` Adam steps (T§2.4.5: 1 000 epochs) of ``512 / K`` bags each (T§2.4.5:
   batch size 512 divided by the bag size), learning rate 1e-3, L1 loss; the state with the lowest
   validation bag-sum MAE is kept (T§2.4.5).

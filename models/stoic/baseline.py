@@ -54,11 +54,11 @@ from models.stoic.volumes import (
     summary_row,
 )
 from models.zoo import InceptionV1
+from models.zoo.catalog import I3D_BACKBONE_PARAMETERS, ParameterReference
 
 __all__ = [
     "DESCRIPTION",
     "NAME",
-    "PUBLISHED_BACKBONE_PARAMETERS",
     "VERSION",
     "BaselineConfig",
     "BaselineCropd",
@@ -75,9 +75,6 @@ DESCRIPTION = (
     "STOIC2021 baseline: I3D on the CT resampled to 1.6 mm and cropped to 240^3, two sigmoid outputs "
     "P(COVID-19) and P(severe) (thesis 4.2.5)"
 )
-#: I3D without its final layer (models spec sections 2 and 5, verified; Table 3.3 prints 12.29 M
-#: for the same network with a 5-way head).
-PUBLISHED_BACKBONE_PARAMETERS = 12_287_264
 #: Features of I3D's last Inception module.
 _FEATURES = 1024
 
@@ -280,7 +277,6 @@ def summary() -> list[dict[str, Any]]:
             network,
             (1, 240, 240, 240),
             forward_passes=1,
-            published_parameters=None,
             source="BL algorithm/i3d/i3dpt.py (I3D, 2 outputs; unused 400-way logits conv left out)",
         ),
         summary_row(
@@ -288,7 +284,11 @@ def summary() -> list[dict[str, Any]]:
             backbone,
             (3, 240, 240, 240),
             forward_passes=1,
-            published_parameters=PUBLISHED_BACKBONE_PARAMETERS,
-            source="I3D backbone, models spec sections 2 and 5 (verified 12 287 264)",
+            source="I3D backbone (zoo inception_v1_3d features); thesis Table 3.3 prints 12.29 M with a 5-way head",
+            reference=ParameterReference.computed(
+                I3D_BACKBONE_PARAMETERS,
+                "pytorch-i3d pytorch_i3d.py InceptionI3d without its logits, counted by the lungcds developers "
+                "(models spec sections 2 and 5); not published",
+            ),
         ),
     ]

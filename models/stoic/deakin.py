@@ -166,7 +166,6 @@ def summary() -> list[dict[str, Any]]:
             network,
             (1, 240, 240, 240),
             forward_passes=1,
-            published_parameters=None,
             source="thesis 4.3.3 (no code); zoo densenet201_3d layout with 2 outputs (ours)",
         )
     ]

@@ -769,7 +769,6 @@ def summary(depths: Sequence[int] = BASE_DEPTHS, dims: Sequence[int] = BASE_DIMS
             network,
             (3, *CONVNEXT_INPUT),
             forward_passes=1,
-            published_parameters=None,
             source="ETRO algorithm/models/convnext3D_MT_FE.py (convnext_base, 3D); no count published",
         )
     ]

@@ -59,11 +59,12 @@ from models.stoic.volumes import (
     stoic_age_fraction,
     summary_row,
 )
+from models.zoo.catalog import ParameterReference
 
 __all__ = [
     "DESCRIPTION",
     "NAME",
-    "PUBLISHED_PARAMETERS",
+    "COMPUTED_PARAMETERS",
     "TASKS",
     "VERSION",
     "FlyingBirdConfig",
@@ -83,8 +84,10 @@ DESCRIPTION = (
     "Flying Bird: half-width 3D ResNet-18 folds with age on the lung box resized to 256^3, "
     "P(COVID-19) and P(severe), 4-view test-time augmentation (thesis 4.3.3)"
 )
-#: Half-width 3D ResNet-18 with the age head (models spec section 4: about 8.30 M, verified).
-PUBLISHED_PARAMETERS = 8_300_000
+#: Half-width 3D ResNet-18 with the age head: about 8.30 M, counted by the lungcds developers from FB
+#: ``inference/classification/resnet.py`` (models spec section 4).  Neither the thesis nor the
+#: authors print a count, so it is a computed reference, not a published one.
+COMPUTED_PARAMETERS = 8_300_000
 #: The two model sets: COVID-19 presence and severity (FB ``interface_classification.py``).
 TASKS: tuple[str, str] = ("covid", "severe")
 
@@ -373,7 +376,11 @@ def summary() -> list[dict[str, Any]]:
             SideInputFlops(network, 1),
             (1, 256, 256, 256),
             forward_passes=2 * 5 * 4,
-            published_parameters=PUBLISHED_PARAMETERS,
             source="FB inference/classification/resnet.py (layers 2-2-2-2, 32-256 channels); models spec section 4",
+            reference=ParameterReference.computed(
+                COMPUTED_PARAMETERS,
+                "FB inference/classification/resnet.py (layers 2-2-2-2, 32-256 channels, age head), counted by "
+                "the lungcds developers to about 8.30 M (models spec section 4); not published",
+            ),
         )
     ]

@@ -564,7 +564,6 @@ def summary(config: HalConfig | None = None) -> list[dict[str, Any]]:
                 network,
                 (config.slices, 3, config.crop, config.crop),
                 forward_passes=9 * count,
-                published_parameters=None,
                 source=(
                     f"HAL trainers/example_model.py: torchvision {kind} without its head + Linear(features, 2) + "
                     f"top-5 pooling; torchvision publishes {PUBLISHED_PARAMETERS[kind]} with the ImageNet head"

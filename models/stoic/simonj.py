@@ -721,7 +721,6 @@ def summary() -> list[dict[str, Any]]:
                 network,
                 (3, SIZE, SIZE),
                 forward_passes=2,
-                published_parameters=None,
                 source=(
                     f"SJ inference/algorithm/vit.py vit_large, first {depth} blocks, no final norm or head; "
                     f"torchvision vit_l_16 publishes {VIT_L16_PUBLISHED_PARAMETERS} with both"

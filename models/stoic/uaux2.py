@@ -549,7 +549,6 @@ def summary() -> list[dict[str, Any]]:
             SideInputFlops(densenet, 3),
             (3, 148, 224, 224),
             forward_passes=Uaux2Config().bag,
-            published_parameters=None,
             source="UX aucmedi/omtrta/densenet.py (classification_models_3D DenseNet121 + metadata head)",
         ),
         summary_row(
@@ -557,7 +556,6 @@ def summary() -> list[dict[str, Any]]:
             resnet,
             (3, 148, 180, 224),
             forward_passes=1,
-            published_parameters=None,
             source="UX inference.py predict_mc (classification_models_3D ResNet34, AUCMEDI 0.4 head; 3 classes)",
         ),
     ]

@@ -47,6 +47,7 @@ from models.findings import Geometry
 from models.stoic.member import MemberInputs, MemberOutput, age_bin
 from models.stoic.storage import MEMBER_CARD_FORMAT, read_member_file, sitk_resample, write_member_file
 from models.zoo import count_flops, count_parameters
+from models.zoo.catalog import NO_REFERENCE, ParameterReference
 
 __all__ = [
     "GEOMETRY",
@@ -513,15 +514,17 @@ def summary_row(
     input_shape: Sequence[int],
     *,
     forward_passes: int,
-    published_parameters: int | None,
     source: str,
+    reference: ParameterReference = NO_REFERENCE,
 ) -> dict[str, Any]:
     """One JSON row for ``lungcds models summary``: parameters, input shape, FLOPs per pass.
 
     ``network`` should be built on ``torch.device("meta")`` (nothing is allocated);
-    ``forward_passes`` is how many passes one prediction of the member makes with it.
-    FLOPs follow :func:`models.zoo.count_flops` (2 x MACs of convolutions and linear layers,
-    BN, ReLU modules and pooling; LayerNorm and GELU are not counted).
+    ``forward_passes`` is how many passes one prediction of the member makes with it;
+    ``reference`` is the count it is compared with and where that count comes from
+    (:class:`models.zoo.catalog.ParameterReference`: published, computed from the authors' code,
+    or none).  FLOPs follow :func:`models.zoo.count_flops` (2 x MACs of convolutions and linear
+    layers, BN, ReLU modules and pooling; LayerNorm and GELU are not counted).
     """
     params = count_parameters(network)
     return {
@@ -530,10 +533,7 @@ def summary_row(
         "input_shape": [int(s) for s in input_shape],
         "flops": count_flops(network, input_shape),
         "forward_passes_per_prediction": forward_passes,
-        "published_parameters": published_parameters,
-        "parameters_relative_difference": (
-            None if published_parameters is None else (params - published_parameters) / published_parameters
-        ),
+        **reference.fields(params),
         "source": source,
     }
 

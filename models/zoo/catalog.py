@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -22,10 +22,14 @@ from models.zoo.resnet import RESNET_CONFIGS, ResNet
 from models.zoo.slicewise import SliceMaxNet
 
 __all__ = [
+    "I3D_BACKBONE_PARAMETERS",
+    "NO_REFERENCE",
     "TABLE_3_3",
     "TABLE_3_3_INPUT_SHAPE",
     "TABLE_3_3_OUTPUTS",
+    "ParameterReference",
     "PublishedProperties",
+    "ReferenceKind",
     "build",
     "build_features",
     "names",
@@ -36,6 +40,74 @@ __all__ = [
 TABLE_3_3_INPUT_SHAPE: tuple[int, int, int, int] = (3, 128, 240, 240)
 #: Outputs of the head in Table 3.3 (5 CO-RADS classes in the architecture search, T§3.3.2).
 TABLE_3_3_OUTPUTS = 5
+#: I3D without its final layer: pytorch-i3d ``InceptionI3d`` after ``replace_logits(5)`` has
+#: 12 292 389 parameters, less its 1024 x 5 + 5 logits.  Counted by the lungcds developers from the
+#: authors' code (models spec sections 2 and 5); no publication prints it (Table 3.3's 12.29 M is the
+#: same network *with* a 5-way head).
+I3D_BACKBONE_PARAMETERS = 12_287_264
+
+#: Where a reference parameter count comes from: printed in a publication (thesis, paper, the
+#: library's documentation), counted by the lungcds developers from the authors' code, or none.
+ReferenceKind = Literal["published", "computed_from_authors_code", "none"]
+
+
+@dataclass(frozen=True)
+class ParameterReference:
+    """The count a row of ``lungcds models summary`` is compared with, and where it comes from.
+
+    Attributes
+    ----------
+    count : int or None
+        The reference parameter count; ``None`` exactly when ``kind`` is ``"none"``.
+    kind : {"published", "computed_from_authors_code", "none"}
+        ``"published"``: printed by the source (e.g. thesis Table 3.3); ``"computed_from_authors_code"``:
+        counted by the lungcds developers from the authors' public code, never printed by them.
+    source : str or None
+        The table and section, or the authors' file the count was made from.
+
+    Raises
+    ------
+    ValueError
+        When ``count`` and ``kind`` disagree, or a count has no source.
+    """
+
+    count: int | None = None
+    kind: ReferenceKind = "none"
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.count is None) != (self.kind == "none"):
+            raise ValueError(f"a reference of kind {self.kind!r} needs a count exactly when it is not 'none'")
+        if self.count is not None and not self.source:
+            raise ValueError("a reference count needs its source")
+
+    @classmethod
+    def published(cls, count: int, source: str) -> ParameterReference:
+        """A count printed in ``source`` (a table or section of the thesis or paper)."""
+        return cls(count, "published", source)
+
+    @classmethod
+    def computed(cls, count: int, source: str) -> ParameterReference:
+        """A count the lungcds developers computed from the authors' code in ``source``."""
+        return cls(count, "computed_from_authors_code", source)
+
+    def fields(self, parameters: int) -> dict[str, Any]:
+        """Summary-row keys comparing ``parameters`` with this reference.
+
+        ``published_parameters`` (kept for older readers) is the count only when it was published;
+        ``parameters_relative_difference`` is ``(parameters - count) / count`` for any count.
+        """
+        return {
+            "reference_parameters": self.count,
+            "reference_parameters_kind": self.kind,
+            "reference_parameters_source": self.source,
+            "published_parameters": self.count if self.kind == "published" else None,
+            "parameters_relative_difference": None if self.count is None else _relative(parameters, self.count),
+        }
+
+
+#: A row with nothing to compare its count with.
+NO_REFERENCE = ParameterReference()
 
 
 @dataclass(frozen=True)
@@ -175,8 +247,8 @@ def build(name: str, *, num_outputs: int = TABLE_3_3_OUTPUTS, in_channels: int =
 def build_features(name: str, in_channels: int = 3, **overrides: Any) -> nn.Module:
     """The network of ``name`` without its final layer: ``forward`` returns pooled features.
 
-    For ``inception_v1_3d`` this is the I3D backbone (1024 features; 12 287 264 parameters,
-    models spec sections 2 and 5) reused by I3Dr (T§2.3.1) and the STOIC baseline (T§4.2.5).
+    For ``inception_v1_3d`` this is the I3D backbone (1024 features; :data:`I3D_BACKBONE_PARAMETERS`,
+    counted from the authors' code) reused by I3Dr (T§2.3.1) and the STOIC baseline (T§4.2.5).
     For a 2D name it is the 2D backbone, which maps slices ``(N, C, H, W)`` to features.
 
     Raises
@@ -223,11 +295,12 @@ def summary() -> list[dict[str, Any]]:
                 "parameters": params,
                 "parameters_table_convention": table_params,
                 "flops": flops,
-                "published_parameters": round(published.parameters_millions * 1e6),
+                **ParameterReference.published(round(published.parameters_millions * 1e6), "thesis Table 3.3").fields(
+                    table_params
+                ),
                 "published_flops": round(published.flops_e11 * 1e11),
                 "published_inference_ms": published.inference_ms,
                 "published_inference_sd_ms": published.inference_sd_ms,
-                "parameters_relative_difference": _relative(table_params, published.parameters_millions * 1e6),
                 "flops_relative_difference": _relative(flops, published.flops_e11 * 1e11),
                 "source": "thesis Table 3.3 (RTX 2080 Ti timings; FLOPs = 2 x MACs, models.zoo.flops)",
             }

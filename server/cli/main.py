@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -194,14 +194,14 @@ def apikey_list(config: ConfigOption = None) -> None:
 
 @models_app.command("list")
 def models_list(config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Registered models, whether they are available, and installed weight hashes."""
-    from models.registry import REGISTRY
+    """Registered models and installable alternatives (lungmask): availability and installed weight hashes."""
+    from models.registry import KNOWN_MODELS
     from models.weights import WeightStore
 
     settings = _settings(config)
     installed = WeightStore(settings.weights_dir).installed()
     rows = []
-    for spec in REGISTRY.values():
+    for spec in KNOWN_MODELS.values():
         weights = installed.get(spec.name)
         rows.append(
             {
@@ -254,11 +254,15 @@ def models_install(
 
 @models_app.command("summary")
 def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False) -> None:
-    """Every architecture: parameters, input shape and FLOPs next to the published values.
+    """Every architecture: parameters, input shape and FLOPs next to a reference and its origin.
 
     The 14 networks of thesis Table 3.3 (FLOPs under the table's convention), then the
     segmentation networks (FLOPs = 2 x MACs of convolutions; see ``models.segmentation.flops``),
-    then every network of each STOIC2021 member and of I3Dr (per forward pass).
+    then every network of each STOIC2021 member and of I3Dr (per forward pass).  Each row's
+    ``reference_parameters_kind`` says whether its reference count was published (``pub``: e.g.
+    thesis Table 3.3), computed by us from the authors' code (``code``) or is absent;
+    ``reference_parameters_source`` names the table or file.  ``published_parameters`` is set only
+    for published counts.  The lobe and lesion U-Nets are reconstructions (see their ``source``).
     """
     from dataclasses import asdict
 
@@ -279,17 +283,33 @@ def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSO
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("architecture", "input", "params (M)", "published", "FLOPs (1e11)", "published")
+    table = Table(
+        "architecture",
+        "input",
+        "params (M)",
+        "reference (M)",
+        "FLOPs (1e11)",
+        "published",
+        caption="reference: pub = published (thesis, paper), code = counted by us from the authors' code",
+    )
     for row in rows:
         table.add_row(
             str(row["name"]),
             "x".join(str(v) for v in row["input_shape"]),
             f"{row['parameters_table_convention'] / 1e6:.4f}",
-            _scaled(row["published_parameters"], 1e6),
+            _reference(row),
             f"{row['flops'] / 1e11:.4f}",
             _scaled(row["published_flops"], 1e11),
         )
     Console(width=160).print(table)
+
+
+def _reference(row: dict[str, Any]) -> str:
+    """The reference count in millions with its kind: ``12.29 pub``, ``8.30 code`` or ``-``."""
+    marks = {"published": "pub", "computed_from_authors_code": "code"}
+    kind = str(row.get("reference_parameters_kind", "none"))
+    value = _scaled(row.get("reference_parameters"), 1e6)
+    return value if kind not in marks else f"{value} {marks[kind]}"
 
 
 def _scaled(value: float | None, unit: float) -> str:

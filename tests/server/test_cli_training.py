@@ -32,8 +32,26 @@ def test_bench_i3dr_digits_prints_one_json_line() -> None:
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     body = json.loads(lines[0])
-    assert body["bag_size"] == 2
+    assert body["bag_size"] == 2 and body["fixed_bags"] is False
     assert 0.0 <= body["digit_accuracy"] <= 1.0 and body["digit_mae"] >= 0.0
+
+
+def test_bench_i3dr_digits_fixed_bags_follows_the_thesis_protocol() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = runner.invoke(app, ["bench", "i3dr-digits", "--bag-size", "4", "--steps", "20", "--fixed-bags"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout.strip())
+    assert body["fixed_bags"] is True and body["bag_size"] == 4 and body["steps"] == 20
+
+
+def test_bench_i3dr_digits_help_calls_it_an_analogue() -> None:
+    result = runner.invoke(app, ["bench", "i3dr-digits", "--help"])
+    assert result.exit_code == 0
+    assert "analogue" in result.stdout and "--fixed-bags" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,7 @@ def test_weights_install_only_with_the_right_checksum(
     assert ok.json()["weights_sha256"] == good and ok.json()["validation"] == "local validation report QA-2026-14"
     listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
     assert listed["corads"]["weights_sha256"] == good and listed["lobes"]["weights_sha256"] is None
+    assert listed["lungmask_ltrclobes"]["weights_sha256"] is None  # installable alternatives are listed too
     assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from models.registry import MODEL_SPECS, UnknownModelError, get_spec
+from models.registry import KNOWN_MODELS, UnknownModelError, get_spec
 from models.weights import WeightsError, WeightStore
 from server.api.deps import Admin, SettingsDep, Viewer
 from server.api.problems import Problem
@@ -60,9 +60,9 @@ def _public(store: WeightStore, name: str) -> ModelPublic:
 
 @router.get("", response_model=list[ModelPublic])
 def list_models(settings: SettingsDep, _caller: Viewer) -> list[ModelPublic]:
-    """Every registered model, with the hash of its installed weights."""
+    """Every registered model and installable alternative (lungmask), with the hash of its installed weights."""
     store = WeightStore(settings.weights_dir)
-    return [_public(store, spec.name) for spec in MODEL_SPECS]
+    return [_public(store, name) for name in KNOWN_MODELS]
 
 
 class _Upload:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.i3dr import summary as i3dr_summary
 from models.i3dr.model import (
     NUM_LOBES,
     OUTPUTS,
@@ -98,3 +99,14 @@ def test_package_exports_resolve() -> None:
     assert dict(package.OUTPUT_UNITS) == {**dict.fromkeys(OUTPUTS, "L"), "dlco": "mL/min/mmHg"}
     with pytest.raises(AttributeError, match="no attribute"):
         package.__getattr__("unknown_name")
+
+
+def test_summary_counts_the_head_once_against_a_computed_reference() -> None:
+    rows = {row["name"]: row for row in i3dr_summary()}
+    assert set(rows) == {"i3dr_model_a", "i3dr_model_b"}
+    for row in rows.values():
+        # Table 3.3's 12.29 M already holds a 5-way head: the reference is the bare backbone + 1 head.
+        assert row["parameters"] == row["reference_parameters"] == I3D_BACKBONE_PARAMETERS + HEAD_PARAMETERS
+        assert row["reference_parameters_kind"] == "computed_from_authors_code"
+        assert row["published_parameters"] is None and row["parameters_relative_difference"] == 0.0
+    assert rows["i3dr_model_b"]["forward_passes_per_prediction"] == NUM_LOBES

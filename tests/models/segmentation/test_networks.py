@@ -90,6 +90,14 @@ def test_summaries_name_every_network_with_published_figures() -> None:
     assert set(summaries) == {"lobe_unet", "lesion_nnunet", "lesion_resnet18_unet"}
     nnunet = summaries["lesion_nnunet"]
     assert nnunet.parameters == 29_695_280 and nnunet.published_flops == PUBLISHED_FLOPS
+    assert nnunet.published_parameters == nnunet.reference_parameters == 29_690_000
+    assert nnunet.reference_parameters_kind == "published"
+    assert nnunet.parameters_relative_difference is not None and abs(nnunet.parameters_relative_difference) < 0.005
+    for name in ("lobe_unet", "lesion_resnet18_unet"):
+        assert summaries[name].reference_parameters_kind == "none" and summaries[name].published_parameters is None
+    # Issue 16: stand-ins are named as stand-ins, with what is guessed.
+    assert summaries["lobe_unet"].source.startswith("reconstruction") and "RTSU-Net" in summaries["lobe_unet"].source
+    assert nnunet.source.startswith("reconstruction") and "guessed" in nnunet.source
     assert summaries["lesion_resnet18_unet"].input_shape == (1, 3, 20, 256, 256)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models.zoo import TABLE_3_3, build, build_features, count_parameters, names, summary
+from models.zoo.catalog import I3D_BACKBONE_PARAMETERS, NO_REFERENCE, ParameterReference
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,37 @@ def test_2d_counts_leave_out_batchnorm_and_3d_counts_include_it(rows: dict[str, 
             assert row["parameters"] == row["parameters_table_convention"]
 
 
+def test_every_row_names_its_published_reference(rows: dict[str, dict[str, Any]]) -> None:
+    for name, row in rows.items():
+        published = round(TABLE_3_3[name].parameters_millions * 1e6)
+        assert row["reference_parameters"] == row["published_parameters"] == published, name
+        assert row["reference_parameters_kind"] == "published"
+        assert row["reference_parameters_source"] == "thesis Table 3.3"
+
+
+def test_parameter_reference_keeps_published_and_computed_apart() -> None:
+    published = ParameterReference.published(1000, "thesis Table 3.3").fields(1010)
+    assert published["published_parameters"] == published["reference_parameters"] == 1000
+    assert published["parameters_relative_difference"] == pytest.approx(0.01)
+    computed = ParameterReference.computed(1000, "authors' model.py, counted by us").fields(990)
+    assert computed["published_parameters"] is None and computed["reference_parameters"] == 1000
+    assert computed["reference_parameters_kind"] == "computed_from_authors_code"
+    assert computed["parameters_relative_difference"] == pytest.approx(-0.01)
+    empty = NO_REFERENCE.fields(5)
+    assert empty["reference_parameters_kind"] == "none"
+    assert empty["reference_parameters"] is empty["published_parameters"] is empty["parameters_relative_difference"]
+    assert empty["parameters_relative_difference"] is None
+
+
+@pytest.mark.parametrize(
+    ("count", "kind", "source"),
+    [(None, "published", "thesis"), (10, "none", None), (10, "computed_from_authors_code", None)],
+)
+def test_parameter_reference_refuses_inconsistent_fields(count: int | None, kind: Any, source: str | None) -> None:
+    with pytest.raises(ValueError):
+        ParameterReference(count, kind, source)
+
+
 def test_summary_is_json_for_the_cli(rows: dict[str, dict[str, Any]]) -> None:
     text = json.dumps(list(rows.values()))
     assert json.loads(text)[0].keys() == rows[names()[0]].keys()
@@ -61,7 +93,7 @@ def test_published_deployed_member_and_i3d_backbone_sizes() -> None:
     # Models spec section 2: 25 320 193 parameters with one output; section 5: I3D backbone
     # 12 287 264 parameters, and 12 292 389 with the 5-output logits layer.
     assert count_parameters(member) == 25_320_193
-    assert count_parameters(backbone) == 12_287_264
+    assert count_parameters(backbone) == 12_287_264 == I3D_BACKBONE_PARAMETERS
     assert count_parameters(i3d) == 12_292_389
 
 
