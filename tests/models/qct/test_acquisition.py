@@ -80,9 +80,11 @@ def test_thick_slices_get_a_caveat_thin_ones_do_not() -> None:
     assert len(_caveat(thick.caveats, "5 mm slices")) == 1
     assert thick.slice_thickness_mm == 5.0 and thick.slice_spacing_mm == 5.0
     assert thick.pixel_spacing_mm == (0.7, 0.7) and thick.voxel_volume_ml == pytest.approx(5.0 * 0.49 / 1000)
-    thin = describe_acquisition(_volume(1.0, soft))
-    assert 1.0 <= THICK_SLICE_MM
-    assert not _caveat(thin.caveats, "slices") and not _caveat(thin.caveats, "slice thickness")
+    for thickness in (1.0, THICK_SLICE_MM):  # at the threshold a slice is not yet thick
+        thin = describe_acquisition(_volume(thickness, soft))
+        assert not _caveat(thin.caveats, "slices") and not _caveat(thin.caveats, "slice thickness"), thickness
+    just_thick = describe_acquisition(_volume(THICK_SLICE_MM + 0.25, soft))
+    assert len(_caveat(just_thick.caveats, f"{THICK_SLICE_MM + 0.25:g} mm slices")) == 1
     unknown = describe_acquisition(_volume(None, soft))
     assert len(_caveat(unknown.caveats, "slice thickness not recorded")) == 1
 
