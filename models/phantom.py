@@ -149,6 +149,13 @@ class LesionSpec:
             raise ValueError("towards must be a non-zero direction")
 
 
+def _as_volume(hu: np.ndarray, geometry: Geometry, kind: str) -> Volume:
+    """``hu`` as a :class:`Volume` whose SOP Instance UIDs are derived from ``kind``, the geometry and
+    the slice index: synthetic, but the same on every call."""
+    uids = tuple(str(generate_uid(entropy_srcs=[kind, repr(geometry), str(k)])) for k in range(hu.shape[0]))
+    return Volume(hu=hu, geometry=geometry, source_sop_instance_uids=uids)
+
+
 @dataclass(frozen=True)
 class Phantom:
     """A synthetic CT in HU with its ground truth, all ``[z, y, x]`` on ``geometry``.
@@ -181,11 +188,7 @@ class Phantom:
 
     def volume(self) -> Volume:
         """The phantom as a :class:`Volume`, with synthetic but stable SOP Instance UIDs."""
-        uids = tuple(
-            str(generate_uid(entropy_srcs=["lungcds-phantom", repr(self.geometry), str(k)]))
-            for k in range(self.hu.shape[0])
-        )
-        return Volume(hu=self.hu, geometry=self.geometry, source_sop_instance_uids=uids)
+        return _as_volume(self.hu, self.geometry, "lungcds-phantom")
 
 
 @dataclass(frozen=True)
@@ -724,11 +727,7 @@ class DensitometryPhantom:
 
     def volume(self) -> Volume:
         """The phantom as a :class:`Volume` with synthetic, stable SOP Instance UIDs."""
-        uids = tuple(
-            str(generate_uid(entropy_srcs=["lungcds-densitometry-phantom", repr(self.geometry), str(k)]))
-            for k in range(self.hu.shape[0])
-        )
-        return Volume(hu=self.hu, geometry=self.geometry, source_sop_instance_uids=uids)
+        return _as_volume(self.hu, self.geometry, "lungcds-densitometry-phantom")
 
 
 def _ball_fraction(

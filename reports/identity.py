@@ -109,6 +109,7 @@ __all__ = [
     "check_source_series",
     "copy_patient_study",
     "evidence_headers",
+    "format_da",
     "format_person_name",
     "identity_source",
     "index_source_headers",
@@ -492,6 +493,12 @@ def copy_patient_study(source: Dataset, target: Dataset) -> None:
     for keyword in _TYPE2_KEYWORDS:
         if keyword not in target:
             setattr(target, keyword, None)
+
+
+def format_da(value: object) -> str | None:
+    """A DA value (YYYYMMDD) as YYYY-MM-DD for people to read; None when absent or not a date."""
+    text = str(value or "").strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else None
 
 
 def format_person_name(value: object) -> str:

@@ -24,6 +24,8 @@ from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Table, TableStyle
 
+from reports.identity import format_da
+
 __all__ = [
     "GRID",
     "NOT_AVAILABLE",
@@ -173,9 +175,8 @@ def fmt(value: float | None, digits: int) -> str:
 
 
 def dicom_date(value: object) -> str:
-    """A DA value (YYYYMMDD) as YYYY-MM-DD, anything else as it is."""
-    text = str(value or "")
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+    """A DA value (YYYYMMDD) as YYYY-MM-DD, anything else as it is (a header shows what it holds)."""
+    return format_da(value) or str(value or "")
 
 
 def box(content: list[Any], border: colors.Color, background: colors.Color) -> Table:

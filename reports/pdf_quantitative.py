@@ -21,6 +21,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import KeepTogether, Paragraph, Table, TableStyle
 
 from models.findings import (
+    DENSITY_BAND_RANGES_HU,
     DENSITY_BANDS,
     HEADLINE_KEYS,
     LOBE_NAMES,
@@ -33,29 +34,21 @@ from models.findings import (
     ZoneScore,
 )
 from reports.pdf_layout import GRID, NOT_AVAILABLE, Text, dicom_date, fmt
+from reports.precision import HEADLINE_DIGITS
 
 __all__ = ["HEADLINE_WORDS", "findings_block", "zone_table"]
 
-#: Each headline number in words, its unit, the unit of a change of it (a change of a percentage
-#: is in percentage points) and the decimals both are printed with (clinically meaningful
-#: precision: whole mL, g and HU; tenths of a percent; whole zone-score points).
-HEADLINE_WORDS: Mapping[str, tuple[str, str, str, int]] = {
-    "lung_volume_ml": ("Lung volume", "mL", "mL", 0),
-    "well_aerated_pct": ("Well-aerated lung (-950 to -700 HU)", "%", "%-points", 1),
-    "zone_score_total": ("Weight-free density-based zone score", "/ 30", "points", 0),
-    "laa950_pct": ("Low attenuation below -950 HU (LAA-950)", "%", "%-points", 1),
-    "perc15_hu": ("15th percentile of attenuation (Perc15)", "HU", "HU", 0),
-    "lung_mass_g": ("Lung mass", "g", "g", 0),
+#: Each headline number in words, its unit and the unit of a change of it (a change of a
+#: percentage is in percentage points); both are printed with :data:`reports.precision.HEADLINE_DIGITS`.
+HEADLINE_WORDS: Mapping[str, tuple[str, str, str]] = {
+    "lung_volume_ml": ("Lung volume", "mL", "mL"),
+    "well_aerated_pct": ("Well-aerated lung (-950 to -700 HU)", "%", "%-points"),
+    "zone_score_total": ("Weight-free density-based zone score", "/ 30", "points"),
+    "laa950_pct": ("Low attenuation below -950 HU (LAA-950)", "%", "%-points"),
+    "perc15_hu": ("15th percentile of attenuation (Perc15)", "HU", "HU"),
+    "lung_mass_g": ("Lung mass", "g", "g"),
 }
 assert set(HEADLINE_WORDS) == set(HEADLINE_KEYS)
-#: Short column headings of the density bands.
-_BAND_HEADINGS: Mapping[str, str] = {
-    "emphysema": "< -950",
-    "well_aerated": "-950 to -700",
-    "poorly_aerated": "-700 to -250",
-    "non_aerated": "-250 to +100",
-    "other": ">= +100",
-}
 #: The bands in a few words, for a sentence (their full labels are DENSITY_BAND_LABELS).
 _BAND_WORDS: Mapping[str, str] = {
     "emphysema": "emphysema-like",
@@ -64,16 +57,28 @@ _BAND_WORDS: Mapping[str, str] = {
     "non_aerated": "non-aerated",
     "other": "above +100 HU",
 }
-assert set(_BAND_HEADINGS) == set(DENSITY_BANDS) == set(_BAND_WORDS)
+assert set(DENSITY_BANDS) == set(_BAND_WORDS)
+
+
+def _band_heading(band: str) -> str:
+    """A band's HU range for a column heading (e.g. "-950 to -700"), from ``DENSITY_BAND_RANGES_HU``."""
+    low, high = DENSITY_BAND_RANGES_HU[band]
+    if low is None:
+        return f"< {high:g}"
+    if high is None:
+        return f">= {low:+g}"
+    return f"{low:g} to {high:+g}"
 
 
 def _value(key: str, value: float | None) -> str:
-    _, unit, _, digits = HEADLINE_WORDS[key]
+    _, unit, _ = HEADLINE_WORDS[key]
+    digits = HEADLINE_DIGITS[key]
     return NOT_AVAILABLE if value is None else f"{value:.{digits}f} {unit}"
 
 
 def _signed(key: str, value: float | None) -> str:
-    _, _, unit, digits = HEADLINE_WORDS[key]
+    _, _, unit = HEADLINE_WORDS[key]
+    digits = HEADLINE_DIGITS[key]
     return NOT_AVAILABLE if value is None else f"{value:+.{digits}f} {unit}"
 
 
@@ -215,7 +220,7 @@ def _band_table(rows: list[list[Any]], styles: dict[str, ParagraphStyle]) -> Tab
     header = [
         "Region",
         "Volume (mL)",
-        *(f"{_BAND_HEADINGS[b]} HU (%)" for b in DENSITY_BANDS),
+        *(f"{_band_heading(b)} HU (%)" for b in DENSITY_BANDS),
         "Perc15 (HU)",
         "Mass (g)",
         "Inv. (%)",

@@ -21,7 +21,7 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   plausibility gate withheld is not reported; its reason is ("Implausible value withheld").
   A region that carries density bands and mass (``lungs``, ``lung_left``, ``lung_right``) also
   has the volume and percent of each band (private concepts with the HU range in the meaning)
-  and its tissue mass, rounded as :data:`reports.sr_content.PRECISION` says.
+  and its tissue mass, rounded as :data:`reports.precision.PRECISION` says.
 * The weight-free zone, summary and follow-up groups and the acquisition statements (issue 15):
   see :mod:`reports.sr_quantitative`.
 * **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry

@@ -14,7 +14,7 @@ TID 1411 row 15); :func:`add_texts` appends them with highdicom's own content-it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -34,9 +34,9 @@ from pydicom.sr.coding import Code
 from models.findings import DENSITY_BAND_LABELS, DENSITY_BANDS, UNVALIDATED_STATEMENTS, ModelRun, RegionMeasurements
 from reports import codes
 from reports.identity import ReportContext
+from reports.precision import PRECISION
 
 __all__ = [
-    "PRECISION",
     "REGION_MEASUREMENTS",
     "Group",
     "GroupContent",
@@ -53,14 +53,11 @@ __all__ = [
 
 #: A measurement group of the report: TID 1411 (referencing a SEG segment) or TID 1501.
 Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations
-#: Decimals every weight-free value of issue 15 is rounded to (clinically meaningful precision):
-#: volumes 1 mL, percentages 0.1, HU 1, mass 1 g, ratios and D 0.01; zone scores are integers.
-PRECISION: Mapping[str, int] = {"volume": 0, "percent": 1, "hu": 0, "mass": 0, "ratio": 2}
 
 
 class RegionMeasurement(NamedTuple):
     """How one field of :class:`RegionMeasurements` becomes a TID 300 measurement (``digits``: the
-    decimals it is rounded to where a group rounds, :data:`PRECISION`)."""
+    decimals it is rounded to where a group rounds, :data:`reports.precision.PRECISION`)."""
 
     attribute: str
     label: str
@@ -143,7 +140,7 @@ def run_algorithm(run: ModelRun) -> AlgorithmIdentification:
 
 
 def rounded(value: float, digits: int | None) -> float:
-    """``value`` rounded to ``digits`` decimals (:data:`PRECISION`); unchanged when ``digits`` is None."""
+    """``value`` rounded to ``digits`` decimals (``reports.precision.PRECISION``); unchanged for None."""
     return float(value) if digits is None else float(round(float(value), digits))
 
 
@@ -223,7 +220,7 @@ def region_densitometry(
     """TID 300 measurements of one region's densitometry, whose algorithm names the mask's model
     and provenance (a lobe's numbers are no more validated than its learned mask).
 
-    The six attenuation measurements are rounded (:data:`PRECISION`) when ``round_attenuation``
+    The six attenuation measurements are rounded (:data:`reports.precision.PRECISION`) when ``round_attenuation``
     (the zone regions); the density bands and the mass are always rounded.  They are reported when
     the region carries them (``density_bands`` not empty); a missing value is stated in words.
     """

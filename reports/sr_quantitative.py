@@ -33,8 +33,6 @@ the building blocks of :mod:`reports.sr_content`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from highdicom.sr import (
     AlgorithmIdentification,
     ContentItem,
@@ -56,9 +54,9 @@ from models.findings import (
     ZoneScore,
 )
 from reports import codes
-from reports.identity import ReportContext, model_display_name
+from reports.identity import ReportContext, format_da, model_display_name
+from reports.precision import HEADLINE_DIGITS, PRECISION
 from reports.sr_content import (
-    PRECISION,
     Group,
     GroupContent,
     add_texts,
@@ -84,15 +82,6 @@ __all__ = [
 SUMMARY_TRACKING_IDENTIFIER = "weight-free summary"
 #: Tracking Identifier of the group of the comparison with the patient's prior analysis.
 FOLLOWUP_TRACKING_IDENTIFIER = "follow-up"
-#: Decimals of each headline number (``HEADLINE_KEYS``) and of its change since the prior.
-_HEADLINE_DIGITS: Mapping[str, int] = {
-    "lung_volume_ml": PRECISION["volume"],
-    "well_aerated_pct": PRECISION["percent"],
-    "zone_score_total": 0,
-    "laa950_pct": PRECISION["percent"],
-    "perc15_hu": PRECISION["hu"],
-    "lung_mass_g": PRECISION["mass"],
-}
 #: Densitometry methods printed in the summary group; the well-aerated reference goes with its value.
 _METHOD_KEYS: tuple[str, ...] = (
     "zones",
@@ -246,17 +235,9 @@ def summary_group(findings: Findings, d: Densitometry, context: ReportContext, s
     return group
 
 
-def _date_words(value: str | None) -> str | None:
-    """A DA value (YYYYMMDD) as YYYY-MM-DD, None when absent or not a date."""
-    text = (value or "").strip()
-    if len(text) != 8 or not text.isdigit():
-        return None
-    return f"{text[0:4]}-{text[4:6]}-{text[6:8]}"
-
-
 def _prior_words(prior: PriorAnalysis, referenced: bool) -> str:
     """The prior analysis in words: study date, accession number, Study Instance UID, series, and its SR."""
-    date = _date_words(prior.study_date)
+    date = format_da(prior.study_date)
     parts = [f"Prior study of {date}" if date else "Prior study (study date unknown)"]
     if prior.accession_number:
         parts.append(f"accession number {prior.accession_number}")
@@ -319,7 +300,7 @@ def followup_group(findings: Findings, followup: FollowUp, context: ReportContex
                     text_item(codes.MEASUREMENT_NOT_AVAILABLE, f"{concept.meaning}: the {missing} value does not exist")
                 )
                 continue
-            content.measure(concept, delta, codes.HEADLINE_UNITS[key], algorithm, _HEADLINE_DIGITS[key])
+            content.measure(concept, delta, codes.HEADLINE_UNITS[key], algorithm, HEADLINE_DIGITS[key])
     else:
         content.texts += [text_item(codes.FOLLOWUP_REASON, reason) for reason in followup.reasons]
     if followup.interval_days is not None:

@@ -110,27 +110,19 @@ def compare(
         What to say when there is no prior (e.g. that an offline analysis has no history).
     """
     if not priors:
-        return FollowUp(prior=None, comparable=False, criteria=COMPARABILITY_CRITERIA, reasons=(no_prior_reason,))
+        return _not_compared((no_prior_reason,))
     now = parse_da(current_study_date)
     earlier = [p for p in priors if now is None or (parse_da(p.study_date) or now) <= now]
     if not earlier:
         latest = max(priors, key=_sort_key)
-        return FollowUp(
-            prior=latest,
-            comparable=False,
-            criteria=COMPARABILITY_CRITERIA,
-            reasons=(f"every earlier analysis of this patient is of a later study date ({latest.study_date})",),
+        return _not_compared(
+            (f"every earlier analysis of this patient is of a later study date ({latest.study_date})",), latest
         )
     comparable = [p for p in earlier if not _mismatch(p.acquisition, current_acquisition)]
     if not comparable:
         latest = max(earlier, key=_sort_key)
-        return FollowUp(
-            prior=latest,
-            comparable=False,
-            criteria=COMPARABILITY_CRITERIA,
-            reasons=tuple(_mismatch(latest.acquisition, current_acquisition)),
-            interval_days=_interval(latest.study_date, current_study_date),
-        )
+        reasons = _mismatch(latest.acquisition, current_acquisition)
+        return _not_compared(reasons, latest, _interval(latest.study_date, current_study_date))
     newest_date = max(_sort_key(p) for p in comparable)
     thickness = _number(current_acquisition.get("slice_thickness_mm")) or 0.0
     prior = min(
@@ -166,6 +158,19 @@ def compare(
     )
 
 
+def _not_compared(
+    reasons: Sequence[str], prior: PriorAnalysis | None = None, interval_days: int | None = None
+) -> FollowUp:
+    """A follow-up without comparison: why, and the latest prior it would have been when there is one."""
+    return FollowUp(
+        prior=prior,
+        comparable=False,
+        criteria=COMPARABILITY_CRITERIA,
+        reasons=tuple(reasons),
+        interval_days=interval_days,
+    )
+
+
 def _interval(then: str | None, now: str | None) -> int | None:
     """Days from ``then`` to ``now`` (DA values), None when either is unknown."""
     start, end = parse_da(then), parse_da(now)
@@ -189,12 +194,7 @@ def with_followup(
         priors, no_prior_reason = (), "offline analysis: no history of this patient to compare with"
     headline = findings.headline()
     if headline is None:
-        followup = FollowUp(
-            prior=None,
-            comparable=False,
-            criteria=COMPARABILITY_CRITERIA,
-            reasons=("this analysis has no lung measurements to compare",),
-        )
+        followup = _not_compared(("this analysis has no lung measurements to compare",))
     else:
         acquisition = findings.acquisition.as_dict() if findings.acquisition is not None else {}
         followup = compare(

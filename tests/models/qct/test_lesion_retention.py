@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -294,16 +295,9 @@ def lesion_figures(chest: Chest, diameter: float) -> dict[str, dict[str, float]]
     return figures
 
 
-def _series_files(name: str) -> list[Path]:
-    folder = Path(__file__).resolve().parents[4] / "shared" / "data" / "ct" / name
-    if not folder.is_dir():
-        pytest.skip(f"shared test data absent: {folder} (a fresh clone has no ../shared/data)")
-    return sorted(p for p in folder.iterdir() if p.is_file())
-
-
-def load_chest(name: str) -> Chest:
+def load_chest(name: str, files: list[Path]) -> Chest:
     """Load a series, segment it unpainted, and place (not yet segment) every variant."""
-    volume = load_series(_series_files(name))
+    volume = load_series(files)
     lungs = segment_lungs(volume)
     chest = Chest(name, volume, lungs, muscle_noise_sd(volume, lungs.left | lungs.right))
     for diameter in DIAMETERS_MM:
@@ -321,8 +315,8 @@ def segment_variant(chest: Chest, diameter: float) -> None:
 
 
 @pytest.fixture(scope="module", params=SERIES)
-def chest(request: pytest.FixtureRequest) -> Chest:
-    return load_chest(request.param)
+def chest(request: pytest.FixtureRequest, real_series: Callable[[str], list[Path]]) -> Chest:
+    return load_chest(request.param, real_series(request.param))
 
 
 @pytest.mark.parametrize("diameter", DIAMETERS_MM, ids=lambda d: f"{d:.0f}mm")
