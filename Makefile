@@ -10,7 +10,7 @@ STAMP := $(VENV)/.lungcds-installed
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak install lint clean
+.PHONY: demo test heavy soak install lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Published networks on real series and the painted-lesion suites (minutes) are kept out of `make test`.
+heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 # The soak (at least 10 minutes at a steady rate, flat memory) is kept out of `make test`.
 soak: $(STAMP)

@@ -65,6 +65,7 @@ from models.registry import (
 from models.runtime import LearnedModel, ModelProvider, installed_model
 from models.segmentation import segment_lesions, segment_lobes
 from models.severity import severity_from_masks
+from models.stoic.catalog import AUTHORS_LUNG_MASKS
 from models.stoic.ensemble import EnsembleResult, MemberReport, StoicEnsemble, combine
 from models.stoic.member import MemberInputs
 from models.volume import PatientContext
@@ -472,11 +473,16 @@ def _combined(runs: Mapping[str, ModelRun], inputs: tuple[str, ...]) -> Provenan
 
 
 def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, state: _State) -> None:
-    """The STOIC2021 ensemble over the configured members that have weights; a record for every member."""
+    """The STOIC2021 ensemble over the configured members that have weights; a record for every member.
+
+    A member whose authors computed its input from lungmask R231 gets R231's lungs when R231 is
+    installed (:data:`models.stoic.catalog.AUTHORS_LUNG_MASKS`), the classical mask otherwise;
+    each member's record names the mask it used.
+    """
     config = provider.stoic_config
     loaded = {name: _load(provider, name, state) for name in config.members}
     members = {name: model.model if model is not None else None for name, model in loaded.items()}
-    inputs = MemberInputs(
+    classical = MemberInputs(
         volume=volume,
         lungs=state.masks["lungs"],
         lung_left=state.masks["lung_left"],
@@ -485,18 +491,21 @@ def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, sta
         age_years=context.age_years,
         sex=context.sex,
     )
+    wanting_r231 = [name for name, model in members.items() if model is not None and name in AUTHORS_LUNG_MASKS]
+    authors = _authors_lung_inputs(classical, provider, state, wanting_r231)
+    mask_notes = {name: _mask_note(name, authors is not None) for name in config.members}
     ensemble = StoicEnsemble(members, config)
     reports = {
         name: MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
         if name in state.runs
-        else ensemble.run_member(name, inputs)
+        else ensemble.run_member(name, authors if authors is not None and name in wanting_r231 else classical)
         for name in config.members
     }
     result = combine(config, reports)
     for name, report in result.members.items():
         model = loaded.get(name)
         if model is not None:
-            state.runs[name] = _member_run(report, model)
+            state.runs[name] = _member_run(report, model, mask_notes[name])
     for name in STOIC_MEMBERS:
         if name not in config.members and _available(name, provider):
             state.runs[name] = _skipped(name, f"not run: not a member of the configured ensemble {config.name}")
@@ -504,11 +513,47 @@ def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, sta
     state.runs[STOIC] = _stoic_run(result, state.runs)
 
 
-def _member_run(report: MemberReport, model: LearnedModel) -> ModelRun:
-    """A member's record: ran (with its notes), refused this input, or failed."""
+def _authors_lung_inputs(
+    classical: MemberInputs, provider: ModelProvider, state: _State, members: list[str]
+) -> MemberInputs | None:
+    """The members' inputs with lungmask R231's lungs, when a member wants them and R231 runs; else None.
+
+    R231's record says which members it served (added to its record as LTRCLobes' fill model).
+    """
+    if not members or provider.installed(LUNGMASK_R231) is None:
+        return None
+    r231 = _load(provider, LUNGMASK_R231, state)
+    if r231 is None:
+        return None
+    try:
+        left, right = r231.model.segment(classical.volume)
+    except Exception as exc:  # noqa: BLE001 - recorded on the model; the members fall back to the classical mask
+        state.runs[LUNGMASK_R231] = _failed(LUNGMASK_R231, exc)
+        return None
+    served = f"as the input lung mask of {', '.join(members)} (as their authors ran them)"
+    before = state.runs.get(LUNGMASK_R231)
+    if before is not None and before.status == "ran":
+        state.runs[LUNGMASK_R231] = replace(before, reason=f"{before.reason}; {served}")
+    else:
+        state.runs[LUNGMASK_R231] = _ran(r231, served)
+    return replace(classical, lungs=left | right, lung_left=left, lung_right=right)
+
+
+def _mask_note(member: str, r231_ran: bool) -> str:
+    """Which lung mask a member's input was computed from, in words for its record."""
+    wanted = AUTHORS_LUNG_MASKS.get(member)
+    if wanted is None:
+        return f"input lung mask: {CLASSICAL_LUNG_MASK}"
+    if r231_ran:
+        return f"input lung mask: {wanted}, as its authors computed it"
+    return f"input lung mask: {CLASSICAL_LUNG_MASK} (its authors used {wanted}, which did not run here: not installed)"
+
+
+def _member_run(report: MemberReport, model: LearnedModel, mask_note: str) -> ModelRun:
+    """A member's record: ran (with its notes and the lung mask it used), refused this input, or failed."""
     if report.status == "ran":
-        notes = "; ".join(report.output.notes) if report.output is not None else ""
-        return _ran(model, notes)
+        notes = report.output.notes if report.output is not None else ()
+        return _ran(model, "; ".join((mask_note, *notes)))
     if report.status == "unavailable":
         return _skipped(report.name, f"not run: {report.reason}")
     spec = get_spec(report.name)

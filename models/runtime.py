@@ -35,7 +35,7 @@ from models.segmentation import (
 from models.stoic.catalog import demo_member, load_member
 from models.stoic.ensemble import STOIC_TOP3, EnsembleConfig
 from models.stoic.member import StoicMember
-from models.weights import InstalledWeights, WeightStore
+from models.weights import InstalledWeights, WeightStore, origin_sentence
 
 __all__ = ["DEMO_SEED", "LearnedModel", "LungmaskModel", "ModelProvider", "installed_model"]
 
@@ -77,7 +77,12 @@ class LungmaskModel:
 def installed_model(model: Any, installed: InstalledWeights) -> LearnedModel:
     """``model`` with the provenance of its installed weights (validated only with a validation statement)."""
     source = f"installed weights {installed.source_filename} (sha256 {installed.sha256[:12]}…)"
+    if installed.origin is not None:
+        source += f", {origin_sentence(installed.origin)}"
     source += f", validated: {installed.validation}" if installed.validated else ", no validation statement recorded"
+    origin = f"installed from {installed.source_filename} at {installed.installed_at}"
+    if installed.origin is not None:
+        origin += f"; {origin_sentence(installed.origin)}"
     return LearnedModel(
         installed.name,
         model,
@@ -85,7 +90,7 @@ def installed_model(model: Any, installed: InstalledWeights) -> LearnedModel:
         "installed_validated" if installed.validated else "installed_unvalidated",
         source,
         weights_sha256=installed.sha256,
-        weights_origin=f"installed from {installed.source_filename} at {installed.installed_at}",
+        weights_origin=origin,
         validation_statement=installed.validation if installed.validated else None,
     )
 
@@ -140,6 +145,7 @@ class ModelProvider:
             "corads": self._corads,
             I3DR: self._i3dr,
             LUNGMASK_LTRCLOBES: self._lungmask_lobes,
+            LUNGMASK_R231: self._lungmask_lungs,
             **{name: self._stoic_builder(name) for name in STOIC_MEMBERS},
         }
 
@@ -159,7 +165,7 @@ class ModelProvider:
             raise ValueError(f"{name!r} is not a learned model this provider can load")
         spec = get_spec(name)
         installed = self.installed(name)
-        if installed is None and (not self.demo_weights or name == LUNGMASK_LTRCLOBES):
+        if installed is None and (not self.demo_weights or name in (LUNGMASK_LTRCLOBES, LUNGMASK_R231)):
             return None  # lungmask runs on its authors' installed weights only, never on generated ones
         if installed is None and name in self._demo_factories:
             model = self._demo_factories[name]()
@@ -218,6 +224,15 @@ class ModelProvider:
             raise ValueError(f"{LUNGMASK_LTRCLOBES} runs on installed weights only")
         fill = self.installed(LUNGMASK_R231)
         return LungmaskModel(LungmaskLobes(installed.path, fill.path if fill is not None else None), fill)
+
+    @staticmethod
+    def _lungmask_lungs(installed: InstalledWeights | None) -> Any:
+        """lungmask's R231 alone (the input mask of the members whose authors used it)."""
+        from models.segmentation.lungmask_lobes import LungmaskLungs  # imports lungmask, only when installed
+
+        if installed is None:
+            raise ValueError(f"{LUNGMASK_R231} runs on installed weights only")
+        return LungmaskLungs(installed.path)
 
     def _corads(self, installed: InstalledWeights | None) -> CoradsEnsemble:
         if installed is not None:

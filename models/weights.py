@@ -22,11 +22,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from models.registry import KNOWN_MODELS, LUNGMASK_LTRCLOBES, LUNGMASK_R231, STOIC, STOIC_MEMBERS, get_spec
 
-__all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "sha256_of"]
+__all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "origin_sentence", "sha256_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ class InstalledWeights:
     validation : str or None
         Who validated these weights for clinical use here, and how (given at installation).
         Without it, every output of the weights is reported as unvalidated.
+    origin : dict or None
+        For weights imported from their authors' published files
+        (:mod:`models.published.importer`): the format, repository, commit, licence and each
+        source file's SHA-256 and whether it is the published file's bytes.  ``None`` for a
+        file installed as it is.
     """
 
     name: str
@@ -69,6 +74,7 @@ class InstalledWeights:
     source_filename: str
     path: Path
     validation: str | None = None
+    origin: dict[str, Any] | None = None
 
     @property
     def validated(self) -> bool:
@@ -130,7 +136,15 @@ class WeightStore:
         get_spec(model_name)
         return self.root / model_name
 
-    def install(self, source: Path, model_name: str, *, validation: str | None = None) -> InstalledWeights:
+    def install(
+        self,
+        source: Path,
+        model_name: str,
+        *,
+        validation: str | None = None,
+        origin: dict[str, Any] | None = None,
+        source_name: str | None = None,
+    ) -> InstalledWeights:
         """Copy a weights file into the store and record its hash.
 
         Parameters
@@ -143,6 +157,11 @@ class WeightStore:
         validation : str, optional
             The site's statement that these weights are validated for clinical use (who, on
             what data, which report).  Absent, the outputs are marked unvalidated.
+        origin : dict, optional
+            Where the file was converted from (:attr:`InstalledWeights.origin`).
+        source_name : str, optional
+            What the audit trail calls the source (default: the file's name; an import names the
+            authors' file or folder, not the converted file).
 
         Returns
         -------
@@ -196,9 +215,10 @@ class WeightStore:
             sha256=sha256,
             size=size,
             installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            source_filename=source.name,
+            source_filename=source_name or source.name,
             path=target,
             validation=validation.strip() if validation and validation.strip() else None,
+            origin=json.loads(json.dumps(origin)) if origin is not None else None,
         )
         payload = {k: v for k, v in asdict(record).items() if k != "path"}
         payload["file"] = target.name
@@ -223,6 +243,7 @@ class WeightStore:
                 source_filename=str(data["source_filename"]),
                 path=folder / str(data["file"]),
                 validation=data.get("validation"),
+                origin=data.get("origin"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring unreadable weights manifest %s: %s", manifest, exc)
@@ -253,3 +274,18 @@ class WeightStore:
         """True when the installed file still has the recorded hash (detects tampering or rot)."""
         record = self.get(name)
         return record is not None and record.path.is_file() and sha256_of(record.path) == record.sha256
+
+
+def origin_sentence(origin: dict[str, Any]) -> str:
+    """One line for reports on imported weights (:attr:`InstalledWeights.origin`): which authors'
+    files, and whether they are the published bytes."""
+    count = len(origin.get("files", []))
+    bytes_said = {
+        "all": "byte-identical to the published files",
+        "none": "NOT the published files' bytes (trained or changed elsewhere)",
+        "some": "only partly the published files' bytes",
+    }.get(str(origin.get("published_bytes")), "published bytes not checked")
+    return (
+        f"imported from {origin.get('repository')} ({origin.get('format')}, {count} file"
+        f"{'s' if count != 1 else ''}, {bytes_said}; licence {origin.get('licence')})"
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "LUNGMASK_CLASSES",
     "LUNGMASK_LOBE_LABELS",
     "LungmaskLobes",
+    "LungmaskLungs",
     "LungmaskNetwork",
     "LungmaskStateError",
     "check_lungmask_state",
@@ -186,3 +187,37 @@ class LungmaskLobes:
         labels = self.labels(volume)
         masks = {name: labels == value for value, name in LUNGMASK_LOBE_LABELS.items()}
         return {name: masks[name] for name in LOBE_NAMES}
+
+
+#: lungmask's R231 labels: 1 right lung, 2 left lung (lungmask's README; SJ ``transforms.py``
+#: ``CreateLungMask`` says the same).
+R231_RIGHT, R231_LEFT = 1, 2
+
+
+class LungmaskLungs:
+    """lungmask's R231 network alone, as lungmask runs it: the left and right lung masks.
+
+    Several STOIC2021 teams computed their input from this mask (FB ``inference/process.py``:
+    ``LungMask.get_model('unet', 'R231', modelpath=...unet_r231-d5d2fc3d.pth)`` then
+    ``LungMask.apply``; SJ ``transforms.py`` ``CreateLungMask``), so their members get it when it
+    is installed (:data:`models.stoic.catalog.AUTHORS_LUNG_MASKS`).
+
+    Raises
+    ------
+    LungmaskStateError
+        If the file is not the R231 state dict.
+    """
+
+    def __init__(self, path: Path, *, batch_size: int = 20) -> None:
+        check_lungmask_state(path, "R231")
+        self.inferer = LMInferer(modelpath=str(path), force_cpu=True, batch_size=batch_size, tqdm_disable=True)
+
+    def segment(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        """``(left, right)`` boolean ``[z, y, x]`` masks on the volume's grid."""
+        labels = np.asarray(self.inferer.apply(volume_image(volume)))
+        if labels.shape != volume.hu.shape:
+            raise ValueError(f"lungmask returned labels of shape {labels.shape} for a volume of {volume.hu.shape}")
+        found = set(np.unique(labels).tolist()) - {0, R231_RIGHT, R231_LEFT}
+        if found:
+            raise ValueError(f"lungmask R231 returned labels {sorted(found)} that are not a lung")
+        return labels == R231_LEFT, labels == R231_RIGHT

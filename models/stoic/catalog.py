@@ -10,13 +10,15 @@ should not import all eight.  :func:`member_class` maps a registry name
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from models.registry import STOIC_MEMBERS, UnknownModelError
+from models.registry import LUNGMASK_R231, STOIC_MEMBERS, UnknownModelError
 from models.stoic.member import StoicMember
 
-__all__ = ["MEMBER_MODULES", "demo_member", "load_member", "member_class", "member_summaries"]
+__all__ = ["AUTHORS_LUNG_MASKS", "MEMBER_MODULES", "demo_member", "load_member", "member_class", "member_summaries"]
 
 #: Registry name -> (module, class).
 MEMBER_MODULES: dict[str, tuple[str, str]] = {
@@ -29,6 +31,16 @@ MEMBER_MODULES: dict[str, tuple[str, str]] = {
     "stoic_etro": ("models.stoic.etro", "EtroMember"),
     "stoic_deakin": ("models.stoic.deakin", "StoicDeakin"),
 }
+
+
+#: The lung mask each member's authors computed its input from, where it was a published network
+#: a site can install: lungmask R231 for Flying Bird (FB ``inference/process.py``,
+#: ``LungMask.get_model('unet', 'R231', ...)``) and simon.j (SJ ``inference/algorithm/transforms.py``,
+#: ``CreateLungMask``: "the U-Net R231 model").  Without it installed they run on the classical
+#: lung mask, and their records say so.
+AUTHORS_LUNG_MASKS: Mapping[str, str] = MappingProxyType(
+    {"stoic_flyingbird": LUNGMASK_R231, "stoic_simonj": LUNGMASK_R231}
+)
 
 
 def member_class(name: str) -> Any:

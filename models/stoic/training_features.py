@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms.compose import Compose
-from safetensors.torch import load_file
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import RepeatedStratifiedKFold
@@ -50,6 +49,7 @@ from torch import Tensor
 
 from models import PIPELINE_VERSION
 from models.corads.data import read_image
+from models.published.hal9000 import read_initialisation
 from models.stoic.dataset import StoicCase, case_inputs, read_stoic_csv
 from models.stoic.etro import (
     BOOTSTRAPS,
@@ -349,8 +349,11 @@ class HalTrainingConfig:
         0.75.
     validation_fraction : float
         0.15 (``int(0.85 n)`` training cases after a shuffle).
-    pretrained : mapping of kind to pathlib.Path
-        Optional ImageNet weights (safetensors, torchvision names) per architecture.
+    initialisation : pathlib.Path or None
+        The ImageNet backbones every network starts from, as the authors trained (HAL
+        ``example_model.py`` ``create_model``): a file of
+        :mod:`models.published.hal9000` (``lungcds train stoic --init`` converts the authors'
+        ``mobnet_v3_large_imgnet.pth`` and ``resnet18_imgnet.pth``), loaded strictly.
     seed : int
         Seeds splits, sampling, augmentation and initialisation.
     device : str
@@ -368,7 +371,7 @@ class HalTrainingConfig:
     weight_decay: float = 5e-4
     covid_loss_weight: float = 0.75
     validation_fraction: float = 0.15
-    pretrained: dict[str, Path] = field(default_factory=dict)
+    initialisation: Path | None = None
     seed: int = 0
     device: str = "cpu"
 
@@ -450,9 +453,9 @@ def _train_hal_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1000 * config.seed + index)
         network = build_network(recipe.kind, config.network)
-    if recipe.kind in config.pretrained:
-        missing = network.net.load_state_dict(load_file(str(config.pretrained[recipe.kind])), strict=False)
-        logger.info("network %d: ImageNet weights loaded (%s)", index, missing)
+    if config.initialisation is not None:
+        network.net.load_state_dict(read_initialisation(config.initialisation)[recipe.kind], strict=True)
+        logger.info("network %d: ImageNet backbone loaded from %s", index, config.initialisation)
     device = torch.device(config.device)
     network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -75,6 +75,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 from torch import Tensor, nn
 
+from models.segmentation.weights import load_state
 from models.stoic.baseline import BaselineConfig, BaselineI3D, StoicBaseline, baseline_input
 from models.stoic.code1055 import Code1055Config, StoicCode1055, code1055_input, metadata_vector
 from models.stoic.convnext3d import ConvNeXt3d
@@ -559,6 +560,10 @@ class BaselineTrainingConfig(VolumeTrainingConfig):
         validation severity AUC over COVID-positive cases (``SaveModelCallback``).
     mixed_precision : bool
         fp16 autocast on CUDA (fastai ``to_fp16``); ignored on CPU.
+    backbone_init : pathlib.Path or None
+        Kinetics-400 I3D weights for the backbone (a file of :mod:`models.published.kinetics_i3d`;
+        ``lungcds train stoic --init model_rgb.pth`` converts the published file).  Off by
+        default, as the authors trained: their ``I3D(nr_outputs=2)`` kept ``pre_trained=False``.
 
     ``augment`` defaults to on: the thesis lists zoom, rotation, translation and noise, though the
     repository's ``CTDataset`` never enabled them.
@@ -574,6 +579,7 @@ class BaselineTrainingConfig(VolumeTrainingConfig):
     validation_fraction: float = 0.2
     split_seed: int = 42
     mixed_precision: bool = True
+    backbone_init: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -808,10 +814,16 @@ def train_baseline(config: BaselineTrainingConfig) -> TrainingResult:
             weight_decay=config.weight_decay,
         )
 
+    def build() -> nn.Module:
+        model = BaselineI3D(pool_kernel=config.member.pool_kernel)
+        if config.backbone_init is not None:
+            load_state(model.backbone, config.backbone_init)  # exact keys and shapes, or it refuses
+        return model
+
     return _two_sigmoid_training(
         config,
         StoicBaseline,
-        lambda: BaselineI3D(pool_kernel=config.member.pool_kernel),
+        build,
         optimiser,
         _baseline_augmentation,
         config.mixed_precision,

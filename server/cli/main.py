@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from server.cli.bench import bench_app
+from server.cli.models import models_app
+from server.cli.options import ConfigOption
+from server.cli.options import settings as _settings
 from server.cli.training import train_app
-from server.core.config import Settings, load_settings
 from server.core.logging import configure_logging
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="lungcds: decision support for chest CT")
 apikey_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys")
-models_app = typer.Typer(no_args_is_help=True, help="Analysis models and their weights")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(models_app, name="models")
@@ -29,15 +29,6 @@ app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True, soft_wrap=True)
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file (environment wins)", exists=True)
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    settings = load_settings(config)
-    configure_logging(settings.log_level, settings.log_json)
-    return settings
 
 
 @app.command()
@@ -190,130 +181,6 @@ def apikey_list(config: ConfigOption = None) -> None:
                 str(row.id), row.role, row.key_prefix, row.label or "", str(row.created_at), str(row.revoked_at or "")
             )
     Console(width=160).print(table)
-
-
-@models_app.command("list")
-def models_list(config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Registered models and installable alternatives (lungmask): availability and installed weight hashes."""
-    from models.registry import KNOWN_MODELS
-    from models.weights import WeightStore
-
-    settings = _settings(config)
-    installed = WeightStore(settings.weights_dir).installed()
-    rows = []
-    for spec in KNOWN_MODELS.values():
-        weights = installed.get(spec.name)
-        rows.append(
-            {
-                "name": spec.name,
-                "version": spec.version,
-                "implemented": spec.implemented,
-                "needs_weights": spec.needs_weights,
-                "weights_sha256": weights.sha256 if weights else None,
-                "validation": weights.validation if weights else None,
-                "description": spec.description,
-            }
-        )
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table("model", "version", "implemented", "weights", "description")
-    for row in rows:
-        weights_text = row["weights_sha256"] or ("not needed" if not row["needs_weights"] else "not installed")
-        table.add_row(
-            str(row["name"]),
-            str(row["version"]),
-            "yes" if row["implemented"] else "no",
-            str(weights_text),
-            str(row["description"]),
-        )
-    Console(width=160).print(table)
-
-
-@models_app.command("install")
-def models_install(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Weights file")],
-    name: Annotated[str, typer.Option(help="Model name (see `lungcds models list`)")],
-    validation: Annotated[
-        str | None,
-        typer.Option(help="Your site's validation statement (who, data, report); without it outputs are unvalidated"),
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Install a weights file for a model; its SHA-256 is recorded and shown in every report."""
-    from models.weights import WeightStore
-
-    settings = _settings(config)
-    try:
-        installed = WeightStore(settings.weights_dir).install(file, name, validation=validation)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
-    console.print(f"installed {name}: sha256 {installed.sha256}")
-
-
-@models_app.command("summary")
-def models_summary(as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False) -> None:
-    """Every architecture: parameters, input shape and FLOPs next to a reference and its origin.
-
-    The 14 networks of thesis Table 3.3 (FLOPs under the table's convention), then the
-    segmentation networks (FLOPs = 2 x MACs of convolutions; see ``models.segmentation.flops``),
-    then every network of each STOIC2021 member and of I3Dr (per forward pass).  Each row's
-    ``reference_parameters_kind`` says whether its reference count was published (``pub``: e.g.
-    thesis Table 3.3), computed by us from the authors' code (``code``) or is absent;
-    ``reference_parameters_source`` names the table or file.  ``published_parameters`` is set only
-    for published counts.  The lobe and lesion U-Nets are reconstructions (see their ``source``).
-    """
-    from dataclasses import asdict
-
-    from models.i3dr import summary as i3dr_summary
-    from models.segmentation import segmentation_summaries
-    from models.stoic.catalog import member_summaries
-    from models.zoo import summary
-
-    rows = summary()
-    for seg in segmentation_summaries().values():
-        row = asdict(seg)
-        row["input_shape"] = list(row["input_shape"][1:])
-        rows.append(row)
-    rows += member_summaries() + i3dr_summary()
-    for row in rows:
-        row.setdefault("parameters_table_convention", row["parameters"])
-        row.setdefault("published_flops", None)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table(
-        "architecture",
-        "input",
-        "params (M)",
-        "reference (M)",
-        "FLOPs (1e11)",
-        "published",
-        caption="reference: pub = published (thesis, paper), code = counted by us from the authors' code",
-    )
-    for row in rows:
-        table.add_row(
-            str(row["name"]),
-            "x".join(str(v) for v in row["input_shape"]),
-            f"{row['parameters_table_convention'] / 1e6:.4f}",
-            _reference(row),
-            f"{row['flops'] / 1e11:.4f}",
-            _scaled(row["published_flops"], 1e11),
-        )
-    Console(width=160).print(table)
-
-
-def _reference(row: dict[str, Any]) -> str:
-    """The reference count in millions with its kind: ``12.29 pub``, ``8.30 code`` or ``-``."""
-    marks = {"published": "pub", "computed_from_authors_code": "code"}
-    kind = str(row.get("reference_parameters_kind", "none"))
-    value = _scaled(row.get("reference_parameters"), 1e6)
-    return value if kind not in marks else f"{value} {marks[kind]}"
-
-
-def _scaled(value: float | None, unit: float) -> str:
-    return "-" if value is None else f"{value / unit:.2f}"
 
 
 @db_app.command("upgrade")

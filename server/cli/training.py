@@ -7,17 +7,44 @@ ones) and ends by printing the ``lungcds models install`` line for the file it w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from server.core.logging import configure_logging
 
+if TYPE_CHECKING:
+    from models.published.initialisation import Initialisation
+
 __all__ = ["train_app"]
 
 train_app = typer.Typer(no_args_is_help=True, help="Train the learned models on your own data")
 console = Console(stderr=True, soft_wrap=True)
+InitOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--init",
+        exists=True,
+        help="Start from these weights: an authors' published file (see `lungcds models formats`) or a lungcds file",
+    ),
+]
+
+
+def _initialisation(path: Path | None, recipe: str, out: Path) -> Initialisation | None:
+    """The ``--init`` file as the recipe reads it (published files converted into ``out/init``); exit 2 if refused."""
+    if path is None:
+        return None
+    from models.published.initialisation import initialisation
+
+    try:
+        init = initialisation(path, recipe, out / "init")
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    if init.record is not None:
+        console.print(f"--init: {init.record['title']} from {path}, converted to {init.path}")
+    return init
 
 
 @train_app.command("lobes")
@@ -66,12 +93,19 @@ def train_corads_command(
     patience: Annotated[int, typer.Option(help="Early stopping patience in batches (thesis: 10 000)")] = 10_000,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    init: InitOption = None,
 ) -> None:
-    """Train the CO-RADS DenseNet-201 ensemble with the thesis recipe (sections 3.3.3-3.3.6)."""
+    """Train the CO-RADS DenseNet-201 ensemble with the thesis recipe (sections 3.3.3-3.3.6).
+
+    --init: 2D ImageNet weights inflated into every member (T section 3.3.3), e.g. torchvision's
+    densenet201-c1103571.pth or a safetensors state dict with torchvision's names.
+    """
     from models.corads.training import TrainingConfig, train_corads
 
     configure_logging("INFO", json=False)
+    initial = _initialisation(init, "corads", out)
     config = TrainingConfig(
+        pretrained_2d=initial.path if initial is not None else None,
         csv_path=csv,
         output_dir=out,
         seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
@@ -95,8 +129,13 @@ def train_i3dr_command(
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder for preprocessed inputs")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    init: InitOption = None,
 ) -> None:
-    """Train I3Dr model A or B with the thesis recipe (sections 2.4.4-2.4.5); join A and B to install."""
+    """Train I3Dr model A or B with the thesis recipe (sections 2.4.4-2.4.5); join A and B to install.
+
+    --init: the backbone's starting weights; the thesis started from Kinetics RGB I3D weights
+    (model_rgb.pth as the STOIC2021 teams published it), or a safetensors backbone state dict.
+    """
     from dataclasses import replace
 
     from models.i3dr.training import I3drTrainingConfig, TrainingRecipe, train_i3dr
@@ -107,9 +146,16 @@ def train_i3dr_command(
         raise typer.Exit(2)
     part: Literal["a", "b"] = "a" if model == "a" else "b"
     recipe = replace(TrainingRecipe(), max_epochs=max_epochs, seed=seed)
+    initial = _initialisation(init, "i3dr", out)
     try:
         config = I3drTrainingConfig(
-            csv_path=csv, output_dir=out, model=part, recipe=recipe, device=device, cache_dir=cache_dir
+            csv_path=csv,
+            output_dir=out,
+            model=part,
+            recipe=recipe,
+            device=device,
+            cache_dir=cache_dir,
+            pretrained_backbone=initial.path if initial is not None else None,
         )
         result = train_i3dr(config)
     except ValueError as exc:
@@ -144,8 +190,14 @@ def train_stoic_command(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="KEY=VALUE to change one setting of the recipe (repeatable)")
     ] = None,
+    init: InitOption = None,
 ) -> None:
-    """Train one STOIC2021 member with its authors' recipe on your own data (thesis chapter 4, T3)."""
+    """Train one STOIC2021 member with its authors' recipe on your own data (thesis chapter 4, T3).
+
+    --init: a member file or the authors' published checkpoint of that member (its networks start
+    the training), Kinetics I3D weights for the baseline's backbone, or hal9000's ImageNet
+    backbones (the authors' mobnet_v3_large_imgnet.pth and resnet18_imgnet.pth).
+    """
     from models.stoic.recipes import build_config, recipe
 
     configure_logging("INFO", json=False)
@@ -156,6 +208,9 @@ def train_stoic_command(
             console.print(f"[red]--set needs KEY=VALUE, got {item!r}[/]")
             raise typer.Exit(2)
         pairs[key.strip()] = value.strip()
+    initial = _initialisation(init, member, out)
+    if initial is not None:
+        pairs[_INIT_SETTINGS[initial.kind]] = str(initial.path)
     try:
         train, _ = recipe(member)
         result = train(build_config(member, csv, out, pairs))
@@ -164,3 +219,12 @@ def train_stoic_command(
         raise typer.Exit(2) from exc
     console.print(f"{member} written to {result.path}")
     console.print(f"install it with: lungcds models install {result.path} --name {member}")
+
+
+#: The recipe setting each kind of ``--init`` file goes to (a recipe without it refuses the file).
+_INIT_SETTINGS = {
+    "member": "initial_weights",
+    "as_given": "initial_weights",
+    "i3d_backbone": "backbone_init",
+    "hal9000_backbones": "initialisation",
+}

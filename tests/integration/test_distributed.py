@@ -142,6 +142,17 @@ def _start_redis(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+def _messages_waiting(port: int) -> int:
+    """Messages in the analysis queue's Redis lists, one per priority step ("gpu", "gpu:9")."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        return sum(int(client.llen(key)) for key in client.scan_iter(match="gpu*") if client.type(key) == b"list")
+    finally:
+        client.close()
+
+
 def test_a_broker_restart_loses_no_job(ct_dir: Path, orthanc: OrthancPeer, tmp_path: Path, postgres_url: str) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -158,6 +169,9 @@ def test_a_broker_restart_loses_no_job(ct_dir: Path, orthanc: OrthancPeer, tmp_p
         uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
         assert storescu(server.dicom_port, files).returncode == 0
         wait_for(lambda: (s := server.series(uid)) and s["state"] == "queued", 60, 0.5, "queued")
+        # The job is committed as queued before its message is published: kill the broker only
+        # once the message is in it, or a publish retried into the new broker hides the loss.
+        wait_for(lambda: _messages_waiting(port) >= 1, 60, 0.1, "the job's message in Redis")
         broker.kill()  # the broker dies with the job's message in memory
         broker.wait(timeout=10)
         broker = _start_redis(port)

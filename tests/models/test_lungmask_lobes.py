@@ -96,6 +96,7 @@ def _label_map(findings: Findings) -> np.ndarray:
     return labels
 
 
+@pytest.mark.heavy
 def test_lobe_and_lung_labels_equal_lungmask_voxel_for_voxel(
     real_analysis: tuple[Findings, WeightStore], reference: np.ndarray
 ) -> None:
@@ -113,6 +114,7 @@ def test_lobe_and_lung_labels_equal_lungmask_voxel_for_voxel(
     assert np.array_equal(right, np.isin(reference, (3, 4, 5))) and right.any()
 
 
+@pytest.mark.heavy
 def test_every_lobe_says_it_came_from_lungmask_unvalidated(real_analysis: tuple[Findings, WeightStore]) -> None:
     findings, store = real_analysis
     installed = store.get(LUNGMASK_LTRCLOBES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,18 @@ from server.routing.intake import SeriesIntake
 from tests.peers import scratch_postgres
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A command-line environment: no LUNGCDS_* from the caller, data under ``tmp_path/data`` (returned)."""
+    for name in list(os.environ):
+        if name.startswith("LUNGCDS_"):
+            monkeypatch.delenv(name)
+    data = tmp_path / "data"
+    monkeypatch.setenv("LUNGCDS_DATA_DIR", str(data))
+    monkeypatch.setenv("LUNGCDS_LOG_LEVEL", "WARNING")
+    return data
 
 
 @pytest.fixture

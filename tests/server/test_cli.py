@@ -20,19 +20,6 @@ from tests.peers import SHARED_DATA
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("LUNGCDS_"):
-            monkeypatch.delenv(name)
-    data = tmp_path / "data"
-    monkeypatch.setenv("LUNGCDS_DATA_DIR", str(data))
-    monkeypatch.setenv("LUNGCDS_LOG_LEVEL", "WARNING")
-    return data
-
-
 def test_analyze_writes_every_contract_file(env: Path, phantom_series: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["analyze", str(phantom_series[0].parent), "--out", str(out)])

@@ -26,8 +26,8 @@ Impossible combinations (skipped, reason printed): a 60 mm ball on the diaphragm
 series (the lowest 60 mm ball that fits touches the lung 63-72 degrees from straight down: the
 base is narrower than the ball), and 60 mm balls in the right lung of the 8 mm thorax (1.1 L,
 with a tumour), where none fits in the middle third or at the base.  On 8 mm slices a 10 mm ball
-is one or two slices and a 10 mm ball at the apex is the whole lung section of the top slices
-(see :data:`SHORTFALLS`).
+is one or two slices; at the apex the top slice of a 10 mm ball (and, on 8 mm slices, of a 20 mm
+ball) lies at the edge of the lung's top section (see :data:`SHORTFALLS`).
 
 The negative case is a dependent posterior effusion crescent (10 HU), which is *not* lung.
 """
@@ -46,6 +46,9 @@ from scipy import ndimage
 from models.findings import Volume
 from models.qct.lungmask import LungSegmentation, segment_lungs
 from models.volume import load_series
+
+#: Minutes of painting and segmenting: run by `make heavy` (.ci/run), not `make test`.
+pytestmark = pytest.mark.heavy
 
 #: The real chest series of ../shared/data/ct (two 5 mm series of one patient, an 8 mm thorax).
 SERIES = ("lung-dx-a0001-chest-5mm-s2", "lung-dx-a0001-chest-5mm-s3", "lung-dx-a0002-thorax-8mm-b40f")
@@ -69,12 +72,20 @@ MAX_WRONG_SHARE = 0.10
 #: instead (a few points under the lowest share measured) and why.  See the lungmask docstring.
 SHORTFALLS: dict[tuple[str, float], tuple[float, str]] = {
     ("lateral", 10.0): (
-        0.80,
-        "the outer 1-2 mm of the ball shares a 2 mm working voxel with the chest wall and reaches beyond "
-        "the rib cage's inner hull (soft-kernel 5 mm series)",
+        0.85,
+        "the outer 1-2 mm of the ball shares a 2 mm working voxel with the chest wall; on the soft-kernel "
+        "5 mm series the mask ends two working voxels inside the ball's edge and the rim step gives back one",
     ),
-    ("apex", 10.0): (0.25, "the ball is the whole lung section in the top one or two slices"),
-    ("apex", 20.0): (0.80, "the top slice of the ball is a cap at the edge of the lung's top section, no ribs there"),
+    ("apex", 10.0): (
+        0.25,
+        "the ball's top slice lies at the edge of the lung's top section, outside its convex outline, with "
+        "no lesion voxel of that slice in the mask to grow from",
+    ),
+    ("apex", 20.0): (
+        0.80,
+        "on 8 mm slices the ball's top slice is a cap outside the convex outline of the lung's top section, "
+        "no ribs there",
+    ),
 }
 #: The share of the effusion the mask may take in (measured 7.0-7.3 %): it is not enclosed by lung.
 MAX_EFFUSION_INSIDE = 0.15
