@@ -41,6 +41,10 @@ ENV PATH=/opt/lungcds/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LUNGCDS_DATA_DIR=/var/lib/lungcds
+# The PDF report embeds DejaVu Sans (reports/pdf_layout.py) and refuses to render without it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid "${LUNGCDS_UID}" lungcds \
     && useradd --system --uid "${LUNGCDS_UID}" --gid lungcds --home-dir /var/lib/lungcds --shell /usr/sbin/nologin lungcds \
     && mkdir -p /var/lib/lungcds/weights \

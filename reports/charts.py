@@ -21,6 +21,7 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from models.findings import LOBE_NAMES, I3drResult
 from reports import codes
 from reports.keyimages import LEGEND_COLOURS, LEGEND_LABELS
+from reports.pdf_layout import FONT, FONT_BOLD, register_fonts
 
 __all__ = ["PATIENT_BAR_COLOUR", "PATIENT_LABEL", "lung_function_chart", "nice_ticks"]
 
@@ -29,7 +30,6 @@ PATIENT_BAR_COLOUR = colors.HexColor("#9E9E9E")
 #: Legend label of the patient-level bars.
 PATIENT_LABEL = "Patient-level estimate"
 
-_FONT = "Helvetica"
 _FONT_SIZE = 6.5
 _TITLE_SIZE = 7.5
 _AXIS_WIDTH = 26.0
@@ -93,7 +93,7 @@ def _panel(
             x0 + width / 2,
             base + height - _TOP + 5,
             title,
-            fontName=_FONT + "-Bold",
+            fontName=FONT_BOLD,
             fontSize=_TITLE_SIZE,
             textAnchor="middle",
         )
@@ -102,7 +102,7 @@ def _panel(
         drawing.add(
             Line(plot_x, y(tick), plot_x + plot_w, y(tick), strokeColor=colors.HexColor("#E0E0E0"), strokeWidth=0.4)
         )
-        drawing.add(String(plot_x - 3, y(tick) - 2, f"{tick:g}", fontName=_FONT, fontSize=_FONT_SIZE, textAnchor="end"))
+        drawing.add(String(plot_x - 3, y(tick) - 2, f"{tick:g}", fontName=FONT, fontSize=_FONT_SIZE, textAnchor="end"))
     drawing.add(Line(plot_x, y0, plot_x, y0 + plot_h, strokeColor=colors.black, strokeWidth=0.6))
     drawing.add(Line(plot_x, y0, plot_x + plot_w, y0, strokeColor=colors.black, strokeWidth=0.6))
 
@@ -111,7 +111,7 @@ def _panel(
     for index, key in enumerate(keys):
         centre = plot_x + slot * (index + 0.5)
         label = codes.I3DR_OUTPUT_LABELS[key]
-        drawing.add(String(centre, y0 - 9, label, fontName=_FONT, fontSize=_FONT_SIZE, textAnchor="middle"))
+        drawing.add(String(centre, y0 - 9, label, fontName=FONT, fontSize=_FONT_SIZE, textAnchor="middle"))
         if key in patient:
             value = float(patient[key])
             left = centre - bar - 1
@@ -131,7 +131,7 @@ def _panel(
                     left + bar / 2,
                     y(value) + 2,
                     _format(value),
-                    fontName=_FONT,
+                    fontName=FONT,
                     fontSize=_FONT_SIZE - 1,
                     textAnchor="middle",
                 )
@@ -160,7 +160,7 @@ def _panel(
                     left + bar / 2,
                     y(base) + 2,
                     _format(total),
-                    fontName=_FONT,
+                    fontName=FONT,
                     fontSize=_FONT_SIZE - 1,
                     textAnchor="middle",
                 )
@@ -174,7 +174,7 @@ def _legend_rows(width: float, lobes: Sequence[str]) -> list[list[tuple[str, col
     rows: list[list[tuple[str, colors.Color, float]]] = [[]]
     x = _AXIS_WIDTH
     for label, colour in entries:
-        step = 9 + stringWidth(label, _FONT, _FONT_SIZE) + 8
+        step = 9 + stringWidth(label, FONT, _FONT_SIZE) + 8
         if rows[-1] and x + step > width:
             rows.append([])
             x = _AXIS_WIDTH
@@ -196,8 +196,10 @@ def lung_function_chart(i3dr: I3drResult, width: float, height: float) -> Drawin
     Returns
     -------
     reportlab.graphics.shapes.Drawing or None
-        Left panel: the outputs in litres; right panel: DLCO; legend below.
+        Left panel: the outputs in litres; right panel: DLCO; legend below; text in the report's
+        embedded font.
     """
+    register_fonts()
     lobes = [lobe for lobe in LOBE_NAMES if i3dr.lobes.get(lobe)]
     present = [
         key for key in codes.I3DR_OUTPUT_CODES if key in i3dr.patient or any(key in i3dr.lobes[lobe] for lobe in lobes)
@@ -209,6 +211,8 @@ def lung_function_chart(i3dr: I3drResult, width: float, height: float) -> Drawin
     rows = _legend_rows(width, lobes)
     legend_h = _LEGEND_ROW * len(rows)
     drawing = Drawing(width, height)
+    # The renderer starts each drawing in its default font (Helvetica, not embedded) unless told.
+    drawing.initialFontName = FONT
     chart_h = height - legend_h
     if litres and dlco:
         dlco_w = max(90.0, width * 1.6 / (len(litres) + 1.6))
@@ -222,5 +226,5 @@ def lung_function_chart(i3dr: I3drResult, width: float, height: float) -> Drawin
         y = legend_h - _LEGEND_ROW * (number + 1) + 3
         for label, colour, x in row:
             drawing.add(Rect(x, y, 7, 7, fillColor=colour, strokeColor=colors.black, strokeWidth=0.3))
-            drawing.add(String(x + 9, y + 1.5, label, fontName=_FONT, fontSize=_FONT_SIZE))
+            drawing.add(String(x + 9, y + 1.5, label, fontName=FONT, fontSize=_FONT_SIZE))
     return drawing

@@ -1,36 +1,35 @@
 """The human-readable PDF report of one lungcds analysis (reportlab).
 
-Layout (A4).  Page 1: patient and study header (the Patient and Study attributes every DICOM
-object of the analysis carries, from the same header, :func:`reports.identity.identity_source`);
-a boxed statement that this is decision support, not a diagnosis, what the software is, and
-which measurements come from a weight-free lung mask; the lung-mask quality gate when it
-failed; a results table (lung volume, CO-RADS, probabilities of COVID-19 and of severe outcome,
-CT severity score, I3Dr lung function), each with its model, version and provenance, or why it
-is not available or was withheld; axial and coronal key images at the level of greatest lesion
-burden (else largest lung area) with lung, lobe and lesion overlays and their legend.  Then:
-eligibility notes, pipeline warnings, one measurement table per mask model -- "Measurements
-(weight-free lung mask)" for the lungs, then the regions of each learned mask under a heading
-naming its model and provenance, with the UNVALIDATED statement when it applies, a withheld
-region saying why instead of numbers -- model outputs with their model name, version,
-provenance and weights SHA-256 (CO-RADS, STOIC2021, CT severity per lobe with the seeds/003
-thresholds, I3Dr per patient and lobe with the figure-2.4 bar chart of :mod:`reports.charts`),
-each withheld value as "withheld" with its reason, and every model with status, reason,
-version, provenance and weights SHA-256.  When any model that ran is unvalidated, every page
-carries a red banner.  :func:`build_not_analysable_pdf` makes the one-page report of a series
-that could not be analysed.
+Layout (A4).  Every page: a running header with the patient's name, Patient ID, birth date,
+study date and accession number and "page x of y", so that a page separated from its printout
+can be matched to its patient and study and missed pages are noticed; when any model that ran
+is unvalidated, a red banner above it.  Page 1: patient and study header (the Patient and Study
+attributes every DICOM object of the analysis carries, from the same header,
+:func:`reports.identity.identity_source`); a boxed statement that this is decision support, not a
+diagnosis, what the software is, and which measurements come from a weight-free lung mask; the
+lung-mask quality gate when it failed; the weight-free findings (:mod:`reports.pdf_quantitative`);
+a results table of the outputs that exist or were withheld (lung volume, CO-RADS, probabilities
+of COVID-19 and of severe outcome, CT severity score, I3Dr lung function), each with its model,
+version and provenance, and one line naming every model that did not run, grouped by why;
+axial and coronal key images with their legends.  Then: eligibility notes, pipeline warnings,
+one measurement table per mask model (the weight-free lung mask; each learned mask under a
+heading naming its model and provenance, with the UNVALIDATED statement when it applies; a
+withheld region saying why instead of numbers), the zone table, the model outputs with their
+provenance (each withheld value as "withheld" with its reason).  Last, a "Technical details"
+page: every model with status, reason, version, provenance and weights SHA-256, and how a
+missing model is installed, in words.  Regions are named in words (:func:`reports.pdf_layout.region_label`).
+:func:`build_not_analysable_pdf` makes the one-page report of a series that could not be analysed.
 
-Static text uses the standard Helvetica fonts (WinAnsi, which covers the accented Latin
-letters of Western European names).  Dynamic text (names, reasons) that WinAnsi cannot encode
-is set in a Unicode TrueType font found on the system (DejaVu, Noto, Liberation, FreeSans) or,
-for Chinese/Japanese/Korean, in reportlab's built-in CID fonts; characters no available font
-has are transliterated and a note says so.  The encapsulated form for PACS is made by
-:func:`reports.encapsulated_pdf.build_encapsulated_pdf`.
+All text is set in embedded DejaVu fonts (:mod:`reports.pdf_layout`).  The encapsulated form
+for PACS is made by :func:`reports.encapsulated_pdf.build_encapsulated_pdf`.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -40,8 +39,9 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from models.findings import LOBE_NAMES, REGION_NAMES, Findings, ModelRun
 from reports import codes
@@ -59,7 +59,20 @@ from reports.identity import (
     validate_findings,
 )
 from reports.keyimages import png_bytes, render_key_images
-from reports.pdf_layout import GRID, NOT_AVAILABLE, RED, Text, box, dicom_date, fmt, paragraph_styles
+from reports.pdf_layout import (
+    FONT,
+    FONT_BOLD,
+    GRID,
+    NOT_AVAILABLE,
+    RED,
+    TABLE_FONT,
+    Text,
+    box,
+    dicom_date,
+    fmt,
+    paragraph_styles,
+    region_label,
+)
 from reports.pdf_quantitative import findings_block, zone_table
 from reports.severity import severity_category
 
@@ -69,6 +82,8 @@ __all__ = ["PDF_TITLE", "build_not_analysable_pdf", "build_pdf"]
 PDF_TITLE = "lungcds chest CT analysis (decision support)"
 _PAGE_MARGIN = 15 * mm
 _BANNER_HEIGHT = 11 * mm
+#: Most the patient line on top of every page may take (it wraps only for very long names).
+_RUNNING_HEADER_HEIGHT = 8 * mm
 #: Largest side of a key image on the page (both fit on page 1 under header and summary).
 _KEY_IMAGE_SIDE = 76 * mm
 
@@ -113,10 +128,11 @@ def _header_table(header: Dataset, text: Text, styles: dict[str, ParagraphStyle]
             "",
         ]
     )
-    table = Table(data, colWidths=[31 * mm, 59 * mm, 31 * mm, 59 * mm])
+    table = Table(data, colWidths=[36 * mm, 54 * mm, 36 * mm, 54 * mm])
     table.setStyle(
         TableStyle(
             [
+                TABLE_FONT,
                 ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("TOPPADDING", (0, 0), (-1, -1), 1.5),
@@ -161,7 +177,7 @@ def _legend(entries: Sequence[tuple[str, tuple[int, int, int]]], styles: dict[st
         cells.append(("BACKGROUND", swatch, swatch, colors.Color(*(c / 255 for c in rgb))))
         cells.append(("BOX", swatch, swatch, 0.5, colors.grey))
     legend = Table(rows, colWidths=[4 * mm, 39 * mm] * 2, hAlign="CENTER")
-    legend.setStyle(TableStyle([*cells, ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
+    legend.setStyle(TableStyle([TABLE_FONT, *cells, ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
     return legend
 
 
@@ -181,7 +197,9 @@ def _key_images(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[A
     flow: list[Any] = [Paragraph("Key images (lung window W1500/L-600)", styles["h2"])]
     for row in rows:
         grid = Table([row], colWidths=[90 * mm, 90 * mm])
-        grid.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("ALIGN", (0, 0), (-1, -1), "CENTER")]))
+        grid.setStyle(
+            TableStyle([TABLE_FONT, ("VALIGN", (0, 0), (-1, -1), "TOP"), ("ALIGN", (0, 0), (-1, -1), "CENTER")])
+        )
         flow.append(grid)  # one row: never split, and the heading keeps with the first
     return flow
 
@@ -210,7 +228,7 @@ def _measurement_rows(
             spans.append(("SPAN", (1, row), (-1, row)))
             data.append(
                 [
-                    Paragraph(text.markup(name), styles["small"]),
+                    Paragraph(text.markup(region_label(name)), styles["small"]),
                     Paragraph(f'<font color="#C62828">{text.markup(reasons)}</font>', styles["small"]),
                 ]
                 + [""] * 5
@@ -218,7 +236,7 @@ def _measurement_rows(
             continue
         data.append(
             [
-                Paragraph(text.markup(name), styles["small"]),
+                Paragraph(text.markup(region_label(name)), styles["small"]),
                 fmt(m.volume_ml, 1),
                 fmt(m.fpv_ml, 1),
                 fmt(m.laa950_pct, 1),
@@ -228,7 +246,7 @@ def _measurement_rows(
             ]
         )
         if m.note:
-            notes.append(Paragraph(f"{escape(name)}: {text.markup(m.note)}", styles["small"]))
+            notes.append(Paragraph(f"{text.markup(region_label(name))}: {text.markup(m.note)}", styles["small"]))
     return data, notes, spans
 
 
@@ -252,7 +270,7 @@ def _measurement_table(findings: Findings, text: Text, styles: dict[str, Paragra
         else:
             heading = f"Measurements on learned masks: model {run.name} (version {run.version}), {run.provenance_words}"
         data, notes, spans = _measurement_rows(findings, names, text, styles)
-        table = Table(data, colWidths=[24 * mm, 22 * mm, 30 * mm, 24 * mm, 26 * mm, 24 * mm, 22 * mm], repeatRows=1)
+        table = Table(data, colWidths=[40 * mm, 20 * mm, 26 * mm, 22 * mm, 24 * mm, 24 * mm, 24 * mm], repeatRows=1)
         table.setStyle(GRID)
         table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT"), *spans]))
         flow += [Paragraph(text.markup(heading), styles["h2"])]
@@ -311,12 +329,12 @@ def _severity_section(findings: Findings, run: ModelRun, text: Text, styles: dic
     for lobe in LOBE_NAMES:
         if lobe in severity.lobes:
             values = severity.lobes[lobe]
-            data.append([lobe, fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
+            data.append([region_label(lobe), fmt(values["involvement_pct"], 1), f"{int(values['ctss'])}"])
     category = severity_category(severity.total_ctss)
     data.append(["total", "", f"{severity.total_ctss} / 25 ({category})"])
-    table = Table(data, colWidths=[24 * mm, 30 * mm, 40 * mm], repeatRows=1, hAlign="LEFT")
+    table = Table(data, colWidths=[40 * mm, 30 * mm, 40 * mm], repeatRows=1, hAlign="LEFT")
     table.setStyle(GRID)
-    table.setStyle(TableStyle([("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold")]))
+    table.setStyle(TableStyle([("FONTNAME", (0, -1), (-1, -1), FONT_BOLD)]))
     flow: list[Any] = [
         Paragraph(
             f"<b>CT severity score</b>: {severity.total_ctss} of 25, {category}",
@@ -395,11 +413,11 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[st
     ]
     sites = [("patient", i3dr.patient)] + [(lobe, i3dr.lobes[lobe]) for lobe in LOBE_NAMES if lobe in i3dr.lobes]
     header = ["Site"] + [f"{codes.I3DR_OUTPUT_LABELS[k]} ({_i3dr_unit(k)})" for k in keys]
-    data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["small"]) for h in header]]
+    data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["heading_cell"]) for h in header]]
     for site, values in sites:
         where = "patient" if site == "patient" else "lobes"
         data.append(
-            [site]
+            [Paragraph(text.markup(region_label(site)), styles["small"])]
             + [
                 Paragraph(
                     _value_or_withheld(findings, "i3dr", where, k, fmt(values.get(k), _i3dr_digits(k))),
@@ -408,8 +426,8 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[st
                 for k in keys
             ]
         )
-    width = min(23 * mm, 162 * mm / max(1, len(keys)))
-    table = Table(data, colWidths=[18 * mm] + [width] * len(keys), repeatRows=1, hAlign="LEFT")
+    width = min(23 * mm, 142 * mm / max(1, len(keys)))
+    table = Table(data, colWidths=[38 * mm] + [width] * len(keys), repeatRows=1, hAlign="LEFT")
     table.setStyle(GRID)
     table.setStyle(TableStyle([("ALIGN", (1, 1), (-1, -1), "RIGHT")]))
     flow: list[Any] = [
@@ -467,20 +485,77 @@ def _validation_words(run: ModelRun | None) -> str:
 def _not_available(run: ModelRun | None, text: Text, what: str) -> str:
     if run is None:
         return f"not available: {what}"
-    return f"not available: {STATUS_WORDS[run.status]} ({text.markup(run.reason) or 'no reason given'})"
+    return f"not available: {STATUS_WORDS[run.status]} ({text.markup(_plain_reason(run.reason)) or 'no reason given'})"
+
+
+#: The command hint the model registry puts in a reason: command syntax is for the technical
+#: page, in words (:data:`_INSTALL_WORDS`), not for the radiologist's text.
+_INSTALL_HINT = re.compile(r";?\s*install with `[^`]*`")
+
+
+def _plain_reason(reason: str) -> str:
+    """A model's reason without the install command (and without any other code quoting)."""
+    return _INSTALL_HINT.sub("", reason).replace("`", "").strip()
 
 
 def _red(text: str) -> str:
     return f'<font color="#C62828">{text}</font>'
 
 
-def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    """Page-1 table of the main results, each with its model, version and provenance.
+#: Words for the learned segmentation models that :func:`reports.identity.model_display_name`
+#: leaves under their registry names (the outputs' models have human names there).
+_SEGMENTATION_WORDS = {"lobes": "lobe segmentation", "lesions": "lesion segmentation"}
+#: Why a model did not run, in the words of the not-run line (None: no run record at all).
+_NOT_RUN_WORDS: dict[str | None, str] = {
+    "not_installed": "not installed at this site",
+    "skipped": "skipped",
+    "failed": "failed",
+    None: "not computed",
+}
+_NO_WEIGHTS = "no weights installed"
 
-    An output that is missing says why (the model's status and reason, or why the plausibility
-    gate withheld it), never a blank.
+
+def _model_words(run: ModelRun) -> str:
+    return _SEGMENTATION_WORDS.get(run.name, model_display_name(run))
+
+
+def _is_stoic_member(findings: Findings, name: str) -> bool:
+    """A STOIC2021 ensemble member: reported by the ensemble's line and its member table, not on its own."""
+    return name.startswith("stoic_") and "stoic" in findings.models
+
+
+def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: Text) -> str:
+    """One sentence naming every model that did not run, grouped by why, e.g. "Not run: CO-RADS and
+    I3Dr: not installed at this site (no weights installed); ...".
+
+    ``missing`` adds outputs without any run record, as (output, why).  The detailed reason of each
+    model (the STOIC2021 members, the install route) is on the technical details page.
+    """
+    groups: dict[str, list[str]] = {}
+    for run in findings.models.values():
+        if run.status == "ran" or _is_stoic_member(findings, run.name):
+            continue
+        reason = _plain_reason(run.reason) or "no reason given"
+        if run.status == "not_installed" and reason.startswith(_NO_WEIGHTS):
+            reason = _NO_WEIGHTS
+        groups.setdefault(f"{_NOT_RUN_WORDS[run.status]} ({reason})", []).append(_model_words(run))
+    for output, why in missing:
+        groups.setdefault(f"{_NOT_RUN_WORDS[None]} ({why})", []).append(output)
+    if not groups:
+        return ""
+    parts = [f"{', '.join(names)}: {why}" for why, names in groups.items()]
+    return f"<b>Not run</b>: {text.markup('; '.join(parts))}. Each model's record is on the technical details page."
+
+
+def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """Page-1 table of the main results, each with its model, version and provenance, and the
+    models that did not run in one line under it (:func:`_not_run_line`).
+
+    An output of a model that ran but is missing says why (or why the plausibility gate withheld
+    it, in red), never a blank.
     """
     rows: list[tuple[str, str, ModelRun | None, bool]] = []
+    missing: list[tuple[str, str]] = []
     lungs = findings.measurements.get("lungs")
     lung_run = findings.mask_run("lungs")
     if lungs is not None:
@@ -499,10 +574,42 @@ def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) 
         rows.append(("CO-RADS", corads, corads_run, True))
     elif withheld["corads"]:
         rows.append(("CO-RADS", _red(text.markup(withheld["corads"])), corads_run, True))
-    else:
+    elif corads_run is None:
+        missing.append(("CO-RADS", "no CO-RADS model"))
+    elif corads_run.status == "ran":
         rows.append(("CO-RADS", _not_available(corads_run, text, "no CO-RADS model"), corads_run, False))
+    rows += _stoic_rows(findings, text, missing)
+    severity_run = findings.models.get("severity")
+    if findings.severity is not None:
+        total = findings.severity.total_ctss
+        rows.append(("CT severity score", f"{total} / 25 ({severity_category(total)})", severity_run, True))
+    elif withheld["severity"]:
+        rows.append(("CT severity score", _red(text.markup(withheld["severity"])), severity_run, True))
+    elif severity_run is None:
+        missing.append(("CT severity score", "needs lobe and lesion segmentations"))
+    elif severity_run.status == "ran":
+        rows.append(("CT severity score", "not available: needs lobe and lesion segmentations", severity_run, False))
+    i3dr_run = findings.models.get("i3dr")
+    if findings.i3dr is not None:
+        rows.append(("Lung function (I3Dr)", _lung_function(findings, text), i3dr_run, True))
+    elif i3dr_run is None:
+        missing.append(("I3Dr", "no I3Dr model"))
+    elif i3dr_run.status == "ran":
+        rows.append(("Lung function (I3Dr)", _not_available(i3dr_run, text, "no I3Dr model"), i3dr_run, False))
+    flow: list[Any] = [Paragraph("Results", styles["h2"]), _results_table(rows, text, styles)]
+    not_run = _not_run_line(findings, missing, text)
+    if not_run:
+        flow.append(Paragraph(not_run, styles["small"]))
+    return flow
+
+
+def _stoic_rows(
+    findings: Findings, text: Text, missing: list[tuple[str, str]]
+) -> list[tuple[str, str, ModelRun | None, bool]]:
+    """The two STOIC2021 probabilities as result rows; none when the ensemble did not run."""
     stoic_run = findings.models.get("stoic")
     stoic = findings.stoic
+    rows: list[tuple[str, str, ModelRun | None, bool]] = []
     for label, attr, meaning in (
         ("Probability of COVID-19", "p_covid", ""),
         ("Probability of severe outcome", "p_severe", " (intubation or death within one month, if COVID-19)"),
@@ -514,24 +621,18 @@ def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) 
         elif reasons:
             rows.append((label, _red(text.markup("; ".join(reasons))), stoic_run, True))
         elif stoic is not None:
-            missing = f"not available: no member of {text.markup(stoic.config)} that ran gives this output"
-            rows.append((label, missing, stoic_run, False))
-        else:
+            missing_output = f"not available: no member of {text.markup(stoic.config)} that ran gives this output"
+            rows.append((label, missing_output, stoic_run, False))
+        elif stoic_run is not None and stoic_run.status == "ran":
             rows.append((label, _not_available(stoic_run, text, "no STOIC2021 member gave it"), stoic_run, False))
-    severity_run = findings.models.get("severity")
-    if findings.severity is not None:
-        total = findings.severity.total_ctss
-        rows.append(("CT severity score", f"{total} / 25 ({severity_category(total)})", severity_run, True))
-    elif withheld["severity"]:
-        rows.append(("CT severity score", _red(text.markup(withheld["severity"])), severity_run, True))
-    else:
-        rows.append(("CT severity score", "not available: needs lobe and lesion segmentations", severity_run, False))
-    i3dr_run = findings.models.get("i3dr")
-    if findings.i3dr is not None:
-        rows.append(("Lung function (I3Dr)", _lung_function(findings, text), i3dr_run, True))
-    else:
-        rows.append(("Lung function (I3Dr)", _not_available(i3dr_run, text, "no I3Dr model"), i3dr_run, False))
+    if stoic is None and stoic_run is None and not rows:
+        missing.append(("STOIC2021", "no STOIC2021 member gave it"))
+    return rows
 
+
+def _results_table(
+    rows: Sequence[tuple[str, str, ModelRun | None, bool]], text: Text, styles: dict[str, ParagraphStyle]
+) -> Table:
     header = ["Result", "Value", "Model (version)", "Provenance"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for label, value, run, present in rows:
@@ -544,10 +645,10 @@ def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) 
                 Paragraph(_validation_words(run) if present else NOT_AVAILABLE, styles["small"]),
             ]
         )
-    table = Table(data, colWidths=[37 * mm, 71 * mm, 32 * mm, 40 * mm], repeatRows=1)
+    table = Table(data, colWidths=[42 * mm, 66 * mm, 32 * mm, 40 * mm], repeatRows=1)
     table.setStyle(GRID)
     table.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
-    return [Paragraph("Results", styles["h2"]), table]
+    return table
 
 
 def _lung_function(findings: Findings, text: Text) -> str:
@@ -584,10 +685,36 @@ def _output_tables(findings: Findings, text: Text, styles: dict[str, ParagraphSt
     return flow
 
 
-def _model_table(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    flow: list[Any] = [Paragraph("Models", styles["h2"])]
+#: How a model that is not installed gets installed, in words for the technical page.
+_INSTALL_WORDS = (
+    "A model listed as not installed has no weights at this site. The site's administrator can install "
+    "weights with the model installation command of the lungcds command-line tool (see its documentation); "
+    "analyses made after that include the model's results, with the provenance of the installed weights."
+)
+
+
+def _technical_page(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """The last page: every model with its status, reason, version, provenance and weights SHA-256.
+
+    The model column is as wide as the longest registry name, so that no identifier is broken
+    inside (the "identifier" style never splits a word).
+    """
+    flow: list[Any] = [
+        PageBreak(),
+        Paragraph("Technical details", styles["h2"]),
+        Paragraph(
+            "Every model of this analysis: whether it ran and why, its version, where its outputs come from "
+            "(provenance) and the SHA-256 fingerprint of the weights file it used.",
+            styles["body"],
+        ),
+    ]
     if not findings.models:
         return flow + [Paragraph("No model is registered.", styles["body"])]
+    identifier = styles["identifier"]
+    widest = max(stringWidth(f"({name})", identifier.fontName, identifier.fontSize) for name in findings.models)
+    model_width = max(26 * mm, widest + 13)  # the cell's padding is 6 points each side
+    widths = [model_width, 18 * mm, 0.0, 17 * mm, 34 * mm, 33 * mm]
+    widths[2] = 180 * mm - sum(widths)
     header = ["Model", "Status", "Reason", "Version", "Provenance", "Weights SHA-256"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
     for run in findings.models.values():
@@ -599,36 +726,101 @@ def _model_table(findings: Findings, text: Text, styles: dict[str, ParagraphStyl
         sha = run.weights_sha256 or "no weights"
         data.append(
             [
-                Paragraph(f"{text.markup(model_display_name(run))}<br/>({text.markup(run.name)})", styles["small"]),
+                Paragraph(_model_cell(run, text), identifier),
                 Paragraph(STATUS_WORDS[run.status], styles["small"]),
-                Paragraph(text.markup(run.reason) or "&nbsp;", styles["small"]),
+                Paragraph(text.markup(_plain_reason(run.reason)) or "&nbsp;", styles["small"]),
                 Paragraph(text.markup(run.version), styles["small"]),
                 Paragraph(validation, styles["small"]),
                 Paragraph("<br/>".join(sha[i : i + 22] for i in range(0, len(sha), 22)), styles["tiny"]),
             ]
         )
-    table = Table(data, colWidths=[26 * mm, 18 * mm, 50 * mm, 16 * mm, 32 * mm, 38 * mm], repeatRows=1)
+    table = Table(data, colWidths=widths, repeatRows=1)
     table.setStyle(GRID)
-    return flow + [table]
+    flow.append(table)
+    if any(run.status == "not_installed" for run in findings.models.values()):
+        flow.append(Paragraph(_INSTALL_WORDS, styles["body"]))
+    return flow
 
 
-def _page_decorator(banner: str | None, footer: str) -> Any:
-    def decorate(canvas: Canvas, doc: SimpleDocTemplate) -> None:
+def _model_cell(run: ModelRun, text: Text) -> str:
+    """A model's words over its registry name (the name alone when it has no other words)."""
+    words = _model_words(run)
+    if words == run.name:
+        return text.markup(run.name)
+    return f"{text.markup(words)}<br/>({text.markup(run.name)})"
+
+
+def _running_header(header: Dataset, text: Text) -> str:
+    """Markup of the line on top of every page: who and which study (name, IDs, dates, accession)."""
+    patient_id = str(header.get("PatientID", "") or "")
+    issuer = str(header.get("IssuerOfPatientID", "") or "")
+    parts = [
+        f"<b>{text.markup(format_person_name(header.get('PatientName')) or 'name not recorded')}</b>",
+        f"Patient ID {text.markup(patient_id)}" + (f" (issuer {text.markup(issuer)})" if issuer else ""),
+        f"born {text.markup(dicom_date(header.get('PatientBirthDate')) or 'not recorded')}",
+        f"study date {text.markup(dicom_date(header.get('StudyDate')) or 'not recorded')}",
+    ]
+    accession = str(header.get("AccessionNumber", "") or "")
+    if accession:
+        parts.append(f"accession {text.markup(accession)}")
+    return " &middot; ".join(parts)
+
+
+class _NumberedCanvas(Canvas):  # type: ignore[misc]  # reportlab ships no type information
+    """A canvas that holds its pages back until the document is complete, so that each page can
+    be stamped with "page x of y" (the total is known only then), without a second layout pass."""
+
+    def __init__(self, *args: Any, stamp: Callable[[Canvas, int, int], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stamp = stamp
+        self._held_pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:  # noqa: N802 (reportlab's name)
+        self._held_pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._held_pages)
+        for number, state in enumerate(self._held_pages, start=1):
+            self.__dict__.update(state)
+            self._stamp(self, number, total)
+            super().showPage()
+        super().save()
+
+
+def _page_stamp(
+    identity: str, banner: str | None, footer: str, style: ParagraphStyle
+) -> Callable[[Canvas, int, int], None]:
+    """What every page carries: the red banner (when given), the patient line with "page x of y", the footer."""
+
+    def stamp(canvas: Canvas, number: int, total: int) -> None:
         width, height = A4
+        top = height - 4 * mm
         canvas.saveState()
         if banner is not None:
             canvas.setFillColor(RED)
-            canvas.rect(0, height - _BANNER_HEIGHT - 4 * mm, width, _BANNER_HEIGHT, stroke=0, fill=1)
+            canvas.rect(0, top - _BANNER_HEIGHT, width, _BANNER_HEIGHT, stroke=0, fill=1)
             canvas.setFillColor(colors.white)
-            canvas.setFont("Helvetica-Bold", 13)
-            canvas.drawCentredString(width / 2, height - _BANNER_HEIGHT + 0.5 * mm, banner)
+            canvas.setFont(FONT_BOLD, 13)
+            canvas.drawCentredString(width / 2, top - _BANNER_HEIGHT + 4.5 * mm, banner)
+            top -= _BANNER_HEIGHT
+        page = f"page {number} of {total}"
+        canvas.setFillColor(colors.black)
+        canvas.setFont(FONT_BOLD, style.fontSize)
+        canvas.drawRightString(width - _PAGE_MARGIN, top - 5 * mm, page)
+        line = Paragraph(identity, style)
+        available = width - 2 * _PAGE_MARGIN - stringWidth(page, FONT_BOLD, style.fontSize) - 4 * mm
+        _, line_height = line.wrap(available, _RUNNING_HEADER_HEIGHT)
+        line.drawOn(canvas, _PAGE_MARGIN, top - 5 * mm - line_height + style.fontSize + 1)
+        canvas.setStrokeColor(colors.grey)
+        canvas.setLineWidth(0.4)
+        canvas.line(_PAGE_MARGIN, top - 7 * mm, width - _PAGE_MARGIN, top - 7 * mm)
         canvas.setFillColor(colors.grey)
-        canvas.setFont("Helvetica", 7)
+        canvas.setFont(FONT, 7)
         canvas.drawString(_PAGE_MARGIN, 8 * mm, footer)
-        canvas.drawRightString(width - _PAGE_MARGIN, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 
-    return decorate
+    return stamp
 
 
 def build_pdf(
@@ -690,13 +882,16 @@ def build_pdf(
     story += _measurement_table(findings, text, styles)
     story += zone_table(findings, text, styles)
     story += _output_tables(findings, text, styles)
-    story += _model_table(findings, text, styles)
+    story += _technical_page(findings, text, styles)
+    running_header = _running_header(header, text)
     _transliteration_note(story, text, styles)
     footer = (
         f"{context.manufacturer_model_name} {context.software_version} (pipeline {findings.pipeline_version}) "
         "- decision support, not a diagnosis"
     )
-    return _render(story, context, banner_text(findings), footer, compress)
+    banner = banner_text(findings)
+    stamp = _page_stamp(running_header, banner, footer, styles["small"])
+    return _render(story, context, stamp, banner is not None, compress)
 
 
 def _transliteration_note(story: list[Any], text: Text, styles: dict[str, ParagraphStyle]) -> None:
@@ -710,8 +905,14 @@ def _transliteration_note(story: list[Any], text: Text, styles: dict[str, Paragr
         )
 
 
-def _render(story: list[Any], context: ReportContext, banner: str | None, footer: str, compress: bool) -> bytes:
-    """Lay ``story`` out on A4 pages with the banner (when given) and footer on every page.
+def _render(
+    story: list[Any],
+    context: ReportContext,
+    stamp: Callable[[Canvas, int, int], None],
+    banner: bool,
+    compress: bool,
+) -> bytes:
+    """Lay ``story`` out on A4 pages, each stamped by ``stamp`` (room is left on top for the banner, if any).
 
     Images are written as binary streams, not ASCII85 text: reportlab encodes ASCII85 in pure
     Python when its C accelerator is absent, which cost a quarter of the rendering time for the
@@ -732,9 +933,9 @@ def _render(story: list[Any], context: ReportContext, banner: str | None, footer
         subject="Chest CT decision support report",
         creator=f"{context.manufacturer_model_name} {context.software_version}",
         pageCompression=1 if compress else 0,
+        initialFontName=FONT,
     )
-    decorate = _page_decorator(banner, footer)
-    doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
+    doc.build(story, canvasmaker=functools.partial(_NumberedCanvas, stamp=stamp))
     return buffer.getvalue()
 
 
@@ -801,9 +1002,11 @@ def build_not_analysable_pdf(
             styles["body"],
         ),
     ]
+    running_header = _running_header(source_headers[0], text)
     _transliteration_note(story, text, styles)
     footer = (
         f"{context.manufacturer_model_name} {context.software_version} (pipeline {pipeline_version}) "
         "- decision support, not a diagnosis"
     )
-    return _render(story, context, None, footer, compress)
+    stamp = _page_stamp(running_header, None, footer, styles["small"])
+    return _render(story, context, stamp, False, compress)

@@ -33,7 +33,7 @@ from models.findings import (
     RegionMeasurements,
     ZoneScore,
 )
-from reports.pdf_layout import GRID, NOT_AVAILABLE, Text, dicom_date, fmt
+from reports.pdf_layout import GRID, NOT_AVAILABLE, Text, dicom_date, fmt, region_label
 from reports.precision import HEADLINE_DIGITS
 
 __all__ = ["HEADLINE_WORDS", "findings_block", "zone_table"]
@@ -90,7 +90,9 @@ def _reference(findings: Findings, key: str, d: Densitometry | None) -> str:
         words = f"{side} the {d.well_aerated_cutoff_pct:g} % cut-off of Colombi et al. 2020 (see note 1)"
         return f'<font color="#C62828"><b>{words}</b></font>' if d.below_well_aerated_cutoff else words
     if key == "zone_score_total" and d is not None:
-        scores = ", ".join(f"{zone} {score.score}" for zone, score in d.zone_scores.items() if score.score is not None)
+        scores = ", ".join(
+            f"{REGION_LABELS[zone]} {score.score}" for zone, score in d.zone_scores.items() if score.score is not None
+        )
         return f"0-30, six zones 0-5 each (Pan et al. thresholds; not the CT severity score): {scores}"
     if key == "laa950_pct" and d is not None:
         ratio, exponent = d.emphysema.upper_lower_ratio, d.emphysema.cluster_exponent_d
@@ -146,11 +148,11 @@ def findings_block(findings: Findings, text: Text, styles: dict[str, ParagraphSt
     d = findings.densitometry
     followup = findings.followup if findings.followup is not None and findings.followup.comparable else None
     header = ["Measurement", "Value"]
-    widths = [52 * mm, 20 * mm]
+    widths = [56 * mm, 20 * mm]
     if followup is not None:
         assert followup.prior is not None
         header += [f"Prior ({dicom_date(followup.prior.study_date) or 'date unknown'})", "Change"]
-        widths += [22 * mm, 24 * mm]
+        widths += [24 * mm, 26 * mm]
     header.append("Reference point")
     widths.append(180 * mm - sum(widths))
     data: list[list[Any]] = [[Paragraph(f"<b>{text.markup(h)}</b>", styles["small"]) for h in header]]
@@ -204,9 +206,8 @@ def _band_row(
     bands = [fmt(m.density_bands[b].pct, 1) if b in m.density_bands else NOT_AVAILABLE for b in DENSITY_BANDS]
     involvement = fmt(score.involvement_pct, 1) if score is not None else ""
     points = "" if score is None else NOT_AVAILABLE if score.score is None else str(score.score)
-    label = f"{name}: {REGION_LABELS[name]}" if name in REGION_LABELS else name
     return [
-        Paragraph(text.markup(label), style),
+        Paragraph(text.markup(region_label(name)), style),
         fmt(m.volume_ml, 0),
         *bands,
         fmt(m.perc15_hu, 0),
@@ -226,7 +227,7 @@ def _band_table(rows: list[list[Any]], styles: dict[str, ParagraphStyle]) -> Tab
         "Inv. (%)",
         "Score (0-5)",
     ]
-    data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header], *rows]
+    data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["heading_cell"]) for h in header], *rows]
     widths = [34 * mm, 15 * mm, 15 * mm, 15 * mm, 15 * mm, 15 * mm, 14 * mm, 14 * mm, 13 * mm, 14 * mm, 16 * mm]
     table = Table(data, colWidths=widths, repeatRows=1)
     table.setStyle(GRID)

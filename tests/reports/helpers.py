@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -506,11 +507,21 @@ def render_dir(default: Path) -> Path:
 
 
 def pdf_text(pdf: bytes) -> str:
-    """Literal strings of an uncompressed PDF's text operators, joined by spaces."""
-    raw = pdf.decode("latin-1")
-    strings = re.findall(r"\(((?:[^()\\]|\\.)*)\)\s*T[jJ]", raw)
-    unescaped = [re.sub(r"\\([()\\])", r"\1", s) for s in strings]
-    return re.sub(r"\s+", " ", " ".join(unescaped))
+    """Text of every page in content-stream order (pdftotext -raw), whitespace collapsed; skips without poppler.
+
+    The report's fonts are embedded TrueType subsets, whose text strings are glyph codes, not
+    characters: only a PDF reader (here poppler) turns them back into text.
+    """
+    if not have_poppler():
+        pytest.skip("poppler-utils (pdftotext) not installed")
+    out = subprocess.run(
+        [PDFTOTEXT, "-raw", "-enc", "UTF-8", "-", "-"],
+        input=pdf,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.decode("utf-8")
+    return re.sub(r"\s+", " ", out)
 
 
 def _code_value(item: Dataset, keyword: str) -> str:

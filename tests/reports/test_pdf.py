@@ -41,16 +41,19 @@ def test_pdf_content(headers: list[Dataset], findings: Findings, context: Report
     assert lungs.fpv_ml is not None and lungs.laa950_pct is not None and lungs.perc15_hu is not None
     assert lungs.mean_hu is not None and lungs.haa_pct is not None
     row = (
-        f"lungs {lungs.volume_ml:.1f} {lungs.fpv_ml:.1f} {lungs.laa950_pct:.1f} {lungs.perc15_hu:.0f} "
+        f"Lungs {lungs.volume_ml:.1f} {lungs.fpv_ml:.1f} {lungs.laa950_pct:.1f} {lungs.perc15_hu:.0f} "
         f"{lungs.mean_hu:.0f} {lungs.haa_pct:.1f}"
     )
     assert row in text
-    assert "RML 0.0 n/a n/a n/a n/a n/a" in text
-    assert "RML: region is empty" in text
-    assert "not available: not installed (no weights installed)" in text
-    assert "not available: failed (RuntimeError: out of memory)" in text
-    assert "not available: needs lobe and lesion segmentations" in text
-    assert "RuntimeError: out of memory" in text
+    assert "RML (Right middle lobe) 0.0 n/a n/a n/a n/a n/a" in text
+    assert "RML (Right middle lobe): region is empty" in text
+    not_run = (
+        "Not run: CO-RADS: not installed at this site (no weights installed); STOIC2021: skipped (slices are 5 mm "
+        "thick; STOIC2021 needs at most 3 mm); I3Dr: failed (RuntimeError: out of memory); CT severity score: not "
+        "computed (needs lobe and lesion segmentations)."
+    )
+    assert not_run in text
+    assert "not available" not in text, "a model that did not run has no row of its own"
     assert "UNVALIDATED" not in text
     assert "Left upper lobe" in text and "Lesion" in text
 

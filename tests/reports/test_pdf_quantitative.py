@@ -80,7 +80,7 @@ def test_page_one_has_the_headline_with_its_reference_points(
     assert f"Weight-free density-based zone score {d.zone_score_total} / 30" in page
     assert "not the CT severity score" in page
     for zone in ZONE_NAMES:
-        assert f"{zone} {d.zone_scores[zone].score}" in page, zone
+        assert f"{REGION_LABELS[zone]} {d.zone_scores[zone].score}" in page, zone
     assert f"Lung mass {lungs.mass_g:.0f} g" in page
     assert "weight-free method" in page
     assert findings.acquisition is not None and findings.acquisition.caveats

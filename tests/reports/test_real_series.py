@@ -24,6 +24,7 @@ from models.findings import LESION_NAMES, REGION_NAMES
 from reports import codes
 from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
+from reports.pdf_layout import region_label
 from tests.reports.helpers import (
     MEASUREMENT_CONCEPTS,
     RealSeries,
@@ -122,7 +123,7 @@ def test_pdf_shows_measurements_and_banner_on_every_page(built: Built, real: Rea
         assert m.fpv_ml is not None and m.laa950_pct is not None and m.perc15_hu is not None
         assert m.mean_hu is not None and m.haa_pct is not None
         values = (m.volume_ml, m.fpv_ml, m.laa950_pct, m.perc15_hu, m.mean_hu, m.haa_pct)
-        row = " ".join([name] + [f"{v:.{d}f}" for v, d in zip(values, (1, 1, 1, 0, 0, 1), strict=True)])
+        row = " ".join([region_label(name)] + [f"{v:.{d}f}" for v, d in zip(values, (1, 1, 1, 0, 0, 1), strict=True)])
         assert row in text, row
     i3dr = real.findings.i3dr
     assert i3dr is not None

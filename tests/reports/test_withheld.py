@@ -73,7 +73,7 @@ def test_the_pdf_says_why_and_shows_no_impossible_number(
     for reason in (w.reason for w in implausible.withheld):
         assert " ".join(reason.split()) in text, reason
     assert "Site PV (L) FEV1 pre (L) FVC pre (L) DLCO (mL/min /mmHg) patient 5.10 withheld 3.80 withheld" in text
-    assert "RUL withheld: Right upper lobe 0.3 mL" in text
+    assert "RUL (Right upper lobe) withheld: Right upper lobe 0.3 mL" in text
 
 
 def test_learned_lobe_rows_sit_under_their_own_heading_with_unvalidated(
@@ -87,7 +87,7 @@ def test_learned_lobe_rows_sit_under_their_own_heading_with_unvalidated(
     weight_free, learned = text.split("Measurements (weight-free lung mask)")[1].split(
         "Measurements on learned masks: "
     )
-    assert "lungs " in weight_free and not any(f" {lobe} " in weight_free for lobe in ("LUL", "LLL", "RUL", "RLL"))
+    assert "Lungs " in weight_free and not any(f" {lobe} " in weight_free for lobe in ("LUL", "LLL", "RUL", "RLL"))
     assert learned.startswith(f"model lobes (version 2.0), generated demonstration weights {GENERATED} Region")
     for lobe in ("LUL", "LLL", "RUL", "RML", "RLL"):
         assert f" {lobe} " in learned.split("Model outputs")[0].split("Models ")[0], lobe
