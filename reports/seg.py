@@ -1,12 +1,17 @@
 """DICOM Segmentation (PS3.3 A.51) of the lung, lobe and lesion masks of one analysis.
 
-One BINARY segment per non-empty mask of ``Findings.masks``, in the order lungs, left and
-right lung, the five lobes, then the lesion masks (``lesions``, ``ggo``, ``consolidation``).
-Segments overlap (the lungs contain the lobes, lesions lie in lobes), so LABELMAP does not
-apply.  Per segment (Segment Description macro, PS3.3 C.8.20.2):
+One BINARY segment per non-empty mask of ``Findings.masks``, in the order left and right lung,
+the five lobes, then the lesion masks (``ggo``, ``consolidation``, or ``lesions`` when the lesions
+are not typed).  A mask that is the union of others (``lungs`` of the two lungs, ``lesions`` of
+ground glass and consolidation) is not a segment when its parts are and partition it exactly:
+a viewer would paint it twice over them.  Segments still overlap where different models made
+them (the lobes lie in the lung masks, lesions in the lobes), so LABELMAP does not apply.  Per
+segment (Segment Description macro, PS3.3 C.8.20.2):
 
-* Segment Label = region or lesion name, Tracking ID = the same name and Tracking UID shared
-  with the SR measurement group of that region;
+* Segment Label = the region's words as a viewer's segment list shows them ("Left lung", "Right
+  upper lobe", "Ground-glass opacity"; :data:`reports.keyimages.LEGEND_LABELS`), Tracking ID =
+  the region name of ``result.json`` (``lung_left``) and Tracking UID shared with the SR
+  measurement group of that region;
 * Segmented Property Category/Type (CID 7150/7151): Anatomical Structure with the SNOMED CT
   lung, left/right lung or lobe; Morphologically Abnormal Structure with Lesion, or the
   private ground-glass opacity / consolidation concepts;
@@ -28,9 +33,11 @@ Size: a BINARY frame is packed 1 bit per pixel, 32 KiB for 512x512.  Uncompresse
 Little Endian is kept because every PACS and viewer reads it; highdicom 0.28 can encode BINARY
 only as JPEG 2000 Lossless besides the native syntaxes, and Deflated Explicit VR Little Endian
 is not accepted by every peer (dciodvfy cannot read it).  Measured on the 64-slice, 512x512 shared
-series: 6.4 MB for lungs + left + right (191 of 192 possible frames), 11.4 MB with the five
-lobes and three lesion masks as well (343 of 704 possible frames); JPEG 2000 Lossless would
-make the first about 0.35 MB and Deflate about 0.22 MB.
+series (``lungcds analyze``, no weights): 3.5 MB for the left and right lung (106 frames), 5.3 MB
+when the union ``lungs`` was a segment too; earlier, 11.4 MB with the five lobes and three lesion
+masks as well (343 of 704 possible frames).  JPEG 2000 Lossless made the three lung segments
+about 0.35 MB when measured earlier; it is not used yet because not every PACS accepts it and
+the SCU sends each object in its own transfer syntax.
 
 highdicom 0.28 needs only the metadata of the source images (no Pixel Data), so headers read
 with ``stop_before_pixels=True`` are accepted as they are.
@@ -38,7 +45,8 @@ with ``stop_before_pixels=True`` are accepted as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import highdicom as hd
 import numpy as np
@@ -56,7 +64,7 @@ from reports.identity import (
     index_source_headers,
     validate_findings,
 )
-from reports.keyimages import LEGEND_COLOURS, legend_key
+from reports.keyimages import LEGEND_COLOURS, LEGEND_LABELS, legend_key
 
 __all__ = [
     "SEG_CONTENT_LABEL",
@@ -64,8 +72,10 @@ __all__ = [
     "SEG_UNVALIDATED_INSTALLED_SEGMENT",
     "SEG_UNVALIDATED_SEGMENT",
     "SEG_UNVALIDATED_SERIES_DESCRIPTION",
+    "UNION_PARTS",
     "build_seg",
     "segment_caveat",
+    "segment_label",
     "segment_order",
 ]
 
@@ -85,14 +95,39 @@ _SEGMENT_CAVEATS = {
 SEG_CONTENT_LABEL = "LUNGCDS"
 
 
+#: Masks that are, by construction, the union of others: as a segment beside those they would be
+#: painted twice over them in a viewer, so they are left out when their parts are segments and
+#: exactly partition them (the SR measures them without a segment reference).
+UNION_PARTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"lungs": ("lung_left", "lung_right"), "lesions": ("ggo", "consolidation")}
+)
+
+
+def segment_label(name: str) -> str:
+    """Segment Label (0062,0005): the words a viewer's segment list shows ("Left lung", "Consolidation")."""
+    return LEGEND_LABELS.get(legend_key(name), name)
+
+
+def _partitioned(findings: Findings, name: str, present: Sequence[str]) -> bool:
+    """True when the parts of union ``name`` are segments, do not overlap, and make up exactly its mask."""
+    parts = [part for part in UNION_PARTS.get(name, ()) if part in present]
+    if len(parts) < 2:
+        return False
+    masks = [findings.masks[part] for part in parts]
+    union = np.logical_or.reduce(masks)
+    disjoint = int(sum(int(m.sum()) for m in masks)) == int(union.sum())
+    return disjoint and bool(np.array_equal(union, findings.masks[name]))
+
+
 def segment_order(findings: Findings) -> list[str]:
     """Names of the masks that become segments, in segment-number order.
 
     Regions come in ``REGION_NAMES`` order, then lesion masks in ``LESION_NAMES`` order; empty
-    masks are left out because a segment without any frame cannot be referenced.
+    masks are left out because a segment without any frame cannot be referenced, and so is a
+    union whose parts are segments (:data:`UNION_PARTS`).
     """
-    names = [name for name in REGION_NAMES + LESION_NAMES if name in findings.masks]
-    return [name for name in names if findings.masks[name].any()]
+    names = [name for name in REGION_NAMES + LESION_NAMES if name in findings.masks and findings.masks[name].any()]
+    return [name for name in names if not _partitioned(findings, name, names)]
 
 
 def _algorithm(name: str, findings: Findings, context: ReportContext) -> hd.AlgorithmIdentificationSequence:
@@ -132,7 +167,7 @@ def _description(
         category, prop = codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.LESION_CODES[name]
     description = hd.seg.SegmentDescription(
         segment_number=number,
-        segment_label=name,
+        segment_label=segment_label(name),
         segmented_property_category=category,
         segmented_property_type=prop,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

@@ -141,8 +141,9 @@ def model_tracking_identifier(name: str) -> str:
 
 
 def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str, int]:
-    """Segment numbers of ``seg`` by Segment Label (PS3.3 C.8.20.2), after checking that the
-    SEG is a Segmentation of the same study derived from the source series."""
+    """Segment numbers of ``seg`` by Tracking ID, the region name (the Segment Label holds its words;
+    PS3.3 C.8.20.2), after checking that the SEG is a Segmentation of the same study derived
+    from the source series."""
     if seg.get("SOPClassUID") != SegmentationStorage:
         raise ValueError(f"seg must be a Segmentation Storage instance, got SOP class {seg.get('SOPClassUID')}")
     if seg.get("StudyInstanceUID") != study_uid:
@@ -150,7 +151,7 @@ def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str,
     referenced = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:
         raise ValueError("seg does not reference the source series")
-    return {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    return {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
 
 
 def _model_measurements(run: ModelRun, values: Iterable[tuple[Code, float, Code]], content: GroupContent) -> None:

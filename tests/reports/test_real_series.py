@@ -20,11 +20,12 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
-from models.findings import LESION_NAMES, REGION_NAMES
+from models.findings import REGION_NAMES
 from reports import codes
 from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
 from reports.pdf_layout import region_label
+from reports.seg import segment_label, segment_order
 from tests.reports.helpers import (
     MEASUREMENT_CONCEPTS,
     RealSeries,
@@ -77,9 +78,9 @@ def test_sr_carries_every_number_of_result_json(built: Built, real: RealSeries) 
     assert isinstance(sr.content, hd.sr.MeasurementReport)
     report = hd.sr.MeasurementReport.from_sequence([pydicom.dcmread(built.out_dir / SR_FILE)])
     volumetric = {str(g.tracking_identifier) for g in report.get_volumetric_roi_measurement_groups()}
-    assert volumetric == set(REGION_NAMES)
-    models = {str(g.tracking_identifier) for g in report.get_image_measurement_groups()}
-    assert models == {f"model {name}" for name in real.findings.models} | {"model severity"}
+    assert volumetric == set(REGION_NAMES) - {"lungs"}  # both lungs measured without a segment of their own
+    others = {str(g.tracking_identifier) for g in report.get_image_measurement_groups()}
+    assert others == {f"model {name}" for name in real.findings.models} | {"model severity", "lungs"}
     found = sr_values(sr)
     expected = expected_values(real.findings.as_dict())
     assert len(expected) == 8 * len(MEASUREMENT_CONCEPTS) + 6 * 7 + 5 * 2 + 1 + 1 + 2
@@ -97,8 +98,10 @@ def test_sr_carries_every_number_of_result_json(built: Built, real: RealSeries) 
 
 def test_seg_segments_and_frames(built: Built, real: RealSeries) -> None:
     seg = pydicom.dcmread(built.out_dir / SEG_FILE)
-    labels = [str(item.SegmentLabel) for item in seg.SegmentSequence]
-    assert labels == list(REGION_NAMES) + list(LESION_NAMES)
+    labels = [str(item.TrackingID) for item in seg.SegmentSequence]
+    assert labels == segment_order(real.findings)
+    assert "lungs" not in labels  # the two lungs partition it: painted once, not twice
+    assert [str(item.SegmentLabel) for item in seg.SegmentSequence] == [segment_label(name) for name in labels]
     masks = real.findings.masks
     expected_frames = sum(int(masks[name].any(axis=(1, 2)).sum()) for name in labels)
     assert int(seg.NumberOfFrames) == expected_frames < len(labels) * len(real.headers)

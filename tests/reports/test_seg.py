@@ -22,6 +22,7 @@ from reports.seg import (
     SEG_UNVALIDATED_SEGMENT,
     SEG_UNVALIDATED_SERIES_DESCRIPTION,
     build_seg,
+    segment_label,
     segment_order,
 )
 from tests.reports.helpers import SHA_VALID, Validation
@@ -58,19 +59,29 @@ def test_segments_codes_and_frames_follow_volume_order(
     path = tmp_path / "seg.dcm"
     _build(findings, headers, context).save_as(path, enforce_file_format=True)
     seg = pydicom.dcmread(path)
-    labels = [item.SegmentLabel for item in seg.SegmentSequence]
-    assert labels == ["lungs", "lung_left", "lung_right", "LUL", "LLL", "RUL", "RLL", "lesions"]
+    labels = [item.TrackingID for item in seg.SegmentSequence]
+    # "lungs" is the union of the two lungs, which partition it: not painted twice.
+    assert labels == ["lung_left", "lung_right", "LUL", "LLL", "RUL", "RLL", "lesions"]
+    assert [item.SegmentLabel for item in seg.SegmentSequence] == [
+        "Left lung",
+        "Right lung",
+        "Left upper lobe",
+        "Left lower lobe",
+        "Right upper lobe",
+        "Right lower lobe",
+        "Lesion",
+    ]
     assert seg.SegmentationType == "BINARY"
     for item in seg.SegmentSequence:
         category = item.SegmentedPropertyCategoryCodeSequence[0].CodeValue
         prop = item.SegmentedPropertyTypeCodeSequence[0].CodeValue
-        if item.SegmentLabel == "lesions":
+        if item.TrackingID == "lesions":
             assert (category, prop) == (codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE.value, codes.LESION.value)
         else:
-            assert (category, prop) == (codes.ANATOMICAL_STRUCTURE.value, codes.REGION_CODES[item.SegmentLabel].value)
+            assert (category, prop) == (codes.ANATOMICAL_STRUCTURE.value, codes.REGION_CODES[item.TrackingID].value)
         assert item.SegmentAlgorithmType == "AUTOMATIC"
         algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
-        run = findings.models[findings.mask_sources[item.SegmentLabel]]
+        run = findings.models[findings.mask_sources[item.TrackingID]]
         assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (run.name, run.version)
         family = algorithm.AlgorithmFamilyCodeSequence[0].CodeValue
         if run.provenance != "weight_free":
@@ -79,7 +90,7 @@ def test_segments_codes_and_frames_follow_volume_order(
         else:
             assert family == codes.MORPHOLOGICAL_OPERATIONS.value
             assert algorithm.AlgorithmParameters == "provenance=weight_free"
-        assert item.TrackingID == item.SegmentLabel
+        assert item.SegmentLabel == segment_label(item.TrackingID)
         assert "SegmentDescription" not in item
     assert seg.SeriesDescription == SEG_SERIES_DESCRIPTION
     frames = _frames_by_source(seg)
@@ -119,17 +130,19 @@ def test_lesion_types_and_unvalidated_segments(
     path = tmp_path / "seg.dcm"
     _build(typed, headers, context).save_as(path, enforce_file_format=True)
     seg = pydicom.dcmread(path)
-    items = {str(item.SegmentLabel): item for item in seg.SegmentSequence}
-    assert list(items)[-3:] == ["lesions", "ggo", "consolidation"]
+    items = {str(item.TrackingID): item for item in seg.SegmentSequence}
+    # Ground glass and consolidation partition the lesions: the union is not a segment of its own.
+    assert list(items)[-2:] == ["ggo", "consolidation"] and "lesions" not in items
+    assert [items[n].SegmentLabel for n in ("ggo", "consolidation")] == ["Ground-glass opacity", "Consolidation"]
     assert items["ggo"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.GROUND_GLASS_OPACITY.value
     assert items["consolidation"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.CONSOLIDATION.value
     assert items["ggo"].RecommendedDisplayCIELabValue != items["consolidation"].RecommendedDisplayCIELabValue
-    for name in ("LUL", "lesions", "ggo"):
+    for name in ("LUL", "ggo", "consolidation"):
         assert items[name].SegmentDescription == SEG_UNVALIDATED_SEGMENT
         algorithm = items[name].SegmentationAlgorithmIdentificationSequence[0]
         assert algorithm.AlgorithmParameters == "provenance=generated_weights"
         assert algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == codes.ARTIFICIAL_INTELLIGENCE.value
-    assert "SegmentDescription" not in items["lungs"]
+    assert "SegmentDescription" not in items["lung_left"]
     assert seg.SeriesDescription == SEG_UNVALIDATED_SERIES_DESCRIPTION
 
 
@@ -138,7 +151,7 @@ def test_installed_weights_without_validation_are_not_called_generated(
 ) -> None:
     installed = ModelRun("lobes", "ran", "site file", "2.0", "installed_unvalidated", SHA_VALID, "installed from x")
     seg = _build(dataclasses.replace(findings, models={**findings.models, "lobes": installed}), headers, context)
-    items = {str(item.SegmentLabel): item for item in seg.SegmentSequence}
+    items = {str(item.TrackingID): item for item in seg.SegmentSequence}
     assert items["LUL"].SegmentDescription == SEG_UNVALIDATED_INSTALLED_SEGMENT
     assert "generated" not in items["LUL"].SegmentDescription
     algorithm = items["LUL"].SegmentationAlgorithmIdentificationSequence[0]
@@ -242,11 +255,11 @@ def test_multi_frame_source_maps_frame_numbers(
     numbers = volume.source_frame_numbers
     assert numbers is not None
     frames = _frames_by_source(seg)
-    lungs = multi.masks["lungs"]
+    left = multi.masks["lung_left"]  # segment 1 (the union "lungs" is not a segment)
     for k in range(nz):
         key = (f"{enhanced.SOPInstanceUID}#{numbers[k]}", 1)
-        if lungs[k].any():
-            assert np.array_equal(frames[key], lungs[k]), k
+        if left[k].any():
+            assert np.array_equal(frames[key], left[k]), k
     bad = dataclasses.replace(multi, volume=dataclasses.replace(volume, source_frame_numbers=(1,) * nz))
     with pytest.raises(ValueError, match="frame numbers"):
         build_seg(bad, [enhanced], context)

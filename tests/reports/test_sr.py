@@ -259,8 +259,11 @@ def test_region_groups_reference_seg_segments(
     sr = _write_read(build_sr(findings, headers, context, seg=seg), tmp_path / "sr.dcm")
     report = _report(sr)
     volumetric = {str(g.tracking_identifier): g for g in report.get_volumetric_roi_measurement_groups()}
-    labels = {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    labels = {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
     assert set(volumetric) == set(labels) - {"lesions"}
+    assert "lungs" not in labels and "lungs" in {
+        str(g.tracking_identifier) for g in report.get_image_measurement_groups()
+    }
     for name, group in volumetric.items():
         ref = group.referenced_segment
         assert isinstance(ref, hd.sr.ReferencedSegment)
