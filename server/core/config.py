@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     priority_accession_pattern: str | None = Field(
         None, description="Regular expression on the Accession Number marking STAT orders, e.g. ^STAT"
     )
+    notify_not_analysed: bool = Field(
+        True,
+        description="Send a short SR and PDF saying a chest CT was not analysed, and why, when it fails the "
+        "eligibility rules (never for other series; server.routing.notice)",
+    )
     analysis_time_limit_s: int = Field(
         4 * 3600, ge=60, description="Hard time limit of one analysis; the job fails with this reason after it"
     )

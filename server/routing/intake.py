@@ -37,6 +37,7 @@ from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.db_models import SeriesState, utcnow
+from server.routing.notice import is_chest_ct_image_series
 from server.routing.rules import evaluate, load_rules
 
 __all__ = ["EnqueueAnalysis", "SeriesIntake"]
@@ -235,6 +236,12 @@ class SeriesIntake:
                 crud.set_series_state(session, series_uid, SeriesState.IGNORED, reasons)
             elif identity_reasons or not decision.eligible:
                 crud.set_series_state(session, series_uid, SeriesState.REJECTED, reasons)
+                if not identity_reasons and self._settings.notify_not_analysed and is_chest_ct_image_series(headers):
+                    # A job whose worker sends the not-analysed notice; the series stays rejected.
+                    job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
+                    crud.set_series_state(session, series_uid, SeriesState.REJECTED, reasons)
+                    assert job.id is not None
+                    job_to_enqueue = (job.id, job.revision)
             else:
                 job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
                 assert job.id is not None

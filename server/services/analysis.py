@@ -44,6 +44,7 @@ __all__ = [
     "DicomOutput",
     "report_context",
     "run_analysis",
+    "write_not_analysed_notice",
     "write_result_json",
 ]
 
@@ -283,6 +284,21 @@ def _result_header(
             for o in dicom_outputs
         },
     }
+
+
+def write_not_analysed_notice(
+    paths: Sequence[Path],
+    out_dir: Path,
+    eligibility: Eligibility,
+    headers: Sequence[InstanceHeader],
+    ae_title: str,
+) -> AnalysisOutput:
+    """The notice of a chest CT that the eligibility rules turned away: seen, not analysed, and why.
+
+    The same report objects as a series whose pixels could not be read, with the rules' reasons,
+    so that PACS shows the reader that the software did not run (server.routing.notice).
+    """
+    return _not_analysable(paths, out_dir, eligibility, headers, ae_title, eligibility.reasons)
 
 
 def _not_analysable(

@@ -26,7 +26,7 @@ from server.core.disk import disk_shortage, is_disk_full
 from server.db_models import Job, SeriesState
 from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
-from server.services.analysis import run_analysis
+from server.services.analysis import run_analysis, write_not_analysed_notice
 from server.services.followup import prior_analyses
 from server.tasks.app import ANALYSIS_TASK, enqueue_analysis
 from server.tasks.base import LungcdsTask
@@ -84,17 +84,21 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
         return
     try:
         rules = load_rules(settings.rules_file, settings.max_slice_thickness_mm)
+        eligibility = evaluate(headers, rules)
         out_dir = settings.results_dir / series_uid
         with lease_kept(engine, job_id, revision, lease):
-            output = run_analysis(
-                paths=paths,
-                out_dir=out_dir,
-                eligibility=evaluate(headers, rules),
-                headers=headers,
-                models=self.models,
-                ae_title=settings.ae_title,
-                priors=priors,
-            )
+            if eligibility.eligible:
+                output = run_analysis(
+                    paths=paths,
+                    out_dir=out_dir,
+                    eligibility=eligibility,
+                    headers=headers,
+                    models=self.models,
+                    ae_title=settings.ae_title,
+                    priors=priors,
+                )
+            else:  # the job of a rejected chest CT (server.routing.notice): say it was not analysed, and why
+                output = write_not_analysed_notice(paths, out_dir, eligibility, headers, settings.ae_title)
     except Exception as exc:  # every failure is recorded on the job, never lost
         if is_disk_full(exc):
             _hold(engine, job_id, revision, f"the disk filled up while writing results: {exc}")
@@ -128,7 +132,13 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             revision,
             result_dir=str(output.out_dir),
             timings=output.timings,
-            series_state=SeriesState.DONE if output.analysable else SeriesState.NOT_ANALYSABLE,
+            series_state=(
+                SeriesState.REJECTED
+                if not eligibility.eligible
+                else SeriesState.DONE
+                if output.analysable
+                else SeriesState.NOT_ANALYSABLE
+            ),
             reasons=output.reasons,
         )
         for step in output.stages:
