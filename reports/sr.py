@@ -21,7 +21,9 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   plausibility gate withheld is not reported; its reason is ("Implausible value withheld").
   A region that carries density bands and mass (``lungs``, ``lung_left``, ``lung_right``) also
   has the volume and percent of each band (private concepts with the HU range in the meaning)
-  and its tissue mass, rounded as :data:`reports.precision.PRECISION` says.
+  and its tissue mass.  Every region number is rounded as :data:`reports.precision.PRECISION`
+  says (volumes to 1 mL, percentages to 0.1, attenuation to 1 HU, mass to 1 g), as the PDF
+  prints it; result.json keeps full precision.
 * The weight-free zone, summary and follow-up groups and the acquisition statements (issue 15):
   see :mod:`reports.sr_quantitative`.
 * **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry

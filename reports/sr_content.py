@@ -214,15 +214,13 @@ def region_densitometry(
     version: str,
     context: ReportContext,
     content: GroupContent,
-    *,
-    round_attenuation: bool = False,
 ) -> None:
     """TID 300 measurements of one region's densitometry, whose algorithm names the mask's model
     and provenance (a lobe's numbers are no more validated than its learned mask).
 
-    The six attenuation measurements are rounded (:data:`reports.precision.PRECISION`) when ``round_attenuation``
-    (the zone regions); the density bands and the mass are always rounded.  They are reported when
-    the region carries them (``density_bands`` not empty); a missing value is stated in words.
+    Every value is rounded to its clinically meaningful precision (:data:`reports.precision.PRECISION`:
+    volumes to 1 mL, percentages to 0.1, attenuation to 1 HU, mass to 1 g), as the PDF prints it.
+    They are reported when the region carries them (``density_bands`` not empty); a missing value is stated in words.
     """
     mask_parameters = [on_mask(mask)]
     densitometry = AlgorithmIdentification(
@@ -251,7 +249,7 @@ def region_densitometry(
             value,
             spec.unit,
             fpv_algorithm if spec.attribute == "fpv_ml" else densitometry,
-            spec.digits if round_attenuation else None,
+            spec.digits,
             method=spec.method,
             derivation=spec.derivation,
         )

@@ -134,7 +134,7 @@ def _zone_group(name: str, findings: Findings, d: Densitometry, context: ReportC
     content.provenance(f"{model_display_name(run)} mask", run)
     m = d.regions.get(name)
     if m is not None:
-        region_densitometry(m, run, version, context, content, round_attenuation=True)
+        region_densitometry(m, run, version, context, content)
     if name in d.zone_scores:
         why = m.note if m is not None and m.note else "the zone is empty"
         _zone_score(d.zone_scores[name], why, run, version, context, content)

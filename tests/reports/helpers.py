@@ -36,6 +36,7 @@ from models.findings import (
 )
 from reports import codes
 from reports.severity import ctss_for_involvement
+from reports.sr_content import REGION_MEASUREMENTS, rounded
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_SERIES = DATA_DIR / "ct" / "lung-dx-a0001-chest-5mm-s2"
@@ -619,7 +620,7 @@ def report_statements(sr: Dataset) -> list[tuple[str, str]]:
 def expected_values(result: Mapping[str, Any]) -> list[SrValue]:
     """Every number of a result.json-like dict (``Findings.as_dict()``) as the SR should carry it.
 
-    ``measurements[region][key]`` -> (region, concept, value, unit) for the six measurements
+    ``measurements[region][key]`` -> (region, concept, value rounded as the SR rounds it, unit) for the six measurements
     (``voxel_count`` and ``note`` are not measurements; a None value is stated in words);
     ``i3dr.patient`` -> region "lungs", ``i3dr.lobes[lobe]`` -> the lobe; ``severity.lobes`` ->
     involvement (%) and score (1) of the lobe, ``severity.total_ctss`` -> "lungs";
@@ -627,10 +628,11 @@ def expected_values(result: Mapping[str, Any]) -> list[SrValue]:
     own probabilities -> the member's group when the member has a run record that says it ran.
     """
     expected: list[SrValue] = []
+    digits = {spec.attribute: spec.digits for spec in REGION_MEASUREMENTS}
     for region, values in result["measurements"].items():
         for key, (concept, unit) in MEASUREMENT_CONCEPTS.items():
             if values[key] is not None:
-                expected.append((region, concept, float(values[key]), unit))
+                expected.append((region, concept, rounded(values[key], digits[key]), unit))
     if "i3dr" in result:
         sites = [("lungs", result["i3dr"]["patient"])] + list(result["i3dr"]["lobes"].items())
         for region, values in sites:

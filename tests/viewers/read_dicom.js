@@ -1,0 +1,47 @@
+// Reads a lungcds SEG or SR with dcmjs (the DICOM library OHIF parses with) and prints what a
+// viewer would take from it, as JSON: node read_dicom.js seg|sr FILE
+"use strict";
+const fs = require("fs");
+const dcmjs = require("dcmjs");
+
+const asList = (value) => (value === undefined ? [] : [].concat(value));
+
+function read(file) {
+  const bytes = fs.readFileSync(file);
+  const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  const message = dcmjs.data.DicomMessage.readFile(buffer);
+  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(message.dict);
+}
+
+function segmentation(ds) {
+  return {
+    segments: asList(ds.SegmentSequence).map((s) => ({ number: s.SegmentNumber, label: s.SegmentLabel, tracking: s.TrackingID })),
+    frames: Number(ds.NumberOfFrames),
+    perFrame: asList(ds.PerFrameFunctionalGroupsSequence).length,
+    pixelBytes: asList(ds.PixelData).reduce((n, part) => n + part.byteLength, 0),
+  };
+}
+
+function report(ds) {
+  const numbers = [];
+  const walk = (items) => {
+    for (const item of asList(items)) {
+      if (item.ValueType === "NUM") {
+        const measured = asList(item.MeasuredValueSequence)[0];
+        numbers.push({
+          concept: asList(item.ConceptNameCodeSequence)[0].CodeValue,
+          value: measured ? Number(measured.NumericValue) : null,
+          unit: measured ? asList(measured.MeasurementUnitsCodeSequence)[0].CodeValue : null,
+        });
+      }
+      walk(item.ContentSequence);
+    }
+  };
+  walk(ds.ContentSequence);
+  return { title: asList(ds.ConceptNameCodeSequence)[0].CodeMeaning, numbers };
+}
+
+const [kind, file] = process.argv.slice(2);
+const ds = read(file);
+const common = { sopClass: ds.SOPClassUID, patientId: ds.PatientID, studyUid: ds.StudyInstanceUID };
+console.log(JSON.stringify({ ...common, ...(kind === "seg" ? segmentation(ds) : report(ds)) }));
