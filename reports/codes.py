@@ -91,6 +91,8 @@ __all__ = [
     "MEASUREMENT_NOT_AVAILABLE",
     "METHOD_DEFINITION",
     "MIDDLE_ZONE_OF_LUNG",
+    "MODEL_DESCRIPTION",
+    "MODEL_OUTPUT_NOTE",
     "MODEL_RUN_STATUS",
     "MODEL_STATUS_VALUES",
     "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
@@ -333,6 +335,10 @@ MEASUREMENT_NOT_AVAILABLE = Code("MEASNA", PRIVATE_SCHEME, "Measurement not avai
 #: A learned value the plausibility gate withheld (``Findings.withheld``), with the reason as text.
 VALUE_WITHHELD = Code("WITHHELD", PRIVATE_SCHEME, "Implausible value withheld")
 MODEL_RUN_STATUS = Code("MODELSTATUS", PRIVATE_SCHEME, "Model run status")
+#: What a model is, in a sentence (``ModelRun.description``): not its run status.
+MODEL_DESCRIPTION = Code("MODELDESC", PRIVATE_SCHEME, "Model description")
+#: What a model's outputs mean or lack (the STOIC2021 ensemble's notes): not its run status.
+MODEL_OUTPUT_NOTE = Code("OUTPUTNOTE", PRIVATE_SCHEME, "Note on the model outputs")
 OUTPUT_VALIDATION_STATUS = Code("VALIDATION", PRIVATE_SCHEME, "Output validation status")
 DECISION_SUPPORT = Code("DECSUPPORT", PRIVATE_SCHEME, "Decision support statement")
 PIPELINE_WARNING = Code("PIPEWARNING", PRIVATE_SCHEME, "Analysis pipeline warning")

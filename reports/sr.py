@@ -283,7 +283,7 @@ def _model_group(run: ModelRun, findings: Findings, context: ReportContext, seri
     content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
     content.texts.append(text_item(codes.MODEL_RUN_STATUS, model_statement(run)))
     if run.description:
-        content.texts.append(text_item(codes.MODEL_RUN_STATUS, run.description))
+        content.texts.append(text_item(codes.MODEL_DESCRIPTION, run.description))
     algorithm = run_algorithm(run)
     if run.name == "corads" and findings.corads is not None:
         category = codes.CORADS_CATEGORY_VALUES[findings.corads.category]
@@ -292,7 +292,7 @@ def _model_group(run: ModelRun, findings: Findings, context: ReportContext, seri
     stoic = findings.stoic
     if run.name == "stoic" and stoic is not None:
         content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, algorithm)
-        content.texts += [text_item(codes.MODEL_RUN_STATUS, note) for note in stoic.notes]
+        content.texts += [text_item(codes.MODEL_OUTPUT_NOTE, note) for note in stoic.notes]
     elif stoic is not None and run.status == "ran" and run.name in stoic.members:
         member = stoic.members[run.name]
         content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), algorithm)

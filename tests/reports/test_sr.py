@@ -161,6 +161,13 @@ def test_every_model_is_stated_with_coded_status(
         text.startswith("STOIC2021 model not run (skipped): slices are 5 mm") for _, text in sr_texts(sr, "model stoic")
     )
     assert ("MODELSTATUS", "I3Dr model not run (failed): RuntimeError: out of memory") in sr_texts(sr, "model i3dr")
+    described = dataclasses.replace(findings.models["corads"], description="CO-RADS from a 3D DenseNet-201 ensemble")
+    texts = sr_texts(
+        build_sr(dataclasses.replace(findings, models={**findings.models, "corads": described}), headers, context),
+        "model corads",
+    )
+    # What a model is goes under its own concept, not as its run status.
+    assert ("MODELDESC", described.description) in texts and ("MODELSTATUS", described.description) not in texts
     statements = report_statements(sr)
     assert ("DECSUPPORT", codes.DECISION_SUPPORT_STATEMENT) in statements
     assert ("DECSUPPORT", codes.SOFTWARE_STATEMENT) in statements
