@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -122,6 +122,9 @@ class PublishedFormat:
         False for an initialisation (``--init`` of a training recipe), not a model to install.
     initialises : tuple of str
         Further recipes (registered model names) whose ``--init`` takes it, besides ``model``'s.
+    produces : {"member", "i3d_backbone", "hal9000_backbones"}
+        What its converted file holds for a training recipe: a member file (every installable
+        format), or the backbone state dicts of an initialisation.
     notes : tuple of str
         What a site should know besides (``models formats --json`` and the README print them).
     """
@@ -138,6 +141,7 @@ class PublishedFormat:
     convert: Callable[[Path, Path, Mapping[str, Any]], Path]
     installable: bool = True
     initialises: tuple[str, ...] = ()
+    produces: Literal["member", "i3d_backbone", "hal9000_backbones"] = "member"
     notes: tuple[str, ...] = ()
 
     def published_file(self, sha256: str) -> PublishedFile | None:

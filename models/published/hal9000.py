@@ -207,4 +207,5 @@ FORMAT = PublishedFormat(
     sources=checkpoint_paths,
     convert=_convert,
     installable=False,
+    produces="hal9000_backbones",
 )

@@ -32,10 +32,6 @@ class Initialisation:
     record: dict[str, Any] | None
 
 
-#: Init formats (``installable=False``) by name and what they produce.
-_INIT_KINDS: dict[str, InitKind] = {"kinetics-i3d-rgb": "i3d_backbone", "hal9000-imagenet-init": "hal9000_backbones"}
-
-
 def initialisation(path: Path, recipe: str, scratch: Path) -> Initialisation:
     """The initialisation of ``recipe`` (a registered model name) from ``path``.
 
@@ -55,7 +51,7 @@ def initialisation(path: Path, recipe: str, scratch: Path) -> Initialisation:
     if recipe != format_.model and recipe not in format_.initialises:
         starts = ", ".join(dict.fromkeys((format_.model, *format_.initialises)))
         raise PublishedFormatError(f"{path} ({format_.title}) initialises {starts}, not {recipe}")
-    kind: InitKind = _INIT_KINDS.get(format_.name, "member") if not format_.installable else "member"
+    kind: InitKind = format_.produces
     files = tuple(file_record(source, path, format_) for source in format_.sources(path))
     record = import_record(format_, path, files)
     scratch.mkdir(parents=True, exist_ok=True)

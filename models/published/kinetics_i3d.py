@@ -365,6 +365,7 @@ FORMAT = PublishedFormat(
     sources=_sources,
     convert=_convert,
     installable=False,
+    produces="i3d_backbone",
     initialises=("stoic_baseline",),
     notes=(
         "The STOIC2021 baseline itself was trained without it (BL training/train.py: I3D(nr_outputs=2), "

@@ -78,11 +78,10 @@ def intake(engine: Engine, settings: Settings, queue: Recorder) -> SeriesIntake:
     return SeriesIntake(engine, settings, queue)
 
 
-@pytest.fixture
-def queued(
+def finalise_phantom(
     intake: SeriesIntake, queue: Recorder, settings: Settings, phantom_series: list[Path]
 ) -> tuple[int, int, str]:
-    """The phantom series stored through the spool, finalised and queued: (job, revision, series)."""
+    """Store the phantom series through the spool and finalise it; its one queued job: (job, revision, series)."""
     import pydicom
 
     from dicom_node.spool import Spool
@@ -94,6 +93,14 @@ def queued(
     assert intake.finalize(uid, trigger="test")
     assert len(queue.calls) == 1
     return queue.calls[0][0], queue.calls[0][1], uid
+
+
+@pytest.fixture
+def queued(
+    intake: SeriesIntake, queue: Recorder, settings: Settings, phantom_series: list[Path]
+) -> tuple[int, int, str]:
+    """The phantom series stored through the spool, finalised and queued: (job, revision, series)."""
+    return finalise_phantom(intake, queue, settings, phantom_series)
 
 
 @pytest.fixture

@@ -10,15 +10,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from dicom_node.spool import Spool
 from server.core.config import Settings
-from server.db_models import Delivery, Job, Series
+from server.db_models import Delivery, Job
 from server.routing.intake import SeriesIntake
 from server.routing.notice import is_chest_ct_image_series
 from server.tasks.app import ANALYSIS_TASK, create_celery
 from tests.peers import free_port
-from tests.server.conftest import HeaderFactory, Recorder
-from tests.server.test_intake import ASSOC, _store
+from tests.server.conftest import HeaderFactory, Recorder, finalise_phantom
+from tests.server.test_intake import ASSOC, _series, _store
 
 THICK = {"count": 64, "spacing": 5.0, "thickness": 5.0}
 
@@ -50,13 +49,6 @@ def _finalise(intake: SeriesIntake, headers: list) -> str:  # type: ignore[type-
     uid = headers[0].series_instance_uid
     intake.association_ended(ASSOC, frozenset({uid}), released=True)
     return str(uid)
-
-
-def _series(engine: Engine, uid: str) -> Series:
-    with Session(engine) as session:
-        series = session.get(Series, uid)
-        assert series is not None
-        return series
 
 
 def test_a_thick_chest_ct_is_rejected_and_gets_a_notice_job(
@@ -104,13 +96,7 @@ def test_the_worker_sends_an_sr_and_pdf_saying_why_and_the_series_stays_rejected
 ) -> None:
     settings.max_slice_thickness_mm = 2.0  # the 2.5 mm phantom (Body Part Examined CHEST) is too thick
     settings.destinations = [f"PACS@127.0.0.1:{free_port()}"]
-    spool = Spool(settings.spool_dir, min_free_bytes=0)
-    for path in phantom_series:
-        intake.instance_stored(spool.store_file(path), None)
-    uid = str(pydicom.dcmread(phantom_series[0], stop_before_pixels=True).SeriesInstanceUID)
-    assert intake.finalize(uid, trigger="test")
-    assert len(queue.calls) == 1
-    job_id, revision = queue.calls[0][0], queue.calls[0][1]
+    job_id, revision, uid = finalise_phantom(intake, queue, settings, phantom_series)  # the notice job
     create_celery(settings).tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
     with Session(engine) as session:
         job = session.get(Job, job_id)
