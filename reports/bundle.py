@@ -1,8 +1,9 @@
 """All report objects of one analysis, and how they are written to disk.
 
 File names are a contract with ``lungcds analyze`` and the DICOM outbox: :data:`SR_FILE`,
-:data:`SEG_FILE` (only when there is a segmentation), :data:`PDF_FILE` and
-:data:`PDF_DICOM_FILE`.  DICOM files are Part 10 files (PS3.10 7.1: preamble, "DICM", File
+:data:`SEG_FILE` (only when there is a segmentation), :data:`PDF_FILE`, :data:`PDF_DICOM_FILE`,
+:data:`SC_FILE` (the key-image picture, or the not-analysed picture) and :data:`KOS_FILE` (only
+for an analysis).  DICOM files are Part 10 files (PS3.10 7.1: preamble, "DICM", File
 Meta Information) in Explicit VR Little Endian.
 """
 
@@ -33,13 +34,18 @@ from reports.identity import (
     index_source_headers,
     not_analysable_digest,
 )
+from reports.key_image_sc import build_key_image_sc, build_not_analysed_sc, key_image_sources
+from reports.key_object_selection import build_key_object_selection
+from reports.keyimages import render_key_images
 from reports.pdf import build_not_analysable_pdf, build_pdf
 from reports.seg import build_seg
 from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION, build_not_analysable_sr, build_sr
 
 __all__ = [
+    "KOS_FILE",
     "PDF_DICOM_FILE",
     "PDF_FILE",
+    "SC_FILE",
     "SEG_FILE",
     "SR_FILE",
     "ReportSet",
@@ -51,6 +57,8 @@ SR_FILE = "sr.dcm"
 SEG_FILE = "seg.dcm"
 PDF_FILE = "report.pdf"
 PDF_DICOM_FILE = "report_pdf.dcm"
+SC_FILE = "key_images_sc.dcm"
+KOS_FILE = "key_objects.dcm"
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -92,12 +100,19 @@ class ReportSet:
         The PDF report.
     pdf_dicom : pydicom.Dataset
         The PDF as Encapsulated PDF Storage.
+    sc : pydicom.Dataset
+        The key-image Secondary Capture (:mod:`reports.key_image_sc`), or the picture saying
+        why a series was not analysed.
+    kos : pydicom.Dataset or None
+        Key Object Selection flagging the SC and the slices it shows; None when not analysed.
     """
 
     sr: Dataset
     seg: Dataset | None
     pdf: bytes
     pdf_dicom: Dataset
+    sc: Dataset
+    kos: Dataset | None
 
     def _write_pdf(self, path: Path) -> None:
         path.write_bytes(self.pdf)
@@ -105,8 +120,8 @@ class ReportSet:
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the objects into ``out_dir`` (created if needed) under the contract file names.
 
-        A ``seg.dcm`` left by an earlier run is removed when this set has no segmentation, so
-        the directory never mixes objects of two runs.
+        A ``seg.dcm`` or ``key_objects.dcm`` left by an earlier run is removed when this set has
+        none, so the directory never mixes objects of two runs.
 
         Returns
         -------
@@ -116,17 +131,21 @@ class ReportSet:
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)
         written = {}
-        _write_dicom(self.sr, directory / SR_FILE)
-        written[SR_FILE] = directory / SR_FILE
-        if self.seg is not None:
-            _write_dicom(self.seg, directory / SEG_FILE)
-            written[SEG_FILE] = directory / SEG_FILE
-        else:
-            (directory / SEG_FILE).unlink(missing_ok=True)
+        objects = (
+            (SR_FILE, self.sr),
+            (SEG_FILE, self.seg),
+            (PDF_DICOM_FILE, self.pdf_dicom),
+            (SC_FILE, self.sc),
+            (KOS_FILE, self.kos),
+        )
+        for name, ds in objects:
+            if ds is None:
+                (directory / name).unlink(missing_ok=True)
+                continue
+            _write_dicom(ds, directory / name)
+            written[name] = directory / name
         _atomic_write(directory / PDF_FILE, self._write_pdf)
         written[PDF_FILE] = directory / PDF_FILE
-        _write_dicom(self.pdf_dicom, directory / PDF_DICOM_FILE)
-        written[PDF_DICOM_FILE] = directory / PDF_DICOM_FILE
         return written
 
 
@@ -138,11 +157,13 @@ def build_reports(
     *,
     predecessors: Sequence[Dataset] = (),
 ) -> ReportSet:
-    """Build SEG, SR (referencing the SEG's segments), PDF and encapsulated PDF.
+    """Build SEG, SR (referencing the SEG's segments), PDF, encapsulated PDF, the key-image
+    Secondary Capture and the Key Object Selection flagging it.
 
     Every object takes patient and study data from the same header
     (:func:`reports.identity.identity_source`), and its UIDs from the same digest
-    (:func:`reports.identity.analysis_digest`).
+    (:func:`reports.identity.analysis_digest`).  The key images are rendered once, for the PDF
+    and the SC alike.
 
     Parameters
     ----------
@@ -168,15 +189,21 @@ def build_reports(
     ordered = [identity, *(ds for ds in source_headers if ds is not identity)]
     seg = build_seg(findings, ordered, context)
     sr = build_sr(findings, ordered, context, seg=seg, predecessors=predecessors)
-    pdf = build_pdf(findings, ordered, context, eligibility_reasons)
+    key_images = render_key_images(findings)
+    pdf = build_pdf(findings, ordered, context, eligibility_reasons, key_images=key_images)
+    banner = banner_text(findings)
     pdf_dicom = build_encapsulated_pdf(
         pdf,
         ordered,
         context,
         content_digest=analysis_digest(findings, identity, eligibility_reasons),
-        series_description=PDF_UNVALIDATED_SERIES_DESCRIPTION if banner_text(findings) else PDF_SERIES_DESCRIPTION,
+        series_description=PDF_UNVALIDATED_SERIES_DESCRIPTION if banner else PDF_SERIES_DESCRIPTION,
     )
-    return ReportSet(sr=sr, seg=seg, pdf=pdf, pdf_dicom=pdf_dicom)
+    digest = analysis_digest(findings, identity)
+    sources = key_image_sources(findings, key_images, by_uid)
+    sc = build_key_image_sc(findings, identity, key_images, sources, context, digest)
+    kos = build_key_object_selection(sc, sources, identity, context, digest, banner)
+    return ReportSet(sr=sr, seg=seg, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=kos)
 
 
 def build_not_analysable(
@@ -193,7 +220,8 @@ def build_not_analysable(
     covered, unreadable pixels, ...), the radiologist in PACS must see that the scan was seen
     and why no numbers follow.  This builds an SR (TID 1500 with the coded statement "Series
     not analysable" and each reason as text, every source instance as evidence), a one-page
-    PDF and its Encapsulated PDF; there is no SEG.
+    PDF and its Encapsulated PDF, and a Secondary Capture picture of the reasons; there is no
+    SEG and no Key Object Selection.
 
     Parameters
     ----------
@@ -213,7 +241,7 @@ def build_not_analysable(
     Returns
     -------
     ReportSet
-        With ``seg`` None (``ReportSet.write`` then removes a stale ``seg.dcm``).
+        With ``seg`` and ``kos`` None (``ReportSet.write`` then removes stale files of them).
 
     Raises
     ------
@@ -223,11 +251,9 @@ def build_not_analysable(
     """
     sr = build_not_analysable_sr(source_headers, context, reasons, pipeline_version, predecessors=predecessors)
     pdf = build_not_analysable_pdf(source_headers, context, reasons, pipeline_version)
+    digest = not_analysable_digest(source_headers, check_reasons(reasons), pipeline_version)
     pdf_dicom = build_encapsulated_pdf(
-        pdf,
-        source_headers,
-        context,
-        content_digest=not_analysable_digest(source_headers, check_reasons(reasons), pipeline_version),
-        series_description=NOT_ANALYSABLE_SERIES_DESCRIPTION,
+        pdf, source_headers, context, content_digest=digest, series_description=NOT_ANALYSABLE_SERIES_DESCRIPTION
     )
-    return ReportSet(sr=sr, seg=None, pdf=pdf, pdf_dicom=pdf_dicom)
+    sc = build_not_analysed_sc(source_headers[0], check_reasons(reasons), context, digest)
+    return ReportSet(sr=sr, seg=None, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=None)

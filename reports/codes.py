@@ -92,6 +92,7 @@ __all__ = [
     "METHOD_DEFINITION",
     "MIDDLE_ZONE_OF_LUNG",
     "MODEL_DESCRIPTION",
+    "MODEL_NOT_RUN",
     "MODEL_OUTPUT_NOTE",
     "MODEL_RUN_STATUS",
     "MODEL_STATUS_VALUES",
@@ -335,6 +336,9 @@ MEASUREMENT_NOT_AVAILABLE = Code("MEASNA", PRIVATE_SCHEME, "Measurement not avai
 #: A learned value the plausibility gate withheld (``Findings.withheld``), with the reason as text.
 VALUE_WITHHELD = Code("WITHHELD", PRIVATE_SCHEME, "Implausible value withheld")
 MODEL_RUN_STATUS = Code("MODELSTATUS", PRIVATE_SCHEME, "Model run status")
+#: A model that did not run, named in words with its reason: below the report-level coded
+#: :data:`MODEL_RUN_STATUS` of its status, so that models without a result need no group.
+MODEL_NOT_RUN = Code("MODELNOTRUN", PRIVATE_SCHEME, "Model not run")
 #: What a model is, in a sentence (``ModelRun.description``): not its run status.
 MODEL_DESCRIPTION = Code("MODELDESC", PRIVATE_SCHEME, "Model description")
 #: What a model's outputs mean or lack (the STOIC2021 ensemble's notes): not its run status.

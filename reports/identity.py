@@ -11,7 +11,9 @@
   :func:`identity_source` (the first slice of the volume).
 * :func:`model_statement` and :func:`banner_text` put every model's status and provenance
   (``ModelRun.provenance``, set by the pipeline; never inferred here) into words that SR, PDF
-  and API show verbatim.
+  and API show verbatim; :func:`model_words` and :func:`model_label` name a model the same way
+  in the PDF and the SR, and :func:`is_stoic_member` says which runs the STOIC2021 ensemble
+  reports for.
 * :func:`validate_findings` checks everything a report shows before any object is built.
 
 Placement and UIDs
@@ -72,7 +74,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
@@ -113,20 +115,23 @@ __all__ = [
     "format_person_name",
     "identity_source",
     "index_source_headers",
+    "is_stoic_member",
     "model_display_name",
+    "model_label",
     "model_statement",
+    "model_words",
     "not_analysable_digest",
     "validate_findings",
 ]
 
-OutputKind = Literal["sr", "seg", "pdf"]
+OutputKind = Literal["sr", "seg", "pdf", "sc", "kos"]
 UidPart = Literal["series", "instance"]
 
 #: Specific Character Set of every object we write (UTF-8, PS3.3 C.12.1.1.2), whatever the
 #: source used, so that names and free-text reasons in any script survive.
 OUTPUT_CHARACTER_SET = "ISO_IR 192"
 
-_KINDS: frozenset[str] = frozenset({"sr", "seg", "pdf"})
+_KINDS: frozenset[str] = frozenset(get_args(OutputKind))
 _PARTS: frozenset[str] = frozenset({"series", "instance"})
 _UID_PREFIX = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.$")
 
@@ -188,6 +193,9 @@ _DISPLAY_NAMES: Mapping[str, str] = {
     "i3dr": "I3Dr",
     "severity": "CT severity score",
 }
+#: Words for the learned segmentation models that :func:`model_display_name` leaves under their
+#: registry names (the outputs' models have human names there).
+_SEGMENTATION_WORDS: Mapping[str, str] = {"lobes": "lobe segmentation", "lesions": "lesion segmentation"}
 #: Model status (``ModelRun.status``) in words.
 STATUS_WORDS: Mapping[str, str] = {
     "ran": "ran",
@@ -224,8 +232,9 @@ class ReportContext:
     station_name : str
         Configured device name; also the Device Observer Name of the SR (TID 1004) and the
         seed of :attr:`device_observer_uid`.
-    sr_series_number, seg_series_number, pdf_series_number : int
-        Series Number (0020,0011) of the SR, SEG and encapsulated-PDF series.
+    sr_series_number, seg_series_number, pdf_series_number, sc_series_number, kos_series_number : int
+        Series Number (0020,0011) of the SR, SEG, encapsulated-PDF, key-image Secondary Capture
+        and Key Object Selection series.
     uid_prefix : str or None
         Organisation root for generated UIDs (ending in "."); pydicom's root when None.
     """
@@ -239,6 +248,8 @@ class ReportContext:
     sr_series_number: int = 9901
     seg_series_number: int = 9902
     pdf_series_number: int = 9903
+    sc_series_number: int = 9904
+    kos_series_number: int = 9905
     uid_prefix: str | None = None
 
     def __post_init__(self) -> None:
@@ -250,11 +261,17 @@ class ReportContext:
             _check_lo("institution_name", self.institution_name)
         if not self.station_name.strip() or len(self.station_name) > 16:
             raise ValueError(f"station_name must be 1-16 characters (SH), got {self.station_name!r}")
-        numbers = (self.sr_series_number, self.seg_series_number, self.pdf_series_number)
+        numbers = (
+            self.sr_series_number,
+            self.seg_series_number,
+            self.pdf_series_number,
+            self.sc_series_number,
+            self.kos_series_number,
+        )
         if any(n < 1 or n > 2**31 - 1 for n in numbers):
             raise ValueError(f"series numbers must be positive 32-bit integers, got {numbers}")
         if len(set(numbers)) != len(numbers):
-            raise ValueError(f"SR, SEG and PDF series numbers must differ, got {numbers}")
+            raise ValueError(f"SR, SEG, PDF, SC and KOS series numbers must differ, got {numbers}")
         if self.uid_prefix is not None and (not _UID_PREFIX.match(self.uid_prefix) or len(self.uid_prefix) > 40):
             raise ValueError(f"uid_prefix must look like '1.2.3.' (at most 40 characters), got {self.uid_prefix!r}")
 
@@ -278,7 +295,7 @@ class ReportContext:
         ----------
         content_digest : str
             :func:`analysis_digest` or :func:`not_analysable_digest` of the content.
-        kind : {"sr", "seg", "pdf"}
+        kind : {"sr", "seg", "pdf", "sc", "kos"}
             Which output.
         part : {"series", "instance"}
             Series Instance UID (0020,000E) or SOP Instance UID (0008,0018).
@@ -526,6 +543,26 @@ def model_display_name(run: ModelRun) -> str:
         if run.name.lower().startswith(key):
             return display
     return run.name
+
+
+def model_words(run: ModelRun) -> str:
+    """A model in the words a reader knows it by ("lobe segmentation", "CO-RADS"), the same in PDF and SR."""
+    return _SEGMENTATION_WORDS.get(run.name, model_display_name(run))
+
+
+def model_label(run: ModelRun) -> str:
+    """:func:`model_words` with the registry name in brackets when they differ ("CO-RADS (corads)"), so
+    that two STOIC2021 members, both "STOIC2021" in words, stay apart and an administrator finds the
+    model the install command names."""
+    words = model_words(run)
+    return run.name if words == run.name else f"{words} ({run.name})"
+
+
+def is_stoic_member(findings: Findings, name: str) -> bool:
+    """A STOIC2021 ensemble member while the ensemble has a record.  The ensemble reports for it (its
+    reason names every member that did not run and why): the PDF in the ensemble's line and member
+    table, the SR under the ensemble's item, so neither lists such a member as a model of its own."""
+    return name.startswith("stoic_") and "stoic" in findings.models
 
 
 def model_statement(run: ModelRun) -> str:

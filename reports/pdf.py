@@ -55,10 +55,11 @@ from reports.identity import (
     format_person_name,
     identity_source,
     index_source_headers,
-    model_display_name,
+    is_stoic_member,
+    model_words,
     validate_findings,
 )
-from reports.keyimages import png_bytes, render_key_images
+from reports.keyimages import KeyImage, png_bytes, render_key_images
 from reports.pdf_layout import (
     FONT,
     FONT_BOLD,
@@ -181,10 +182,10 @@ def _legend(entries: Sequence[tuple[str, tuple[int, int, int]]], styles: dict[st
     return legend
 
 
-def _key_images(findings: Findings, styles: dict[str, ParagraphStyle]) -> list[Any]:
+def _key_images(key_images: Sequence[KeyImage], styles: dict[str, ParagraphStyle]) -> list[Any]:
     """The key images two per row, each with its caption and its own colour key below it."""
     cells: list[list[Any]] = []
-    for key in render_key_images(findings):
+    for key in key_images:
         w, h = key.image.size
         width = min(_KEY_IMAGE_SIDE, _KEY_IMAGE_SIDE * w / h)
         picture = Image(io.BytesIO(png_bytes(key.image)), width=width, height=width * h / w)
@@ -502,9 +503,6 @@ def _red(text: str) -> str:
     return f'<font color="#C62828">{text}</font>'
 
 
-#: Words for the learned segmentation models that :func:`reports.identity.model_display_name`
-#: leaves under their registry names (the outputs' models have human names there).
-_SEGMENTATION_WORDS = {"lobes": "lobe segmentation", "lesions": "lesion segmentation"}
 #: Why a model did not run, in the words of the not-run line (None: no run record at all).
 _NOT_RUN_WORDS: dict[str | None, str] = {
     "not_installed": "not installed at this site",
@@ -513,15 +511,6 @@ _NOT_RUN_WORDS: dict[str | None, str] = {
     None: "not computed",
 }
 _NO_WEIGHTS = "no weights installed"
-
-
-def _model_words(run: ModelRun) -> str:
-    return _SEGMENTATION_WORDS.get(run.name, model_display_name(run))
-
-
-def _is_stoic_member(findings: Findings, name: str) -> bool:
-    """A STOIC2021 ensemble member: reported by the ensemble's line and its member table, not on its own."""
-    return name.startswith("stoic_") and "stoic" in findings.models
 
 
 def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: Text) -> str:
@@ -533,12 +522,12 @@ def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: 
     """
     groups: dict[str, list[str]] = {}
     for run in findings.models.values():
-        if run.status == "ran" or _is_stoic_member(findings, run.name):
+        if run.status == "ran" or is_stoic_member(findings, run.name):
             continue
         reason = _plain_reason(run.reason) or "no reason given"
         if run.status == "not_installed" and reason.startswith(_NO_WEIGHTS):
             reason = _NO_WEIGHTS
-        groups.setdefault(f"{_NOT_RUN_WORDS[run.status]} ({reason})", []).append(_model_words(run))
+        groups.setdefault(f"{_NOT_RUN_WORDS[run.status]} ({reason})", []).append(model_words(run))
     for output, why in missing:
         groups.setdefault(f"{_NOT_RUN_WORDS[None]} ({why})", []).append(output)
     if not groups:
@@ -744,7 +733,7 @@ def _technical_page(findings: Findings, text: Text, styles: dict[str, ParagraphS
 
 def _model_cell(run: ModelRun, text: Text) -> str:
     """A model's words over its registry name (the name alone when it has no other words)."""
-    words = _model_words(run)
+    words = model_words(run)
     if words == run.name:
         return text.markup(run.name)
     return f"{text.markup(words)}<br/>({text.markup(run.name)})"
@@ -830,6 +819,7 @@ def build_pdf(
     eligibility_reasons: Sequence[str] = (),
     *,
     compress: bool = True,
+    key_images: Sequence[KeyImage] | None = None,
 ) -> bytes:
     """Render the PDF report.
 
@@ -845,6 +835,9 @@ def build_pdf(
         Notes from the eligibility check, printed under "Eligibility notes".
     compress : bool
         Compress page content streams (False keeps the text greppable, for tests).
+    key_images : sequence of KeyImage or None
+        The key images of ``findings`` when the caller has rendered them already (the key-image
+        Secondary Capture shows the same ones); rendered here when None.
 
     Returns
     -------
@@ -872,7 +865,7 @@ def build_pdf(
     story += _qualitybox(findings, text, styles)
     story += findings_block(findings, text, styles)
     story += _summary(findings, text, styles)
-    story += _key_images(findings, styles)
+    story += _key_images(render_key_images(findings) if key_images is None else key_images, styles)
     if reasons:
         story.append(Paragraph("Eligibility notes", styles["h2"]))
         story += [Paragraph(f"&bull; {text.markup(reason)}", styles["body"]) for reason in reasons]

@@ -34,21 +34,10 @@ from models.findings import (
     ZoneScore,
 )
 from reports.pdf_layout import GRID, NOT_AVAILABLE, Text, dicom_date, fmt, region_label
-from reports.precision import HEADLINE_DIGITS
+from reports.precision import HEADLINE_WORDS, headline_change, headline_value
 
-__all__ = ["HEADLINE_WORDS", "findings_block", "zone_table"]
+__all__ = ["findings_block", "zone_table"]
 
-#: Each headline number in words, its unit and the unit of a change of it (a change of a
-#: percentage is in percentage points); both are printed with :data:`reports.precision.HEADLINE_DIGITS`.
-HEADLINE_WORDS: Mapping[str, tuple[str, str, str]] = {
-    "lung_volume_ml": ("Lung volume", "mL", "mL"),
-    "well_aerated_pct": ("Well-aerated lung (-950 to -700 HU)", "%", "%-points"),
-    "zone_score_total": ("Weight-free density-based zone score", "/ 30", "points"),
-    "laa950_pct": ("Low attenuation below -950 HU (LAA-950)", "%", "%-points"),
-    "perc15_hu": ("15th percentile of attenuation (Perc15)", "HU", "HU"),
-    "lung_mass_g": ("Lung mass", "g", "g"),
-}
-assert set(HEADLINE_WORDS) == set(HEADLINE_KEYS)
 #: The bands in a few words, for a sentence (their full labels are DENSITY_BAND_LABELS).
 _BAND_WORDS: Mapping[str, str] = {
     "emphysema": "emphysema-like",
@@ -71,15 +60,11 @@ def _band_heading(band: str) -> str:
 
 
 def _value(key: str, value: float | None) -> str:
-    _, unit, _ = HEADLINE_WORDS[key]
-    digits = HEADLINE_DIGITS[key]
-    return NOT_AVAILABLE if value is None else f"{value:.{digits}f} {unit}"
+    return headline_value(key, value, NOT_AVAILABLE)
 
 
 def _signed(key: str, value: float | None) -> str:
-    _, _, unit = HEADLINE_WORDS[key]
-    digits = HEADLINE_DIGITS[key]
-    return NOT_AVAILABLE if value is None else f"{value:+.{digits}f} {unit}"
+    return headline_change(key, value, NOT_AVAILABLE)
 
 
 def _reference(findings: Findings, key: str, d: Densitometry | None) -> str:

@@ -26,14 +26,23 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
   prints it; result.json keeps full precision.
 * The weight-free zone, summary and follow-up groups and the acquisition statements (issue 15):
   see :mod:`reports.sr_quantitative`.
-* **One measurement group per model** (tracking identifier ``"model <name>"``), for every entry
-  of ``Findings.models``: TID 4019 name, version and, as parameters, provenance, weights
-  SHA-256 and origin; coded run status and coded provenance with its words; the CO-RADS
-  category (coded) and ensemble score, or the STOIC2021 probabilities; the reasons of withheld
-  values; the reason in words.  A model that did not run is thus stated, never silently absent.
+* **One measurement group per model that ran** (tracking identifier ``"model <name>"``): TID
+  4019 name, version and, as parameters, provenance, weights SHA-256 and origin; coded run status
+  and coded provenance with its words; the CO-RADS category (coded) and ensemble score, or the
+  STOIC2021 probabilities (with the members that did not run, see below); the reasons of withheld
+  values; the reason in words.
 * The report-level "Qualitative Evaluations" container (TID 1500 rows 12-14): what the software
   is, that it is decision support, the UNVALIDATED banner when any output is unvalidated, the
-  lung-mask quality gate with its reasons, pipeline warnings, and the acquisition.
+  lung-mask quality gate with its reasons, **the models that did not run**, pipeline warnings,
+  and the acquisition.  The models that did not run are one coded "Model run status" item per
+  status ("Model not installed, no result", "Model skipped, no result", "Model failed, no
+  result"), each with one "Model not run" text per model below it (HAS PROPERTIES) naming the
+  model in the PDF's words with its registry name and the reason of its record verbatim, e.g.
+  "CO-RADS (corads): no weights installed; install with `lungcds models install`".  A PACS or
+  OHIF SR viewer lists measurement groups; a group per model without a result would list a dozen
+  near-empty ones on a fresh install, so such a model is stated once here, never silently absent.
+  The STOIC2021 members that did not run are stated by their ensemble, as in the PDF (see
+  :func:`_member_items`).
 
 highdicom 0.28 does not model two things, which are added with highdicom's own content-item
 classes: free-text qualitative evaluations inside a group (TID 1501 row 12 / TID 1411 row 15)
@@ -56,18 +65,17 @@ from highdicom.sr import (
     ContainerContentItem,
     ContentItem,
     ContentSequence,
-    DeviceObserverIdentifyingAttributes,
     FindingSite,
     LanguageOfContentItemAndDescendants,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
     ObservationContext,
-    ObserverContext,
     QualitativeEvaluation,
     ReferencedSegment,
     RelationshipTypeValues,
     SourceSeriesForSegmentation,
+    TextContentItem,
     VolumetricROIMeasurementsAndQualitativeEvaluations,
 )
 from pydicom import Dataset
@@ -79,6 +87,7 @@ from models.findings import MODEL_OUTPUTS, REGION_NAMES, Findings, ModelRun
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
+    STATUS_WORDS,
     ReportContext,
     analysis_digest,
     banner_text,
@@ -87,7 +96,9 @@ from reports.identity import (
     evidence_headers,
     identity_source,
     index_source_headers,
+    is_stoic_member,
     model_display_name,
+    model_label,
     model_statement,
     not_analysable_digest,
     validate_findings,
@@ -98,6 +109,7 @@ from reports.sr_content import (
     GroupContent,
     add_texts,
     code_item,
+    device_observer,
     region_densitometry,
     run_algorithm,
     text_item,
@@ -132,6 +144,8 @@ SR_UNVALIDATED_SERIES_DESCRIPTION = "lungcds measurements UNVALIDATED - not for 
 NOT_ANALYSABLE_SERIES_DESCRIPTION = "lungcds: series not analysable, no results"
 #: UID root of the SR Storage SOP classes (PS3.4 B.5), for checking predecessor documents.
 _SR_CLASS_ROOT = "1.2.840.10008.5.1.4.1.1.88."
+#: The statuses of a model without a result, in the order their summaries are listed.
+_NOT_RUN_STATUSES = tuple(status for status in codes.MODEL_STATUS_VALUES if status != "ran")
 
 
 def model_tracking_identifier(name: str) -> str:
@@ -276,9 +290,75 @@ def _probabilities(
     ]
 
 
+def _not_run_text(run: ModelRun, *, with_status: bool = False) -> str:
+    """A model without a result in words: its label (:func:`reports.identity.model_label`) and the
+    reason of its record verbatim; ``with_status`` adds the status in words where no coded status
+    is the parent item (a STOIC2021 member under its ensemble)."""
+    status = f", {STATUS_WORDS[run.status]}" if with_status else ""
+    return f"{model_label(run)}{status}: {run.reason or 'no reason given'}"
+
+
+def _with_children(item: ContentItem, children: Sequence[ContentItem]) -> ContentItem:
+    """``item`` with ``children`` as its content items (none: left a leaf, as the IOD wants no empty sequence)."""
+    if children:
+        item.ContentSequence = ContentSequence(children)
+    return item
+
+
+def _member_items(run: ModelRun, findings: Findings, relationship: RelationshipTypeValues) -> list[TextContentItem]:
+    """The STOIC2021 members that did not run, as "Model not run" texts with their status, when ``run``
+    is the ensemble (none for another model).
+
+    They are stated by the ensemble, as the PDF does (:func:`reports.identity.is_stoic_member`: its
+    not-run line leaves them out because the ensemble's line and member table cover them): below the
+    ensemble's own text when it did not run (HAS PROPERTIES), else in its measurement group next to
+    its probabilities (CONTAINS).  A member's status can differ from the ensemble's, so the text says it.
+    """
+    if run.name != "stoic":
+        return []
+    return [
+        TextContentItem(
+            name=codes.MODEL_NOT_RUN,
+            value=_not_run_text(member, with_status=True),
+            relationship_type=relationship,
+        )
+        for member in findings.models.values()
+        if member.status != "ran" and is_stoic_member(findings, member.name)
+    ]
+
+
+def _not_run_summaries(findings: Findings) -> list[ContentItem]:
+    """One coded "Model run status" per status of the models that did not run, each model below it
+    as a "Model not run" text (HAS PROPERTIES; :func:`_not_run_text`), with the ensemble's members
+    below the ensemble (:func:`_member_items`).
+
+    One coded item per status, not a group per model: an SR viewer lists every measurement group,
+    and a model without a result has nothing to measure.
+    """
+    summaries: list[ContentItem] = []
+    for status in _NOT_RUN_STATUSES:
+        texts = [
+            _with_children(
+                TextContentItem(
+                    name=codes.MODEL_NOT_RUN,
+                    value=_not_run_text(run),
+                    relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
+                ),
+                _member_items(run, findings, RelationshipTypeValues.HAS_PROPERTIES),
+            )
+            for run in findings.models.values()
+            if run.status == status and not is_stoic_member(findings, run.name)
+        ]
+        if texts:
+            summaries.append(
+                _with_children(code_item(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[status]), texts)
+            )
+    return summaries
+
+
 def _model_group(run: ModelRun, findings: Findings, context: ReportContext, series_uid: str) -> Group:
-    """TID 1501 group of one model: identity, coded status and provenance, patient-level outputs,
-    and the reasons of its withheld values."""
+    """TID 1501 group of one model that ran: identity, coded status and provenance, patient-level
+    outputs, the ensemble's members that did not run, and the reasons of its withheld values."""
     content = GroupContent()
     content.coded.append(QualitativeEvaluation(codes.MODEL_RUN_STATUS, codes.MODEL_STATUS_VALUES[run.status]))
     content.texts.append(text_item(codes.MODEL_RUN_STATUS, model_statement(run)))
@@ -293,9 +373,10 @@ def _model_group(run: ModelRun, findings: Findings, context: ReportContext, seri
     if run.name == "stoic" and stoic is not None:
         content.measurements += _probabilities(stoic.p_covid, stoic.p_severe, algorithm)
         content.texts += [text_item(codes.MODEL_OUTPUT_NOTE, note) for note in stoic.notes]
-    elif stoic is not None and run.status == "ran" and run.name in stoic.members:
+    elif stoic is not None and run.name in stoic.members:
         member = stoic.members[run.name]
         content.measurements += _probabilities(member.get("p_covid"), member.get("p_severe"), algorithm)
+    content.texts += _member_items(run, findings, RelationshipTypeValues.CONTAINS)
     if run.name in MODEL_OUTPUTS:
         content.withheld(w.reason for w in findings.withheld_values(run.name))
     else:
@@ -327,7 +408,8 @@ def _qualitative_container(items: Sequence[ContentItem]) -> ContainerContentItem
 
 
 def _report_statements(findings: Findings) -> ContainerContentItem:
-    """The report-level statements: what this is, the UNVALIDATED banner, quality gate, warnings."""
+    """The report-level statements: what this is, the UNVALIDATED banner, quality gate, the models that
+    did not run (:func:`_not_run_summaries`), warnings, acquisition."""
     items: list[ContentItem] = [
         text_item(codes.DECISION_SUPPORT, codes.DECISION_SUPPORT_STATEMENT),
         text_item(codes.DECISION_SUPPORT, codes.SOFTWARE_STATEMENT),
@@ -347,6 +429,7 @@ def _report_statements(findings: Findings) -> ContainerContentItem:
         verdict = codes.QUALITY_PLAUSIBLE if quality.plausible else codes.QUALITY_IMPLAUSIBLE
         items.append(code_item(codes.LUNG_MASK_QUALITY, verdict))
         items += [text_item(codes.QUALITY_FINDING, reason) for reason in quality.reasons]
+    items += _not_run_summaries(findings)
     items += [text_item(codes.PIPELINE_WARNING, warning) for warning in findings.warnings]
     if findings.acquisition is not None:
         items += acquisition_items(findings.acquisition)
@@ -355,17 +438,7 @@ def _report_statements(findings: Findings) -> ContainerContentItem:
 
 def _observation_context(context: ReportContext) -> ObservationContext:
     """TID 1001 with the lungcds device as observer (TID 1004)."""
-    observer = ObserverContext(
-        observer_type=dcm_codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=context.device_observer_uid,
-            name=context.station_name,
-            manufacturer_name=context.manufacturer,
-            model_name=context.manufacturer_model_name,
-            serial_number=context.device_serial_number,
-        ),
-    )
-    return ObservationContext(observer_device_context=observer)
+    return ObservationContext(observer_device_context=device_observer(context))
 
 
 def _document(
@@ -462,7 +535,7 @@ def build_sr(
         :func:`reports.identity.index_source_headers`), a densitometry or follow-up number is
         not finite or a zone score out of range, the follow-up's prior is of the source study,
         ``seg`` belongs to another study or series, a predecessor is not an SR of the source
-        study, or there is nothing to report (no region and no model).
+        study, or there is nothing to report (no region and no model that ran).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
@@ -481,9 +554,11 @@ def build_sr(
         groups.append(summary_group(findings, d, context, series_uid))
     if findings.followup is not None:
         groups.append(followup_group(findings, findings.followup, context, series_uid))
-    groups += [_model_group(run, findings, context, series_uid) for run in findings.models.values()]
+    groups += [
+        _model_group(run, findings, context, series_uid) for run in findings.models.values() if run.status == "ran"
+    ]
     if not groups:
-        raise ValueError("findings hold no measurement and no model: nothing to report")
+        raise ValueError("findings hold no measurement and no model that ran: nothing to report")
 
     report = MeasurementReport(
         observation_context=_observation_context(context),

@@ -21,14 +21,17 @@ from typing import NamedTuple
 from highdicom.sr import (
     AlgorithmIdentification,
     CodeContentItem,
+    DeviceObserverIdentifyingAttributes,
     Measurement,
     MeasurementsAndQualitativeEvaluations,
+    ObserverContext,
     QualitativeEvaluation,
     RelationshipTypeValues,
     TextContentItem,
     TrackingIdentifier,
     VolumetricROIMeasurementsAndQualitativeEvaluations,
 )
+from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 
 from models.findings import DENSITY_BAND_LABELS, DENSITY_BANDS, UNVALIDATED_STATEMENTS, ModelRun, RegionMeasurements
@@ -43,6 +46,7 @@ __all__ = [
     "RegionMeasurement",
     "add_texts",
     "code_item",
+    "device_observer",
     "on_mask",
     "region_densitometry",
     "rounded",
@@ -50,6 +54,21 @@ __all__ = [
     "text_item",
     "tracking_identifier",
 ]
+
+
+def device_observer(context: ReportContext) -> ObserverContext:
+    """The lungcds device as observer (TID 1002 with TID 1004), the same in the SR and the KOS."""
+    return ObserverContext(
+        observer_type=dcm_codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=context.device_observer_uid,
+            name=context.station_name,
+            manufacturer_name=context.manufacturer,
+            model_name=context.manufacturer_model_name,
+            serial_number=context.device_serial_number,
+        ),
+    )
+
 
 #: A measurement group of the report: TID 1411 (referencing a SEG segment) or TID 1501.
 Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations

@@ -141,6 +141,10 @@ class OrthancPeer:
     def instance_file(self, orthanc_id: str) -> bytes:
         return self.http.get(f"/instances/{orthanc_id}/file").content
 
+    def instance_preview(self, orthanc_id: str) -> httpx.Response:
+        """Orthanc's rendering of an image instance (PNG), as its web viewer shows it."""
+        return self.http.get(f"/instances/{orthanc_id}/preview")
+
     def instance_tags(self, orthanc_id: str) -> dict[str, Any]:
         tags: dict[str, Any] = self.http.get(f"/instances/{orthanc_id}/simplified-tags").json()
         return tags

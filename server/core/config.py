@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # torch and the networks load only where models run, not with
 __all__ = ["Settings", "load_settings", "OUTPUT_KINDS"]
 
 #: Report objects a destination can receive: the SR, the SEG and the encapsulated PDF.
-OUTPUT_KINDS: tuple[str, ...] = ("sr", "seg", "pdf")
+OUTPUT_KINDS: tuple[str, ...] = ("sr", "seg", "pdf", "sc", "kos")
 
 CommaList = Annotated[list[str], NoDecode]
 _STOIC_FIELDS = ("stoic_covid_members", "stoic_severe_members")
@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     )
     destination_outputs: dict[str, list[str]] = Field(
         default_factory=dict,
-        description='Per destination AE title, the outputs it receives, e.g. {"PACS": ["sr", "pdf"]}; default all',
+        description=(
+            'Per destination AE title, the outputs it receives, e.g. {"PACS": ["sr", "pdf"]}; default all: '
+            "sr, seg, pdf (encapsulated), sc (key-image Secondary Capture), kos (Key Object Selection)"
+        ),
     )
     max_slice_thickness_mm: float = Field(3.0, gt=0)
     series_idle_seconds: float = Field(60.0, gt=0)

@@ -2,7 +2,9 @@
 
 Shared by the Celery task and the offline ``lungcds analyze`` command so that both produce
 exactly the same outputs.  The output folder receives ``result.json``, ``sr.dcm``, ``seg.dcm``
-(when a mask exists), ``report.pdf`` and ``report_pdf.dcm`` (architecture spec, contracts).
+(when a mask exists), ``report.pdf``, ``report_pdf.dcm`` (architecture spec, contracts), the
+key-image Secondary Capture ``key_images_sc.dcm`` and, for an analysis, the Key Object Selection
+``key_objects.dcm``.
 
 When the folder already holds an earlier analysis of the same series whose objects have other
 UIDs (the content changed: more slices, another pipeline version, other weights; see
@@ -33,7 +35,16 @@ from models.qct.followup import with_followup
 from models.registry import MODEL_SPECS
 from models.runtime import ModelProvider
 from models.volume import VolumeError, load_series, patient_context
-from reports.bundle import PDF_DICOM_FILE, SEG_FILE, SR_FILE, ReportSet, build_not_analysable, build_reports
+from reports.bundle import (
+    KOS_FILE,
+    PDF_DICOM_FILE,
+    SC_FILE,
+    SEG_FILE,
+    SR_FILE,
+    ReportSet,
+    build_not_analysable,
+    build_reports,
+)
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
 
@@ -121,7 +132,13 @@ def report_context(ae_title: str) -> ReportContext:
 
 
 def _dicom_outputs(reports: ReportSet, written: dict[str, Path]) -> list[DicomOutput]:
-    objects = (("sr", SR_FILE, reports.sr), ("seg", SEG_FILE, reports.seg), ("pdf", PDF_DICOM_FILE, reports.pdf_dicom))
+    objects = (
+        ("sr", SR_FILE, reports.sr),
+        ("seg", SEG_FILE, reports.seg),
+        ("pdf", PDF_DICOM_FILE, reports.pdf_dicom),
+        ("sc", SC_FILE, reports.sc),
+        ("kos", KOS_FILE, reports.kos),
+    )
     return [
         DicomOutput(kind, written[name], str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
         for kind, name, ds in objects

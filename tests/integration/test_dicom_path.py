@@ -1,4 +1,5 @@
-"""The DICOM path end to end: DCMTK storescu → lungcds → Orthanc, checked with dciodvfy.
+"""The DICOM path end to end: DCMTK storescu → lungcds → Orthanc, checked with dciodvfy and Orthanc's
+own rendering of the key-image Secondary Capture.
 
 These tests start real processes: Orthanc as the PACS, our ``lungcds serve`` (embedded mode:
 SQLite + in-process Celery worker on the SQLite broker) and DCMTK's ``storescu`` as the
@@ -8,11 +9,13 @@ modality.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import PIL.Image
 import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
@@ -36,6 +39,9 @@ S3 = "lung-dx-a0001-chest-5mm-s3"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 PDF_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
+OUTPUT_CLASSES = {"sr": SR_CLASS, "seg": SEG_CLASS, "pdf": PDF_CLASS, "sc": SC_CLASS, "kos": KOS_CLASS}
 
 
 def _files(folder: Path) -> list[Path]:
@@ -63,7 +69,7 @@ def default_server(tmp_path: Path) -> Iterator[LungcdsProcess]:
     server.stop()
 
 
-def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
+def test_two_real_series_sent_at_once_come_back_as_every_output_in_orthanc(
     ct_dir: Path, orthanc: OrthancPeer, relaxed_server: LungcdsProcess, tmp_path: Path
 ) -> None:
     folders = [ct_dir / S2, ct_dir / S3]
@@ -80,7 +86,7 @@ def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
         assert job["attempts"] == 1 and job["revision"] == 1, "processed once"
         assert series["instance_count"] == 64 and series["completion_trigger"] == "association released"
         kinds = {d["kind"] for d in job["deliveries"]}
-        assert kinds == {"sr", "seg", "pdf"}
+        assert kinds == {"sr", "seg", "pdf", "sc", "kos"}
 
         with relaxed_server.api as client:
             result = client.get(f"/series/{uid}/result").json()
@@ -92,7 +98,7 @@ def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
         assert result["models"]["corads"]["status"] == "not_installed"
 
         source_study = str(pydicom.dcmread(_files(folder)[0], stop_before_pixels=True).StudyInstanceUID)
-        for kind, sop_class in (("sr", SR_CLASS), ("seg", SEG_CLASS), ("pdf", PDF_CLASS)):
+        for kind, sop_class in OUTPUT_CLASSES.items():
             sop_uid = next(d["sop_instance_uid"] for d in job["deliveries"] if d["kind"] == kind)
             found = [r for r in orthanc.lookup(sop_uid) if r["Type"] == "Instance"]
             assert len(found) == 1, f"{kind} {sop_uid} not in Orthanc"
@@ -102,6 +108,12 @@ def test_two_real_series_sent_at_once_come_back_as_sr_seg_and_pdf_in_orthanc(
             path = tmp_path / f"{uid}-{kind}.dcm"
             path.write_bytes(orthanc.instance_file(found[0]["ID"]))
             assert dciodvfy_errors(path) == [], f"dciodvfy errors in the {kind} stored in Orthanc"
+            if kind == "sc":
+                preview = orthanc.instance_preview(found[0]["ID"])
+                assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+                shown = PIL.Image.open(io.BytesIO(preview.content))
+                stored = pydicom.dcmread(path)
+                assert shown.size == (stored.Columns, stored.Rows) and shown.mode == "RGB"
     print(f"\nlast slice sent → both series' SR and PDF in Orthanc: {time.monotonic() - last_slice_sent:.1f} s")
 
 

@@ -117,7 +117,7 @@ def test_a_worker_child_killed_mid_analysis_completes_once(
         series = wait_for(lambda: server.delivered(uid), 900, 1.0, "the analysis taken over and delivered")
         assert series["job"]["attempts"] == 2
         deliveries = series["job"]["deliveries"]
-        assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"], "one set of reports"
+        assert sorted(d["kind"] for d in deliveries) == ["kos", "pdf", "sc", "seg", "sr"], "one set of reports"
         for delivery in deliveries:
             assert len([r for r in orthanc.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]) == 1
         engine = create_engine(postgres_url)

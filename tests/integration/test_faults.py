@@ -55,7 +55,7 @@ def test_reports_wait_for_the_pacs_and_arrive_once(ct_dir: Path, tmp_path: Path)
             return deliveries if deliveries and all(d["state"] == "sent" for d in deliveries) else None
 
         deliveries = wait_for(sent, 300, 1.0, "delivery after the PACS returned")
-        assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"]
+        assert sorted(d["kind"] for d in deliveries) == ["kos", "pdf", "sc", "seg", "sr"]
         for delivery in deliveries:
             instances = [r for r in pacs.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]
             assert len(instances) == 1, "stored once, not doubled by the retries"

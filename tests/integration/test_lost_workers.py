@@ -57,7 +57,7 @@ def _events(database_url: str, kind: str) -> list[tuple[datetime, dict[str, Any]
 
 def _one_set_in_the_pacs(series: dict[str, Any], orthanc: OrthancPeer) -> None:
     deliveries = series["job"]["deliveries"]
-    assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"], "one set of reports"
+    assert sorted(d["kind"] for d in deliveries) == ["kos", "pdf", "sc", "seg", "sr"], "one set of reports"
     for delivery in deliveries:
         assert len([r for r in orthanc.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]) == 1
     assert int(orthanc.http.get("/statistics").json()["CountInstances"]) == 3

@@ -159,7 +159,7 @@ def test_every_report_object_carries_the_identity_of_its_source_images(
 
     series = wait_for(lambda: server.delivered(series_uid), 600, 1.0, "the reports in the PACS")
     deliveries = series["job"]["deliveries"]
-    assert sorted(d["kind"] for d in deliveries) == ["pdf", "seg", "sr"]
+    assert sorted(d["kind"] for d in deliveries) == ["kos", "pdf", "sc", "seg", "sr"]
     expected = {tag: str(source.get(tag, "") or "") for tag in IDENTITY_KEYWORDS}
     for delivery in deliveries:
         found = [r for r in orthanc.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]

@@ -617,6 +617,46 @@ def report_statements(sr: Dataset) -> list[tuple[str, str]]:
     return out
 
 
+def model_groups(sr: Dataset) -> list[str]:
+    """Tracking identifiers of the model groups ("model <name>"), in document order."""
+    return [name for name in map(_tracking_identifier, measurement_groups(sr)) if name.startswith("model ")]
+
+
+def _not_run_texts(item: Dataset) -> list[Dataset]:
+    """The "Model not run" texts below ``item``, checked to be HAS PROPERTIES TEXT items of that concept."""
+    children = list(item.get("ContentSequence", []))
+    for child in children:
+        concept = _code_value(child, "ConceptNameCodeSequence")
+        assert (child.ValueType, child.RelationshipType, concept) == ("TEXT", "HAS PROPERTIES", "MODELNOTRUN")
+    return children
+
+
+def not_run_summaries(sr: Dataset) -> dict[str, dict[str, list[str]]]:
+    """The models that did not run, as the report-level container states them.
+
+    Coded "Model run status" value (e.g. "NOTINSTALLED") -> {text of each "Model not run" item below
+    it: texts of the items below that one (a STOIC2021 ensemble's members)}.  Asserts one coded item
+    per status and that every item below one is a HAS PROPERTIES "Model not run" text.
+    """
+    containers = [
+        item
+        for item in sr.ContentSequence
+        if item.ValueType == "CONTAINER" and _code_value(item, "ConceptNameCodeSequence") == "C0034375"
+    ]
+    (container,) = containers
+    out: dict[str, dict[str, list[str]]] = {}
+    for item in container.ContentSequence:
+        if item.ValueType != "CODE" or _code_value(item, "ConceptNameCodeSequence") != "MODELSTATUS":
+            continue
+        status = _code_value(item, "ConceptCodeSequence")
+        assert status not in out, f"two summaries of {status}"
+        out[status] = {
+            str(text.TextValue): [str(member.TextValue) for member in _not_run_texts(text)]
+            for text in _not_run_texts(item)
+        }
+    return out
+
+
 def expected_values(result: Mapping[str, Any]) -> list[SrValue]:
     """Every number of a result.json-like dict (``Findings.as_dict()``) as the SR should carry it.
 

@@ -13,13 +13,23 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from models.findings import Findings
-from reports.bundle import PDF_DICOM_FILE, PDF_FILE, SEG_FILE, SR_FILE, build_not_analysable, build_reports
+from reports.bundle import (
+    KOS_FILE,
+    PDF_DICOM_FILE,
+    PDF_FILE,
+    SC_FILE,
+    SEG_FILE,
+    SR_FILE,
+    build_not_analysable,
+    build_reports,
+)
 from reports.encapsulated_pdf import PDF_SERIES_DESCRIPTION, PDF_UNVALIDATED_SERIES_DESCRIPTION
 from reports.identity import ReportContext
+from reports.key_image_sc import NOT_ANALYSED_SC_SERIES_DESCRIPTION
 from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION
 from tests.reports.helpers import IDENTITY_KEYWORDS, Validation, pdf_page_text
 
-DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE)
+DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE)
 
 
 def test_writes_exactly_the_contract_files(
@@ -27,8 +37,8 @@ def test_writes_exactly_the_contract_files(
 ) -> None:
     reports = build_reports(findings, headers, context, ["eligible"])
     written = reports.write(tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([SR_FILE, SEG_FILE, PDF_FILE, PDF_DICOM_FILE])
-    assert set(written) == {SR_FILE, SEG_FILE, PDF_FILE, PDF_DICOM_FILE}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*DICOM_FILES, PDF_FILE])
+    assert set(written) == {*DICOM_FILES, PDF_FILE}
     for name in DICOM_FILES:
         raw = (tmp_path / "out" / name).read_bytes()
         assert raw[128:132] == b"DICM", name
@@ -41,7 +51,7 @@ def test_writes_exactly_the_contract_files(
     assert bytes(pdf_dicom.EncapsulatedDocument[: pdf_dicom.EncapsulatedDocumentLength]) == reports.pdf
     assert pdf_dicom.SeriesDescription == PDF_SERIES_DESCRIPTION
     series = {pydicom.dcmread(tmp_path / "out" / name).SeriesInstanceUID for name in DICOM_FILES}
-    assert len(series) == 3 and headers[0].SeriesInstanceUID not in series
+    assert len(series) == len(DICOM_FILES) and headers[0].SeriesInstanceUID not in series
 
 
 def test_same_job_same_uids_new_version_new_uids(
@@ -54,6 +64,9 @@ def test_same_job_same_uids_new_version_new_uids(
     assert first.seg is not None and second.seg is not None and newer.seg is not None
     objects = [(first.sr, second.sr, newer.sr), (first.seg, second.seg, newer.seg)]
     objects.append((first.pdf_dicom, second.pdf_dicom, newer.pdf_dicom))
+    objects.append((first.sc, second.sc, newer.sc))
+    assert first.kos is not None and second.kos is not None and newer.kos is not None
+    objects.append((first.kos, second.kos, newer.kos))
     for a, b, c in objects:
         assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
         assert a.SeriesInstanceUID != c.SeriesInstanceUID and a.SOPInstanceUID != c.SOPInstanceUID
@@ -73,7 +86,7 @@ def test_rerun_replaces_and_drops_stale_seg(
     third = build_reports(maskless, headers, context)
     assert third.seg is None
     third.write(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE])
 
 
 def test_not_analysable_set_has_uids_of_its_own(
@@ -91,18 +104,20 @@ def test_not_analysable_set_has_uids_of_its_own(
     first = build_not_analysable(headers, context, reasons, "0.1.0")
     again = build_not_analysable(list(reversed(headers)), context, reasons, "0.1.0")
     other_version = build_not_analysable(headers, context, reasons, "0.2.0")
-    assert first.seg is None
+    assert first.seg is None and first.kos is None
     written = first.write(tmp_path)
-    assert sorted(written) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE])
-    for kind in ("sr", "pdf_dicom"):
+    assert sorted(written) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE])
+    for kind in ("sr", "pdf_dicom", "sc"):
         ours, repeat, newer, success = (getattr(s, kind) for s in (first, again, other_version, analysed))
         assert (ours.SeriesInstanceUID, ours.SOPInstanceUID) == (repeat.SeriesInstanceUID, repeat.SOPInstanceUID)
         assert ours.SeriesInstanceUID != success.SeriesInstanceUID
         assert ours.SOPInstanceUID != success.SOPInstanceUID
         assert ours.SOPInstanceUID != newer.SOPInstanceUID
-        assert ours.SeriesDescription == NOT_ANALYSABLE_SERIES_DESCRIPTION
-    for name in (SR_FILE, PDF_DICOM_FILE):
+        assert ours.SeriesDescription == (
+            NOT_ANALYSED_SC_SERIES_DESCRIPTION if kind == "sc" else NOT_ANALYSABLE_SERIES_DESCRIPTION
+        )
+    for name in (SR_FILE, PDF_DICOM_FILE, SC_FILE):
         result = dciodvfy(tmp_path / name)
         assert not result.errors, "\n".join(result.errors)
     with pytest.raises(ValueError, match="at least one"):

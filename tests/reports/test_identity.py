@@ -40,10 +40,10 @@ DIGEST = "0" * 64
 def test_output_uids_are_deterministic_and_distinct(context: ReportContext) -> None:
     uids = {
         (kind, part): context.output_uid(DIGEST, kind, part)
-        for kind in ("sr", "seg", "pdf")
+        for kind in ("sr", "seg", "pdf", "sc", "kos")
         for part in ("series", "instance")
     }
-    assert len(set(uids.values())) == 6
+    assert len(set(uids.values())) == 10
     again = ReportContext(software_version="9.9", device_serial_number="other")
     assert again.output_uid(DIGEST, "sr", "instance") == uids[("sr", "instance")]
     assert context.output_uid("1" * 64, "sr", "instance") != uids[("sr", "instance")]
@@ -104,6 +104,8 @@ def test_analysis_digest_follows_what_the_content_depends_on(headers: list[Datas
     [
         {"sr_series_number": 9902},
         {"seg_series_number": 0},
+        {"sc_series_number": 9903},
+        {"kos_series_number": 9904},
         {"software_version": ""},
         {"manufacturer": "x" * 65},
         {"station_name": "a-very-long-station-name"},

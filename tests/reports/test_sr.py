@@ -13,7 +13,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code
 
-from models.findings import LOBE_NAMES, REGION_NAMES, UNVALIDATED_STATEMENTS, Findings, QualityAssessment
+from models.findings import LOBE_NAMES, REGION_NAMES, UNVALIDATED_STATEMENTS, Findings, ModelRun, QualityAssessment
 from reports import codes
 from reports.identity import ReportContext, analysis_digest
 from reports.seg import build_seg
@@ -29,6 +29,8 @@ from tests.reports.helpers import (
     Validation,
     algorithm_of,
     expected_values,
+    model_groups,
+    not_run_summaries,
     report_statements,
     sr_codes,
     sr_texts,
@@ -36,7 +38,10 @@ from tests.reports.helpers import (
 )
 
 GENERATED = UNVALIDATED_STATEMENTS["generated_weights"]
-MODEL_GROUPS = ["model lung_mask", "model lobes", "model lesions", "model corads", "model stoic", "model i3dr"]
+#: The model groups of the default findings: the models that ran (CO-RADS, STOIC2021 and I3Dr did not).
+MODEL_GROUPS = ["model lung_mask", "model lobes", "model lesions"]
+INSTALL = "no weights installed; install with `lungcds models install`"
+STOIC_NOT_INSTALLED = f"no weights installed for any member of stoic_top3 (stoic_code1055, stoic_simonj); {INSTALL}"
 
 
 def _write_read(ds: Dataset, path: Path) -> hd.sr.Comprehensive3DSR:
@@ -138,29 +143,86 @@ def test_observer_procedure_evidence_and_patient(
     assert codes.PRIVATE_SCHEME in schemes
 
 
-def test_every_model_is_stated_with_coded_status(
+def test_models_that_ran_have_a_group_the_others_one_coded_summary_per_status(
     headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
     sr = build_sr(findings, headers, context)
-    expected = {
-        "model lung_mask": ("RAN", "WEIGHTFREE"),
-        "model lobes": ("RAN", "VALIDWEIGHTS"),
-        "model lesions": ("RAN", "VALIDWEIGHTS"),
-        "model corads": ("NOTINSTALLED", None),
-        "model stoic": ("SKIPPED", None),
-        "model i3dr": ("FAILED", None),
-    }
-    for group, (status, validation) in expected.items():
+    expected = {"model lung_mask": "WEIGHTFREE", "model lobes": "VALIDWEIGHTS", "model lesions": "VALIDWEIGHTS"}
+    assert model_groups(sr) == list(expected)
+    for group, validation in expected.items():
         coded = dict(sr_codes(sr, group))
-        assert coded["MODELSTATUS"] == status, group
-        assert coded.get("VALIDATION") == validation, group
-    assert ("MODELSTATUS", "CO-RADS model not run (not installed): no weights installed") in sr_texts(
-        sr, "model corads"
-    )
-    assert any(
-        text.startswith("STOIC2021 model not run (skipped): slices are 5 mm") for _, text in sr_texts(sr, "model stoic")
-    )
-    assert ("MODELSTATUS", "I3Dr model not run (failed): RuntimeError: out of memory") in sr_texts(sr, "model i3dr")
+        assert (coded["MODELSTATUS"], coded["VALIDATION"]) == ("RAN", validation), group
+    statement = [text for concept, text in sr_texts(sr, "model lobes") if concept == "MODELSTATUS"]
+    assert len(statement) == 1 and statement[0].startswith("lobes model ran (version 2.0, installed weights")
+    assert not_run_summaries(sr) == {
+        "NOTINSTALLED": {"CO-RADS (corads): no weights installed": []},
+        "SKIPPED": {"STOIC2021 (stoic): slices are 5 mm thick; STOIC2021 needs at most 3 mm": []},
+        "FAILED": {"I3Dr (i3dr): RuntimeError: out of memory": []},
+    }
+    statements = report_statements(sr)
+    assert [value for concept, value in statements if concept == "MODELSTATUS"] == ["NOTINSTALLED", "SKIPPED", "FAILED"]
+    assert ("DECSUPPORT", codes.DECISION_SUPPORT_STATEMENT) in statements
+    assert ("DECSUPPORT", codes.SOFTWARE_STATEMENT) in statements
+    assert not [value for concept, value in statements if concept == "VALIDATION"]
+    assert statements[-1] == ("PIPEWARNING", "synthetic test data")
+
+
+def test_models_without_a_result_are_listed_once_under_their_status(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    """Three models ran, three are not installed and one failed: three groups, two coded summaries."""
+    ran = {name: run for name, run in findings.models.items() if run.status == "ran"}
+    missing = [
+        ModelRun("corads", "not_installed", INSTALL, "1.0"),
+        ModelRun("i3dr", "not_installed", INSTALL, "1.0"),
+        ModelRun("severity", "not_installed", "needs the lobe and lesion models", "1.0"),
+        ModelRun("stoic_code1055", "failed", "failed: RuntimeError: CUDA out of memory", "1.0.0"),
+    ]
+    models = {**ran, **{run.name: run for run in missing}}
+    sr = build_sr(dataclasses.replace(findings, models=models), headers, context)
+    assert model_groups(sr) == MODEL_GROUPS
+    assert not_run_summaries(sr) == {
+        "NOTINSTALLED": {
+            f"CO-RADS (corads): {INSTALL}": [],
+            f"I3Dr (i3dr): {INSTALL}": [],
+            "CT severity score (severity): needs the lobe and lesion models": [],
+        },
+        # Without an ensemble record a STOIC2021 member is a model of its own, as in the PDF.
+        "FAILED": {"STOIC2021 (stoic_code1055): failed: RuntimeError: CUDA out of memory": []},
+    }
+    assert len([concept for concept, _ in report_statements(sr) if concept == "MODELSTATUS"]) == 2
+    everything_ran = dataclasses.replace(findings, models=ran)
+    assert not_run_summaries(build_sr(everything_ran, headers, context)) == {}
+
+
+def _stoic2021_not_installed(findings: Findings) -> Findings:
+    """``findings`` with the STOIC2021 ensemble not installed, one member not installed and one failed."""
+    members = [
+        ModelRun("stoic", "not_installed", STOIC_NOT_INSTALLED, "1.0.0"),
+        ModelRun("stoic_code1055", "not_installed", INSTALL, "1.0.0"),
+        ModelRun("stoic_simonj", "failed", "failed: ValueError: no lung", "1.0.0"),
+    ]
+    models = {name: run for name, run in findings.models.items() if not name.startswith("stoic")}
+    return dataclasses.replace(findings, models={**models, **{run.name: run for run in members}})
+
+
+def test_stoic2021_members_that_did_not_run_are_stated_by_the_ensemble(
+    headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    sr = build_sr(_stoic2021_not_installed(findings), headers, context)
+    assert model_groups(sr) == MODEL_GROUPS
+    summaries = not_run_summaries(sr)
+    assert summaries["NOTINSTALLED"][f"STOIC2021 (stoic): {STOIC_NOT_INSTALLED}"] == [
+        f"STOIC2021 (stoic_code1055), not installed: {INSTALL}",
+        "STOIC2021 (stoic_simonj), failed: failed: ValueError: no lung",
+    ]
+    assert set(summaries) == {"NOTINSTALLED", "FAILED"} and "stoic_simonj" not in str(summaries["FAILED"])
+
+
+def test_a_model_description_is_not_its_run_status(
+    headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
+) -> None:
+    findings = make_findings(headers, outputs=True)
     described = dataclasses.replace(findings.models["corads"], description="CO-RADS from a 3D DenseNet-201 ensemble")
     texts = sr_texts(
         build_sr(dataclasses.replace(findings, models={**findings.models, "corads": described}), headers, context),
@@ -168,11 +230,6 @@ def test_every_model_is_stated_with_coded_status(
     )
     # What a model is goes under its own concept, not as its run status.
     assert ("MODELDESC", described.description) in texts and ("MODELSTATUS", described.description) not in texts
-    statements = report_statements(sr)
-    assert ("DECSUPPORT", codes.DECISION_SUPPORT_STATEMENT) in statements
-    assert ("DECSUPPORT", codes.SOFTWARE_STATEMENT) in statements
-    assert not [value for concept, value in statements if concept == "VALIDATION"]
-    assert ("PIPEWARNING", "synthetic test data") in statements
 
 
 def test_model_outputs_with_unvalidated_weights(
@@ -323,13 +380,17 @@ def test_dciodvfy_accepts_sr(
     context: ReportContext,
     dciodvfy: Callable[[Path], Validation],
 ) -> None:
-    findings = make_findings(headers, outputs=True, unvalidated=True)
-    findings = dataclasses.replace(findings, quality=QualityAssessment(False, ("lung volume 0.4 L",)))
-    seg = build_seg(findings, headers, context)
-    path = tmp_path / "sr.dcm"
-    build_sr(findings, headers, context, seg=seg).save_as(path, enforce_file_format=True)
-    result = dciodvfy(path)
-    assert not result.errors, "\n".join(result.errors)
+    """Every model ran; and models that did not run, summarised with a STOIC2021 ensemble's members below it."""
+    full = make_findings(headers, outputs=True, unvalidated=True)
+    full = dataclasses.replace(full, quality=QualityAssessment(False, ("lung volume 0.4 L",)))
+    not_run = _stoic2021_not_installed(make_findings(headers))
+    for name, findings in (("full", full), ("not run", not_run)):
+        seg = build_seg(findings, headers, context)
+        path = tmp_path / f"{name}.dcm"
+        build_sr(findings, headers, context, seg=seg).save_as(path, enforce_file_format=True)
+        result = dciodvfy(path)
+        assert not result.errors, (name, "\n".join(result.errors))
+    assert not_run_summaries(pydicom.dcmread(path))["NOTINSTALLED"], "the summaries were checked"
 
 
 def test_not_analysable_sr(

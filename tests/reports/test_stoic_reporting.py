@@ -15,6 +15,8 @@ from reports.pdf import build_pdf
 from reports.sr import build_sr
 from tests.reports.helpers import (
     expected_values,
+    model_groups,
+    not_run_summaries,
     pdf_text,
     run_dciodvfy,
     sr_texts,
@@ -60,8 +62,13 @@ def test_sr_carries_the_ensemble_and_the_member_and_no_missing_output(
         ]
     )
     assert len(found) == len(expected_values(findings.as_dict()))
-    assert any(text == NOTE for _, text in sr_texts(sr, "model stoic"))
-    assert any("no weights installed" in text for _, text in sr_texts(sr, "model stoic_simonj"))
+    stoic_texts = sr_texts(sr, "model stoic")
+    assert any(text == NOTE for _, text in stoic_texts)
+    # The member that did not run is stated by the ensemble that ran, as the PDF's member table does.
+    assert ("MODELNOTRUN", "STOIC2021 (stoic_simonj), not installed: no weights installed") in stoic_texts
+    groups = model_groups(sr)
+    assert {"model stoic", "model stoic_code1055"} <= set(groups) and "model stoic_simonj" not in groups
+    assert not_run_summaries(sr) == {}
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
     assert pydicom.dcmread(path).SOPInstanceUID == sr.SOPInstanceUID

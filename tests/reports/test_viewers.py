@@ -24,6 +24,7 @@ from tests.reports.helpers import sr_values
 
 VIEWERS = Path(__file__).resolve().parents[1] / "viewers"
 DSR2HTML = "/usr/bin/dsr2html"  # DCMTK's, not a shadowing one from the venv
+NOT_INSTALLED_LINE = "Model not run: CO-RADS (corads): no weights installed"
 
 
 def _dcmjs(kind: str, path: Path) -> dict[str, Any]:
@@ -79,6 +80,29 @@ def test_dcmjs_reads_every_number_of_the_sr_with_its_unit(
     ]
 
 
+def test_dcmjs_reads_the_models_that_did_not_run_as_one_item_per_status(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    _, sr_path = _written(tmp_path, headers, findings, context)
+    summaries = [s for s in _dcmjs("sr", sr_path)["statements"] if s["text"].startswith("Model run status: ")]
+    assert [(s["text"], [(c["relationship"], c["text"]) for c in s["children"]]) for s in summaries] == [
+        ("Model run status: Model not installed, no result", [("HAS PROPERTIES", NOT_INSTALLED_LINE)]),
+        (
+            "Model run status: Model skipped, no result",
+            [
+                (
+                    "HAS PROPERTIES",
+                    "Model not run: STOIC2021 (stoic): slices are 5 mm thick; STOIC2021 needs at most 3 mm",
+                )
+            ],
+        ),
+        (
+            "Model run status: Model failed, no result",
+            [("HAS PROPERTIES", "Model not run: I3Dr (i3dr): RuntimeError: out of memory")],
+        ),
+    ]
+
+
 def test_dsr2html_renders_the_sr(
     tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
@@ -90,3 +114,4 @@ def test_dsr2html_renders_the_sr(
     html = completed.stdout
     assert "Imaging Measurement Report" in html and str(headers[0].PatientID) in html
     assert "Volume" in html and "ml" in html
+    assert "Model not installed, no result" in html and "CO-RADS (corads): no weights installed" in html

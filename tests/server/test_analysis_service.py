@@ -20,7 +20,7 @@ from models.weights import WeightStore
 from reports import codes
 from server.routing.rules import Eligibility
 from server.services.analysis import run_analysis
-from tests.reports.helpers import DCIODVFY, run_dciodvfy
+from tests.reports.helpers import DCIODVFY, model_groups, not_run_summaries, run_dciodvfy
 from tests.small_models import small_corads, small_provider
 
 GENERATED = UNVALIDATED_STATEMENTS["generated_weights"]
@@ -278,6 +278,34 @@ def test_validated_weights_carry_no_unvalidated(phantom_series: list[Path], tmp_
     assert statement in _flat(texts[2])
 
 
+def test_a_fresh_install_states_the_models_without_a_result_once_and_gives_them_no_group(
+    phantom_series: list[Path], tmp_path: Path, run_dciodvfy_tool: None
+) -> None:
+    """Issue 17 part 2: an SR viewer lists measurement groups; a model that did not run has none and is
+    named, with its record's reason, below the one coded item of its status."""
+    out = tmp_path / "out"
+    _run(phantom_series, out, ModelProvider(None))
+    models = json.loads((out / "result.json").read_text())["models"]
+    sr = pydicom.dcmread(out / "sr.dcm")
+    assert model_groups(sr) == [f"model {name}" for name, run in models.items() if run["status"] == "ran"]
+    assert models["corads"]["status"] == "not_installed" and "model corads" not in model_groups(sr)
+    summaries = not_run_summaries(sr)
+    not_installed = summaries["NOTINSTALLED"]
+    stated = [text for texts in summaries.values() for text in texts]
+    members = not_installed.pop(next(text for text in not_installed if text.startswith("STOIC2021 (stoic): ")))
+    assert sorted(text.split(", ")[0] for text in members) == sorted(
+        f"STOIC2021 ({name})" for name in models if name.startswith("stoic_") and models[name]["status"] != "ran"
+    ), "the ensemble states its members"
+    for name, run in models.items():
+        if run["status"] == "ran" or name.startswith("stoic_"):
+            continue
+        (text,) = [text for text in stated if f"({name}): " in text]
+        assert text.endswith(f": {run['reason']}"), text
+    assert "install with `lungcds models install`" in " ".join(not_installed)
+    validation = run_dciodvfy(out / "sr.dcm")
+    assert not validation.errors, "\n".join(validation.errors)
+
+
 def test_same_inputs_same_uids_one_more_slice_new_uids_that_replace_the_old(
     phantom_series: list[Path], tmp_path: Path, run_dciodvfy_tool: None
 ) -> None:
@@ -289,10 +317,11 @@ def test_same_inputs_same_uids_one_more_slice_new_uids_that_replace_the_old(
     assert again["outputs"] == first["outputs"] and again["replaces"] == {}
     assert "PredecessorDocumentsSequence" not in pydicom.dcmread(out / "sr.dcm")
     more = _run(phantom_series, out, plain).result
-    for kind in ("sr", "seg", "pdf"):
+    for kind in ("sr", "seg", "pdf", "sc", "kos"):
         for part in ("sop_instance_uid", "series_instance_uid"):
             assert more["outputs"][kind][part] != first["outputs"][kind][part], (kind, part)
-    assert more["replaces"] == {kind: first["outputs"][kind]["sop_instance_uid"] for kind in ("pdf", "seg", "sr")}
+    kinds = ("pdf", "seg", "sr", "sc", "kos")
+    assert more["replaces"] == {kind: first["outputs"][kind]["sop_instance_uid"] for kind in kinds}
     sr = pydicom.dcmread(out / "sr.dcm")
     (study,) = sr.PredecessorDocumentsSequence
     (series,) = study.ReferencedSeriesSequence

@@ -24,7 +24,15 @@ def test_analyze_writes_every_contract_file(env: Path, phantom_series: list[Path
     out = tmp_path / "out"
     result = runner.invoke(app, ["analyze", str(phantom_series[0].parent), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"result.json", "sr.dcm", "seg.dcm", "report.pdf", "report_pdf.dcm"}
+    assert {p.name for p in out.iterdir()} == {
+        "result.json",
+        "sr.dcm",
+        "seg.dcm",
+        "report.pdf",
+        "report_pdf.dcm",
+        "key_images_sc.dcm",
+        "key_objects.dcm",
+    }
     body = json.loads((out / "result.json").read_text())
     assert body["eligibility"] == {"eligible": True, "reasons": []}
     lungs_and_zones = {"lungs", "lung_left", "lung_right", "RU", "RM", "RL", "LU", "LM", "LL", "core", "rind"}

@@ -80,7 +80,7 @@ def test_outputs_per_destination(tmp_path: Path) -> None:
         data_dir=tmp_path, destinations=["PACS@h:104", "VNA@h:105"], destination_outputs={"PACS": ["sr", "pdf"]}
     )
     assert settings.outputs_for("PACS@h:104") == ("sr", "pdf")
-    assert settings.outputs_for("VNA@h:105") == ("sr", "seg", "pdf")
+    assert settings.outputs_for("VNA@h:105") == ("sr", "seg", "pdf", "sc", "kos")
     with pytest.raises(ValueError, match="not in destinations"):
         Settings(data_dir=tmp_path, destinations=["PACS@h:104"], destination_outputs={"OTHER": ["sr"]})
     with pytest.raises(ValueError, match="unknown outputs"):

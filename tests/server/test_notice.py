@@ -104,7 +104,7 @@ def test_the_worker_sends_an_sr_and_pdf_saying_why_and_the_series_stays_rejected
     assert job is not None and job.state == "done" and job.result_dir is not None
     series = _series(engine, uid)
     assert series.state == "rejected" and "slice thickness 2.5 mm exceeds 2.0 mm" in series.reasons
-    assert kinds == {"sr", "pdf"}, "the reader gets an SR and a PDF saying it was not analysed, no SEG"
+    assert kinds == {"sr", "pdf", "sc"}, "the reader gets an SR, a PDF and a picture saying it was not analysed"
     result = json.loads((Path(job.result_dir) / "result.json").read_text())
     assert result["analysable"] is False and result["eligibility"]["eligible"] is False
     assert result["reasons"] == series.reasons

@@ -90,7 +90,7 @@ def test_analysis_then_delivery_with_retry_until_the_pacs_accepts(
     with Session(engine) as session:
         assert session.get(Series, uid).state == "done"  # type: ignore[union-attr]
         deliveries = session.exec(select(Delivery)).all()
-    assert {d.kind for d in deliveries} == {"sr", "seg", "pdf"}
+    assert {d.kind for d in deliveries} == {"sr", "seg", "pdf", "sc", "kos"}
 
     sr = next(d for d in deliveries if d.kind == "sr")
     app.tasks[DELIVERY_TASK].apply(args=[sr.id])
@@ -135,7 +135,7 @@ def test_unreadable_pixels_give_a_not_analysable_report_not_silence(
         kinds = {d.kind for d in session.exec(select(Delivery)).all()}
     assert series is not None and series.state == "not_analysable"
     assert series.reasons and "differing matrix size" in series.reasons[0]
-    assert kinds == {"sr", "pdf"}, "the radiologist gets an SR and a PDF saying why, no SEG"
+    assert kinds == {"sr", "pdf", "sc"}, "the radiologist gets an SR, a PDF and a picture saying why, no SEG or KOS"
     result = json.loads((Path(job.result_dir) / "result.json").read_text())
     assert result["analysable"] is False and result["reasons"] == series.reasons
     assert all(run["status"] == "skipped" for run in result["models"].values())
@@ -216,7 +216,7 @@ def test_the_pump_leases_each_due_delivery_once(
     with Session(engine) as session:
         session.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert pump_outbox(app, engine) == 3
+    assert pump_outbox(app, engine) == 5, "sr, seg, pdf, sc and kos"
     assert pump_outbox(app, engine) == 0, "leased rows wait for their lease to expire"
     with Session(engine) as session:
         rows = session.exec(select(Delivery)).all()
@@ -247,6 +247,8 @@ def test_outputs_per_destination_and_a_refused_type_does_not_block_the_others(
         ("CTONLY", "sr"),
         ("CTONLY", "seg"),
         ("CTONLY", "pdf"),
+        ("CTONLY", "sc"),
+        ("CTONLY", "kos"),
     }
 
     ct_only = AE("CTONLY")
@@ -267,7 +269,7 @@ def test_outputs_per_destination_and_a_refused_type_does_not_block_the_others(
             (r.destination.split("@")[0], r.kind): (r.state, r.last_error) for r in session.exec(select(Delivery))
         }
     assert states[("PACS", "sr")][0] == "sent" and states[("PACS", "pdf")][0] == "sent"
-    for kind in ("sr", "seg", "pdf"):
+    for kind in ("sr", "seg", "pdf", "sc", "kos"):
         state, error = states[("CTONLY", kind)]
         assert state == "refused" and error and "refused every proposed presentation context" in error
     assert len(keep.stored) == 2
@@ -327,7 +329,7 @@ def test_metrics_change_as_the_series_is_processed(
     after = client.get("/metrics").text
     assert 'lungcds_jobs{state="done"} 1.0' in after and 'lungcds_series{state="done"} 1.0' in after
     assert 'lungcds_stage_duration_seconds_count{stage="lung_mask"} 1.0' in after
-    assert 'lungcds_deliveries{state="pending"} 3.0' in after
+    assert 'lungcds_deliveries{state="pending"} 5.0' in after
 
 
 def test_a_running_job_is_held_by_its_lease_and_taken_over_when_it_runs_out(

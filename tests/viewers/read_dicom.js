@@ -38,7 +38,21 @@ function report(ds) {
     }
   };
   walk(ds.ContentSequence);
-  return { title: asList(ds.ConceptNameCodeSequence)[0].CodeMeaning, numbers };
+  const qualitative = asList(ds.ContentSequence).find(
+    (item) => item.ValueType === "CONTAINER" && asList(item.ConceptNameCodeSequence)[0].CodeValue === "C0034375",
+  );
+  const statements = qualitative ? asList(qualitative.ContentSequence).map(statement) : [];
+  return { title: asList(ds.ConceptNameCodeSequence)[0].CodeMeaning, numbers, statements };
+}
+
+// A TEXT or CODE item as "concept: value" with the items below it, as a viewer's tree shows it.
+function statement(item) {
+  const value = item.ValueType === "CODE" ? asList(item.ConceptCodeSequence)[0].CodeMeaning : item.TextValue;
+  return {
+    text: `${asList(item.ConceptNameCodeSequence)[0].CodeMeaning}: ${value}`,
+    relationship: item.RelationshipType,
+    children: asList(item.ContentSequence).map(statement),
+  };
 }
 
 const [kind, file] = process.argv.slice(2);
