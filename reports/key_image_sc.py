@@ -9,6 +9,10 @@ highdicom's :class:`highdicom.sc.SCImage`) with everything burned in:
   UNVALIDATED banner of the PDF when any output is unvalidated (:func:`reports.identity.banner_text`);
 * the weight-free headline numbers of both lungs with their provenance, at the precision the PDF
   and SR print them (:mod:`reports.precision`), and the acquisition caveats that bias them;
+* the results of the learned models that ran, in the words of the PDF's results table
+  (:func:`reports.results_summary.result_summary`), each with its model and provenance, UNVALIDATED
+  ones and withheld values in red, and one line naming the models that did not run, so that "the
+  software found nothing" cannot be mistaken for "the software did not run";
 * the key images of the PDF (:func:`reports.keyimages.render_key_images`), two per row, each with
   its caption and its colour key drawn as swatches.
 
@@ -35,10 +39,18 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 
 from models.findings import HEADLINE_KEYS, Findings
-from reports.identity import OUTPUT_CHARACTER_SET, ReportContext, banner_text, copy_patient_study
+from reports.identity import (
+    OUTPUT_CHARACTER_SET,
+    ReportContext,
+    banner_text,
+    copy_patient_study,
+    is_stoic_member,
+    model_words,
+)
 from reports.keyimages import KeyImage
 from reports.pdf_layout import FONT, FONT_DIR, register_fonts
 from reports.precision import HEADLINE_WORDS, headline_value
+from reports.results_summary import ResultRow, result_summary, validation_words
 
 __all__ = [
     "NOT_ANALYSED_SC_SERIES_DESCRIPTION",
@@ -190,7 +202,38 @@ def key_image_lines(findings: Findings) -> list[Line]:
         lines += [Line(f"{HEADLINE_WORDS[k][0]}: {headline_value(k, headline[k], 'n/a')}") for k in HEADLINE_KEYS]
     if findings.acquisition is not None:
         lines += [Line(f"Caveat: {caveat}", _AMBER) for caveat in findings.acquisition.caveats]
+    lines += _learned_lines(findings)
     lines.append(Line("All results, their methods and reference points: the SR and PDF report of this study.", _GREY))
+    return lines
+
+
+def _provenance(row: ResultRow) -> tuple[str, bool]:
+    """The model and provenance of a result in words, and whether it is UNVALIDATED."""
+    run = row.run
+    words = validation_words(run)
+    if run is None or words is None:
+        return "", False
+    provenance = f"UNVALIDATED, {words[0]}" if words[1] else words[0]
+    return f" ({run.name} {run.version}; {provenance})", words[1]
+
+
+def _learned_lines(findings: Findings) -> list[Line]:
+    """The learned models' results (every row but the weight-free lung volume) and the models not run."""
+    lines = []
+    for row in result_summary(findings).rows:
+        if row.label == "Lung volume" or not row.present:
+            continue
+        provenance, unvalidated = _provenance(row)
+        alert = unvalidated or any(fragment.withheld for fragment in row.value)
+        withheld = "withheld: " if all(fragment.withheld for fragment in row.value) else ""
+        lines.append(Line(f"{row.label}: {withheld}{row.text}{provenance}", _RED if alert else _WHITE))
+    not_run = [
+        model_words(run)
+        for run in findings.models.values()
+        if run.status != "ran" and not is_stoic_member(findings, run.name)
+    ]
+    if not_run:
+        lines.append(Line(f"Not run at this site or for this series: {', '.join(not_run)}.", _GREY))
     return lines
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
@@ -75,6 +74,15 @@ from reports.pdf_layout import (
     region_label,
 )
 from reports.pdf_quantitative import findings_block, zone_table
+from reports.results_summary import (
+    ResultRow,
+    i3dr_digits,
+    i3dr_unit,
+    not_available,
+    plain_reason,
+    result_summary,
+    validation_words,
+)
 from reports.severity import severity_category
 
 __all__ = ["PDF_TITLE", "build_not_analysable_pdf", "build_pdf"]
@@ -413,7 +421,7 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[st
         if k in i3dr.patient or k in withheld or any(k in v for v in i3dr.lobes.values())
     ]
     sites = [("patient", i3dr.patient)] + [(lobe, i3dr.lobes[lobe]) for lobe in LOBE_NAMES if lobe in i3dr.lobes]
-    header = ["Site"] + [f"{codes.I3DR_OUTPUT_LABELS[k]} ({_i3dr_unit(k)})" for k in keys]
+    header = ["Site"] + [f"{codes.I3DR_OUTPUT_LABELS[k]} ({i3dr_unit(k)})" for k in keys]
     data: list[list[Any]] = [[Paragraph(f"<b>{escape(h)}</b>", styles["heading_cell"]) for h in header]]
     for site, values in sites:
         where = "patient" if site == "patient" else "lobes"
@@ -421,7 +429,7 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[st
             [Paragraph(text.markup(region_label(site)), styles["small"])]
             + [
                 Paragraph(
-                    _value_or_withheld(findings, "i3dr", where, k, fmt(values.get(k), _i3dr_digits(k))),
+                    _value_or_withheld(findings, "i3dr", where, k, fmt(values.get(k), i3dr_digits(k))),
                     styles["small"],
                 )
                 for k in keys
@@ -456,47 +464,18 @@ def _i3dr_section(findings: Findings, run: ModelRun, text: Text, styles: dict[st
     return [KeepTogether(flow)] + _provenance(run, text, styles)
 
 
-def _i3dr_unit(key: str) -> str:
-    return "mL/min/mmHg" if key == "dlco" else "L"
-
-
-def _i3dr_digits(key: str) -> int:
-    return 1 if key == "dlco" else 2
-
-
-#: Provenance in the few words the results table has room for.
-_SHORT_PROVENANCE = {
-    "weight_free": "weight-free method",
-    "generated_weights": "generated weights",
-    "installed_validated": "validated weights",
-    "installed_unvalidated": "no validation statement",
-}
-
-
 def _validation_words(run: ModelRun | None) -> str:
     """The provenance of a run's outputs in a few words, UNVALIDATED ones in red bold."""
-    if run is None or run.provenance is None:
+    words = validation_words(run)
+    if words is None:
         return NOT_AVAILABLE
-    words = _SHORT_PROVENANCE[run.provenance]
-    if run.unvalidated_statement is not None:
-        return f'<font color="#C62828"><b>UNVALIDATED ({words})</b></font>'
-    return words
+    if words[1]:
+        return f'<font color="#C62828"><b>UNVALIDATED ({words[0]})</b></font>'
+    return words[0]
 
 
 def _not_available(run: ModelRun | None, text: Text, what: str) -> str:
-    if run is None:
-        return f"not available: {what}"
-    return f"not available: {STATUS_WORDS[run.status]} ({text.markup(_plain_reason(run.reason)) or 'no reason given'})"
-
-
-#: The command hint the model registry puts in a reason: command syntax is for the technical
-#: page, in words (:data:`_INSTALL_WORDS`), not for the radiologist's text.
-_INSTALL_HINT = re.compile(r";?\s*install with `[^`]*`")
-
-
-def _plain_reason(reason: str) -> str:
-    """A model's reason without the install command (and without any other code quoting)."""
-    return _INSTALL_HINT.sub("", reason).replace("`", "").strip()
+    return text.markup(not_available(run, what))
 
 
 def _red(text: str) -> str:
@@ -524,7 +503,7 @@ def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: 
     for run in findings.models.values():
         if run.status == "ran" or is_stoic_member(findings, run.name):
             continue
-        reason = _plain_reason(run.reason) or "no reason given"
+        reason = plain_reason(run.reason) or "no reason given"
         if run.status == "not_installed" and reason.startswith(_NO_WEIGHTS):
             reason = _NO_WEIGHTS
         groups.setdefault(f"{_NOT_RUN_WORDS[run.status]} ({reason})", []).append(model_words(run))
@@ -537,121 +516,45 @@ def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: 
 
 
 def _summary(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
-    """Page-1 table of the main results, each with its model, version and provenance, and the
-    models that did not run in one line under it (:func:`_not_run_line`).
+    """Page-1 table of the main results (:func:`reports.results_summary.result_summary`), each with
+    its model, version and provenance, and the models that did not run in one line under it
+    (:func:`_not_run_line`).
 
     An output of a model that ran but is missing says why (or why the plausibility gate withheld
     it, in red), never a blank.
     """
-    rows: list[tuple[str, str, ModelRun | None, bool]] = []
-    missing: list[tuple[str, str]] = []
-    lungs = findings.measurements.get("lungs")
-    lung_run = findings.mask_run("lungs")
-    if lungs is not None:
-        value = f"{lungs.volume_ml:.0f} mL"
-        if lungs.fpv_ml is not None and lungs.laa950_pct is not None:
-            value += f" (functional {lungs.fpv_ml:.0f} mL, {lungs.laa950_pct:.1f} % below -950 HU)"
-        rows.append(("Lung volume", value, lung_run, True))
-    else:
-        rows.append(("Lung volume", "not available: no lung measurement", lung_run, False))
-    corads_run = findings.models.get("corads")
-    withheld = {
-        output: "; ".join(w.reason for w in findings.withheld_values(output)) for output in ("corads", "severity")
-    }
-    if findings.corads is not None:
-        corads = f"category {findings.corads.category} (score {findings.corads.score:.2f})"
-        rows.append(("CO-RADS", corads, corads_run, True))
-    elif withheld["corads"]:
-        rows.append(("CO-RADS", _red(text.markup(withheld["corads"])), corads_run, True))
-    elif corads_run is None:
-        missing.append(("CO-RADS", "no CO-RADS model"))
-    elif corads_run.status == "ran":
-        rows.append(("CO-RADS", _not_available(corads_run, text, "no CO-RADS model"), corads_run, False))
-    rows += _stoic_rows(findings, text, missing)
-    severity_run = findings.models.get("severity")
-    if findings.severity is not None:
-        total = findings.severity.total_ctss
-        rows.append(("CT severity score", f"{total} / 25 ({severity_category(total)})", severity_run, True))
-    elif withheld["severity"]:
-        rows.append(("CT severity score", _red(text.markup(withheld["severity"])), severity_run, True))
-    elif severity_run is None:
-        missing.append(("CT severity score", "needs lobe and lesion segmentations"))
-    elif severity_run.status == "ran":
-        rows.append(("CT severity score", "not available: needs lobe and lesion segmentations", severity_run, False))
-    i3dr_run = findings.models.get("i3dr")
-    if findings.i3dr is not None:
-        rows.append(("Lung function (I3Dr)", _lung_function(findings, text), i3dr_run, True))
-    elif i3dr_run is None:
-        missing.append(("I3Dr", "no I3Dr model"))
-    elif i3dr_run.status == "ran":
-        rows.append(("Lung function (I3Dr)", _not_available(i3dr_run, text, "no I3Dr model"), i3dr_run, False))
-    flow: list[Any] = [Paragraph("Results", styles["h2"]), _results_table(rows, text, styles)]
-    not_run = _not_run_line(findings, missing, text)
+    summary = result_summary(findings)
+    flow: list[Any] = [Paragraph("Results", styles["h2"]), _results_table(summary.rows, text, styles)]
+    not_run = _not_run_line(findings, summary.missing, text)
     if not_run:
         flow.append(Paragraph(not_run, styles["small"]))
     return flow
 
 
-def _stoic_rows(
-    findings: Findings, text: Text, missing: list[tuple[str, str]]
-) -> list[tuple[str, str, ModelRun | None, bool]]:
-    """The two STOIC2021 probabilities as result rows; none when the ensemble did not run."""
-    stoic_run = findings.models.get("stoic")
-    stoic = findings.stoic
-    rows: list[tuple[str, str, ModelRun | None, bool]] = []
-    for label, attr, meaning in (
-        ("Probability of COVID-19", "p_covid", ""),
-        ("Probability of severe outcome", "p_severe", " (intubation or death within one month, if COVID-19)"),
-    ):
-        probability: float | None = getattr(stoic, attr) if stoic is not None else None
-        reasons = [w.reason for w in findings.withheld_values("stoic", "") if w.quantity == attr]
-        if probability is not None:
-            rows.append((label, f"{probability:.2f}{meaning}", stoic_run, True))
-        elif reasons:
-            rows.append((label, _red(text.markup("; ".join(reasons))), stoic_run, True))
-        elif stoic is not None:
-            missing_output = f"not available: no member of {text.markup(stoic.config)} that ran gives this output"
-            rows.append((label, missing_output, stoic_run, False))
-        elif stoic_run is not None and stoic_run.status == "ran":
-            rows.append((label, _not_available(stoic_run, text, "no STOIC2021 member gave it"), stoic_run, False))
-    if stoic is None and stoic_run is None and not rows:
-        missing.append(("STOIC2021", "no STOIC2021 member gave it"))
-    return rows
+def _markup(row: ResultRow, text: Text) -> str:
+    """A result's value as markup: withheld reasons in red."""
+    return "".join(_red(text.markup(f.text)) if f.withheld else text.markup(f.text) for f in row.value)
 
 
-def _results_table(
-    rows: Sequence[tuple[str, str, ModelRun | None, bool]], text: Text, styles: dict[str, ParagraphStyle]
-) -> Table:
+def _results_table(rows: Sequence[ResultRow], text: Text, styles: dict[str, ParagraphStyle]) -> Table:
     header = ["Result", "Value", "Model (version)", "Provenance"]
     data: list[list[Any]] = [[Paragraph(f"<b>{h}</b>", styles["small"]) for h in header]]
-    for label, value, run, present in rows:
+    for row in rows:
+        run = row.run
         model = f"{text.markup(run.name)} ({text.markup(run.version)})" if run is not None else NOT_AVAILABLE
+        value = _markup(row, text)
         data.append(
             [
-                Paragraph(f"<b>{escape(label)}</b>", styles["small"]),
-                Paragraph(value if present else f"<i>{value}</i>", styles["small"]),
+                Paragraph(f"<b>{escape(row.label)}</b>", styles["small"]),
+                Paragraph(value if row.present else f"<i>{value}</i>", styles["small"]),
                 Paragraph(model, styles["small"]),
-                Paragraph(_validation_words(run) if present else NOT_AVAILABLE, styles["small"]),
+                Paragraph(_validation_words(run) if row.present else NOT_AVAILABLE, styles["small"]),
             ]
         )
     table = Table(data, colWidths=[42 * mm, 66 * mm, 32 * mm, 40 * mm], repeatRows=1)
     table.setStyle(GRID)
     table.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
     return table
-
-
-def _lung_function(findings: Findings, text: Text) -> str:
-    """Patient-level FEV1, FVC and DLCO for the summary; a withheld one says why, in red."""
-    assert findings.i3dr is not None
-    patient = findings.i3dr.patient
-    parts = []
-    for key in ("fev1_pre_l", "fvc_pre_l", "dlco"):
-        reasons = [w.reason for w in findings.withheld_values("i3dr", "patient") if w.quantity == key]
-        if key in patient:
-            parts.append(f"{codes.I3DR_OUTPUT_LABELS[key]} {fmt(patient[key], _i3dr_digits(key))} {_i3dr_unit(key)}")
-        elif reasons:
-            parts.append(_red(f"{codes.I3DR_OUTPUT_LABELS[key]} {text.markup('; '.join(reasons))}"))
-    return ", ".join(parts) or "lobar estimates only"
 
 
 def _output_tables(findings: Findings, text: Text, styles: dict[str, ParagraphStyle]) -> list[Any]:
@@ -717,7 +620,7 @@ def _technical_page(findings: Findings, text: Text, styles: dict[str, ParagraphS
             [
                 Paragraph(_model_cell(run, text), identifier),
                 Paragraph(STATUS_WORDS[run.status], styles["small"]),
-                Paragraph(text.markup(_plain_reason(run.reason)) or "&nbsp;", styles["small"]),
+                Paragraph(text.markup(plain_reason(run.reason)) or "&nbsp;", styles["small"]),
                 Paragraph(text.markup(run.version), styles["small"]),
                 Paragraph(validation, styles["small"]),
                 Paragraph("<br/>".join(sha[i : i + 22] for i in range(0, len(sha), 22)), styles["tiny"]),

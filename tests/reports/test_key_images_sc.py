@@ -120,3 +120,30 @@ def test_a_series_not_analysed_gets_a_picture_of_its_reasons_and_no_selection(
     assert reports.kos is None
     assert reports.sc.StudyInstanceUID == headers[0].StudyInstanceUID
     assert reports.sc.pixel_array.shape[1] == 1024
+
+
+def test_learned_results_carry_their_model_and_provenance_and_unvalidated_ones_are_red(
+    headers: list[Dataset], make_findings: Callable[..., Findings]
+) -> None:
+    validated = {line.text: line.colour for line in key_image_lines(make_findings(headers, outputs=True))}
+    unvalidated = {
+        line.text: line.colour for line in key_image_lines(make_findings(headers, outputs=True, unvalidated=True))
+    }
+    corads = next(text for text in validated if text.startswith("CO-RADS: category"))
+    assert "(corads 1.0; validated weights)" in corads and validated[corads] != RED_TEXT
+    red = next(text for text in unvalidated if text.startswith("CO-RADS: category"))
+    assert "UNVALIDATED, generated weights" in red and unvalidated[red] == RED_TEXT
+    assert any(text.startswith("CT severity score: ") for text in validated)
+    assert any(text.startswith("Lung function (I3Dr): FEV1") for text in validated)
+    assert not any(text.startswith("Not run") for text in validated)
+
+
+def test_models_that_did_not_run_are_named_so_silence_is_not_read_as_nothing_found(
+    headers: list[Dataset], make_findings: Callable[..., Findings]
+) -> None:
+    findings = make_findings(headers)
+    not_run = [run.name for run in findings.models.values() if run.status != "ran"]
+    assert not_run == ["corads", "stoic", "i3dr"]
+    texts = _texts(findings)
+    assert "Not run at this site or for this series: CO-RADS, STOIC2021, I3Dr." in texts
+    assert not any(text.startswith(("CO-RADS:", "Probability of")) for text in texts)
