@@ -104,15 +104,21 @@ class AuditMiddleware:
         Where the events go.
     unaudited : frozenset of str
         Paths never audited (probes and scrapes, which would flood the trail).
+    unaudited_prefixes : tuple of str
+        Path prefixes never audited: static files that hold no data (the docs page's assets).
     """
 
-    def __init__(self, app: ASGIApp, *, trail: AuditTrail, unaudited: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, trail: AuditTrail, unaudited: frozenset[str], unaudited_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self._trail = trail
         self._unaudited = unaudited
+        self._unaudited_prefixes = unaudited_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._unaudited:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self._unaudited or path.startswith(self._unaudited_prefixes):
             await self.app(scope, receive, send)
             return
         request = Request(scope)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy.engine import Engine
 from starlette.middleware import Middleware
@@ -10,6 +12,7 @@ from models import PIPELINE_VERSION
 from server.api import metrics
 from server.api.admission import AuthenticateFirst, BodyLimit
 from server.api.auditing import AuditMiddleware, record_change
+from server.api.docs import install_docs
 from server.api.metrics import registry_for
 from server.api.problems import install_problem_handlers
 from server.api.routes import (
@@ -33,10 +36,21 @@ __all__ = ["API_PREFIX", "UNAUDITED_PATHS", "create_app"]
 
 API_PREFIX = "/api/v1"
 
+DOCS_URL = f"{API_PREFIX}/docs"
+#: Swagger UI's script, styles and icon (no data: not audited).
+DOCS_ASSETS = f"{DOCS_URL}/assets/"
+
 #: Probes and scrapes that would flood the audit trail without touching any data.
 UNAUDITED_PATHS = frozenset(
     {f"{API_PREFIX}/health", f"{API_PREFIX}/health/live", f"{API_PREFIX}/health/ready", "/metrics"}
 )
+
+
+#: What every route behind authentication may answer, documented so that clients (and the docs page) know it.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid API key or access token (Authorization: Bearer, or X-API-Key)"},
+    403: {"description": "The caller's role may not do this (admin routes)"},
+}
 
 
 def create_app(
@@ -55,10 +69,10 @@ def create_app(
         version=PIPELINE_VERSION,
         description="Clinical decision support for chest CT: series, jobs, results and reports.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served with local assets by install_docs
         redoc_url=None,
         middleware=[
-            Middleware(AuditMiddleware, trail=trail, unaudited=UNAUDITED_PATHS),
+            Middleware(AuditMiddleware, trail=trail, unaudited=UNAUDITED_PATHS, unaudited_prefixes=(DOCS_ASSETS,)),
             Middleware(
                 BodyLimit,
                 limit=settings.max_request_body_kb * 2**10,
@@ -74,9 +88,11 @@ def create_app(
     app.state.oidc = _oidc_verifier(settings)
     app.state.metrics_registry = registry_for(engine, queue, settings.lost_job_after_s)
     install_problem_handlers(app)
+    install_docs(app, DOCS_URL, DOCS_ASSETS, f"{API_PREFIX}/openapi.json")
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(record_change)])
-    for module in (health, studies, series, jobs, rules, destinations, model_weights, retrieve, audit, queues):
-        api.include_router(module.router)
+    api.include_router(health.router)
+    for module in (studies, series, jobs, rules, destinations, model_weights, retrieve, audit, queues):
+        api.include_router(module.router, responses=AUTH_RESPONSES)
     app.include_router(api)
     app.include_router(metrics.router)
     return app
