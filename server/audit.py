@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,11 @@ from server.core.db import session_scope
 from server.core.disk import disk_shortage
 from server.db_models import AuditEvent, utcnow
 
-__all__ = ["REQUESTED", "AuditTrail", "AuditUnavailable", "build_audit_trail"]
+__all__ = ["AUDIT_FLOOR_SHARE", "REQUESTED", "AuditTrail", "AuditUnavailable", "build_audit_trail"]
+
+#: Share of the free-disk reserve below which the trail refuses even reads: they may use the
+#: upper half of the reserve (small rows; results stay readable while space is freed), never all.
+AUDIT_FLOOR_SHARE = 0.5
 
 #: Outcome of the event written before an API change runs (its HTTP status follows in a second event).
 REQUESTED = "requested"
@@ -82,8 +85,9 @@ class AuditTrail:
     receiver : str
         How this installation names itself in audit messages (its AE title).
     disk_shortage : callable, optional
-        Says why the data disk is at its free-space reserve, or None; changes are refused
-        then (:meth:`record_or_raise`).
+        Given a share of the free-space reserve, says why the data disk is below it, or None:
+        changes are refused below the reserve, every other request below
+        :data:`AUDIT_FLOOR_SHARE` of it (:meth:`record_or_raise`).
     """
 
     def __init__(
@@ -91,7 +95,7 @@ class AuditTrail:
         engine: Engine,
         repository: SyslogSender | None = None,
         receiver: str = "LUNGCDS",
-        disk_shortage: Callable[[], str | None] | None = None,
+        disk_shortage: Callable[[float], str | None] | None = None,
     ) -> None:
         self._engine = engine
         self._repository = repository
@@ -144,11 +148,16 @@ class AuditTrail:
 
         With ``change`` (the event announces a change), the event is refused while the data
         disk is at its reserve: what the change would write, and the trail itself, must not
-        fill the file system.
+        fill the file system.  Any other event (a read) is refused below
+        :data:`AUDIT_FLOOR_SHARE` of the reserve: its row is small, and a radiologist should
+        still read results while an administrator frees space, but the trail too must stop
+        before the disk is full.
         """
-        shortage = self._disk_shortage() if change and self._disk_shortage is not None else None
-        if shortage is not None:
-            raise AuditUnavailable(507, f"changes are refused while the disk is full: {shortage}")
+        if self._disk_shortage is not None:
+            shortage = self._disk_shortage(1.0 if change else AUDIT_FLOOR_SHARE)
+            if shortage is not None:
+                what = "changes are" if change else "requests are"
+                raise AuditUnavailable(507, f"{what} refused while the disk is full: {shortage}")
         try:
             with session_scope(self._engine) as session:
                 session.add(
@@ -211,4 +220,4 @@ def build_audit_trail(settings: Settings, engine: Engine) -> AuditTrail:
                 private_key=settings.dicom_tls_private_key,
             )
         repository = SyslogSender(settings.audit_repository, tls_context=tls)
-    return AuditTrail(engine, repository, settings.ae_title, partial(disk_shortage, settings))
+    return AuditTrail(engine, repository, settings.ae_title, lambda share: disk_shortage(settings, share=share))

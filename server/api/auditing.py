@@ -7,7 +7,8 @@
   goes out even when its own outcome cannot be written either: it shows nothing).
 * When the response starts, :class:`AuditMiddleware` writes the event with its HTTP status.
   When that cannot be written, a read is answered 503 instead of its data (nothing is shown
-  unaudited), and so is any request refused before it ran; a change that ran keeps its true
+  unaudited; 507 below half the disk reserve, where the trail stops writing,
+  :data:`server.audit.AUDIT_FLOOR_SHARE`), and so is any request refused before it ran; a change that ran keeps its true
   answer, because its ``requested`` event is in the trail (the failure is logged).
 
 Both events of a request share ``detail.request``.  Targets are the path and query string
@@ -140,7 +141,8 @@ class AuditMiddleware:
                         logger.error("the outcome of an audited change was not written: %s", exc.reason)
                     elif not getattr(request.state, "refused_unaudited", False):
                         withheld = True
-                        problem = Problem(503, "Audit trail unavailable", f"the request was not served: {exc.reason}")
+                        title = "Insufficient storage" if exc.status == 507 else "Audit trail unavailable"
+                        problem = Problem(exc.status, title, f"the request was not served: {exc.reason}")
                         await problem_response(problem, scope["path"], close=True)(scope, receive, send)
                         return
             await send(message)

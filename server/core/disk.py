@@ -19,20 +19,22 @@ __all__ = ["DISK_FULL_ERRNOS", "disk_shortage", "is_disk_full"]
 DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-def disk_shortage(settings: Settings, path: Path | None = None) -> str | None:
-    """Why ``path`` (default: the data dir) has too little free space, in words, or None.
+def disk_shortage(settings: Settings, path: Path | None = None, *, share: float = 1.0) -> str | None:
+    """Why ``path`` (default: the data dir) has less free space than ``share`` of the reserve, or None.
 
-    A folder that does not exist yet is measured at its nearest existing parent.
+    A folder that does not exist yet is measured at its nearest existing parent.  ``share`` below 1
+    lets a writer of small records (the audit trail of reads) use part of the reserve.
     """
     target = Path(path or settings.data_dir)
     while not target.exists() and target != target.parent:
         target = target.parent
     free = shutil.disk_usage(target).free
-    reserve = settings.min_free_disk_mb * 2**20
+    reserve = settings.min_free_disk_mb * 2**20 * share
     if free >= reserve:
         return None
+    part = "" if share == 1.0 else f"{share:.0%} of "
     return (
-        f"free disk space {free / 2**20:.0f} MB on {target} is below the reserve of "
+        f"free disk space {free / 2**20:.0f} MB on {target} is below {part}the reserve of "
         f"{settings.min_free_disk_mb} MB (LUNGCDS_MIN_FREE_DISK_MB)"
     )
 

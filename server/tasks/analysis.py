@@ -152,7 +152,10 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 seconds=(step.ended_at - step.started_at).total_seconds(),
             )
         if not finished:
-            logger.info("series changed during analysis; results discarded", extra={"job": job_id})
+            logger.info(
+                "attempt superseded (series changed or job taken over); results discarded",
+                extra={"job": job_id, "revision": revision},
+            )
             return
         for entry in load_destinations(settings).destinations:
             for obj in (o for o in output.dicom_outputs if o.kind in entry.outputs):

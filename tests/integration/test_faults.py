@@ -59,7 +59,7 @@ def test_reports_wait_for_the_pacs_and_arrive_once(ct_dir: Path, tmp_path: Path)
         for delivery in deliveries:
             instances = [r for r in pacs.lookup(delivery["sop_instance_uid"]) if r["Type"] == "Instance"]
             assert len(instances) == 1, "stored once, not doubled by the retries"
-        assert int(pacs.http.get("/statistics").json()["CountInstances"]) == 3
+        assert int(pacs.http.get("/statistics").json()["CountInstances"]) == 5, "sr, seg, pdf, sc, kos"
     finally:
         server.stop()
         if pacs is not None:

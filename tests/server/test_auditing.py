@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,11 @@ def test_a_change_that_ran_keeps_its_true_answer_when_only_its_outcome_is_lost(
     assert [e.outcome for e in _events(engine)] == [REQUESTED]
 
 
-def test_changes_are_refused_while_the_disk_is_at_its_reserve(
+def test_changes_are_refused_while_the_disk_is_at_its_reserve_and_reads_below_half_of_it(
     settings: Settings, engine: Engine, keys: dict[str, str]
 ) -> None:
-    settings.min_free_disk_mb = 2**40
+    free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
+    settings.min_free_disk_mb = int(free_mb * 1.5)  # free space is two thirds of the reserve
     client = TestClient(create_app(settings, engine))
     for method, path, body in (
         ("PUT", "/api/v1/rules", {"min_slices": 9}),
@@ -146,6 +148,12 @@ def test_changes_are_refused_while_the_disk_is_at_its_reserve(
     assert settings.rules_file is not None and not settings.rules_file.exists()
     assert client.get("/api/v1/rules", headers=_auth(keys["viewer"])).status_code == 200, "reads still answer"
     assert [e.outcome for e in _events(engine)] == ["507", "507", "507", "200"]
+
+    settings.min_free_disk_mb = int(free_mb * 3)  # a third of the reserve: the trail stops too
+    response = TestClient(create_app(settings, engine)).get("/api/v1/rules", headers=_auth(keys["viewer"]))
+    assert response.status_code == 507 and "50% of the reserve" in response.json()["detail"]
+    assert [e.outcome for e in _events(engine)] == ["507", "507", "507", "200"], "nothing more written"
+    assert client.get("/api/v1/health/live").status_code == 200, "probes are not audited and still answer"
 
 
 def test_the_dicom_channel_never_raises(tmp_path: Path) -> None:
