@@ -18,11 +18,12 @@ or never (embedded).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,13 @@ def _events(database_url: str, kind: str) -> list[tuple[datetime, dict[str, Any]
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT at, detail FROM job_event WHERE kind = :k ORDER BY id"), {"k": kind}).all()
     engine.dispose()
-    return [(row[0], row[1] if isinstance(row[1], dict) else __import__("json").loads(row[1])) for row in rows]
+    return [
+        (
+            row[0] if isinstance(row[0], datetime) else datetime.fromisoformat(row[0]),  # SQLite keeps text
+            row[1] if isinstance(row[1], dict) else json.loads(row[1]),
+        )
+        for row in rows
+    ]
 
 
 def _one_set_in_the_pacs(series: dict[str, Any], orthanc: OrthancPeer) -> None:
@@ -89,6 +96,7 @@ def test_embedded_server_killed_mid_analysis_takes_its_job_over_after_restart(
         server.stop()
     (data_dir / "serve.json").unlink()  # what a killed server leaves behind
 
+    restart_at = datetime.now(UTC).replace(tzinfo=None)  # the database keeps naive UTC
     restarted = start_lungcds(data_dir, extra_env=env)
     try:
         series = wait_for(lambda: restarted.delivered(uid), 600, 1.0, "the job taken over and delivered")
@@ -97,6 +105,8 @@ def test_embedded_server_killed_mid_analysis_takes_its_job_over_after_restart(
         database_url = f"sqlite:///{data_dir / 'lungcds.db'}"
         taken = _events(database_url, "taken_over")
         assert len(taken) == 1 and "lease expired" in taken[0][1]["why"]
+        waited = (taken[0][0].replace(tzinfo=None) - restart_at).total_seconds()
+        assert waited < 30, "the lease ran out while the server was down: taken over by its first sweeps"
     finally:
         restarted.stop()
 

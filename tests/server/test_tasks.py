@@ -22,7 +22,7 @@ from dicom_node.scp import AssociationInfo, StorageSCP
 from dicom_node.spool import Spool, StoredInstance
 from server import crud
 from server.core.config import Settings
-from server.db_models import Delivery, Job, JobEvent, Series, utcnow
+from server.db_models import Delivery, Instance, Job, JobEvent, Series, utcnow
 from server.tasks.analysis import lease_kept
 from server.tasks.app import (
     ANALYSIS_TASK,
@@ -398,3 +398,26 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(
     with Session(engine) as session:
         resent = session.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "resent")).all()
     assert len(resent) == 1
+
+
+def test_a_second_patient_stored_after_finalisation_is_caught_by_the_worker_before_any_analysis(
+    app: LungcdsCelery, engine: Engine, queued: tuple[int, int, str]
+) -> None:
+    """Issue 14: the worker checks identity again on what is stored when it starts, and refuses to analyse."""
+    job_id, revision, uid = queued
+    with Session(engine) as session:
+        row = session.exec(select(Instance).where(Instance.series_instance_uid == uid)).first()
+        assert row is not None
+        row.header = {**row.header, "patient_id": "OTHER-PATIENT"}
+        session.add(row)
+        session.commit()
+    app.tasks[ANALYSIS_TASK].apply(args=[job_id, revision])
+    job = _job(engine, job_id)
+    assert job.state == "failed" and job.result_dir is None
+    assert job.error is not None and "disagree on whose images" in job.error
+    with Session(engine) as session:
+        series = session.get(Series, uid)
+        deliveries = session.exec(select(Delivery)).all()
+    assert series is not None and series.state == "rejected"
+    assert any("2 patients" in reason and "OTHER-PATIENT" in reason for reason in series.reasons), series.reasons
+    assert deliveries == [], "nothing is reported"
