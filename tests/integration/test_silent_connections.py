@@ -221,3 +221,31 @@ def test_the_limit_counts_established_associations_only_and_rejects_the_next(run
         for sock in silent:
             sock.close()
     running.sink.wait_for_ended(LIMIT + 1)
+
+
+def test_lungcds_serve_with_its_default_limits_lets_the_modality_in_past_forty_silent_connections(
+    tmp_path: Path,
+) -> None:
+    """The same attack on a real ``lungcds serve`` with default settings (32 associations, 5 s request
+    timeout, 8 pending per address) and only the modality on the allow-list."""
+    from tests.peers import start_lungcds
+
+    server = start_lungcds(tmp_path / "lungcds", worker=False, extra_env={"LUNGCDS_ALLOWED_CALLING_AETS": MODALITY})
+    silent: list[socket.socket] = []
+    try:
+        opened = time.monotonic()
+        silent = [connect_from(f"127.0.0.{2 + k}", server.dicom_port) for k in range(40)]
+        silent += [connect_from("127.0.0.1", server.dicom_port) for _ in range(6)]
+        path = tmp_path / "ct.dcm"
+        make_ct().save_as(path, enforce_file_format=True)
+        echo = echoscu(server.dicom_port)
+        store = run_storescu(server.dicom_port, [path], aet=MODALITY)
+        assert echo.returncode == 0, echo.stderr
+        assert store.returncode == 0, store.stderr
+        assert time.monotonic() - opened < 5.0, "too slow to tell: the default timeout may have closed them"
+        stranger = echoscu(server.dicom_port, aet="INTRUDER")
+        assert stranger.returncode != 0, "the allow-list still holds"
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
