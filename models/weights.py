@@ -19,14 +19,24 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from models.registry import KNOWN_MODELS, LUNGMASK_LTRCLOBES, LUNGMASK_R231, STOIC, STOIC_MEMBERS, get_spec
 
-__all__ = ["MANIFEST_NAME", "InstalledWeights", "WeightStore", "WeightsError", "origin_sentence", "sha256_of"]
+__all__ = [
+    "MANIFEST_NAME",
+    "InstalledWeights",
+    "Manifest",
+    "WeightStore",
+    "WeightsError",
+    "origin_sentence",
+    "sha256_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +92,30 @@ class InstalledWeights:
         return bool(self.validation and self.validation.strip())
 
 
+class Manifest(BaseModel):
+    """What ``manifest.json`` records: :class:`InstalledWeights` with the file's name instead of its path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sha256: str
+    size: int
+    installed_at: str
+    source_filename: str
+    file: str
+    validation: str | None = None
+    origin: dict[str, Any] | None = None
+
+    def content(self) -> bytes:
+        """The manifest as stored: indented JSON with sorted keys."""
+        return json.dumps(self.model_dump(), indent=2, sort_keys=True).encode("utf-8")
+
+    def installed(self, folder: Path) -> InstalledWeights:
+        """The installation this manifest of ``folder`` describes."""
+        fields = self.model_dump(exclude={"file"})
+        return InstalledWeights(**fields, path=folder / self.file)
+
+
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks so that large weights need no memory."""
     digest = hashlib.sha256()
@@ -91,12 +125,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json_atomically(path: Path, payload: dict[str, object]) -> None:
-    """Write JSON to a temporary file beside ``path``, sync it, then rename it over ``path``."""
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to a temporary file beside ``path``, sync it, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -210,44 +244,46 @@ class WeightStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         previous = self.get(model_name)
-        record = InstalledWeights(
+        manifest = Manifest(
             name=model_name,
             sha256=sha256,
             size=size,
             installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             source_filename=source_name or source.name,
-            path=target,
+            file=target.name,
             validation=validation.strip() if validation and validation.strip() else None,
             origin=json.loads(json.dumps(origin)) if origin is not None else None,
         )
-        payload = {k: v for k, v in asdict(record).items() if k != "path"}
-        payload["file"] = target.name
-        _write_json_atomically(folder / MANIFEST_NAME, payload)
+        self._save_manifest(folder / MANIFEST_NAME, manifest)
+        record = manifest.installed(folder)
         if previous is not None and previous.path != target:
             previous.path.unlink(missing_ok=True)
         logger.info("installed weights for %s: sha256 %s (%d bytes)", model_name, sha256, size)
         return record
 
-    def _read(self, folder: Path) -> InstalledWeights | None:
-        """The manifest of one model folder, ``None`` (with a log line) if absent or unreadable."""
-        manifest = folder / MANIFEST_NAME
-        if not manifest.is_file():
+    def _load_manifest(self, folder: Path) -> Manifest | None:
+        """The manifest of one model folder, ``None`` (with a log line) if absent or unreadable.
+
+        The server's store (:class:`server.core.weights.AdminWeightStore`) overrides this and
+        :meth:`_save_manifest` to keep a last good copy of each manifest.
+        """
+        path = folder / MANIFEST_NAME
+        if not path.is_file():
             return None
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            return InstalledWeights(
-                name=str(data["name"]),
-                sha256=str(data["sha256"]),
-                size=int(data["size"]),
-                installed_at=str(data["installed_at"]),
-                source_filename=str(data["source_filename"]),
-                path=folder / str(data["file"]),
-                validation=data.get("validation"),
-                origin=data.get("origin"),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable weights manifest %s: %s", manifest, exc)
+            return Manifest.model_validate_json(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable weights manifest %s: %s", path, exc)
             return None
+
+    def _save_manifest(self, path: Path, manifest: Manifest) -> None:
+        """Replace the manifest at ``path`` atomically."""
+        _write_atomically(path, manifest.content())
+
+    def _read(self, folder: Path) -> InstalledWeights | None:
+        """The installation recorded in one model folder, ``None`` when there is none."""
+        manifest = self._load_manifest(folder)
+        return manifest.installed(folder) if manifest is not None else None
 
     def get(self, name: str) -> InstalledWeights | None:
         """The installed weights of a registered model, ``None`` when nothing is installed.

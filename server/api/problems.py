@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response", "validation_detail"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -43,6 +46,11 @@ def problem_response(problem: Problem, instance: str, *, close: bool = False) ->
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def validation_detail(errors: Sequence[Any]) -> str:
+    """Pydantic's ``errors()`` in one line, ``location: message; ...``, for the detail of a 422 problem."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer our problems, HTTP errors and validation errors as problem details."""
 
@@ -56,5 +64,4 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return problem_response(Problem(422, "Invalid request", "; ".join(errors)), request.url.path)
+        return problem_response(Problem(422, "Invalid request", validation_detail(exc.errors())), request.url.path)

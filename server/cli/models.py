@@ -29,10 +29,11 @@ console = Console(stderr=True, soft_wrap=True)
 def models_list(config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Registered models and installable alternatives (lungmask): availability and installed weight hashes."""
     from models.registry import KNOWN_MODELS
-    from models.weights import WeightStore, origin_sentence
+    from models.weights import origin_sentence
+    from server.core.weights import AdminWeightStore
 
     settings = load(config)
-    installed = WeightStore(settings.weights_dir).installed()
+    installed = AdminWeightStore(settings.weights_dir).installed()
     rows = []
     for spec in KNOWN_MODELS.values():
         weights = installed.get(spec.name)
@@ -87,9 +88,9 @@ def models_install(
     file's SHA-256 and whether it is the published file's bytes.
     """
     from models.published.importer import import_published
-    from models.weights import WeightStore
+    from server.core.weights import AdminWeightStore
 
-    store = WeightStore(load(config).weights_dir)
+    store = AdminWeightStore(load(config).weights_dir)
     try:
         if format_name == LUNGCDS_FORMAT or (format_name is None and not _in_published_layout(path)):
             if name is None:
@@ -176,9 +177,9 @@ def models_verify(
     """
     from models.verification import as_json as verification_json
     from models.verification import verify_model
-    from models.weights import WeightStore
+    from server.core.weights import AdminWeightStore
 
-    store = WeightStore(load(config).weights_dir)
+    store = AdminWeightStore(load(config).weights_dir)
     try:
         result = verify_model(store, name)
     except ValueError as exc:

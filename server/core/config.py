@@ -264,10 +264,10 @@ class Settings(BaseSettings):
     def model_provider(self, *, demo_weights: bool | None = None) -> ModelProvider:
         """The learned models of this installation (load once per process and keep it)."""
         from models.runtime import ModelProvider
-        from models.weights import WeightStore
+        from server.core.weights import AdminWeightStore
 
         return ModelProvider(
-            WeightStore(self.weights_dir),
+            AdminWeightStore(self.weights_dir),
             demo_weights=self.demo_weights if demo_weights is None else demo_weights,
             device=self.device,
             lesion_kind=self.lesion_model,

@@ -239,6 +239,7 @@ def test_readiness_reports_each_check(settings: Settings, engine: Engine) -> Non
         "disk": "ok",
         "rules": "ok",
         "destinations": "ok",
+        "weights": "ok",
     }
     broken = TestClient(create_app(settings, engine, FakeQueue(problem="broker unreachable: refused")))
     response = broken.get("/api/v1/health/ready")

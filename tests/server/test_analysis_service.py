@@ -12,12 +12,20 @@ from typing import Any
 import pydicom
 import pytest
 import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
 
 from dicom_node.validation import parse_instance
 from models.findings import UNVALIDATED_STATEMENTS
 from models.runtime import ModelProvider
 from models.weights import WeightStore
 from reports import codes
+from server.api.main import create_app
+from server.core.config import Settings
+from server.core.db import session_scope
+from server.core.security import create_api_key
+from server.db_models import Job
 from server.routing.rules import Eligibility
 from server.services.analysis import run_analysis
 from tests.reports.helpers import DCIODVFY, model_groups, not_run_summaries, run_dciodvfy
@@ -331,3 +339,31 @@ def test_same_inputs_same_uids_one_more_slice_new_uids_that_replace_the_old(
     assert study.StudyInstanceUID == sr.StudyInstanceUID
     validation = run_dciodvfy(out / "sr.dcm")
     assert not validation.errors, "\n".join(validation.errors)
+
+
+def test_rest_gives_every_model_and_learned_number_its_provenance(
+    phantom_series: list[Path], queued: tuple[int, int, str], settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    """Issue 14 section 6 over REST: ``GET /series/{uid}/result`` of an analysis with generated weights
+    names each model's provenance and puts UNVALIDATED next to every learned number, weight-free next to the rest."""
+    job_id, _, uid = queued
+    _run(phantom_series, tmp_path / "out", small_provider())
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(result_dir=str(tmp_path / "out")))  # type: ignore[arg-type]
+        key = create_api_key(session, "viewer").secret
+    response = TestClient(create_app(settings, engine)).get(
+        f"/api/v1/series/{uid}/result", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200
+    result = response.json()
+    ran = {name: run for name, run in result["models"].items() if run["status"] == "ran"}
+    assert {"lung_mask_classical", "lobes", "corads", "stoic", "i3dr"} <= set(ran)
+    for name, run in result["models"].items():
+        assert (run["provenance"] is not None) == (run["status"] == "ran"), name
+    for name, run in ran.items():
+        expected = "weight-free method (no trained weights)" if run["provenance"] == "weight_free" else GENERATED
+        assert run["provenance"] in ("weight_free", "generated_weights") and run["validation"] == expected, name
+    numbers = _learned_numbers(result)
+    assert len(numbers) > 20 and {validation for _, validation in numbers} == {GENERATED}
+    weight_free = [v for v in result["measurements"].values() if v["provenance"] == "weight_free"]
+    assert weight_free and all(v["validation"] == "weight-free method (no trained weights)" for v in weight_free)

@@ -209,3 +209,14 @@ def test_models_summary_says_where_every_reference_count_comes_from(env: Path) -
     assert rows["lesion_nnunet"]["source"].startswith("reconstruction")
     table = runner.invoke(app, ["models", "summary"])
     assert table.exit_code == 0 and "12.29 code" in table.stdout and "25.33 pub" in table.stdout
+
+
+def test_models_install_refuses_control_characters_in_the_validation_statement(env: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"\x00" * 1000)
+    refused = runner.invoke(
+        app, ["models", "install", str(weights), "--name", "corads", "--validation", "ok\n[oops\x1b[2J"]
+    )
+    assert refused.exit_code == 2 and "control character U+000A" in refused.output
+    rows = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert next(r for r in rows if r["name"] == "corads")["weights_sha256"] is None

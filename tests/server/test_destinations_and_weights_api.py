@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy.engine import Engine
 
 from dicom_node.scp import AssociationInfo, StorageSCP
 from dicom_node.spool import Spool, StoredInstance
 from server.api.main import create_app
-from server.core.config import Settings
+from server.core.config import OUTPUT_KINDS, Settings
 from server.core.db import session_scope
 from server.core.security import create_api_key
+from server.core.weights import AdminWeightStore
 from server.routing.destinations import destinations_file, load_destinations
 from tests.peers import free_port
 
@@ -53,7 +55,7 @@ def test_destinations_start_from_the_settings_and_are_replaced_whole(
     listed = client.get("/api/v1/destinations", headers=headers).json()
     assert listed == {
         "destinations": [
-            {"address": "PACS@10.0.0.1:104", "outputs": ["sr", "seg", "pdf"], "tls": False, "calling_aet": None}
+            {"address": "PACS@10.0.0.1:104", "outputs": list(OUTPUT_KINDS), "tls": False, "calling_aet": None}
         ],
         "source": "settings",
         "error": None,
@@ -121,6 +123,9 @@ def test_a_hand_broken_destinations_file_keeps_the_last_good_list(
     ready = client.get("/api/v1/health/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
     assert "destinations.json is invalid" in ready.json()["checks"]["destinations"]
+    events = client.get("/api/v1/audit", params={"channel": "config"}, headers=headers).json()["items"]
+    assert [(e["target"], e["outcome"]) for e in events] == [(str(destinations_file(settings)), "rejected")]
+    assert "destinations.json is invalid" in events[0]["detail"]["error"], "audited once, with the reason"
 
 
 def test_verify_echoes_every_destination(
@@ -188,3 +193,61 @@ def test_weights_uploads_have_their_own_limit_and_leave_nothing_behind(settings:
     assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
     listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
     assert listed["corads"]["weights_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def _upload(client: TestClient, headers: dict[str, str], payload: bytes, validation: str) -> Response:
+    sha = hashlib.sha256(payload).hexdigest()
+    return client.put(
+        "/api/v1/models/corads/weights",
+        params={"validation": validation},
+        content=payload,
+        headers={**headers, "X-Content-SHA256": sha},
+    )
+
+
+@pytest.mark.parametrize("validation", ["ok\n[oops\x1b[2J", "QA-2026\x00", "report\x7f"])
+def test_control_characters_in_a_validation_statement_are_refused(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], validation: str
+) -> None:
+    client, headers = admin
+    refused = _upload(client, headers, b"\x01" * 4096, validation)
+    assert refused.status_code == 422 and "control character" in refused.json()["detail"]
+    assert not (settings.weights_dir / "corads").exists(), "nothing stored"
+    assert not list(settings.weights_dir.glob(".upload-*")), "no upload left behind"
+    listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
+    assert listed["corads"]["weights_sha256"] is None
+
+
+@pytest.mark.parametrize(
+    "broken", [b'{"name": "corads", "sha256": "ab', b"", b'{"validation": 7}', b"(a control character)"]
+)
+def test_a_hand_broken_weights_manifest_keeps_the_last_good_installation(
+    settings: Settings, admin: tuple[TestClient, dict[str, str]], broken: bytes
+) -> None:
+    client, headers = admin
+    payload = b"\x01" * 4096
+    assert _upload(client, headers, payload, "local validation report QA-2026-14").status_code == 200
+    manifest = settings.weights_dir / "corads" / "manifest.json"
+    if broken == b"(a control character)":  # the right manifest, with an escape sequence in its statement
+        broken = manifest.read_bytes().replace(b'"local validation report QA-2026-14"', b'"ok\\u001b[2J"')
+    manifest.write_bytes(broken)
+
+    listed = {m["name"]: m for m in client.get("/api/v1/models", headers=headers).json()}
+    corads = listed["corads"]
+    assert corads["weights_sha256"] == hashlib.sha256(payload).hexdigest(), "the last good manifest is in force"
+    assert corads["validation"] == "local validation report QA-2026-14"
+    assert "manifest.json is invalid" in corads["manifest_error"]
+    assert corads["manifest_error"].endswith("the last good copy is in force")
+    assert listed["lobes"]["manifest_error"] is None
+    assert AdminWeightStore(settings.weights_dir).verify("corads"), "the file it names is intact"
+    ready = client.get("/api/v1/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert "manifest.json is invalid" in ready.json()["checks"]["weights"]
+    events = client.get("/api/v1/audit", params={"channel": "config"}, headers=headers).json()["items"]
+    assert [(e["target"], e["outcome"]) for e in events] == [(str(manifest), "rejected")]
+
+    repaired = _upload(client, headers, bytes(4096), "QA-2026-15")
+    assert repaired.status_code == 200 and repaired.json()["manifest_error"] is None
+    assert client.get("/api/v1/health/ready").json()["status"] == "ready"
+    weights_files = [p.name for p in (settings.weights_dir / "corads").iterdir() if len(p.stem) == 64]
+    assert weights_files == [f"{hashlib.sha256(bytes(4096)).hexdigest()}.safetensors"], "the replaced file is gone"

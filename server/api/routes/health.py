@@ -2,7 +2,7 @@
 
 ``/health/live`` says the process serves requests; ``/health/ready`` says it can do its job
 (database, broker and spool disk) and whether it does it as the admins configured it: a rules
-or destinations file that is broken leaves the server ready but ``degraded``, with the reason
+or destinations file or a weights manifest that is broken leaves the server ready but ``degraded``, with the reason
 (its last good version is in force, see :mod:`server.core.admin_file`); ``/health`` is a
 summary for people.
 """
@@ -23,6 +23,7 @@ from server.api.problems import PROBLEM_JSON
 from server.api.schemas import Health
 from server.core.config import Settings
 from server.core.disk import disk_shortage
+from server.core.weights import AdminWeightStore
 from server.routing.destinations import destinations_in_force
 from server.routing.rules import rules_in_force
 
@@ -65,7 +66,7 @@ async def live() -> dict[str, str]:
 def ready(request: Request, session: SessionDep, settings: SettingsDep, trail: AuditTrailDep) -> JSONResponse:
     """Database, broker and disk all usable (readiness: route traffic here only when 200).
 
-    A broken admin file (rules, destinations) answers 200 ``degraded`` with the reason: the
+    A broken admin file (rules, destinations, a weights manifest) answers 200 ``degraded`` with the reason: the
     server keeps working with its last good version, and admins need the API to repair it.
     """
     queue = request.app.state.queue
@@ -83,6 +84,8 @@ def ready(request: Request, session: SessionDep, settings: SettingsDep, trail: A
             ("destinations", destinations.error, destinations.source),
         )
     }
+    broken_manifests = AdminWeightStore(settings.weights_dir, trail).manifest_errors()
+    configured["weights"] = "; ".join(broken_manifests.values()) or "ok"
     checks = {**essential, **configured}
     failing = {name: value for name, value in essential.items() if value not in ("ok", "not configured")}
     degraded = {name: value for name, value in configured.items() if value != "ok"}

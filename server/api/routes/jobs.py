@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as FastAPIPath
 from pydantic import BaseModel, Field
 from sqlalchemy import func
@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from dicom_node.scu import parse_destination
 from server import crud
-from server.api.deps import Admin, SessionDep, SettingsDep, Viewer
+from server.api.deps import Admin, SessionDep, SettingsDep, Viewer, json_body, json_request_body
 from server.api.listing import Instant, order_by
 from server.api.problems import Problem
 from server.api.schemas import DeliveryPublic, JobPublic, Page
@@ -176,8 +176,14 @@ def cancel(job_id: JobId, session: SessionDep, _key: Admin) -> JobPublic:
     return job_public(session, job)
 
 
-@router.post("/{job_id}/resend", response_model=JobPublic)
-def resend(job_id: JobId, body: ResendRequest, session: SessionDep, settings: SettingsDep, _key: Admin) -> JobPublic:
+@router.post("/{job_id}/resend", response_model=JobPublic, openapi_extra=json_request_body(ResendRequest))
+def resend(
+    job_id: JobId,
+    _key: Admin,
+    body: Annotated[ResendRequest, Depends(json_body(ResendRequest))],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> JobPublic:
     """Put the job's report objects back in the outbox, for one configured destination or all."""
     job = _get_job(session, job_id)
     if body.destination is not None:

@@ -18,9 +18,10 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from models.registry import KNOWN_MODELS, UnknownModelError, get_spec
-from models.weights import WeightsError, WeightStore
-from server.api.deps import Admin, SettingsDep, Viewer
+from models.weights import WeightsError
+from server.api.deps import Admin, AuditTrailDep, SettingsDep, Viewer
 from server.api.problems import Problem
+from server.core.weights import AdminWeightStore
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -31,7 +32,10 @@ _FLUSH_BYTES = 4 * 2**20
 
 
 class ModelPublic(BaseModel):
-    """A registered model and its installed weights."""
+    """A registered model and its installed weights; ``manifest_error`` says why its manifest is not in force.
+
+    When the manifest is broken, its last good copy (if any) is what the other fields describe.
+    """
 
     name: str
     version: str
@@ -41,9 +45,10 @@ class ModelPublic(BaseModel):
     weights_sha256: str | None
     weights_installed_at: str | None
     validation: str | None
+    manifest_error: str | None
 
 
-def _public(store: WeightStore, name: str) -> ModelPublic:
+def _public(store: AdminWeightStore, name: str) -> ModelPublic:
     spec = get_spec(name)
     installed = store.get(name) if spec.needs_weights else None
     return ModelPublic(
@@ -55,13 +60,17 @@ def _public(store: WeightStore, name: str) -> ModelPublic:
         weights_sha256=installed.sha256 if installed else None,
         weights_installed_at=installed.installed_at if installed else None,
         validation=installed.validation if installed else None,
+        manifest_error=store.manifest_error(name) if spec.needs_weights else None,
     )
 
 
 @router.get("", response_model=list[ModelPublic])
-def list_models(settings: SettingsDep, _caller: Viewer) -> list[ModelPublic]:
-    """Every registered model and installable alternative (lungmask), with the hash of its installed weights."""
-    store = WeightStore(settings.weights_dir)
+def list_models(settings: SettingsDep, _caller: Viewer, trail: AuditTrailDep) -> list[ModelPublic]:
+    """Every registered model and installable alternative (lungmask), with the hash of its installed weights.
+
+    A broken manifest is audited and named in ``manifest_error``; its last good copy stays in force.
+    """
+    store = AdminWeightStore(settings.weights_dir, trail)
     return [_public(store, name) for name in KNOWN_MODELS]
 
 
@@ -120,7 +129,7 @@ async def install_weights(
         digest = await run_in_threadpool(upload.finish)
         if digest != x_content_sha256.lower():
             raise Problem(422, "Checksum mismatch", f"the upload hashes to {digest}, not {x_content_sha256.lower()}")
-        store = WeightStore(settings.weights_dir)
+        store = AdminWeightStore(settings.weights_dir)
         try:
             await run_in_threadpool(partial(store.install, upload.path, name, validation=validation))
         except WeightsError as exc:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dicom_node.validation import check_uid
-from server.api.deps import Admin, SettingsDep
+from server.api.deps import Admin, SettingsDep, json_body, json_request_body
 from server.api.problems import Problem
 
 router = APIRouter(prefix="/retrieve", tags=["retrieve"])
@@ -40,8 +40,13 @@ class RetrieveAccepted(BaseModel):
     method: str
 
 
-@router.post("", response_model=RetrieveAccepted, status_code=202)
-def retrieve(body: RetrieveRequest, request: Request, settings: SettingsDep, _caller: Admin) -> RetrieveAccepted:
+@router.post("", response_model=RetrieveAccepted, status_code=202, openapi_extra=json_request_body(RetrieveRequest))
+def retrieve(
+    _caller: Admin,
+    body: Annotated[RetrieveRequest, Depends(json_body(RetrieveRequest))],
+    request: Request,
+    settings: SettingsDep,
+) -> RetrieveAccepted:
     """Queue the retrieval of a study (or one series) from a configured source."""
     matches = [s for s in settings.retrieve_sources if s == body.source or s.split("@", 1)[0] == body.source]
     if len(matches) != 1:
