@@ -3,9 +3,19 @@
 :func:`echo` runs C-ECHO (PS3.7 9.1.5, PS3.4 Annex A). :func:`send_files` and
 :func:`send_datasets` run C-STORE (PS3.7 9.1.1, PS3.4 Annex B) over one
 association whose presentation contexts (PS3.8 7.1.1.13, at most 128 per
-association) are exactly the (SOP Class, Transfer Syntax) pairs of the
-objects, so nothing is transcoded. Per-object outcomes are returned; an
-association that cannot be made or breaks raises :class:`AssociationFailed`.
+association) are the (SOP Class, Transfer Syntax) pairs of the objects, each
+sent as it is where the peer accepts its pair.
+
+An object in a compressed (encapsulated) transfer syntax that pydicom can
+decode -- the JPEG 2000 Lossless SEGs of :mod:`reports.seg` -- also gets a
+presentation context of its SOP class in Explicit VR Little Endian, proposed
+separately (offering one abstract syntax in several contexts is valid, PS3.5
+10.2), so that a peer which does not accept the compressed syntax still gets
+the object: decoded, with the same SOP Instance UID (a transfer syntax only
+encodes the data set, PS3.5 10; only lossy compression calls for a new
+instance, PS3.3 C.7.6.1.1.5).  Per-object outcomes are returned, with the
+transfer syntax each object went in; an association that cannot be made or
+breaks raises :class:`AssociationFailed`.
 """
 
 from __future__ import annotations
@@ -18,9 +28,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import decompress, pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
@@ -160,6 +173,9 @@ class SendResult:
     error : str
         Empty when Success; otherwise what went wrong, with the peer's Error
         Comment (0000,0902) when it sent one.
+    transfer_syntax_uid : str or None
+        The transfer syntax the object was sent in: its own, or Explicit VR
+        Little Endian when the peer took only that; ``None`` when not sent.
     """
 
     path: Path | None
@@ -167,6 +183,7 @@ class SendResult:
     status: int
     ok: bool
     error: str
+    transfer_syntax_uid: str | None = None
 
 
 class AssociationFailed(Exception):
@@ -352,12 +369,27 @@ def _describe_dataset(ds: Dataset) -> _Outgoing:
     )
 
 
+def _decodable(syntax: str) -> bool:
+    """Whether ``syntax`` compresses the pixel data and pydicom has a working decoder for it here."""
+    uid = UID(syntax)
+    if not uid.is_encapsulated:
+        return False
+    try:
+        return bool(get_decoder(uid).is_available)
+    except NotImplementedError:
+        return False
+
+
 def _contexts_for(items: Sequence[_Outgoing]) -> list[PresentationContext]:
-    """One presentation context per distinct (SOP Class, Transfer Syntax) pair, in first-seen order."""
+    """One presentation context per distinct (SOP Class, Transfer Syntax) pair, in first-seen order,
+    then one in Explicit VR Little Endian for each SOP class of a decodable compressed object."""
     pairs: dict[tuple[str, str], None] = {}
-    for item in items:
-        if not item.error and item.sop_class_uid and item.transfer_syntax_uid:
-            pairs.setdefault((item.sop_class_uid, item.transfer_syntax_uid), None)
+    sendable = [item for item in items if not item.error and item.sop_class_uid and item.transfer_syntax_uid]
+    for item in sendable:
+        pairs.setdefault((str(item.sop_class_uid), str(item.transfer_syntax_uid)), None)
+    for item in sendable:
+        if _decodable(str(item.transfer_syntax_uid)):
+            pairs.setdefault((str(item.sop_class_uid), ExplicitVRLittleEndian), None)
     if len(pairs) > MAX_PRESENTATION_CONTEXTS:
         raise ValueError(
             f"{len(pairs)} distinct SOP class/transfer syntax pairs need more than the "
@@ -366,21 +398,48 @@ def _contexts_for(items: Sequence[_Outgoing]) -> list[PresentationContext]:
     return [build_context(UID(sop_class), UID(syntax)) for sop_class, syntax in pairs]
 
 
-def _result_from_response(item: _Outgoing, response: Dataset) -> SendResult:
-    """Turn a C-STORE response into a :class:`SendResult`."""
+def _result_from_response(item: _Outgoing, response: Dataset, syntax: str) -> SendResult:
+    """Turn a C-STORE response to the item sent in ``syntax`` into a :class:`SendResult`."""
     status = int(response.Status)
     comment = str(response.get("ErrorComment", "") or "")
     ok = is_success_or_warning(status)
     error = "" if status == SUCCESS else status_name(status) + (f": {comment}" if comment else "")
-    return SendResult(item.path, item.sop_instance_uid, status, ok, error)
+    return SendResult(item.path, item.sop_instance_uid, status, ok, error, syntax)
 
 
-def _accepted(assoc: Association, item: _Outgoing) -> bool:
-    """Tell whether the peer accepted the presentation context the item needs."""
-    return any(
-        cx.abstract_syntax == item.sop_class_uid and cx.transfer_syntax[0] == item.transfer_syntax_uid
-        for cx in assoc.accepted_contexts
-    )
+def _syntax_for(assoc: Association, item: _Outgoing) -> str | None:
+    """The transfer syntax to send the item in: its own if the peer accepted it, else Explicit VR
+    Little Endian if the peer accepted that and the item can be decoded; None when neither."""
+    accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+    own = str(item.transfer_syntax_uid)
+    if (item.sop_class_uid, own) in accepted:
+        return own
+    if _decodable(own) and (item.sop_class_uid, ExplicitVRLittleEndian) in accepted:
+        return ExplicitVRLittleEndian
+    return None
+
+
+def _decoded(item: _Outgoing) -> Dataset:
+    """The item's object with its pixel data decoded, in Explicit VR Little Endian (PS3.5 A.2).
+
+    The SOP Instance UID stays (see the module docstring), unlike in pydicom's default.  pydicom
+    decodes Bits Allocated 1 to one byte per pixel; such pixel data is packed back to eight
+    pixels a byte (PS3.5 8.1.1), as the BINARY segmentations need.
+    """
+    ds = dcmread(Path(str(item.path))) if item.dataset is None else copy.deepcopy(item.dataset)
+    pixels = int(ds.get("NumberOfFrames") or 1) * int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel)
+    decompress(ds, as_rgb=False, generate_instance_uid=False)
+    if int(ds.BitsAllocated) == 1:
+        ds.PixelData = pack_bits(np.frombuffer(ds.PixelData, dtype=np.uint8, count=pixels))
+    return ds
+
+
+def _source(item: _Outgoing, syntax: str) -> Dataset | Path:
+    """What to hand to C-STORE: the item as it is in its own syntax, else decoded."""
+    if syntax != item.transfer_syntax_uid:
+        logger.info("%s goes decoded: the peer does not accept %s", item.sop_instance_uid, item.transfer_syntax_uid)
+        return _decoded(item)
+    return item.dataset if item.dataset is not None else Path(str(item.path))
 
 
 def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeout: float) -> list[SendResult]:
@@ -403,7 +462,8 @@ def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeo
             if item.error or not item.sop_class_uid or not item.transfer_syntax_uid:
                 results.append(_not_sent(item, item.error or "no SOP Class UID or transfer syntax"))
                 continue
-            if not _accepted(assoc, item):
+            syntax = _syntax_for(assoc, item)
+            if syntax is None:
                 results.append(
                     _not_sent(
                         item,
@@ -412,7 +472,11 @@ def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeo
                     )
                 )
                 continue
-            source: Dataset | Path = item.dataset if item.dataset is not None else Path(str(item.path))
+            try:
+                source = _source(item, syntax)
+            except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise many types on bad pixel data
+                results.append(_not_sent(item, f"not sent: {dest} takes it only decoded, and decoding failed: {exc}"))
+                continue
             try:
                 response = assoc.send_c_store(source)
             except (ValueError, AttributeError, OSError, TypeError) as exc:
@@ -423,7 +487,7 @@ def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeo
             if "Status" not in response:
                 results.append(_not_sent(item, "no C-STORE response: association aborted or timed out"))
                 raise AssociationFailed(f"association with {dest} aborted or timed out", results)
-            result = _result_from_response(item, response)
+            result = _result_from_response(item, response, syntax)
             if not result.ok:
                 logger.warning("C-STORE of %s to %s: %s", item.sop_instance_uid, dest, result.error)
             results.append(result)

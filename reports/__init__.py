@@ -19,7 +19,7 @@ from reports.encapsulated_pdf import build_encapsulated_pdf
 from reports.identity import ReportContext
 from reports.keyimages import KeyImage, render_key_images
 from reports.pdf import build_not_analysable_pdf, build_pdf
-from reports.seg import build_seg
+from reports.seg import build_segs
 from reports.severity import ctss_for_involvement, severity_category
 from reports.sr import build_not_analysable_sr, build_sr
 
@@ -37,7 +37,7 @@ __all__ = [
     "build_not_analysable_sr",
     "build_pdf",
     "build_reports",
-    "build_seg",
+    "build_segs",
     "build_sr",
     "ctss_for_involvement",
     "lung_function_chart",

@@ -1,23 +1,31 @@
 """All report objects of one analysis, and how they are written to disk.
 
 File names are a contract with ``lungcds analyze`` and the DICOM outbox: :data:`SR_FILE`,
-:data:`SEG_FILE` (only when there is a segmentation), :data:`PDF_FILE`, :data:`PDF_DICOM_FILE`,
-:data:`SC_FILE` (the key-image picture, or the not-analysed picture) and :data:`KOS_FILE` (only
-for an analysis).  DICOM files are Part 10 files (PS3.10 7.1: preamble, "DICM", File
-Meta Information) in Explicit VR Little Endian.
+:data:`SEG_FILE` (the SEG of the lungs layer), :data:`SEG_LOBES_FILE` and :data:`SEG_LESIONS_FILE`
+(the lobes and lesions layers; each SEG only when its layer has a voxel, see :mod:`reports.seg`),
+:data:`PDF_FILE`, :data:`PDF_DICOM_FILE`, :data:`SC_FILE` (the key-image picture, or the
+not-analysed picture) and :data:`KOS_FILE` (only for an analysis).  DICOM files are Part 10 files
+(PS3.10 7.1: preamble, "DICM", File Meta Information) in Explicit VR Little Endian, except the
+SEGs, which are JPEG 2000 Lossless on purpose (:data:`reports.seg.SEG_TRANSFER_SYNTAX`).
+
+:meth:`ReportSet.dicom_objects` names every DICOM object twice: by its *key* (``seg_lobes``; the
+file name without ``.dcm`` for the SEGs, and the key of result.json ``outputs``) and by its *kind*
+(``seg``; what a destination's outputs select, :data:`reports.identity.OutputKind`), so that every
+SEG instance goes wherever ``seg`` is sent.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage
 
 from models.findings import Findings
 from reports.encapsulated_pdf import (
@@ -26,6 +34,7 @@ from reports.encapsulated_pdf import (
     build_encapsulated_pdf,
 )
 from reports.identity import (
+    OutputKind,
     ReportContext,
     analysis_digest,
     banner_text,
@@ -38,7 +47,7 @@ from reports.key_image_sc import build_key_image_sc, build_not_analysed_sc, key_
 from reports.key_object_selection import build_key_object_selection
 from reports.keyimages import render_key_images
 from reports.pdf import build_not_analysable_pdf, build_pdf
-from reports.seg import build_seg
+from reports.seg import SEG_LAYERS, SEG_TRANSFER_SYNTAX, SegLayer, build_segs
 from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION, build_not_analysable_sr, build_sr
 
 __all__ = [
@@ -47,7 +56,11 @@ __all__ = [
     "PDF_FILE",
     "SC_FILE",
     "SEG_FILE",
+    "SEG_FILES",
+    "SEG_LESIONS_FILE",
+    "SEG_LOBES_FILE",
     "SR_FILE",
+    "DicomObject",
     "ReportSet",
     "build_not_analysable",
     "build_reports",
@@ -55,10 +68,18 @@ __all__ = [
 
 SR_FILE = "sr.dcm"
 SEG_FILE = "seg.dcm"
+SEG_LOBES_FILE = "seg_lobes.dcm"
+SEG_LESIONS_FILE = "seg_lesions.dcm"
 PDF_FILE = "report.pdf"
 PDF_DICOM_FILE = "report_pdf.dcm"
 SC_FILE = "key_images_sc.dcm"
 KOS_FILE = "key_objects.dcm"
+#: File of the SEG of each layer; its key (result.json ``outputs``) is the file name without ``.dcm``.
+SEG_FILES: Mapping[SegLayer, str] = MappingProxyType(
+    {"lungs": SEG_FILE, "lobes": SEG_LOBES_FILE, "lesions": SEG_LESIONS_FILE}
+)
+#: Transfer Syntax of every SOP class written compressed; all others are Explicit VR Little Endian.
+_COMPRESSED: Mapping[str, str] = MappingProxyType({SegmentationStorage: SEG_TRANSFER_SYNTAX})
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -75,14 +96,41 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _write_dicom(ds: Dataset, path: Path) -> None:
-    """Write ``ds`` as a Part 10 file in Explicit VR Little Endian."""
+    """Write ``ds`` as a Part 10 file in the transfer syntax of its SOP class (:data:`_COMPRESSED`).
+
+    The object must already be encoded in it: a builder that changes syntax is caught here, not
+    at the PACS.
+    """
     meta = getattr(ds, "file_meta", None) or FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
-        raise ValueError(f"{path.name}: expected Explicit VR Little Endian, got {meta.get('TransferSyntaxUID')}")
+    expected = _COMPRESSED.get(str(ds.SOPClassUID), ExplicitVRLittleEndian)
+    if meta.get("TransferSyntaxUID") != expected:
+        raise ValueError(f"{path.name}: expected transfer syntax {expected}, got {meta.get('TransferSyntaxUID')}")
     ds.file_meta = meta
     _atomic_write(path, lambda target: ds.save_as(target, enforce_file_format=True))
+
+
+@dataclass(frozen=True)
+class DicomObject:
+    """One DICOM object of a report set, or the place of one that this set does not have.
+
+    Attributes
+    ----------
+    key : str
+        Its name in result.json ``outputs`` (``"seg_lobes"``).
+    kind : {"sr", "seg", "pdf", "sc", "kos"}
+        What a destination's outputs select; every SEG instance is ``"seg"``.
+    file : str
+        Its file name in the output folder.
+    dataset : pydicom.Dataset or None
+        The object; None when this set has none (its file is then removed).
+    """
+
+    key: str
+    kind: OutputKind
+    file: str
+    dataset: Dataset | None
 
 
 @dataclass(frozen=True)
@@ -93,9 +141,10 @@ class ReportSet:
     ----------
     sr : pydicom.Dataset
         Comprehensive 3D SR with the TID 1500 Measurement Report.
-    seg : pydicom.Dataset or None
-        Segmentation of the masks; None when no mask has any voxel, and for a series that
-        could not be analysed (:func:`build_not_analysable`).
+    segs : mapping of str to pydicom.Dataset
+        Segmentations by layer (:data:`reports.seg.SEG_LAYERS`), one series in Instance Number
+        order; without the layers that have no voxel, and empty for a series that could not be
+        analysed (:func:`build_not_analysable`).
     pdf : bytes
         The PDF report.
     pdf_dicom : pydicom.Dataset
@@ -108,7 +157,7 @@ class ReportSet:
     """
 
     sr: Dataset
-    seg: Dataset | None
+    segs: Mapping[SegLayer, Dataset]
     pdf: bytes
     pdf_dicom: Dataset
     sc: Dataset
@@ -117,11 +166,30 @@ class ReportSet:
     def _write_pdf(self, path: Path) -> None:
         path.write_bytes(self.pdf)
 
+    def dicom_objects(self) -> list[DicomObject]:
+        """Every DICOM object of the set, with a ``None`` dataset for each file it does not have.
+
+        In delivery order: the SR, the SEGs in Instance Number order, the encapsulated PDF, the
+        key-image SC, the KOS.
+        """
+        segs = [
+            DicomObject(SEG_FILES[layer].removesuffix(".dcm"), "seg", SEG_FILES[layer], self.segs.get(layer))
+            for layer in SEG_LAYERS
+        ]
+        return [
+            DicomObject("sr", "sr", SR_FILE, self.sr),
+            *segs,
+            DicomObject("pdf", "pdf", PDF_DICOM_FILE, self.pdf_dicom),
+            DicomObject("sc", "sc", SC_FILE, self.sc),
+            DicomObject("kos", "kos", KOS_FILE, self.kos),
+        ]
+
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the objects into ``out_dir`` (created if needed) under the contract file names.
 
-        A ``seg.dcm`` or ``key_objects.dcm`` left by an earlier run is removed when this set has
-        none, so the directory never mixes objects of two runs.
+        A SEG file (``seg.dcm``, ``seg_lobes.dcm``, ``seg_lesions.dcm``) or ``key_objects.dcm``
+        left by an earlier run is removed when this set has none, so the directory never mixes
+        objects of two runs.
 
         Returns
         -------
@@ -131,19 +199,13 @@ class ReportSet:
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)
         written = {}
-        objects = (
-            (SR_FILE, self.sr),
-            (SEG_FILE, self.seg),
-            (PDF_DICOM_FILE, self.pdf_dicom),
-            (SC_FILE, self.sc),
-            (KOS_FILE, self.kos),
-        )
-        for name, ds in objects:
-            if ds is None:
-                (directory / name).unlink(missing_ok=True)
+        for item in self.dicom_objects():
+            path = directory / item.file
+            if item.dataset is None:
+                path.unlink(missing_ok=True)
                 continue
-            _write_dicom(ds, directory / name)
-            written[name] = directory / name
+            _write_dicom(item.dataset, path)
+            written[item.file] = path
         _atomic_write(directory / PDF_FILE, self._write_pdf)
         written[PDF_FILE] = directory / PDF_FILE
         return written
@@ -157,7 +219,7 @@ def build_reports(
     *,
     predecessors: Sequence[Dataset] = (),
 ) -> ReportSet:
-    """Build SEG, SR (referencing the SEG's segments), PDF, encapsulated PDF, the key-image
+    """Build the SEGs, SR (referencing their segments), PDF, encapsulated PDF, the key-image
     Secondary Capture and the Key Object Selection flagging it.
 
     Every object takes patient and study data from the same header
@@ -187,8 +249,8 @@ def build_reports(
     by_uid = index_source_headers(findings, source_headers)
     identity = identity_source(findings, by_uid)
     ordered = [identity, *(ds for ds in source_headers if ds is not identity)]
-    seg = build_seg(findings, ordered, context)
-    sr = build_sr(findings, ordered, context, seg=seg, predecessors=predecessors)
+    segs = build_segs(findings, ordered, context)
+    sr = build_sr(findings, ordered, context, segs=list(segs.values()), predecessors=predecessors)
     key_images = render_key_images(findings)
     pdf = build_pdf(findings, ordered, context, eligibility_reasons, key_images=key_images)
     banner = banner_text(findings)
@@ -203,7 +265,7 @@ def build_reports(
     sources = key_image_sources(findings, key_images, by_uid)
     sc = build_key_image_sc(findings, identity, key_images, sources, context, digest)
     kos = build_key_object_selection(sc, sources, identity, context, digest, banner)
-    return ReportSet(sr=sr, seg=seg, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=kos)
+    return ReportSet(sr=sr, segs=segs, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=kos)
 
 
 def build_not_analysable(
@@ -220,8 +282,8 @@ def build_not_analysable(
     covered, unreadable pixels, ...), the radiologist in PACS must see that the scan was seen
     and why no numbers follow.  This builds an SR (TID 1500 with the coded statement "Series
     not analysable" and each reason as text, every source instance as evidence), a one-page
-    PDF and its Encapsulated PDF, and a Secondary Capture picture of the reasons; there is no
-    SEG and no Key Object Selection.
+    PDF and its Encapsulated PDF, and a Secondary Capture picture of the reasons; there are no
+    SEGs and no Key Object Selection.
 
     Parameters
     ----------
@@ -241,7 +303,7 @@ def build_not_analysable(
     Returns
     -------
     ReportSet
-        With ``seg`` and ``kos`` None (``ReportSet.write`` then removes stale files of them).
+        With no ``segs`` and ``kos`` None (``ReportSet.write`` then removes stale files of them).
 
     Raises
     ------
@@ -256,4 +318,4 @@ def build_not_analysable(
         pdf, source_headers, context, content_digest=digest, series_description=NOT_ANALYSABLE_SERIES_DESCRIPTION
     )
     sc = build_not_analysed_sc(source_headers[0], check_reasons(reasons), context, digest)
-    return ReportSet(sr=sr, seg=None, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=None)
+    return ReportSet(sr=sr, segs={}, pdf=pdf, pdf_dicom=pdf_dicom, sc=sc, kos=None)

@@ -27,9 +27,12 @@ truncated to 64 characters,
 
 computed by :func:`pydicom.uid.generate_uid` with that single JSON string as entropy source
 (JSON, so that no two different argument lists can concatenate to the same text).  ``kind`` is
-``"sr"``, ``"seg"`` or ``"pdf"`` and ``part`` is ``"series"`` (Series Instance UID) or
-``"instance"`` (SOP Instance UID).  The *content digest* is a SHA-256 over everything the
-content depends on:
+``"sr"``, ``"seg"``, ``"pdf"``, ``"sc"`` or ``"kos"`` and ``part`` is ``"series"`` (Series
+Instance UID) or ``"instance"`` (SOP Instance UID).  An output of several instances in one series
+names each further instance by a fifth element: the SEG's ``"lobes"`` and ``"lesions"`` layers
+(:data:`reports.seg.SEG_LAYERS`) derive from ``[..., "seg", "instance", layer]``, while its
+``"lungs"`` layer keeps the four-element UID that the single SEG had before the layers.  The
+*content digest* is a SHA-256 over everything the content depends on:
 
 * :func:`analysis_digest` (an analysis): the sorted source SOP Instance UIDs (with frame
   numbers), the digest of the HU volume and its grid (``Volume.content_sha256``), the Patient
@@ -288,7 +291,7 @@ class ReportContext:
         """Device Observer UID (DCM 121012, TID 1004), stable for a given station name."""
         return self._derive("lungcds device observer", self.station_name)
 
-    def output_uid(self, content_digest: str, kind: OutputKind, part: UidPart) -> str:
+    def output_uid(self, content_digest: str, kind: OutputKind, part: UidPart, instance_name: str | None = None) -> str:
         """Series or SOP Instance UID of one of our outputs, derived from what its content depends on.
 
         Parameters
@@ -299,12 +302,15 @@ class ReportContext:
             Which output.
         part : {"series", "instance"}
             Series Instance UID (0020,000E) or SOP Instance UID (0008,0018).
+        instance_name : str or None
+            Which further instance of an output that has several in its series (a SEG layer such
+            as ``"lobes"``); None for the first, or only, instance.
 
         Returns
         -------
         str
-            A UID under :attr:`uid_prefix`, hashed from the three arguments (PS3.5 9.1; the
-            module docstring gives the derivation).
+            A UID under :attr:`uid_prefix`, hashed from the arguments (PS3.5 9.1; the module
+            docstring gives the derivation).
         """
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
@@ -312,7 +318,11 @@ class ReportContext:
             raise ValueError(f"part must be one of {sorted(_PARTS)}, got {part!r}")
         if not content_digest:
             raise ValueError("content_digest must not be empty")
-        return self._derive("lungcds output", content_digest, kind, part)
+        if instance_name is None:
+            return self._derive("lungcds output", content_digest, kind, part)
+        if part != "instance" or not instance_name:
+            raise ValueError(f"an instance name names a SOP Instance UID, got part {part!r}, name {instance_name!r}")
+        return self._derive("lungcds output", content_digest, kind, part, instance_name)
 
     def tracking_uid(self, source_series_uid: str, pipeline_version: str, name: str) -> str:
         """Tracking Unique Identifier (DCM 112040, TID 4108) of a region or lesion.

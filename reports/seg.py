@@ -1,12 +1,35 @@
-"""DICOM Segmentation (PS3.3 A.51) of the lung, lobe and lesion masks of one analysis.
+"""DICOM Segmentations (PS3.3 A.51) of the lung, lobe and lesion masks of one analysis.
 
-One BINARY segment per non-empty mask of ``Findings.masks``, in the order left and right lung,
-the five lobes, then the lesion masks (``ggo``, ``consolidation``, or ``lesions`` when the lesions
-are not typed).  A mask that is the union of others (``lungs`` of the two lungs, ``lesions`` of
-ground glass and consolidation) is not a segment when its parts are and partition it exactly:
-a viewer would paint it twice over them.  Segments still overlap where different models made
-them (the lobes lie in the lung masks, lesions in the lobes), so LABELMAP does not apply.  Per
-segment (Segment Description macro, PS3.3 C.8.20.2):
+Layers
+------
+The masks come from different models (the lung mask, the lobe network, the lesion network), so a
+lobe lies in a lung and a lesion in a lobe: in one Segmentation a viewer would paint those voxels
+twice.  Each *layer* of :data:`SEG_LAYERS` is therefore its own Segmentation instance, and the
+segments of one instance never share a voxel:
+
+* ``lungs``: the left and right lung, or ``lungs`` alone when neither side has a mask;
+* ``lobes``: the five lobes;
+* ``lesions``: ground-glass opacity and consolidation, or ``lesions`` when the lesions are not
+  typed.
+
+A union (``lungs``, ``lesions``) is not a segment when its parts are: the pipeline makes it as
+their union (``models.qct.measurements``, ``models.segmentation.lesions``) and the SR measures it
+without a segment reference.  The learned models choose one class per voxel (argmax), so the
+masks of one layer do not overlap; should two still claim a voxel (masks from another source),
+the later mask in layer order keeps it -- consolidation over ground glass, the more severe
+finding -- so that every instance stays non-overlapping.  result.json and the SR measure the
+masks as they are.
+
+All instances are one series (Series Instance UID and Number, Series Description shared; PS3.3
+C.7.3.1) with Instance Number 1, 2, 3 in layer order.  Each has its own SOP Instance UID derived
+from the analysis (:meth:`reports.identity.ReportContext.output_uid`; the lungs layer keeps the
+UID the single SEG had before the layers) and its own Content Label (``LUNGCDS_LOBES``; PS3.3
+C.10.9).  A layer without any voxel has no instance.
+
+Segments
+--------
+One BINARY segment per mask, numbered from 1 in each instance (Segment Description macro, PS3.3
+C.8.20.2):
 
 * Segment Label = the region's words as a viewer's segment list shows them ("Left lung", "Right
   upper lobe", "Ground-glass opacity"; :data:`reports.keyimages.LEGEND_LABELS`), Tracking ID =
@@ -21,7 +44,7 @@ segment (Segment Description macro, PS3.3 C.8.20.2):
   for installed weights, their SHA-256);
 * Segment Description "UNVALIDATED: ..." when that model's provenance is unvalidated
   (generated weights, or installed weights without a validation statement), and then the
-  Series Description says UNVALIDATED too, so the PACS series list shows it;
+  Series Description of every instance says UNVALIDATED too, so the PACS series list shows it;
 * Recommended Display CIELab Value from the colours of the PDF legend.
 
 Frames reference their source CT image through the Derivation Image Sequence (highdicom),
@@ -29,15 +52,19 @@ slice ``k`` of the mask being ``Volume.source_sop_instance_uids[k]``; frames wit
 of their segment are omitted (``omit_empty_frames``), so a segment costs one frame per slice it
 touches.
 
-Size: a BINARY frame is packed 1 bit per pixel, 32 KiB for 512x512.  Uncompressed Explicit VR
-Little Endian is kept because every PACS and viewer reads it; highdicom 0.28 can encode BINARY
-only as JPEG 2000 Lossless besides the native syntaxes, and Deflated Explicit VR Little Endian
-is not accepted by every peer (dciodvfy cannot read it).  Measured on the 64-slice, 512x512 shared
-series (``lungcds analyze``, no weights): 3.5 MB for the left and right lung (106 frames), 5.3 MB
-when the union ``lungs`` was a segment too; earlier, 11.4 MB with the five lobes and three lesion
-masks as well (343 of 704 possible frames).  JPEG 2000 Lossless made the three lung segments
-about 0.35 MB when measured earlier; it is not used yet because not every PACS accepts it and
-the SCU sends each object in its own transfer syntax.
+Transfer syntax
+---------------
+JPEG 2000 Image Compression (Lossless Only), :data:`SEG_TRANSFER_SYNTAX` (PS3.5 A.4.4), one
+fragment per frame.  It is the only compressed syntax highdicom 0.28 encodes for BINARY
+segmentations; highdicom, pydicom (pylibjpeg-openjpeg), DCMTK-based Orthanc, dcmjs and
+``dciodvfy`` read it.  Deflated Explicit VR Little Endian would be smaller still, but
+``dciodvfy`` cannot read it.  A peer that does not accept JPEG 2000 gets the SEG decoded to
+Explicit VR Little Endian with the same SOP Instance UID (:mod:`dicom_node.scu`).  Measured on
+the 64-slice, 512x512 shared series: with hand-made lungs, lobes and typed lesions
+(``tests/reports/test_real_series.py``) one uncompressed SEG of 9 segments and 269 frames was
+8,959,144 bytes, the three layers now take 204,064 + 205,934 + 32,932 = 442,930 bytes (20x
+smaller; about 40 % of that is headers and per-frame functional groups); ``lungcds analyze``
+without weights (the two lungs, 127 frames) went from 3,540,208 to 136,408 bytes.
 
 highdicom 0.28 needs only the metadata of the source images (no Pixel Data), so headers read
 with ``stop_before_pixels=True`` are accepted as they are.
@@ -47,13 +74,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
 from highdicom.color import CIELabColor
 from pydicom import Dataset
+from pydicom.uid import JPEG2000Lossless
 
-from models.findings import LESION_NAMES, REGION_NAMES, Findings
+from models.findings import LOBE_NAMES, REGION_NAMES, Findings
 from reports import codes
 from reports.identity import (
     OUTPUT_CHARACTER_SET,
@@ -68,15 +97,17 @@ from reports.keyimages import LEGEND_COLOURS, LEGEND_LABELS, legend_key
 
 __all__ = [
     "SEG_CONTENT_LABEL",
+    "SEG_LAYERS",
     "SEG_SERIES_DESCRIPTION",
+    "SEG_TRANSFER_SYNTAX",
     "SEG_UNVALIDATED_INSTALLED_SEGMENT",
     "SEG_UNVALIDATED_SEGMENT",
     "SEG_UNVALIDATED_SERIES_DESCRIPTION",
-    "UNION_PARTS",
-    "build_seg",
+    "SegLayer",
+    "build_segs",
+    "layer_segments",
     "segment_caveat",
     "segment_label",
-    "segment_order",
 ]
 
 #: Series Description (0008,103E) of the SEG series.
@@ -91,15 +122,29 @@ _SEGMENT_CAVEATS = {
     "generated_weights": SEG_UNVALIDATED_SEGMENT,
     "installed_unvalidated": SEG_UNVALIDATED_INSTALLED_SEGMENT,
 }
-#: Content Label (0070,0080), Content Identification Macro (PS3.3 C.10.9).
+#: Content Label (0070,0080) prefix, Content Identification Macro (PS3.3 C.10.9); each instance
+#: appends its layer ("LUNGCDS_LOBES").
 SEG_CONTENT_LABEL = "LUNGCDS"
+#: Transfer Syntax of every SEG (see the module docstring).
+SEG_TRANSFER_SYNTAX = JPEG2000Lossless
 
+SegLayer = Literal["lungs", "lobes", "lesions"]
 
-#: Masks that are, by construction, the union of others: as a segment beside those they would be
-#: painted twice over them in a viewer, so they are left out when their parts are segments and
-#: exactly partition them (the SR measures them without a segment reference).
-UNION_PARTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"lungs": ("lung_left", "lung_right"), "lesions": ("ggo", "consolidation")}
+#: The SEG instances in Instance Number order, each with its choices of masks: the first choice
+#: with any voxel makes the layer's segments, in this order (a union only without its parts).
+SEG_LAYERS: Mapping[SegLayer, tuple[tuple[str, ...], ...]] = MappingProxyType(
+    {
+        "lungs": (("lung_left", "lung_right"), ("lungs",)),
+        "lobes": (LOBE_NAMES,),
+        "lesions": (("ggo", "consolidation"), ("lesions",)),
+    }
+)
+_CONTENT_DESCRIPTIONS: Mapping[SegLayer, str] = MappingProxyType(
+    {
+        "lungs": "Lung masks for decision support",
+        "lobes": "Lobe masks for decision support",
+        "lesions": "Lesion masks for decision support",
+    }
 )
 
 
@@ -108,26 +153,37 @@ def segment_label(name: str) -> str:
     return LEGEND_LABELS.get(legend_key(name), name)
 
 
-def _partitioned(findings: Findings, name: str, present: Sequence[str]) -> bool:
-    """True when the parts of union ``name`` are segments, do not overlap, and make up exactly its mask."""
-    parts = [part for part in UNION_PARTS.get(name, ()) if part in present]
-    if len(parts) < 2:
-        return False
-    masks = [findings.masks[part] for part in parts]
-    union = np.logical_or.reduce(masks)
-    disjoint = int(sum(int(m.sum()) for m in masks)) == int(union.sum())
-    return disjoint and bool(np.array_equal(union, findings.masks[name]))
+def _layer_stack(findings: Findings, layer: SegLayer) -> tuple[tuple[str, ...], np.ndarray]:
+    """The segments of ``layer``: their names in segment-number order, and their masks made
+    mutually exclusive, stacked ``[z, y, x, segment]`` (the array highdicom takes).
 
-
-def segment_order(findings: Findings) -> list[str]:
-    """Names of the masks that become segments, in segment-number order.
-
-    Regions come in ``REGION_NAMES`` order, then lesion masks in ``LESION_NAMES`` order; empty
-    masks are left out because a segment without any frame cannot be referenced, and so is a
-    union whose parts are segments (:data:`UNION_PARTS`).
+    The first choice of :data:`SEG_LAYERS` with any voxel is taken.  A voxel that several of its
+    masks claim stays only in the last of them (consolidation over ground glass); a mask left
+    without any voxel is no segment, because a segment without a frame cannot be referenced.
+    The masks are written into the stack directly, so a layer costs one copy of its masks.
     """
-    names = [name for name in REGION_NAMES + LESION_NAMES if name in findings.masks and findings.masks[name].any()]
-    return [name for name in names if not _partitioned(findings, name, names)]
+    shape = findings.volume.geometry.shape
+    names: list[str] = []
+    for choice in SEG_LAYERS[layer]:
+        names = [name for name in choice if name in findings.masks and findings.masks[name].any()]
+        if names:
+            break
+    stacked = np.zeros((*shape, len(names)), dtype=bool)
+    claimed = np.zeros(shape, dtype=bool)
+    for index in reversed(range(len(names))):
+        mask = findings.masks[names[index]]
+        np.logical_and(mask, ~claimed, out=stacked[..., index])
+        claimed |= mask
+    kept = [index for index in range(len(names)) if stacked[..., index].any()]
+    if len(kept) < len(names):
+        stacked = stacked[..., kept]
+    return tuple(names[index] for index in kept), stacked
+
+
+def layer_segments(findings: Findings) -> dict[SegLayer, tuple[str, ...]]:
+    """Names of the masks that become segments, by layer in instance order; layers without any left out."""
+    layers = {layer: _layer_stack(findings, layer)[0] for layer in SEG_LAYERS}
+    return {layer: names for layer, names in layers.items() if names}
 
 
 def _algorithm(name: str, findings: Findings, context: ReportContext) -> hd.AlgorithmIdentificationSequence:
@@ -182,14 +238,13 @@ def _description(
     return description
 
 
-def _pixel_array(findings: Findings, names: list[str], number_of_frames: int | None) -> np.ndarray:
+def _pixel_array(findings: Findings, stacked: np.ndarray, number_of_frames: int | None) -> np.ndarray:
     """Stacked-segments array ``[frame, row, column, segment]`` in source-frame order.
 
     For single-frame sources (``number_of_frames`` None) the frames are the slices of the
     volume; for one multi-frame source (Enhanced CT) frame ``f`` holds slice ``k`` with
     ``source_frame_numbers[k] == f``.
     """
-    stacked = np.stack([findings.masks[name] for name in names], axis=-1)
     frame_numbers = findings.volume.source_frame_numbers
     if number_of_frames is None or frame_numbers is None:
         return stacked
@@ -199,11 +254,19 @@ def _pixel_array(findings: Findings, names: list[str], number_of_frames: int | N
     return frames
 
 
+def _check_size(findings: Findings, source: Dataset) -> None:
+    """Raise ValueError unless the source image has the rows and columns of the masks."""
+    _, rows, columns = findings.volume.geometry.shape
+    if (int(source.Rows), int(source.Columns)) != (rows, columns):
+        raise ValueError(f"masks are {rows}x{columns} but source images are {source.Rows}x{source.Columns}")
+
+
 def _source_images(findings: Findings, by_uid: dict[str, Dataset]) -> tuple[list[Dataset], int | None]:
     """Source images in frame order, and the number of frames of a multi-frame source.
 
     Single-frame series give one header per slice in volume order (``None`` frames); an
-    Enhanced CT volume gives its one multi-frame header and its Number of Frames.
+    Enhanced CT volume gives its one multi-frame header and its Number of Frames.  Each must
+    have the size of the masks.
     """
     volume = findings.volume
     uids = volume.source_sop_instance_uids
@@ -211,10 +274,13 @@ def _source_images(findings: Findings, by_uid: dict[str, Dataset]) -> tuple[list
     if numbers is None:
         if len(set(uids)) != len(uids):
             raise ValueError("a single-frame series must have one source instance per slice")
+        for uid in uids:
+            _check_size(findings, by_uid[uid])
         return [by_uid[uid] for uid in uids], None
     if len(set(uids)) != 1:
         raise ValueError("a volume with frame numbers must come from exactly one multi-frame instance")
     source = by_uid[uids[0]]
+    _check_size(findings, source)
     if "NumberOfFrames" not in source:
         raise ValueError("source frame numbers given but the source instance is not multi-frame")
     count = int(source.NumberOfFrames)
@@ -223,10 +289,10 @@ def _source_images(findings: Findings, by_uid: dict[str, Dataset]) -> tuple[list
     return [source], count
 
 
-def build_seg(
+def build_segs(
     findings: Findings, source_headers: Sequence[Dataset], context: ReportContext
-) -> hd.seg.Segmentation | None:
-    """Build the Segmentation of ``findings.masks``, or None when no mask has any voxel.
+) -> dict[SegLayer, hd.seg.Segmentation]:
+    """Build one Segmentation per layer of :data:`SEG_LAYERS` that has any voxel.
 
     Parameters
     ----------
@@ -239,8 +305,9 @@ def build_seg(
 
     Returns
     -------
-    highdicom.seg.Segmentation or None
-        A new series of the source study with Series and SOP Instance UIDs derived from
+    dict of str to highdicom.seg.Segmentation
+        By layer, in Instance Number order; empty when no mask has any voxel.  The instances
+        are one new series of the source study with Series and SOP Instance UIDs derived from
         :func:`reports.identity.analysis_digest`; patient and study data come from the first
         slice of the volume (:func:`reports.identity.identity_source`).
 
@@ -253,47 +320,44 @@ def build_seg(
 
     Notes
     -----
-    highdicom takes the masks as one stacked array, so memory peaks near
-    slices x rows x columns x segments bytes (about 0.6 GB for 300 slices of 512x512 with
-    8 segments).
+    highdicom takes the masks of one layer as one stacked array, built one layer at a time, so
+    memory peaks near slices x rows x columns x (segments + 2) bytes (about 0.6 GB for the five
+    lobes of 300 slices of 512x512).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
-    names = segment_order(findings)
-    if not names:
-        return None
-    _, rows, columns = findings.volume.geometry.shape
+    layers = layer_segments(findings)
+    if not layers:
+        return {}
     sources, number_of_frames = _source_images(findings, by_uid)
-    for ds in sources:
-        if (int(ds.Rows), int(ds.Columns)) != (rows, columns):
-            raise ValueError(f"masks are {rows}x{columns} but source images are {ds.Rows}x{ds.Columns}")
-
     series_uid = str(sources[0].SeriesInstanceUID)
     digest = analysis_digest(findings, identity_source(findings, by_uid))
-    descriptions = [
-        _description(number, name, findings, context, series_uid) for number, name in enumerate(names, start=1)
-    ]
-    return hd.seg.Segmentation(
-        source_images=evidence_headers(sources),
-        pixel_array=_pixel_array(findings, names, number_of_frames),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=context.output_uid(digest, "seg", "series"),
-        series_number=context.seg_series_number,
-        sop_instance_uid=context.output_uid(digest, "seg", "instance"),
-        instance_number=1,
-        manufacturer=context.manufacturer,
-        manufacturer_model_name=context.manufacturer_model_name,
-        software_versions=context.software_version,
-        device_serial_number=context.device_serial_number,
-        content_description="Lung, lobe and lesion masks for decision support",
-        content_label=SEG_CONTENT_LABEL,
-        omit_empty_frames=True,
-        series_description=(
-            SEG_UNVALIDATED_SERIES_DESCRIPTION
-            if any(segment_caveat(findings, name) for name in names)
-            else SEG_SERIES_DESCRIPTION
-        ),
-        institution_name=context.institution_name,
-        specific_character_set=OUTPUT_CHARACTER_SET,
-    )
+    unvalidated = any(segment_caveat(findings, name) for names in layers.values() for name in names)
+    segs = {}
+    for number, layer in enumerate(layers, start=1):
+        names, stacked = _layer_stack(findings, layer)
+        descriptions = [
+            _description(segment, name, findings, context, series_uid) for segment, name in enumerate(names, start=1)
+        ]
+        segs[layer] = hd.seg.Segmentation(
+            source_images=evidence_headers(sources),
+            pixel_array=_pixel_array(findings, stacked, number_of_frames),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=context.output_uid(digest, "seg", "series"),
+            series_number=context.seg_series_number,
+            sop_instance_uid=context.output_uid(digest, "seg", "instance", None if layer == "lungs" else layer),
+            instance_number=number,
+            manufacturer=context.manufacturer,
+            manufacturer_model_name=context.manufacturer_model_name,
+            software_versions=context.software_version,
+            device_serial_number=context.device_serial_number,
+            content_description=_CONTENT_DESCRIPTIONS[layer],
+            content_label=f"{SEG_CONTENT_LABEL}_{layer.upper()}",
+            omit_empty_frames=True,
+            series_description=SEG_UNVALIDATED_SERIES_DESCRIPTION if unvalidated else SEG_SERIES_DESCRIPTION,
+            institution_name=context.institution_name,
+            specific_character_set=OUTPUT_CHARACTER_SET,
+            transfer_syntax_uid=SEG_TRANSFER_SYNTAX,
+        )
+    return segs

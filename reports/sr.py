@@ -5,25 +5,25 @@ The document (PS3.3 A.35.13, Comprehensive 3D SR IOD) is built from highdicom's 
 
 * TID 1500 Measurement Report, with TID 1001 Observation Context naming the lungcds device
   (TID 1002/1004) and "Computed tomography of chest" as procedure reported; every source
-  instance (and the SEG) is listed in the Current Requested Procedure Evidence Sequence
+  instance and every SEG instance is listed in the Current Requested Procedure Evidence Sequence
   (PS3.3 C.17.2.2).
 * **One measurement group per region** (``lungs``, ``lung_left``, ``lung_right``, the lobes and
   any lesion region with measurements): TID 1411 Volumetric ROI Measurements referencing the
-  region's SEG segment when there is one (tracking UID shared with the segment), else TID
-  1501; each with TID 4108 tracking identifier = region name, finding site (SNOMED CT), the
-  TID 4019 algorithm that made the region's mask (``Findings.mask_sources``), the coded
-  provenance of that mask and of every model output in the group ("Output validation status",
-  with the UNVALIDATED statement in words when it applies) and TID 300 measurements in UCUM
-  units, each with its own TID 4019 algorithm: the densitometry (its algorithm parameters name
-  the mask's model and provenance, so a lobe's volume is never presented as weight-free), the
-  lesion involvement and CT severity score (lobes; the total and its category on ``lungs``)
-  and the I3Dr lung-function estimates (lobes; patient level on ``lungs``).  A value the
-  plausibility gate withheld is not reported; its reason is ("Implausible value withheld").
-  A region that carries density bands and mass (``lungs``, ``lung_left``, ``lung_right``) also
-  has the volume and percent of each band (private concepts with the HU range in the meaning)
-  and its tissue mass.  Every region number is rounded as :data:`reports.precision.PRECISION`
-  says (volumes to 1 mL, percentages to 0.1, attenuation to 1 HU, mass to 1 g), as the PDF
-  prints it; result.json keeps full precision.
+  region's segment in the SEG instance of its layer when there is one (:mod:`reports.seg`;
+  tracking UID shared with the segment), else TID 1501; each with TID 4108 tracking identifier =
+  region name, finding site (SNOMED CT), the TID 4019 algorithm that made the region's mask
+  (``Findings.mask_sources``), the coded provenance of that mask and of every model output in
+  the group ("Output validation status", with the UNVALIDATED statement in words when it
+  applies) and TID 300 measurements in UCUM units, each with its own TID 4019 algorithm: the
+  densitometry (its algorithm parameters name the mask's model and provenance, so a lobe's
+  volume is never presented as weight-free), the lesion involvement and CT severity score
+  (lobes; the total and its category on ``lungs``) and the I3Dr lung-function estimates (lobes;
+  patient level on ``lungs``).  A value the plausibility gate withheld is not reported; its
+  reason is ("Implausible value withheld").  A region that carries density bands and mass
+  (``lungs``, ``lung_left``, ``lung_right``) also has the volume and percent of each band
+  (private concepts with the HU range in the meaning) and its tissue mass.  Every region number
+  is rounded as :data:`reports.precision.PRECISION` says (volumes to 1 mL, percentages to 0.1,
+  attenuation to 1 HU, mass to 1 g), as the PDF prints it; result.json keeps full precision.
 * The weight-free zone, summary and follow-up groups and the acquisition statements (issue 15):
   see :mod:`reports.sr_quantitative`.
 * **One measurement group per model that ran** (tracking identifier ``"model <name>"``): TID
@@ -156,10 +156,8 @@ def model_tracking_identifier(name: str) -> str:
     return f"model {name}"
 
 
-def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str, int]:
-    """Segment numbers of ``seg`` by Tracking ID, the region name (the Segment Label holds its words;
-    PS3.3 C.8.20.2), after checking that the SEG is a Segmentation of the same study derived
-    from the source series."""
+def _check_seg(seg: Dataset, study_uid: str, series_uid: str) -> None:
+    """Raise ValueError unless ``seg`` is a Segmentation of the same study derived from the source series."""
     if seg.get("SOPClassUID") != SegmentationStorage:
         raise ValueError(f"seg must be a Segmentation Storage instance, got SOP class {seg.get('SOPClassUID')}")
     if seg.get("StudyInstanceUID") != study_uid:
@@ -167,7 +165,24 @@ def _segment_numbers(seg: Dataset, study_uid: str, series_uid: str) -> dict[str,
     referenced = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:
         raise ValueError("seg does not reference the source series")
-    return {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
+
+
+def _segments(segs: Sequence[Dataset], study_uid: str, series_uid: str) -> dict[str, tuple[Dataset, int]]:
+    """The SEG instance and segment number of each region, by Tracking ID (the region name; the
+    Segment Label holds its words, PS3.3 C.8.20.2), after checking every SEG.
+
+    A region is one segment of one instance (the layers of :mod:`reports.seg` do not share
+    regions), so a Tracking ID found twice is refused rather than referenced at random.
+    """
+    found: dict[str, tuple[Dataset, int]] = {}
+    for seg in segs:
+        _check_seg(seg, study_uid, series_uid)
+        for item in seg.SegmentSequence:
+            name = str(item.TrackingID)
+            if name in found:
+                raise ValueError(f"region {name!r} is a segment of more than one SEG instance")
+            found[name] = (seg, int(item.SegmentNumber))
+    return found
 
 
 def _model_measurements(run: ModelRun, values: Iterable[tuple[Code, float, Code]], content: GroupContent) -> None:
@@ -204,10 +219,10 @@ def _region_group(
     findings: Findings,
     context: ReportContext,
     series_uid: str,
-    seg: Dataset | None,
-    segment_numbers: Mapping[str, int],
+    segment: tuple[Dataset, int] | None,
 ) -> Group:
-    """Measurement group of one region (TID 1411 with a segment reference, else TID 1501)."""
+    """Measurement group of one region (TID 1411 referencing ``segment``, a SEG instance and segment
+    number, when given; else TID 1501)."""
     version = findings.pipeline_version
     content = GroupContent()
     mask = findings.mask_run(name)
@@ -248,13 +263,14 @@ def _region_group(
     finding_type = site or codes.LESION_CODES.get(name, codes.LESION)
     algorithm = run_algorithm(mask) if mask is not None else None
     group: Group
-    if seg is not None and name in segment_numbers:
+    if segment is not None:
+        seg, number = segment
         group = VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             referenced_segment=ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=segment_numbers[name],
+                segment_number=number,
                 source_series=SourceSeriesForSegmentation(series_uid),
             ),
             finding_category=category,
@@ -498,7 +514,7 @@ def build_sr(
     findings: Findings,
     source_headers: Sequence[Dataset],
     context: ReportContext,
-    seg: Dataset | None = None,
+    segs: Sequence[Dataset] = (),
     *,
     predecessors: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
@@ -514,9 +530,10 @@ def build_sr(
         Evidence Sequence (PS3.3 C.17.2).
     context : ReportContext
         Device identity and output numbering.
-    seg : pydicom.Dataset or None
-        The SEG built by :func:`reports.seg.build_seg` from the same findings; when given,
-        region groups become TID 1411 groups referencing its segments by label.
+    segs : sequence of pydicom.Dataset
+        The SEG instances built by :func:`reports.seg.build_segs` from the same findings; a
+        region that is a segment of one of them gets a TID 1411 group referencing that instance
+        and segment (found by Tracking ID), and every one is listed as evidence.
     predecessors : sequence of pydicom.Dataset
         Earlier SR documents of this series that the new one replaces (keyword-only); those
         with another SOP Instance UID are listed in the Predecessor Documents Sequence.
@@ -534,19 +551,20 @@ def build_sr(
         :func:`reports.identity.validate_findings` and
         :func:`reports.identity.index_source_headers`), a densitometry or follow-up number is
         not finite or a zone score out of range, the follow-up's prior is of the source study,
-        ``seg`` belongs to another study or series, a predecessor is not an SR of the source
-        study, or there is nothing to report (no region and no model that ran).
+        a SEG belongs to another study or series or two SEGs have a segment of the same region,
+        a predecessor is not an SR of the source study, or there is nothing to report (no region
+        and no model that ran).
     """
     validate_findings(findings)
     by_uid = index_source_headers(findings, source_headers)
     first = identity_source(findings, by_uid)
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
-    segment_numbers = _segment_numbers(seg, study_uid, series_uid) if seg is not None else {}
+    segments = _segments(segs, study_uid, series_uid)
     _check_predecessors(predecessors, study_uid)
     _check_prior_study(findings, study_uid)
 
     groups: list[Group] = [
-        _region_group(name, findings, context, series_uid, seg, segment_numbers) for name in _region_names(findings)
+        _region_group(name, findings, context, series_uid, segments.get(name)) for name in _region_names(findings)
     ]
     d = findings.densitometry
     if d is not None:
@@ -568,8 +586,7 @@ def build_sr(
     report[0].ContentSequence.append(_report_statements(findings))
 
     evidence = evidence_headers([first] + [ds for uid, ds in by_uid.items() if uid != first.SOPInstanceUID])
-    if seg is not None:
-        evidence.append(seg)
+    evidence.extend(segs)
     prior_sr = prior_sr_reference(findings.followup)
     if prior_sr is not None:
         evidence.append(prior_sr)  # another study: highdicom files it under Pertinent Other Evidence

@@ -40,7 +40,8 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pynetdicom", "highdicom", "sqlalchemy.engine", "alembic", "uvicorn.access", "httpx"):
+    # "openjpeg": pylibjpeg-openjpeg logs every JPEG 2000 frame it encodes (the SEGs, reports.seg) at INFO.
+    for noisy in ("pynetdicom", "highdicom", "openjpeg", "sqlalchemy.engine", "alembic", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # highdicom warns about single-component person names and quotes the name: patient data.
     # Source names are copied faithfully, so the warning is silenced rather than logged.

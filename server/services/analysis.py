@@ -2,15 +2,19 @@
 
 Shared by the Celery task and the offline ``lungcds analyze`` command so that both produce
 exactly the same outputs.  The output folder receives ``result.json``, ``sr.dcm``, ``seg.dcm``
-(when a mask exists), ``report.pdf``, ``report_pdf.dcm`` (architecture spec, contracts), the
+(the SEG of the lung masks, when a mask exists), ``seg_lobes.dcm`` and ``seg_lesions.dcm`` (the
+SEGs of the lobes and the lesions, when the models made any; one SEG series, see
+:mod:`reports.seg`), ``report.pdf``, ``report_pdf.dcm`` (architecture spec, contracts), the
 key-image Secondary Capture ``key_images_sc.dcm`` and, for an analysis, the Key Object Selection
-``key_objects.dcm``.
+``key_objects.dcm``.  result.json ``outputs`` names each DICOM object by its key (``sr``, ``seg``,
+``seg_lobes``, ``seg_lesions``, ``pdf``, ``sc``, ``kos``); destinations select them by kind, all
+SEGs being ``seg`` (:class:`DicomOutput`).
 
 When the folder already holds an earlier analysis of the same series whose objects have other
 UIDs (the content changed: more slices, another pipeline version, other weights; see
 :mod:`reports.identity`), the new objects replace them: the new SR lists the earlier SR in its
 Predecessor Documents Sequence and result.json names each replaced object under ``replaces``
-(``{kind: earlier SOP Instance UID}``).
+(``{key: earlier SOP Instance UID}``).
 """
 
 from __future__ import annotations
@@ -35,16 +39,7 @@ from models.qct.followup import with_followup
 from models.registry import MODEL_SPECS
 from models.runtime import ModelProvider
 from models.volume import VolumeError, load_series, patient_context
-from reports.bundle import (
-    KOS_FILE,
-    PDF_DICOM_FILE,
-    SC_FILE,
-    SEG_FILE,
-    SR_FILE,
-    ReportSet,
-    build_not_analysable,
-    build_reports,
-)
+from reports.bundle import SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
 
@@ -66,8 +61,14 @@ Progress = Callable[[str, float], None]
 
 @dataclass(frozen=True)
 class DicomOutput:
-    """One DICOM report object on disk, as the outbox sends it."""
+    """One DICOM report object on disk, as the outbox sends it.
 
+    ``key`` names it in result.json ``outputs`` and ``replaces`` (``"seg_lobes"``); ``kind`` is
+    what a destination's outputs select (``"seg"`` for every SEG instance,
+    :data:`server.core.config.OUTPUT_KINDS`) and what its delivery records.
+    """
+
+    key: str
     kind: str
     path: Path
     sop_instance_uid: str
@@ -132,17 +133,11 @@ def report_context(ae_title: str) -> ReportContext:
 
 
 def _dicom_outputs(reports: ReportSet, written: dict[str, Path]) -> list[DicomOutput]:
-    objects = (
-        ("sr", SR_FILE, reports.sr),
-        ("seg", SEG_FILE, reports.seg),
-        ("pdf", PDF_DICOM_FILE, reports.pdf_dicom),
-        ("sc", SC_FILE, reports.sc),
-        ("kos", KOS_FILE, reports.kos),
-    )
+    """The written DICOM objects of ``reports``, in delivery order."""
     return [
-        DicomOutput(kind, written[name], str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
-        for kind, name, ds in objects
-        if ds is not None and name in written
+        DicomOutput(o.key, o.kind, written[o.file], str(o.dataset.SOPInstanceUID), str(o.dataset.SeriesInstanceUID))
+        for o in reports.dicom_objects()
+        if o.dataset is not None and o.file in written
     ]
 
 
@@ -154,9 +149,9 @@ class _Previous:
     sr: pydicom.Dataset | None
 
     def replaced(self, outputs: list[DicomOutput]) -> dict[str, str]:
-        """``{kind: earlier SOP Instance UID}`` of every earlier object that ``outputs`` do not repeat."""
+        """``{key: earlier SOP Instance UID}`` of every earlier object that ``outputs`` do not repeat."""
         current = {o.sop_instance_uid for o in outputs}
-        return {kind: uid for kind, uid in sorted(self.uids.items()) if uid not in current}
+        return {key: uid for key, uid in sorted(self.uids.items()) if uid not in current}
 
     def predecessors(self) -> list[pydicom.Dataset]:
         """The earlier SR, for the Predecessor Documents Sequence of the new one."""
@@ -176,7 +171,7 @@ def _previous_outputs(out_dir: Path, series_uid: str) -> _Previous:
         earlier = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
         if earlier.get("series_instance_uid") == series_uid:
             study_uid = earlier.get("study_instance_uid")
-            uids = {kind: str(o["sop_instance_uid"]) for kind, o in earlier.get("outputs", {}).items()}
+            uids = {key: str(o["sop_instance_uid"]) for key, o in earlier.get("outputs", {}).items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         logger.debug("no readable earlier result.json in %s", out_dir)
     sr = None
@@ -293,7 +288,7 @@ def _result_header(
         "series_instance_uid": headers[0].series_instance_uid if headers else None,
         "study_instance_uid": headers[0].study_instance_uid if headers else None,
         "outputs": {
-            o.kind: {
+            o.key: {
                 "file": o.path.name,
                 "sop_instance_uid": o.sop_instance_uid,
                 "series_instance_uid": o.series_instance_uid,

@@ -1,12 +1,15 @@
-"""SCU: destinations, C-ECHO, C-STORE to DCMTK storescp and to our SCP, association failures."""
+"""SCU: destinations, C-ECHO, C-STORE to DCMTK storescp and to our SCP, association failures, and the
+Explicit VR Little Endian fallback for peers that do not take a compressed object's transfer syntax."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SegmentationStorage
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 
@@ -23,6 +26,8 @@ from dicom_node.scu import (
 )
 from dicom_node.spool import Spool
 from dicom_node.statuses import NOT_SENT, OUT_OF_RESOURCES, SUCCESS
+from reports.identity import ReportContext
+from reports.seg import build_segs
 from tests.dicom_node.helpers import (
     SCP_AET,
     SERIES_J2K,
@@ -34,6 +39,7 @@ from tests.dicom_node.helpers import (
     make_ct,
     series_files,
 )
+from tests.reports.helpers import ct_headers, synthetic_findings
 
 
 @pytest.mark.parametrize(
@@ -77,28 +83,100 @@ def test_echo(running_scp: RunningSCP) -> None:
 
 
 def test_send_files_round_trip_to_dcmtk_storescp(dcmtk_storescp: tuple[int, Path], tmp_path: Path) -> None:
+    """storescp accepts only uncompressed transfer syntaxes by default: a JPEG 2000 CT arrives decoded."""
     port, out = dcmtk_storescp
     files = series_files(SERIES_S2)
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(b"not dicom")
-    j2k = series_files(SERIES_J2K)[0]
+    compressed = dcmread(files[1])
+    compressed.compress(JPEG2000Lossless, generate_instance_uid=False)
+    j2k = tmp_path / "j2k.dcm"
+    compressed.save_as(j2k, enforce_file_format=True)
+    broken = series_files(SERIES_J2K)[0]  # JPEG 2000 too, but its data set has an empty SOP Class UID
 
-    results = send_files(Destination("STORESCP", "127.0.0.1", port), [*files, garbage, j2k], "TESTSCU")
+    results = send_files(Destination("STORESCP", "127.0.0.1", port), [*files[2:], garbage, j2k, broken], "TESTSCU")
 
-    assert len(results) == len(files) + 2
-    assert all(r.ok and r.status == SUCCESS and r.error == "" for r in results[: len(files)])
-    assert [r.path for r in results] == [*files, garbage, j2k]
-    bad_file, compressed = results[-2:]
-    assert bad_file.status == NOT_SENT and not bad_file.ok and bad_file.error
-    # storescp accepts only uncompressed transfer syntaxes by default.
-    assert compressed.status == NOT_SENT and "accepted no presentation context" in compressed.error
-    received = sorted(out.iterdir())
-    assert len(received) == len(files)
-    sent_uids = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
-    assert {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in received} == sent_uids
-    first = dcmread(files[0])
-    copy = dcmread(next(f for f in received if first.SOPInstanceUID in f.name))
-    assert copy.PixelData == first.PixelData and copy.PatientID == first.PatientID
+    assert [r.path for r in results] == [*files[2:], garbage, j2k, broken]
+    assert all(r.ok and r.status == SUCCESS and r.error == "" for r in results[: len(files) - 2])
+    own = [str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files[2:]]
+    assert [r.transfer_syntax_uid for r in results[: len(files) - 2]] == own, "sent as they are"
+    bad_file, decoded, unsendable = results[-3:]
+    assert bad_file.status == NOT_SENT and not bad_file.ok and bad_file.error and bad_file.transfer_syntax_uid is None
+    assert decoded.ok and decoded.transfer_syntax_uid == ExplicitVRLittleEndian
+    assert unsendable.status == NOT_SENT and not unsendable.ok
+    received = {dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in out.iterdir()}
+    sent_uids = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files[1:]}
+    assert set(received) == sent_uids, "every readable CT, the JPEG 2000 one under its own SOP Instance UID"
+    original = dcmread(files[1])
+    arrived = dcmread(received[original.SOPInstanceUID])
+    assert arrived.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert arrived.PixelData == original.PixelData and arrived.PatientID == original.PatientID
+
+
+@pytest.fixture
+def seg_j2k(tmp_path: Path) -> Path:
+    """A lungcds SEG (the lobes layer of synthetic findings) in JPEG 2000 Lossless, as a Part 10 file."""
+    headers = ct_headers()
+    segs = build_segs(synthetic_findings(headers), headers, ReportContext(software_version="0.1.0"))
+    path = tmp_path / "seg_lobes.dcm"
+    segs["lobes"].save_as(path, enforce_file_format=True)
+    return path
+
+
+class _Peer:
+    """A pynetdicom storage SCP that takes SEGs in the given transfer syntaxes and keeps what it got."""
+
+    def __init__(self, syntaxes: list[str]) -> None:
+        self.received: list[tuple[str, Dataset]] = []
+        ae = AE("SEGPEER")
+        ae.add_supported_context(SegmentationStorage, syntaxes)
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.destination = Destination("SEGPEER", "127.0.0.1", int(self.server.server_address[1]))
+
+    def _store(self, event: Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        self.received.append((str(event.context.transfer_syntax), ds))
+        return SUCCESS
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest) -> Iterator[_Peer]:
+    running = _Peer(request.param)
+    yield running
+    running.server.shutdown()
+
+
+@pytest.mark.parametrize("peer", [[ExplicitVRLittleEndian]], indirect=True)
+def test_a_peer_without_jpeg_2000_gets_the_seg_decoded_under_the_same_uid(peer: _Peer, seg_j2k: Path) -> None:
+    original = dcmread(seg_j2k)
+    assert original.file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+    (from_file,) = send_files(peer.destination, [seg_j2k], "TESTSCU")
+    (from_memory,) = send_datasets(peer.destination, [original], "TESTSCU")
+
+    assert from_file.ok and from_memory.ok
+    assert from_file.transfer_syntax_uid == from_memory.transfer_syntax_uid == ExplicitVRLittleEndian
+    assert original.file_meta.TransferSyntaxUID == JPEG2000Lossless, "the caller's data set is left as it was"
+    frames, rows, columns = int(original.NumberOfFrames), int(original.Rows), int(original.Columns)
+    packed = (frames * rows * columns + 7) // 8
+    for syntax, ds in peer.received:
+        assert syntax == ExplicitVRLittleEndian and ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.SOPInstanceUID == original.SOPInstanceUID
+        assert (ds.BitsAllocated, ds.BitsStored) == (1, 1)
+        assert len(ds.PixelData) == packed + packed % 2, "Bits Allocated 1: eight pixels a byte, even length"
+        assert np.array_equal(ds.pixel_array, original.pixel_array)
+    assert len(peer.received) == 2
+
+
+@pytest.mark.parametrize("peer", [[JPEG2000Lossless, ExplicitVRLittleEndian]], indirect=True)
+def test_a_peer_taking_jpeg_2000_gets_the_seg_as_it_is(peer: _Peer, seg_j2k: Path) -> None:
+    (result,) = send_files(peer.destination, [seg_j2k], "TESTSCU")
+
+    assert result.ok and result.transfer_syntax_uid == JPEG2000Lossless
+    ((syntax, ds),) = peer.received
+    assert syntax == JPEG2000Lossless
+    assert ds.PixelData == dcmread(seg_j2k).PixelData
 
 
 def test_closed_port_raises_association_failed() -> None:

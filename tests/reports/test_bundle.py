@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from models.findings import Findings
 from reports.bundle import (
@@ -19,6 +19,8 @@ from reports.bundle import (
     PDF_FILE,
     SC_FILE,
     SEG_FILE,
+    SEG_LESIONS_FILE,
+    SEG_LOBES_FILE,
     SR_FILE,
     build_not_analysable,
     build_reports,
@@ -29,7 +31,8 @@ from reports.key_image_sc import NOT_ANALYSED_SC_SERIES_DESCRIPTION
 from reports.sr import NOT_ANALYSABLE_SERIES_DESCRIPTION
 from tests.reports.helpers import IDENTITY_KEYWORDS, Validation, pdf_page_text
 
-DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE)
+SEG_FILES = (SEG_FILE, SEG_LOBES_FILE, SEG_LESIONS_FILE)
+DICOM_FILES = (SR_FILE, *SEG_FILES, PDF_DICOM_FILE, SC_FILE, KOS_FILE)
 
 
 def test_writes_exactly_the_contract_files(
@@ -43,15 +46,42 @@ def test_writes_exactly_the_contract_files(
         raw = (tmp_path / "out" / name).read_bytes()
         assert raw[128:132] == b"DICM", name
         ds = pydicom.dcmread(tmp_path / "out" / name)
-        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.file_meta.TransferSyntaxUID == (JPEG2000Lossless if name in SEG_FILES else ExplicitVRLittleEndian)
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.StudyInstanceUID == headers[0].StudyInstanceUID
     assert (tmp_path / "out" / PDF_FILE).read_bytes() == reports.pdf
     pdf_dicom = pydicom.dcmread(tmp_path / "out" / PDF_DICOM_FILE)
     assert bytes(pdf_dicom.EncapsulatedDocument[: pdf_dicom.EncapsulatedDocumentLength]) == reports.pdf
     assert pdf_dicom.SeriesDescription == PDF_SERIES_DESCRIPTION
-    series = {pydicom.dcmread(tmp_path / "out" / name).SeriesInstanceUID for name in DICOM_FILES}
-    assert len(series) == len(DICOM_FILES) and headers[0].SeriesInstanceUID not in series
+    series = {name: pydicom.dcmread(tmp_path / "out" / name).SeriesInstanceUID for name in DICOM_FILES}
+    assert len(set(series.values())) == len(DICOM_FILES) - 2 and headers[0].SeriesInstanceUID not in series.values()
+    assert len({series[name] for name in SEG_FILES}) == 1, "the SEGs are one series"
+    objects = [(o.key, o.kind, o.file) for o in reports.dicom_objects()]
+    assert objects == [
+        ("sr", "sr", SR_FILE),
+        ("seg", "seg", SEG_FILE),
+        ("seg_lobes", "seg", SEG_LOBES_FILE),
+        ("seg_lesions", "seg", SEG_LESIONS_FILE),
+        ("pdf", "pdf", PDF_DICOM_FILE),
+        ("sc", "sc", SC_FILE),
+        ("kos", "kos", KOS_FILE),
+    ]
+
+
+def test_only_the_segs_are_written_compressed(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    reports = build_reports(findings, headers, context)
+    sr = copy.copy(reports.sr)
+    sr.file_meta = copy.deepcopy(reports.sr.file_meta)
+    sr.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    with pytest.raises(ValueError, match=f"sr.dcm: expected transfer syntax {ExplicitVRLittleEndian}"):
+        dataclasses.replace(reports, sr=sr).write(tmp_path / "sr")
+    seg = copy.copy(reports.segs["lobes"])
+    seg.file_meta = copy.deepcopy(seg.file_meta)
+    seg.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with pytest.raises(ValueError, match=f"seg_lobes.dcm: expected transfer syntax {JPEG2000Lossless}"):
+        dataclasses.replace(reports, segs={**reports.segs, "lobes": seg}).write(tmp_path / "seg")
 
 
 def test_same_job_same_uids_new_version_new_uids(
@@ -61,8 +91,9 @@ def test_same_job_same_uids_new_version_new_uids(
     first = build_reports(findings, headers, context)
     second = build_reports(findings, list(reversed(headers)), context)
     newer = build_reports(dataclasses.replace(findings, pipeline_version="0.2.0"), headers, context)
-    assert first.seg is not None and second.seg is not None and newer.seg is not None
-    objects = [(first.sr, second.sr, newer.sr), (first.seg, second.seg, newer.seg)]
+    assert list(first.segs) == list(second.segs) == list(newer.segs) == ["lungs", "lobes", "lesions"]
+    objects = [(first.sr, second.sr, newer.sr)]
+    objects += [(first.segs[layer], second.segs[layer], newer.segs[layer]) for layer in first.segs]
     objects.append((first.pdf_dicom, second.pdf_dicom, newer.pdf_dicom))
     objects.append((first.sc, second.sc, newer.sc))
     assert first.kos is not None and second.kos is not None and newer.kos is not None
@@ -73,8 +104,12 @@ def test_same_job_same_uids_new_version_new_uids(
     assert first.pdf_dicom.SeriesDescription == PDF_UNVALIDATED_SERIES_DESCRIPTION
 
 
-def test_rerun_replaces_and_drops_stale_seg(
-    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+def test_rerun_replaces_and_drops_stale_segs(
+    tmp_path: Path,
+    headers: list[Dataset],
+    findings: Findings,
+    make_findings: Callable[..., Findings],
+    context: ReportContext,
 ) -> None:
     first = build_reports(findings, headers, context)
     first.write(tmp_path)
@@ -82,9 +117,14 @@ def test_rerun_replaces_and_drops_stale_seg(
     second = build_reports(findings, list(reversed(headers)), context)
     second.write(tmp_path)
     assert {name: pydicom.dcmread(tmp_path / name).SOPInstanceUID for name in DICOM_FILES} == uids
+    lungs_only = build_reports(make_findings(headers, lobes=False, lesion=False), headers, context)
+    assert list(lungs_only.segs) == ["lungs"]
+    lungs_only.write(tmp_path)
+    assert not (tmp_path / SEG_LOBES_FILE).exists() and not (tmp_path / SEG_LESIONS_FILE).exists()
+    assert pydicom.dcmread(tmp_path / SEG_FILE).SOPInstanceUID == lungs_only.segs["lungs"].SOPInstanceUID
     maskless = dataclasses.replace(findings, masks={}, mask_sources={}, measurements={})
     third = build_reports(maskless, headers, context)
-    assert third.seg is None
+    assert third.segs == {}
     third.write(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE])
 
@@ -104,7 +144,7 @@ def test_not_analysable_set_has_uids_of_its_own(
     first = build_not_analysable(headers, context, reasons, "0.1.0")
     again = build_not_analysable(list(reversed(headers)), context, reasons, "0.1.0")
     other_version = build_not_analysable(headers, context, reasons, "0.2.0")
-    assert first.seg is None and first.kos is None
+    assert first.segs == {} and first.kos is None
     written = first.write(tmp_path)
     assert sorted(written) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SR_FILE, PDF_FILE, PDF_DICOM_FILE, SC_FILE])

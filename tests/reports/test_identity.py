@@ -59,6 +59,23 @@ def test_uid_derivation_is_the_documented_one(context: ReportContext) -> None:
         PYDICOM_ROOT_UID, entropy_srcs=[json.dumps(["lungcds output", DIGEST, "seg", "instance"])]
     )
     assert context.output_uid(DIGEST, "seg", "instance") == documented
+    layer = generate_uid(
+        PYDICOM_ROOT_UID, entropy_srcs=[json.dumps(["lungcds output", DIGEST, "seg", "instance", "lobes"])]
+    )
+    assert context.output_uid(DIGEST, "seg", "instance", "lobes") == layer
+
+
+def test_further_instances_of_one_output_get_uids_of_their_own(context: ReportContext) -> None:
+    """The SEG layers: one series, one SOP Instance UID each, none equal to another output's."""
+    others = {
+        context.output_uid(DIGEST, kind, part) for kind in ("sr", "seg", "pdf") for part in ("series", "instance")
+    }
+    layers = {context.output_uid(DIGEST, "seg", "instance", name) for name in ("lobes", "lesions")}
+    assert len(layers) == 2 and not layers & others
+    with pytest.raises(ValueError, match="names a SOP Instance UID"):
+        context.output_uid(DIGEST, "seg", "series", "lobes")
+    with pytest.raises(ValueError, match="names a SOP Instance UID"):
+        context.output_uid(DIGEST, "seg", "instance", "")
 
 
 def test_uid_inputs_cannot_run_together(context: ReportContext) -> None:

@@ -28,6 +28,9 @@ from reports.bundle import (
     PDF_FILE,
     SC_FILE,
     SEG_FILE,
+    SEG_FILES,
+    SEG_LESIONS_FILE,
+    SEG_LOBES_FILE,
     SR_FILE,
     ReportSet,
     build_not_analysable,
@@ -35,7 +38,7 @@ from reports.bundle import (
 )
 from reports.identity import ReportContext
 from reports.pdf_layout import region_label
-from reports.seg import segment_label, segment_order
+from reports.seg import layer_segments, segment_label
 from tests.reports.helpers import (
     MEASUREMENT_CONCEPTS,
     RealSeries,
@@ -49,7 +52,10 @@ from tests.reports.helpers import (
     sr_values,
 )
 
-DICOM_FILES = (SR_FILE, SEG_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE)
+DICOM_FILES = (SR_FILE, SEG_FILE, SEG_LOBES_FILE, SEG_LESIONS_FILE, PDF_DICOM_FILE, SC_FILE, KOS_FILE)
+#: Bytes of the one uncompressed SEG with all 9 segments (269 frames) that this series had before
+#: the layers and JPEG 2000 (issue 17 part 3): the SEGs must stay far below it.
+UNCOMPRESSED_SEG_BYTES = 8_959_144
 
 
 @dataclass(frozen=True)
@@ -103,26 +109,39 @@ def test_sr_carries_every_number_of_result_json(built: Built, real: RealSeries) 
     assert len(found) == len(expected)
     assert ("CORADSCAT", "CORADS5") in sr_codes(sr, "model corads")
     assert ("CTSSCATEGORY", codes.SEVERITY_CATEGORY_VALUES["mild"].value) in sr_codes(sr, "lungs")
-    assert len(sr.get_evidence(current_procedure_only=True)) == len(real.headers) + 1
+    assert len(sr.get_evidence(current_procedure_only=True)) == len(real.headers) + len(SEG_FILES)
     assert "ReferencedStudySequence" not in sr
 
 
-def test_seg_segments_and_frames(built: Built, real: RealSeries) -> None:
-    seg = pydicom.dcmread(built.out_dir / SEG_FILE)
-    labels = [str(item.TrackingID) for item in seg.SegmentSequence]
-    assert labels == segment_order(real.findings)
-    assert "lungs" not in labels  # the two lungs partition it: painted once, not twice
-    assert [str(item.SegmentLabel) for item in seg.SegmentSequence] == [segment_label(name) for name in labels]
+def test_segs_one_per_layer_without_overlap_and_small(built: Built, real: RealSeries) -> None:
+    layers = layer_segments(real.findings)
+    assert layers == {
+        "lungs": ("lung_left", "lung_right"),  # "lungs" is their union: painted once, not twice
+        "lobes": ("LUL", "LLL", "RUL", "RML", "RLL"),
+        "lesions": ("ggo", "consolidation"),  # "lesions" is their union
+    }
     masks = real.findings.masks
-    expected_frames = sum(int(masks[name].any(axis=(1, 2)).sum()) for name in labels)
-    assert int(seg.NumberOfFrames) == expected_frames < len(labels) * len(real.headers)
-    pixels = seg.pixel_array.reshape((int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)))
     index = {uid: k for k, uid in enumerate(real.findings.volume.source_sop_instance_uids)}
-    for frame, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        source = str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-        assert np.array_equal(pixels[frame].astype(bool), masks[labels[number - 1]][index[source]])
-    print(f"\nSEG: {len(labels)} segments, {expected_frames} frames, {(built.out_dir / SEG_FILE).stat().st_size} bytes")
+    sizes = {}
+    for layer, names in layers.items():
+        path = built.out_dir / SEG_FILES[layer]
+        seg = pydicom.dcmread(path)
+        assert [str(item.TrackingID) for item in seg.SegmentSequence] == list(names)
+        assert [str(item.SegmentLabel) for item in seg.SegmentSequence] == [segment_label(name) for name in names]
+        expected_frames = sum(int(masks[name].any(axis=(1, 2)).sum()) for name in names)
+        assert int(seg.NumberOfFrames) == expected_frames < len(names) * len(real.headers)
+        pixels = seg.pixel_array.reshape((int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)))
+        owners = np.zeros(masks["lungs"].shape, dtype=int)
+        for frame, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            k = index[str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)]
+            assert np.array_equal(pixels[frame].astype(bool), masks[names[number - 1]][k])
+            owners[k] += pixels[frame]
+        assert int(owners.max()) == 1, f"a voxel in two segments of the {layer} SEG"
+        sizes[path.name] = path.stat().st_size
+        print(f"\nSEG {path.name}: {len(names)} segments, {expected_frames} frames, {sizes[path.name]} bytes")
+    print(f"SEGs together: {sum(sizes.values())} bytes; one uncompressed SEG before: {UNCOMPRESSED_SEG_BYTES} bytes")
+    assert sum(sizes.values()) < UNCOMPRESSED_SEG_BYTES / 10
 
 
 def test_pdf_shows_measurements_and_banner_on_every_page(built: Built, real: RealSeries, poppler: None) -> None:
@@ -157,10 +176,10 @@ def test_same_job_same_uids_new_version_new_uids(built: Built, real: RealSeries)
     again = build_reports(real.findings, list(reversed(real.headers)), context, notes)
     newer = build_reports(dataclasses.replace(real.findings, pipeline_version="0.2.0"), real.headers, context)
     first = built.reports
-    assert first.seg is not None and again.seg is not None and newer.seg is not None
+    assert list(first.segs) == list(again.segs) == list(newer.segs) == ["lungs", "lobes", "lesions"]
     pairs: list[tuple[Dataset, Dataset, Dataset]] = [
         (first.sr, again.sr, newer.sr),
-        (first.seg, again.seg, newer.seg),
+        *((first.segs[layer], again.segs[layer], newer.segs[layer]) for layer in first.segs),
         (first.pdf_dicom, again.pdf_dicom, newer.pdf_dicom),
     ]
     for ours, repeat, other in pairs:
@@ -180,7 +199,7 @@ def test_not_analysable_objects(
         result = dciodvfy(tmp_path / name)
         print(f"\ndciodvfy not-analysable {name}: {len(result.errors)} error(s), {len(result.warnings)} warning(s)")
         assert not result.errors, "\n".join(result.errors)
-    assert not (tmp_path / SEG_FILE).exists()
+    assert not any((tmp_path / name).exists() for name in SEG_FILES.values())
     assert pdf_pages(tmp_path / PDF_FILE) == 1
     text = pdf_page_text(tmp_path / PDF_FILE, 1)
     assert all(reason in text for reason in reasons)

@@ -16,7 +16,7 @@ from pydicom.sr.coding import Code
 from models.findings import LOBE_NAMES, REGION_NAMES, UNVALIDATED_STATEMENTS, Findings, ModelRun, QualityAssessment
 from reports import codes
 from reports.identity import ReportContext, analysis_digest
-from reports.seg import build_seg
+from reports.seg import build_segs
 from reports.sr import (
     NOT_ANALYSABLE_SERIES_DESCRIPTION,
     SR_SERIES_DESCRIPTION,
@@ -293,7 +293,7 @@ def test_every_result_number_is_in_the_sr(
     headers: list[Dataset], make_findings: Callable[..., Findings], context: ReportContext
 ) -> None:
     findings = make_findings(headers, outputs=True, unvalidated=True)
-    sr = build_sr(findings, headers, context, seg=build_seg(findings, headers, context))
+    sr = build_sr(findings, headers, context, segs=list(build_segs(findings, headers, context).values()))
     found = sr_values(sr)
     expected = expected_values(findings.as_dict())
     assert len(expected) > 50
@@ -317,37 +317,42 @@ def test_quality_gate_reasons(headers: list[Dataset], findings: Findings, contex
     assert ("MASKQUALITY", "PLAUSIBLE") in report_statements(build_sr(passed, headers, context))
 
 
-def test_region_groups_reference_seg_segments(
+def test_region_groups_reference_the_segment_in_the_seg_instance_of_its_layer(
     tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
-    seg = build_seg(findings, headers, context)
-    assert seg is not None
-    sr = _write_read(build_sr(findings, headers, context, seg=seg), tmp_path / "sr.dcm")
+    segs = build_segs(findings, headers, context)
+    assert list(segs) == ["lungs", "lobes", "lesions"]
+    sr = _write_read(build_sr(findings, headers, context, segs=list(segs.values())), tmp_path / "sr.dcm")
     report = _report(sr)
     volumetric = {str(g.tracking_identifier): g for g in report.get_volumetric_roi_measurement_groups()}
-    labels = {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
-    assert set(volumetric) == set(labels) - {"lesions"}
-    assert "lungs" not in labels and "lungs" in {
+    segments = {str(item.TrackingID): (seg, item) for seg in segs.values() for item in seg.SegmentSequence}
+    assert set(volumetric) == set(segments) - {"lesions"}  # the lesions are not measured as a region
+    assert "lungs" not in segments and "lungs" in {
         str(g.tracking_identifier) for g in report.get_image_measurement_groups()
     }
     for name, group in volumetric.items():
+        seg, item = segments[name]
         ref = group.referenced_segment
         assert isinstance(ref, hd.sr.ReferencedSegment)
-        assert ref.referenced_segment_numbers == [labels[name]]
-        assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
-        assert group.tracking_uid == seg.SegmentSequence[labels[name] - 1].TrackingUID
-        algorithm = seg.SegmentSequence[labels[name] - 1].SegmentationAlgorithmIdentificationSequence[0]
+        assert ref.referenced_segment_numbers == [int(item.SegmentNumber)]
+        assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID, name
+        assert group.tracking_uid == item.TrackingUID
+        algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
         assert algorithm_of(group[0])["name"] == [algorithm.AlgorithmName]
+    assert volumetric["lung_right"].referenced_segment.referenced_sop_instance_uid == segs["lungs"].SOPInstanceUID
+    assert volumetric["RUL"].referenced_segment.referenced_sop_instance_uid == segs["lobes"].SOPInstanceUID
+    assert volumetric["RUL"].referenced_segment.referenced_segment_numbers == [3]  # LUL, LLL, RUL in the lobes
     image_groups = {str(g.tracking_identifier) for g in report.get_image_measurement_groups()}
     assert "RML" in image_groups
-    series = {uid for _, uid in sr.get_evidence_series()}
-    assert seg.SeriesInstanceUID in series and headers[0].SeriesInstanceUID in series
+    evidence = {uid for _, _, uid, _ in sr.get_evidence(current_procedure_only=True)}
+    assert {seg.SOPInstanceUID for seg in segs.values()} <= evidence, "every SEG instance is evidence"
+    assert len(evidence) == len(headers) + len(segs)
 
 
 def test_rejects_foreign_seg_and_empty_findings(
     headers: list[Dataset], findings: Findings, context: ReportContext, make_headers: Callable[..., list[Dataset]]
 ) -> None:
-    seg = build_seg(findings, headers, context)
+    segs = list(build_segs(findings, headers, context).values())
     other_headers = make_headers()
     other = dataclasses.replace(
         findings,
@@ -359,7 +364,9 @@ def test_rejects_foreign_seg_and_empty_findings(
         ),
     )
     with pytest.raises(ValueError, match="another study"):
-        build_sr(other, other_headers, context, seg=seg)
+        build_sr(other, other_headers, context, segs=segs)
+    with pytest.raises(ValueError, match="'lung_left' is a segment of more than one SEG instance"):
+        build_sr(findings, headers, context, segs=[segs[0], segs[0]])
     empty = dataclasses.replace(findings, measurements={}, models={}, masks={}, mask_sources={})
     with pytest.raises(ValueError, match="nothing to report"):
         build_sr(empty, headers, context)
@@ -385,9 +392,9 @@ def test_dciodvfy_accepts_sr(
     full = dataclasses.replace(full, quality=QualityAssessment(False, ("lung volume 0.4 L",)))
     not_run = _stoic2021_not_installed(make_findings(headers))
     for name, findings in (("full", full), ("not run", not_run)):
-        seg = build_seg(findings, headers, context)
+        segs = list(build_segs(findings, headers, context).values())
         path = tmp_path / f"{name}.dcm"
-        build_sr(findings, headers, context, seg=seg).save_as(path, enforce_file_format=True)
+        build_sr(findings, headers, context, segs=segs).save_as(path, enforce_file_format=True)
         result = dciodvfy(path)
         assert not result.errors, (name, "\n".join(result.errors))
     assert not_run_summaries(pydicom.dcmread(path))["NOTINSTALLED"], "the summaries were checked"

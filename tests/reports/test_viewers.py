@@ -1,4 +1,4 @@
-"""What viewers parse: OHIF's DICOM library (dcmjs, under Node) reads our SEG and SR, DCMTK's dsr2html renders the SR.
+"""What viewers parse: OHIF's DICOM library (dcmjs, under Node) reads our SEGs and SR, DCMTK's dsr2html renders the SR.
 
 dcmjs comes from the npm registry (``tests/viewers/package.json``; ``.ci/run`` runs ``npm ci`` there);
 without it installed, or without Node or DCMTK, a test skips and says what to install.
@@ -15,10 +15,11 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom import Dataset
+from pydicom.uid import JPEG2000Lossless
 
 from models.findings import Findings
 from reports.identity import ReportContext
-from reports.seg import build_seg, segment_label, segment_order
+from reports.seg import build_segs, layer_segments, segment_label
 from reports.sr import build_sr
 from tests.reports.helpers import sr_values
 
@@ -44,28 +45,36 @@ def _dcmjs(kind: str, path: Path) -> dict[str, Any]:
     return parsed
 
 
-def _written(tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext) -> tuple[Path, Path]:
-    seg = build_seg(findings, headers, context)
-    assert seg is not None
-    seg_path, sr_path = tmp_path / "seg.dcm", tmp_path / "sr.dcm"
-    seg.save_as(seg_path, enforce_file_format=True)
-    build_sr(findings, headers, context, seg=seg).save_as(sr_path, enforce_file_format=True)
-    return seg_path, sr_path
+def _written(
+    tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> tuple[dict[str, Path], Path]:
+    """Each layer's SEG and the SR referencing them, as Part 10 files."""
+    segs = build_segs(findings, headers, context)
+    seg_paths = {layer: tmp_path / f"seg_{layer}.dcm" for layer in segs}
+    for layer, seg in segs.items():
+        seg.save_as(seg_paths[layer], enforce_file_format=True)
+    sr_path = tmp_path / "sr.dcm"
+    build_sr(findings, headers, context, segs=list(segs.values())).save_as(sr_path, enforce_file_format=True)
+    return seg_paths, sr_path
 
 
-def test_dcmjs_reads_the_segments_labels_and_frames(
+def test_dcmjs_reads_the_segments_labels_and_frames_of_every_seg(
     tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
-    seg_path, _ = _written(tmp_path, headers, findings, context)
-    seen = _dcmjs("seg", seg_path)
-    seg = pydicom.dcmread(seg_path)
-    names = segment_order(findings)
-    assert [s["tracking"] for s in seen["segments"]] == names
-    assert [s["label"] for s in seen["segments"]] == [segment_label(name) for name in names]
-    assert seen["frames"] == seen["perFrame"] == int(seg.NumberOfFrames)
-    rows, columns = int(seg.Rows), int(seg.Columns)
-    assert seen["pixelBytes"] >= (seen["frames"] * rows * columns + 7) // 8  # 1 bit per pixel, padded
-    assert seen["patientId"] == headers[0].PatientID and seen["studyUid"] == headers[0].StudyInstanceUID
+    seg_paths, _ = _written(tmp_path, headers, findings, context)
+    layers = layer_segments(findings)
+    assert list(seg_paths) == list(layers) == ["lungs", "lobes", "lesions"]
+    for layer, path in seg_paths.items():
+        seen = _dcmjs("seg", path)
+        seg = pydicom.dcmread(path)
+        assert [s["tracking"] for s in seen["segments"]] == list(layers[layer])
+        assert [s["label"] for s in seen["segments"]] == [segment_label(name) for name in layers[layer]]
+        assert seen["frames"] == seen["perFrame"] == int(seg.NumberOfFrames)
+        # JPEG 2000 Lossless, one fragment per frame, each smaller than the frame at 1 bit per pixel
+        assert seen["transferSyntax"] == JPEG2000Lossless
+        assert seen["pixelParts"] == seen["frames"]
+        assert 0 < seen["pixelBytes"] < seen["frames"] * int(seg.Rows) * int(seg.Columns) // 8
+        assert seen["patientId"] == headers[0].PatientID and seen["studyUid"] == headers[0].StudyInstanceUID
 
 
 def test_dcmjs_reads_every_number_of_the_sr_with_its_unit(

@@ -367,3 +367,41 @@ def test_rest_gives_every_model_and_learned_number_its_provenance(
     assert len(numbers) > 20 and {validation for _, validation in numbers} == {GENERATED}
     weight_free = [v for v in result["measurements"].values() if v["provenance"] == "weight_free"]
     assert weight_free and all(v["validation"] == "weight-free method (no trained weights)" for v in weight_free)
+
+
+def test_learned_masks_give_one_seg_per_layer_each_delivered_as_seg_and_replaced_when_gone(
+    phantom_series: list[Path], tmp_path: Path, run_dciodvfy_tool: None
+) -> None:
+    """Issue 17 part 3: lungs, lobes and lesions are separate SEG instances of one series, named in
+    result.json by their keys and all routed as "seg"; a re-run without them replaces and removes them."""
+    out = tmp_path / "out"
+    learned = _run(phantom_series, out, small_provider())
+    result = learned.result
+    keys = [o.key for o in learned.dicom_outputs]
+    assert keys == ["sr", "seg", "seg_lobes", "seg_lesions", "pdf", "sc", "kos"], "lobes and lesions found"
+    assert set(result["outputs"]) == set(keys)
+    segs = [o for o in learned.dicom_outputs if o.key.startswith("seg")]
+    assert {o.kind for o in segs} == {"seg"} and [o.path.name for o in segs] == [f"{o.key}.dcm" for o in segs]
+    assert len({o.series_instance_uid for o in segs}) == 1 and len({o.sop_instance_uid for o in segs}) == 3
+    for number, o in enumerate(segs, start=1):
+        assert result["outputs"][o.key] == {
+            "file": o.path.name,
+            "sop_instance_uid": o.sop_instance_uid,
+            "series_instance_uid": o.series_instance_uid,
+        }
+        seg = pydicom.dcmread(o.path)
+        assert int(seg.InstanceNumber) == number and seg.SOPInstanceUID == o.sop_instance_uid
+        validation = run_dciodvfy(o.path)
+        assert not validation.errors, (o.key, "\n".join(validation.errors))
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for study in pydicom.dcmread(out / "sr.dcm").CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert {o.sop_instance_uid for o in segs} <= referenced
+
+    plain = _run(phantom_series, out, ModelProvider(None)).result
+    assert set(plain["outputs"]) == {"sr", "seg", "pdf", "sc", "kos"}
+    assert not (out / "seg_lobes.dcm").exists() and not (out / "seg_lesions.dcm").exists()
+    assert plain["replaces"] == {key: result["outputs"][key]["sop_instance_uid"] for key in keys}

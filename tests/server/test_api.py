@@ -120,6 +120,12 @@ def test_results_and_report_downloads(
     )
     assert client.get(f"/api/v1/series/{uid}/reports/sr", headers=headers).status_code == 404
     assert client.get(f"/api/v1/series/{uid}/reports/nonsense", headers=headers).status_code == 404
+    (out / "seg_lobes.dcm").write_bytes(b"lobes SEG")
+    lobes = client.get(f"/api/v1/series/{uid}/reports/seg-lobes", headers=headers)
+    assert lobes.status_code == 200 and lobes.content == b"lobes SEG"
+    assert lobes.headers["content-type"] == "application/dicom"
+    missing = client.get(f"/api/v1/series/{uid}/reports/seg-lesions", headers=headers)
+    assert missing.status_code == 404 and "produced no seg_lesions.dcm" in missing.json()["detail"]
 
 
 def test_rules_are_changed_by_admins_only_and_validated(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import update
@@ -37,6 +38,7 @@ from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_de
 from server.tasks.lost_jobs import resend_lost_jobs
 from server.tasks.queue import CeleryQueue
 from tests.peers import free_port
+from tests.small_models import small_provider
 
 
 class _Keep:
@@ -421,3 +423,50 @@ def test_a_second_patient_stored_after_finalisation_is_caught_by_the_worker_befo
     assert series is not None and series.state == "rejected"
     assert any("2 patients" in reason and "OTHER-PATIENT" in reason for reason in series.reasons), series.reasons
     assert deliveries == [], "nothing is reported"
+
+
+def test_every_seg_instance_is_delivered_where_seg_goes_decoded_if_the_pacs_needs(
+    settings: Settings, engine: Engine, queued: tuple[int, int, str]
+) -> None:
+    """Issue 17 part 3: with learned lobes and lesions there are three SEG instances, each its own
+    delivery of kind "seg"; a PACS that takes SEGs only in Explicit VR Little Endian still gets all three."""
+    pacs_port, sr_only_port = free_port(), free_port()
+    settings.destinations = [f"SEGPACS@127.0.0.1:{pacs_port}", f"SRONLY@127.0.0.1:{sr_only_port}"]
+    settings.destination_outputs = {"SEGPACS": ["seg"], "SRONLY": ["sr"]}
+    app = create_celery(settings)
+    task = app.tasks[ANALYSIS_TASK]
+    task.__dict__["models"] = small_provider()
+    job_id, revision, _ = queued
+    try:
+        task.apply(args=[job_id, revision])
+    finally:
+        task.__dict__.pop("models", None)
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    counts = Counter((r.destination.split("@")[0], r.kind) for r in rows)
+    assert counts == {("SEGPACS", "seg"): 3, ("SRONLY", "sr"): 1}
+    segs = [r for r in rows if r.kind == "seg"]
+    assert sorted(Path(r.path).name for r in segs) == ["seg.dcm", "seg_lesions.dcm", "seg_lobes.dcm"]
+    result = json.loads((Path(segs[0].path).parent / "result.json").read_text())
+    assert {r.sop_instance_uid for r in segs} == {
+        result["outputs"][key]["sop_instance_uid"] for key in ("seg", "seg_lobes", "seg_lesions")
+    }
+
+    received: list[tuple[str, str]] = []
+
+    def store(event: evt.Event) -> int:
+        received.append((str(event.request.AffectedSOPInstanceUID), str(event.context.transfer_syntax)))
+        return 0
+
+    pacs = AE("SEGPACS")
+    pacs.add_supported_context(SegmentationStorage, ExplicitVRLittleEndian)
+    server = pacs.start_server(("127.0.0.1", pacs_port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    try:
+        for row in segs:
+            app.tasks[DELIVERY_TASK].apply(args=[row.id])
+    finally:
+        server.shutdown()
+    with Session(engine) as session:
+        states = {r.sop_instance_uid: r.state for r in session.exec(select(Delivery)) if r.kind == "seg"}
+    assert set(states.values()) == {"sent"}
+    assert sorted(received) == sorted((r.sop_instance_uid, ExplicitVRLittleEndian) for r in segs)

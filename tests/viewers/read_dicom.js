@@ -10,14 +10,19 @@ function read(file) {
   const bytes = fs.readFileSync(file);
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
   const message = dcmjs.data.DicomMessage.readFile(buffer);
-  return dcmjs.data.DicomMetaDictionary.naturalizeDataset(message.dict);
+  const ds = dcmjs.data.DicomMetaDictionary.naturalizeDataset(message.dict);
+  ds._meta = dcmjs.data.DicomMetaDictionary.naturalizeDataset(message.meta);
+  return ds;
 }
 
+// Pixel data as dcmjs hands it over: one buffer per frame when encapsulated (compressed), else one.
 function segmentation(ds) {
   return {
     segments: asList(ds.SegmentSequence).map((s) => ({ number: s.SegmentNumber, label: s.SegmentLabel, tracking: s.TrackingID })),
     frames: Number(ds.NumberOfFrames),
     perFrame: asList(ds.PerFrameFunctionalGroupsSequence).length,
+    transferSyntax: ds._meta.TransferSyntaxUID,
+    pixelParts: asList(ds.PixelData).length,
     pixelBytes: asList(ds.PixelData).reduce((n, part) => n + part.byteLength, 0),
   };
 }

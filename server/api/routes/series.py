@@ -25,6 +25,8 @@ REPORT_FILES: dict[str, tuple[str, str]] = {
     "pdf": ("report.pdf", "application/pdf"),
     "sr": ("sr.dcm", "application/dicom"),
     "seg": ("seg.dcm", "application/dicom"),
+    "seg-lobes": ("seg_lobes.dcm", "application/dicom"),
+    "seg-lesions": ("seg_lesions.dcm", "application/dicom"),
     "pdf-dicom": ("report_pdf.dcm", "application/dicom"),
 }
 
@@ -124,7 +126,7 @@ def get_result(series_uid: str, session: SessionDep, _key: Viewer) -> dict[str, 
 
 @router.get("/{series_uid}/reports/{kind}")
 def get_report(series_uid: str, kind: str, session: SessionDep, _key: Viewer) -> FileResponse:
-    """Download a report object: ``pdf``, ``sr``, ``seg`` or ``pdf-dicom``."""
+    """Download a report object: ``pdf``, ``sr``, ``seg`` (lungs), ``seg-lobes``, ``seg-lesions`` or ``pdf-dicom``."""
     if kind not in REPORT_FILES:
         raise Problem(404, "Unknown report", f"report kind must be one of {', '.join(REPORT_FILES)}")
     name, media_type = REPORT_FILES[kind]
