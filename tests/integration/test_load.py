@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from tests.peers import copy_series, start_lungcds, storescu, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.load]
+pytestmark = [pytest.mark.integration, pytest.mark.load, pytest.mark.heavy]
 
 COPIES = 20
 
