@@ -18,7 +18,13 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from reports import codes
-from reports.identity import OUTPUT_CHARACTER_SET, ReportContext, check_source_series, copy_patient_study
+from reports.identity import (
+    OUTPUT_CHARACTER_SET,
+    ReportContext,
+    check_source_series,
+    copy_patient_study,
+    sop_reference,
+)
 from reports.pdf import PDF_TITLE
 
 __all__ = ["PDF_SERIES_DESCRIPTION", "PDF_UNVALIDATED_SERIES_DESCRIPTION", "build_encapsulated_pdf"]
@@ -128,13 +134,7 @@ def build_encapsulated_pdf(
         _code_item(codes.CT_CHEST_REPORT.value, codes.CT_CHEST_REPORT.scheme_designator, codes.CT_CHEST_REPORT.meaning)
     ]
     ds.VerificationFlag = "UNVERIFIED"
-    references = []
-    for header in source_headers:
-        item = Dataset()
-        item.ReferencedSOPClassUID = header.SOPClassUID
-        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
-        references.append(item)
-    ds.SourceInstanceSequence = references
+    ds.SourceInstanceSequence = [sop_reference(header) for header in source_headers]
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)

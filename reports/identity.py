@@ -122,8 +122,10 @@ __all__ = [
     "model_display_name",
     "model_label",
     "model_statement",
+    "models_not_run",
     "model_words",
     "not_analysable_digest",
+    "sop_reference",
     "validate_findings",
 ]
 
@@ -573,6 +575,21 @@ def is_stoic_member(findings: Findings, name: str) -> bool:
     reason names every member that did not run and why): the PDF in the ensemble's line and member
     table, the SR under the ensemble's item, so neither lists such a member as a model of its own."""
     return name.startswith("stoic_") and "stoic" in findings.models
+
+
+def models_not_run(findings: Findings) -> list[ModelRun]:
+    """The models that did not run and are reported on their own (not a STOIC2021 member while the
+    ensemble has a record, :func:`is_stoic_member`), in ``Findings.models`` order: the PDF's not-run
+    line, the SR's not-run summaries and the key-image picture name the same ones."""
+    return [run for run in findings.models.values() if run.status != "ran" and not is_stoic_member(findings, run.name)]
+
+
+def sop_reference(ds: Dataset) -> Dataset:
+    """A reference item (Referenced SOP Class and Instance UID, PS3.3 10.8) to the object ``ds``."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    return item
 
 
 def model_statement(run: ModelRun) -> str:

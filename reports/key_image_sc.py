@@ -44,8 +44,9 @@ from reports.identity import (
     ReportContext,
     banner_text,
     copy_patient_study,
-    is_stoic_member,
     model_words,
+    models_not_run,
+    sop_reference,
 )
 from reports.keyimages import KeyImage
 from reports.pdf_layout import FONT, FONT_DIR, register_fonts
@@ -227,11 +228,7 @@ def _learned_lines(findings: Findings) -> list[Line]:
         alert = unvalidated or any(fragment.withheld for fragment in row.value)
         withheld = "withheld: " if all(fragment.withheld for fragment in row.value) else ""
         lines.append(Line(f"{row.label}: {withheld}{row.text}{provenance}", _RED if alert else _WHITE))
-    not_run = [
-        model_words(run)
-        for run in findings.models.values()
-        if run.status != "ran" and not is_stoic_member(findings, run.name)
-    ]
+    not_run = [model_words(run) for run in models_not_run(findings)]
     if not_run:
         lines.append(Line(f"Not run at this site or for this series: {', '.join(not_run)}.", _GREY))
     return lines
@@ -245,13 +242,6 @@ def key_image_sources(findings: Findings, key_images: Sequence[KeyImage], by_uid
     uids = findings.volume.source_sop_instance_uids
     chosen = dict.fromkeys(uids[key.index] for key in key_images if key.plane == "axial")
     return [by_uid[uid] for uid in chosen]
-
-
-def _reference(ds: Dataset) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = ds.SOPClassUID
-    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-    return item
 
 
 def _secondary_capture(
@@ -291,7 +281,7 @@ def _secondary_capture(
     sc.LossyImageCompression = "00"
     sc.ImageLaterality = "B"  # both lungs; stands in for Series Laterality (PS3.3 C.7.3.1)
     if sources:
-        sc.SourceImageSequence = [_reference(ds) for ds in sources]
+        sc.SourceImageSequence = [sop_reference(ds) for ds in sources]
     return sc
 
 

@@ -54,8 +54,8 @@ from reports.identity import (
     format_person_name,
     identity_source,
     index_source_headers,
-    is_stoic_member,
     model_words,
+    models_not_run,
     validate_findings,
 )
 from reports.keyimages import KeyImage, png_bytes, render_key_images
@@ -500,9 +500,7 @@ def _not_run_line(findings: Findings, missing: Sequence[tuple[str, str]], text: 
     model (the STOIC2021 members, the install route) is on the technical details page.
     """
     groups: dict[str, list[str]] = {}
-    for run in findings.models.values():
-        if run.status == "ran" or is_stoic_member(findings, run.name):
-            continue
+    for run in models_not_run(findings):
         reason = plain_reason(run.reason) or "no reason given"
         if run.status == "not_installed" and reason.startswith(_NO_WEIGHTS):
             reason = _NO_WEIGHTS

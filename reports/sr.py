@@ -100,6 +100,7 @@ from reports.identity import (
     model_display_name,
     model_label,
     model_statement,
+    models_not_run,
     not_analysable_digest,
     validate_findings,
 )
@@ -362,8 +363,8 @@ def _not_run_summaries(findings: Findings) -> list[ContentItem]:
                 ),
                 _member_items(run, findings, RelationshipTypeValues.HAS_PROPERTIES),
             )
-            for run in findings.models.values()
-            if run.status == status and not is_stoic_member(findings, run.name)
+            for run in models_not_run(findings)
+            if run.status == status
         ]
         if texts:
             summaries.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,36 +33,44 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LungcdsProcess]
     process.stop()
 
 
+@dataclass
+class Tab:
+    """A browser page and the addresses on other hosts it asked for (each refused)."""
+
+    page: Any
+    outside: list[str] = field(default_factory=list)
+
+
 @pytest.fixture
-def page(server: LungcdsProcess) -> Iterator[Any]:
+def tab(server: LungcdsProcess) -> Iterator[Tab]:
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency")
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"Chromium not installed at {CHROMIUM} (.ci/run installs Debian's chromium)")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context()
-        page = context.new_page()
-        page.outside = []  # type: ignore[attr-defined]
+        opened = Tab(context.new_page())
 
         def only_our_server(route: Any) -> None:
             host = urlsplit(route.request.url).hostname
             if host == "127.0.0.1":
                 route.continue_()
             else:
-                page.outside.append(route.request.url)  # type: ignore[attr-defined]
+                opened.outside.append(route.request.url)
                 route.abort()
 
-        page.route("**/*", only_our_server)
-        yield page
+        opened.page.route("**/*", only_our_server)
+        yield opened
         browser.close()
 
 
-def test_the_docs_render_offline_and_try_it_out_works_after_authorize(page: Any, server: LungcdsProcess) -> None:
+def test_the_docs_render_offline_and_try_it_out_works_after_authorize(tab: Tab, server: LungcdsProcess) -> None:
+    page = tab.page
     base = f"http://127.0.0.1:{server.api_port}"
     page.goto(f"{base}/api/v1/docs")
     page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
     assert "lungcds" in page.inner_text(".swagger-ui .info .title")
-    assert page.outside == [], "the page asked another host for something"  # type: ignore[attr-defined]
+    assert tab.outside == [], "the page asked another host for something"
 
     operation = page.locator(f"#{OPERATION}")
     operation.locator(".opblock-summary").click()
@@ -79,4 +88,4 @@ def test_the_docs_render_offline_and_try_it_out_works_after_authorize(page: Any,
     operation.locator("button.execute").click()
     first_word = "selector => document.querySelector(selector)?.innerText.trim().split(/\\s+/)[0]"
     page.wait_for_function(f"{first_word} === '200'", arg=status, timeout=30_000)
-    assert page.outside == []  # type: ignore[attr-defined]
+    assert tab.outside == []
