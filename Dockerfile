@@ -7,8 +7,8 @@
 # GPU hosts' driver (cu12x wheels need an NVIDIA driver of the 12.x series or newer); for a
 # CPU-only image use --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu.
 #
-#   docker build -t lungcds:0.4.0 .
-#   docker build -t lungcds:0.4.0-cpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
+#   docker build -t lungcds:0.5.0 .
+#   docker build -t lungcds:0.5.0-cpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 #
 # No DCMTK in the image: the SCP, the C-STORE/C-ECHO client and C-GET/C-MOVE are pynetdicom;
 # DCMTK's storescu/echoscu are only test and benchmark peers.

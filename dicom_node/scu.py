@@ -13,7 +13,10 @@ separately (offering one abstract syntax in several contexts is valid, PS3.5
 10.2), so that a peer which does not accept the compressed syntax still gets
 the object: decoded, with the same SOP Instance UID (a transfer syntax only
 encodes the data set, PS3.5 10; only lossy compression calls for a new
-instance, PS3.3 C.7.6.1.1.5).  Per-object outcomes are returned, with the
+instance, PS3.3 C.7.6.1.1.5).  A destination whose viewers cannot decode the
+compressed syntax although its archive stores it (OHIF's SEG loader and JPEG
+2000) is sent with ``uncompressed=True``: only the Explicit VR Little Endian
+context is proposed for such objects.  Per-object outcomes are returned, with the
 transfer syntax each object went in; an association that cannot be made or
 breaks raises :class:`AssociationFailed`.
 """
@@ -380,13 +383,18 @@ def _decodable(syntax: str) -> bool:
         return False
 
 
-def _contexts_for(items: Sequence[_Outgoing]) -> list[PresentationContext]:
+def _contexts_for(items: Sequence[_Outgoing], uncompressed: bool) -> list[PresentationContext]:
     """One presentation context per distinct (SOP Class, Transfer Syntax) pair, in first-seen order,
-    then one in Explicit VR Little Endian for each SOP class of a decodable compressed object."""
+    then one in Explicit VR Little Endian for each SOP class of a decodable compressed object.
+
+    With ``uncompressed``, a decodable compressed object is proposed in Explicit VR Little Endian
+    only: the destination gets it decoded even though it might accept the compressed syntax.
+    """
     pairs: dict[tuple[str, str], None] = {}
     sendable = [item for item in items if not item.error and item.sop_class_uid and item.transfer_syntax_uid]
     for item in sendable:
-        pairs.setdefault((str(item.sop_class_uid), str(item.transfer_syntax_uid)), None)
+        if not (uncompressed and _decodable(str(item.transfer_syntax_uid))):
+            pairs.setdefault((str(item.sop_class_uid), str(item.transfer_syntax_uid)), None)
     for item in sendable:
         if _decodable(str(item.transfer_syntax_uid)):
             pairs.setdefault((str(item.sop_class_uid), ExplicitVRLittleEndian), None)
@@ -407,14 +415,16 @@ def _result_from_response(item: _Outgoing, response: Dataset, syntax: str) -> Se
     return SendResult(item.path, item.sop_instance_uid, status, ok, error, syntax)
 
 
-def _syntax_for(assoc: Association, item: _Outgoing) -> str | None:
-    """The transfer syntax to send the item in: its own if the peer accepted it, else Explicit VR
-    Little Endian if the peer accepted that and the item can be decoded; None when neither."""
+def _syntax_for(assoc: Association, item: _Outgoing, uncompressed: bool) -> str | None:
+    """The transfer syntax to send the item in: its own if the peer accepted it (and it is not to go
+    ``uncompressed``), else Explicit VR Little Endian if the peer accepted that and the item can be
+    decoded; None when neither."""
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     own = str(item.transfer_syntax_uid)
-    if (item.sop_class_uid, own) in accepted:
+    decodable = _decodable(own)
+    if (item.sop_class_uid, own) in accepted and not (uncompressed and decodable):
         return own
-    if _decodable(own) and (item.sop_class_uid, ExplicitVRLittleEndian) in accepted:
+    if decodable and (item.sop_class_uid, ExplicitVRLittleEndian) in accepted:
         return ExplicitVRLittleEndian
     return None
 
@@ -442,9 +452,11 @@ def _source(item: _Outgoing, syntax: str) -> Dataset | Path:
     return item.dataset if item.dataset is not None else Path(str(item.path))
 
 
-def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeout: float) -> list[SendResult]:
+def _send(
+    dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeout: float, uncompressed: bool
+) -> list[SendResult]:
     """Send prepared objects over one association; the shared part of the public senders."""
-    contexts = _contexts_for(items)
+    contexts = _contexts_for(items, uncompressed)
     results: list[SendResult] = []
     if not contexts:
         return [_not_sent(item, item.error or "no SOP Class UID or transfer syntax") for item in items]
@@ -462,7 +474,7 @@ def _send(dest: Destination, items: Sequence[_Outgoing], calling_aet: str, timeo
             if item.error or not item.sop_class_uid or not item.transfer_syntax_uid:
                 results.append(_not_sent(item, item.error or "no SOP Class UID or transfer syntax"))
                 continue
-            syntax = _syntax_for(assoc, item)
+            syntax = _syntax_for(assoc, item, uncompressed)
             if syntax is None:
                 results.append(
                     _not_sent(
@@ -502,7 +514,9 @@ def _not_sent(item: _Outgoing, error: str) -> SendResult:
     return SendResult(item.path, item.sop_instance_uid, NOT_SENT, False, error)
 
 
-def send_files(dest: Destination, paths: Iterable[Path], calling_aet: str, timeout: float = 30.0) -> list[SendResult]:
+def send_files(
+    dest: Destination, paths: Iterable[Path], calling_aet: str, timeout: float = 30.0, uncompressed: bool = False
+) -> list[SendResult]:
     """Send DICOM files with C-STORE over one association (PS3.4 Annex B).
 
     Parameters
@@ -515,6 +529,9 @@ def send_files(dest: Destination, paths: Iterable[Path], calling_aet: str, timeo
         Our AE title.
     timeout : float, optional
         Seconds for connection, association and each response. Default 30.
+    uncompressed : bool, optional
+        Send every decodable compressed object decoded, in Explicit VR Little
+        Endian, even to a peer that accepts its compressed syntax. Default False.
 
     Returns
     -------
@@ -532,11 +549,15 @@ def send_files(dest: Destination, paths: Iterable[Path], calling_aet: str, timeo
     items = [_describe_file(Path(path)) for path in paths]
     if not items:
         return []
-    return _send(dest, items, calling_aet, timeout)
+    return _send(dest, items, calling_aet, timeout, uncompressed)
 
 
 def send_datasets(
-    dest: Destination, datasets: Iterable[Dataset], calling_aet: str, timeout: float = 30.0
+    dest: Destination,
+    datasets: Iterable[Dataset],
+    calling_aet: str,
+    timeout: float = 30.0,
+    uncompressed: bool = False,
 ) -> list[SendResult]:
     """Send in-memory data sets with C-STORE over one association (PS3.4 Annex B).
 
@@ -552,6 +573,8 @@ def send_datasets(
         Our AE title.
     timeout : float, optional
         Seconds for connection, association and each response. Default 30.
+    uncompressed : bool, optional
+        As for :func:`send_files`.
 
     Returns
     -------
@@ -568,4 +591,4 @@ def send_datasets(
     items = [_describe_dataset(ds) for ds in datasets]
     if not items:
         return []
-    return _send(dest, items, calling_aet, timeout)
+    return _send(dest, items, calling_aet, timeout, uncompressed)

@@ -42,6 +42,7 @@ __all__ = [
     "ACQUISITION_PARAMETER",
     "ANALYSIS_STATUS",
     "ANATOMICAL_STRUCTURE",
+    "AREA",
     "ARTIFICIAL_INTELLIGENCE",
     "ATTENUATION_COEFFICIENT",
     "CENTRAL",
@@ -118,6 +119,8 @@ __all__ = [
     "REGION_CODES",
     "RIGHT",
     "SEVERITY_CATEGORY_VALUES",
+    "SLICE_INVOLVEMENT",
+    "SLICE_LAA_950",
     "SOFTWARE_STATEMENT",
     "SUM_OF_SEGMENTED_VOXELS",
     "TISSUE_MASS",
@@ -129,6 +132,7 @@ __all__ = [
     "UCUM_MILLILITER",
     "UCUM_NO_UNITS",
     "UCUM_PERCENT",
+    "UCUM_SQUARE_CENTIMETER",
     "UNVALIDATED_BANNER",
     "UNVALIDATED_INSTALLED_BANNER",
     "UNVALIDATED_MIXED_BANNER",
@@ -312,6 +316,11 @@ WELL_AERATED_REFERENCE = Code("WELLAERATEDREF", PRIVATE_SCHEME, "Well-aerated sh
 LAA_UPPER_LOWER_RATIO = Code("LAAULRATIO", PRIVATE_SCHEME, "Upper to lower zone LAA-950 ratio")
 LAA_CLUSTER_EXPONENT = Code("LAACLUSTERD", PRIVATE_SCHEME, "LAA-950 cluster size exponent D")
 LAA_CLUSTER_COUNT = Code("LAACLUSTERN", PRIVATE_SCHEME, "Number of LAA-950 clusters")
+#: Measurements of a lung on its axial key slice, inside the outline the SR draws there
+#: (:mod:`reports.sr_key_slice`): an area and shares of that area, not of a volume.
+AREA = Code("42798000", "SCT", "Area")
+SLICE_LAA_950 = Code("SLICELAA950", PRIVATE_SCHEME, "Area fraction below -950 HU on the slice")
+SLICE_INVOLVEMENT = Code("SLICEINVOLVED", PRIVATE_SCHEME, "Area fraction -700 to +100 HU on the slice")
 
 #: Follow-up: the change of each headline number (``models.findings.HEADLINE_KEYS``) since the prior analysis.
 FOLLOWUP_CHANGE_CODES: Mapping[str, Code] = MappingProxyType(
@@ -456,6 +465,7 @@ UCUM_NO_UNITS = Code("1", "UCUM", "no units")
 UCUM_DLCO = Code("ml/min/mm[Hg]", "UCUM", "milliliter per minute per millimeter of mercury")
 
 UCUM_GRAM = Code("g", "UCUM", "gram")
+UCUM_SQUARE_CENTIMETER = Code("cm2", "UCUM", "square centimeter")
 UCUM_DAY = Code("d", "UCUM", "day")
 
 #: Units of the I3Dr outputs: volumes and flows in litres, DLCO in mL/min/mmHg.

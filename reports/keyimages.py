@@ -84,6 +84,7 @@ from models.findings import (
 __all__ = [
     "BAND_ALPHA",
     "BAND_COLOURS",
+    "INVOLVED_BANDS",
     "LEGEND_COLOURS",
     "LEGEND_LABELS",
     "LESION_KEY",
@@ -99,6 +100,7 @@ __all__ = [
     "png_bytes",
     "render_key_images",
     "SALIENT_PCT",
+    "band_mask",
     "select_density_slice",
     "select_levels",
 ]
@@ -166,7 +168,7 @@ RIND_LINE_COLOUR: Colour = (255, 255, 255)
 _ALPHA = 0.35
 _MAX_SIDE = 512
 #: Bands whose voxels make a zone involved (the zone score's definition).
-_INVOLVED_BANDS: tuple[str, ...] = ("poorly_aerated", "non_aerated")
+INVOLVED_BANDS: tuple[str, ...] = ("poorly_aerated", "non_aerated")
 
 Plane = Literal["axial", "coronal"]
 
@@ -264,7 +266,7 @@ def select_levels(findings: Findings) -> tuple[int, int, str]:
     return nz // 2, ny // 2, "middle of the volume (no lung mask)"
 
 
-def _band_mask(hu: np.ndarray, band: str) -> np.ndarray:
+def band_mask(hu: np.ndarray, band: str) -> np.ndarray:
     """Voxels of ``hu`` in density ``band`` (``[low, high)``, so a voxel on an edge is in the band above)."""
     low, high = DENSITY_BAND_RANGES_HU[band]
     inside = np.ones(hu.shape, dtype=bool)
@@ -281,7 +283,7 @@ def _zone_slice(findings: Findings, densitometry: Densitometry, zone: str, bands
     occupied = np.flatnonzero(in_zone.any(axis=(1, 2)))
     low, high = int(occupied[0]), int(occupied[-1]) + 1
     hu = findings.volume.hu[low:high]
-    hits = in_zone[low:high] & _union([_band_mask(hu, band) for band in bands])
+    hits = in_zone[low:high] & _union([band_mask(hu, band) for band in bands])
     return low + int(np.count_nonzero(hits, axis=(1, 2)).argmax())
 
 
@@ -327,7 +329,7 @@ def select_density_slice(findings: Findings, densitometry: Densitometry) -> tupl
     if involved is not None and (
         involvement[involved] >= SALIENT_PCT or emphysematous is None or emphysema[emphysematous] < SALIENT_PCT
     ):
-        k = _zone_slice(findings, densitometry, involved, _INVOLVED_BANDS)
+        k = _zone_slice(findings, densitometry, involved, INVOLVED_BANDS)
         return k, (
             f"{REGION_LABELS[involved]}, the most involved zone ({_percent(involvement[involved])} poorly or "
             "non-aerated), at its slice with the most poorly or non-aerated lung"
@@ -492,7 +494,7 @@ def _band_layers(findings: Findings, densitometry: Densitometry, k: int) -> list
     """(band, mask) of each coloured band with lung voxels on axial slice ``k``, in HU order."""
     hu = findings.volume.hu[k]
     lung = densitometry.zone_map.labels[k] > 0
-    layers = [(band, lung & _band_mask(hu, band)) for band in BAND_COLOURS]
+    layers = [(band, lung & band_mask(hu, band)) for band in BAND_COLOURS]
     return [(band, mask) for band, mask in layers if mask.any()]
 
 

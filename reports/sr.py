@@ -116,6 +116,7 @@ from reports.sr_content import (
     text_item,
     tracking_identifier,
 )
+from reports.sr_key_slice import key_slice_groups
 from reports.sr_quantitative import (
     FOLLOWUP_TRACKING_IDENTIFIER,
     SUMMARY_TRACKING_IDENTIFIER,
@@ -567,6 +568,7 @@ def build_sr(
     groups: list[Group] = [
         _region_group(name, findings, context, series_uid, segments.get(name)) for name in _region_names(findings)
     ]
+    groups += key_slice_groups(findings, by_uid, context, series_uid)
     d = findings.densitometry
     if d is not None:
         groups += zone_groups(findings, d, context, series_uid)

@@ -25,6 +25,7 @@ from highdicom.sr import (
     Measurement,
     MeasurementsAndQualitativeEvaluations,
     ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
     RelationshipTypeValues,
     TextContentItem,
@@ -71,7 +72,11 @@ def device_observer(context: ReportContext) -> ObserverContext:
 
 
 #: A measurement group of the report: TID 1411 (referencing a SEG segment) or TID 1501.
-Group = VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations
+Group = (
+    VolumetricROIMeasurementsAndQualitativeEvaluations
+    | PlanarROIMeasurementsAndQualitativeEvaluations
+    | MeasurementsAndQualitativeEvaluations
+)
 
 
 class RegionMeasurement(NamedTuple):

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     dicom_tls_destinations: CommaList = Field(
         default_factory=list, description="AE titles of destinations reached over TLS (verified with dicom_tls_ca)"
     )
+    uncompressed_destinations: CommaList = Field(
+        default_factory=list,
+        description="AE titles of destinations that get the SEGs decoded (Explicit VR Little Endian), not JPEG 2000",
+    )
     api_tls_certificate: Path | None = Field(None, description="PEM certificate for HTTPS on the API port")
     api_tls_private_key: Path | None = None
     oidc_issuer: str | None = Field(None, description="Accept JWT bearer tokens of this issuer (iss)")
@@ -173,6 +177,7 @@ class Settings(BaseSettings):
         "destinations",
         "retrieve_sources",
         "dicom_tls_destinations",
+        "uncompressed_destinations",
         "oidc_admin_values",
         "oidc_viewer_values",
         "priority_calling_aets",

@@ -39,7 +39,8 @@ __all__ = [
 
 
 class DestinationEntry(BaseModel):
-    """One destination: its address, the outputs it receives, and whether it is reached over TLS."""
+    """One destination: its address, the outputs it receives, whether it is reached over TLS and
+    whether it takes compressed objects (the JPEG 2000 SEGs) only decoded."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +49,11 @@ class DestinationEntry(BaseModel):
     tls: bool = False
     calling_aet: str | None = Field(
         None, max_length=16, description="The calling AE title this destination expects from us (default ours)"
+    )
+    uncompressed: bool = Field(
+        False,
+        description="Send the SEGs decoded (Explicit VR Little Endian) although the destination accepts JPEG 2000: "
+        "for archives whose viewers cannot decode it (OHIF's SEG loader)",
     )
 
     @field_validator("address")
@@ -152,6 +158,7 @@ def _from_settings(settings: Settings) -> DestinationList:
                 outputs=list(settings.outputs_for(text)),
                 tls=parse_destination(text).ae_title in settings.dicom_tls_destinations,
                 calling_aet=None,
+                uncompressed=parse_destination(text).ae_title in settings.uncompressed_destinations,
             )
             for text in settings.destinations
         ]

@@ -66,13 +66,18 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
     return len(leased)
 
 
-def _resolve(settings: Settings, address: str) -> tuple[Destination, str]:
-    """The destination of an outbox row (over TLS when its entry says so) and our calling AE for it."""
+def _resolve(settings: Settings, address: str) -> tuple[Destination, str, bool]:
+    """The destination of an outbox row (over TLS when its entry says so), our calling AE for it and
+    whether it gets compressed objects decoded."""
     target = parse_destination(address)
     entry = next((e for e in load_destinations(settings).destinations if e.address == address), None)
     if entry is None:
-        return target, settings.ae_title
-    return (with_tls(settings, target) if entry.tls else target), entry.calling_aet or settings.ae_title
+        return target, settings.ae_title, False
+    return (
+        (with_tls(settings, target) if entry.tls else target),
+        entry.calling_aet or settings.ae_title,
+        entry.uncompressed,
+    )
 
 
 def is_final_refusal(status: int) -> bool:
@@ -99,8 +104,8 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     error: str | None = None
     final = False
     try:
-        target, calling_aet = _resolve(settings, destination)
-        results = send_files(target, [path], calling_aet=calling_aet)
+        target, calling_aet, uncompressed = _resolve(settings, destination)
+        results = send_files(target, [path], calling_aet=calling_aet, uncompressed=uncompressed)
         failed = [r for r in results if not r.ok]
         if failed:
             error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)

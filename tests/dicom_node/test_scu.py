@@ -3,8 +3,10 @@ Explicit VR Little Endian fallback for peers that do not take a compressed objec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +41,7 @@ from tests.dicom_node.helpers import (
     make_ct,
     series_files,
 )
-from tests.reports.helpers import ct_headers, synthetic_findings
+from tests.reports.helpers import ct_headers, run_node_script, synthetic_findings
 
 
 @pytest.mark.parametrize(
@@ -177,6 +179,77 @@ def test_a_peer_taking_jpeg_2000_gets_the_seg_as_it_is(peer: _Peer, seg_j2k: Pat
     ((syntax, ds),) = peer.received
     assert syntax == JPEG2000Lossless
     assert ds.PixelData == dcmread(seg_j2k).PixelData
+
+
+@pytest.mark.parametrize("peer", [[JPEG2000Lossless, ExplicitVRLittleEndian]], indirect=True)
+def test_an_uncompressed_destination_gets_the_seg_decoded_although_it_takes_jpeg_2000(
+    peer: _Peer, seg_j2k: Path
+) -> None:
+    """For archives whose viewers cannot decode JPEG 2000 (OHIF's SEG loader): same UID, same masks."""
+    original = dcmread(seg_j2k)
+
+    (result,) = send_files(peer.destination, [seg_j2k], "TESTSCU", uncompressed=True)
+
+    assert result.ok and result.transfer_syntax_uid == ExplicitVRLittleEndian
+    ((syntax, ds),) = peer.received
+    assert syntax == ExplicitVRLittleEndian and ds.SOPInstanceUID == original.SOPInstanceUID
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+def _ohif_labelmap_counts(seg_path: Path, headers: list[Dataset], tmp_path: Path) -> dict[str, Any]:
+    """Voxels per segment number of the label map OHIF's Cornerstone SEG adapter (dcmjs) makes of the SEG."""
+    slices = [
+        {
+            "sopInstanceUID": str(ds.SOPInstanceUID),
+            "seriesInstanceUID": str(ds.SeriesInstanceUID),
+            "frameOfReferenceUID": str(ds.FrameOfReferenceUID),
+            "imagePositionPatient": [float(v) for v in ds.ImagePositionPatient],
+            "rowCosines": [float(v) for v in ds.ImageOrientationPatient[:3]],
+            "columnCosines": [float(v) for v in ds.ImageOrientationPatient[3:]],
+            "rows": int(ds.Rows),
+            "columns": int(ds.Columns),
+        }
+        for ds in headers
+    ]
+    slices_path = tmp_path / "slices.json"
+    slices_path.write_text(json.dumps(slices))
+    return run_node_script("seg_labelmap.js", seg_path, slices_path)
+
+
+@pytest.mark.parametrize("peer", [[JPEG2000Lossless, ExplicitVRLittleEndian]], indirect=True)
+def test_ohifs_seg_loader_paints_the_lungs_only_from_the_uncompressed_seg(peer: _Peer, tmp_path: Path) -> None:
+    """Why ``uncompressed`` exists: dcmjs' Cornerstone SEG adapter, which OHIF loads SEGs with, reads
+    Pixel Data as bit-packed frames; given the JPEG 2000 SEG it paints garbage or nothing, given what
+    our SCU sends an ``uncompressed`` destination it paints every lung voxel with its own segment.
+    (dcmjs 0.38.3 here: the JPEG 2000 SEG raises "RangeError: Invalid typed array length".)"""
+    headers = ct_headers()
+    findings = synthetic_findings(headers)
+    lungs = build_segs(findings, headers, ReportContext(software_version="0.1.0"))["lungs"]
+    compressed = tmp_path / "seg.dcm"
+    lungs.save_as(compressed, enforce_file_format=True)
+    (result,) = send_files(peer.destination, [compressed], "TESTSCU", uncompressed=True)
+    assert result.ok
+    ((_, arrived),) = peer.received
+    decoded = tmp_path / "seg_decoded.dcm"
+    arrived.save_as(decoded, enforce_file_format=True)
+    expected = {
+        str(segment.SegmentNumber): int(findings.masks[str(segment.TrackingID)].sum())
+        for segment in lungs.SegmentSequence
+    }
+    assert len(expected) == 2 and all(expected.values())
+
+    painted = _ohif_labelmap_counts(decoded, headers, tmp_path)
+    from_jpeg_2000 = _ohif_labelmap_counts(compressed, headers, tmp_path)
+
+    assert painted.get("error") is None and painted["counts"] == expected, painted
+    assert from_jpeg_2000.get("counts") != expected, from_jpeg_2000
+
+
+@pytest.mark.parametrize("peer", [[JPEG2000Lossless]], indirect=True)
+def test_an_uncompressed_destination_that_takes_only_jpeg_2000_refuses_clearly(peer: _Peer, seg_j2k: Path) -> None:
+    with pytest.raises(ContextsRefused, match="refused every proposed presentation context"):
+        send_files(peer.destination, [seg_j2k], "TESTSCU", uncompressed=True)
+    assert peer.received == []
 
 
 def test_closed_port_raises_association_failed() -> None:

@@ -6,6 +6,7 @@ from here (never from each other).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ from reports.sr_content import REGION_MEASUREMENTS, rounded
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_SERIES = DATA_DIR / "ct" / "lung-dx-a0001-chest-5mm-s2"
 DCIODVFY = "/usr/bin/dciodvfy"
+VIEWERS = Path(__file__).resolve().parents[1] / "viewers"
 PDFTOTEXT = "pdftotext"
 PDFTOPPM = "pdftoppm"
 PDFINFO = "pdfinfo"
@@ -711,3 +713,27 @@ def algorithm_of(item: Dataset) -> dict[str, list[str]]:
         if child.ValueType == "TEXT" and concept in keys:
             out[keys[concept]].append(str(child.TextValue))
     return out
+
+
+def run_node_script(script: str, *arguments: Path) -> dict[str, Any]:
+    """The JSON a script of ``tests/viewers`` prints (dcmjs under Node); skips when Node or dcmjs is
+    not installed."""
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (VIEWERS / "node_modules" / "dcmjs").is_dir():
+        pytest.skip(f"dcmjs is not installed: run `npm ci --prefix {VIEWERS}`")
+    completed = subprocess.run(
+        ["node", str(VIEWERS / script), *map(str, arguments)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    parsed: dict[str, Any] = json.loads(completed.stdout)
+    return parsed
+
+
+def read_with_dcmjs(kind: str, path: Path) -> dict[str, Any]:
+    """What dcmjs (OHIF's DICOM library) reads from a SEG or SR (``tests/viewers/read_dicom.js``)."""
+    return run_node_script("read_dicom.js", Path(kind), path)

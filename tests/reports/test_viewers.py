@@ -6,11 +6,8 @@ without it installed, or without Node or DCMTK, a test skips and says what to in
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
@@ -21,28 +18,10 @@ from models.findings import Findings
 from reports.identity import ReportContext
 from reports.seg import build_segs, layer_segments, segment_label
 from reports.sr import build_sr
-from tests.reports.helpers import sr_values
+from tests.reports.helpers import read_with_dcmjs, sr_values
 
-VIEWERS = Path(__file__).resolve().parents[1] / "viewers"
 DSR2HTML = "/usr/bin/dsr2html"  # DCMTK's, not a shadowing one from the venv
 NOT_INSTALLED_LINE = "Model not run: CO-RADS (corads): no weights installed"
-
-
-def _dcmjs(kind: str, path: Path) -> dict[str, Any]:
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
-    if not (VIEWERS / "node_modules" / "dcmjs").is_dir():
-        pytest.skip(f"dcmjs is not installed: run `npm ci --prefix {VIEWERS}`")
-    completed = subprocess.run(
-        ["node", str(VIEWERS / "read_dicom.js"), kind, str(path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr
-    parsed: dict[str, Any] = json.loads(completed.stdout)
-    return parsed
 
 
 def _written(
@@ -65,7 +44,7 @@ def test_dcmjs_reads_the_segments_labels_and_frames_of_every_seg(
     layers = layer_segments(findings)
     assert list(seg_paths) == list(layers) == ["lungs", "lobes", "lesions"]
     for layer, path in seg_paths.items():
-        seen = _dcmjs("seg", path)
+        seen = read_with_dcmjs("seg", path)
         seg = pydicom.dcmread(path)
         assert [s["tracking"] for s in seen["segments"]] == list(layers[layer])
         assert [s["label"] for s in seen["segments"]] == [segment_label(name) for name in layers[layer]]
@@ -81,7 +60,7 @@ def test_dcmjs_reads_every_number_of_the_sr_with_its_unit(
     tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
     _, sr_path = _written(tmp_path, headers, findings, context)
-    seen = _dcmjs("sr", sr_path)
+    seen = read_with_dcmjs("sr", sr_path)
     ours = sr_values(pydicom.dcmread(sr_path))
     assert seen["title"] == "Imaging Measurement Report"
     assert [(n["concept"], n["value"], n["unit"]) for n in seen["numbers"]] == [
@@ -93,7 +72,7 @@ def test_dcmjs_reads_the_models_that_did_not_run_as_one_item_per_status(
     tmp_path: Path, headers: list[Dataset], findings: Findings, context: ReportContext
 ) -> None:
     _, sr_path = _written(tmp_path, headers, findings, context)
-    summaries = [s for s in _dcmjs("sr", sr_path)["statements"] if s["text"].startswith("Model run status: ")]
+    summaries = [s for s in read_with_dcmjs("sr", sr_path)["statements"] if s["text"].startswith("Model run status: ")]
     assert [(s["text"], [(c["relationship"], c["text"]) for c in s["children"]]) for s in summaries] == [
         ("Model run status: Model not installed, no result", [("HAS PROPERTIES", NOT_INSTALLED_LINE)]),
         (

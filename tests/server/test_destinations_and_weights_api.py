@@ -55,7 +55,13 @@ def test_destinations_start_from_the_settings_and_are_replaced_whole(
     listed = client.get("/api/v1/destinations", headers=headers).json()
     assert listed == {
         "destinations": [
-            {"address": "PACS@10.0.0.1:104", "outputs": list(OUTPUT_KINDS), "tls": False, "calling_aet": None}
+            {
+                "address": "PACS@10.0.0.1:104",
+                "outputs": list(OUTPUT_KINDS),
+                "tls": False,
+                "calling_aet": None,
+                "uncompressed": False,
+            }
         ],
         "source": "settings",
         "error": None,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SegmentationStorage
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import update
@@ -429,10 +429,17 @@ def test_every_seg_instance_is_delivered_where_seg_goes_decoded_if_the_pacs_need
     settings: Settings, engine: Engine, queued: tuple[int, int, str]
 ) -> None:
     """Issue 17 part 3: with learned lobes and lesions there are three SEG instances, each its own
-    delivery of kind "seg"; a PACS that takes SEGs only in Explicit VR Little Endian still gets all three."""
-    pacs_port, sr_only_port = free_port(), free_port()
-    settings.destinations = [f"SEGPACS@127.0.0.1:{pacs_port}", f"SRONLY@127.0.0.1:{sr_only_port}"]
-    settings.destination_outputs = {"SEGPACS": ["seg"], "SRONLY": ["sr"]}
+    delivery of kind "seg"; a PACS that takes SEGs only in Explicit VR Little Endian still gets all three,
+    and so does one that takes JPEG 2000 but is listed in ``uncompressed_destinations`` (its viewers
+    cannot decode JPEG 2000), while SRONLY gets none."""
+    pacs_port, viewer_port, sr_only_port = free_port(), free_port(), free_port()
+    settings.destinations = [
+        f"SEGPACS@127.0.0.1:{pacs_port}",
+        f"OHIFPACS@127.0.0.1:{viewer_port}",
+        f"SRONLY@127.0.0.1:{sr_only_port}",
+    ]
+    settings.destination_outputs = {"SEGPACS": ["seg"], "OHIFPACS": ["seg"], "SRONLY": ["sr"]}
+    settings.uncompressed_destinations = ["OHIFPACS"]
     app = create_celery(settings)
     task = app.tasks[ANALYSIS_TASK]
     task.__dict__["models"] = small_provider()
@@ -444,29 +451,44 @@ def test_every_seg_instance_is_delivered_where_seg_goes_decoded_if_the_pacs_need
     with Session(engine) as session:
         rows = session.exec(select(Delivery)).all()
     counts = Counter((r.destination.split("@")[0], r.kind) for r in rows)
-    assert counts == {("SEGPACS", "seg"): 3, ("SRONLY", "sr"): 1}
+    assert counts == {("SEGPACS", "seg"): 3, ("OHIFPACS", "seg"): 3, ("SRONLY", "sr"): 1}
     segs = [r for r in rows if r.kind == "seg"]
-    assert sorted(Path(r.path).name for r in segs) == ["seg.dcm", "seg_lesions.dcm", "seg_lobes.dcm"]
+    assert sorted(Path(r.path).name for r in segs if r.destination.startswith("SEGPACS")) == [
+        "seg.dcm",
+        "seg_lesions.dcm",
+        "seg_lobes.dcm",
+    ]
     result = json.loads((Path(segs[0].path).parent / "result.json").read_text())
     assert {r.sop_instance_uid for r in segs} == {
         result["outputs"][key]["sop_instance_uid"] for key in ("seg", "seg_lobes", "seg_lesions")
     }
 
-    received: list[tuple[str, str]] = []
+    received: list[tuple[str, str, str]] = []
 
     def store(event: evt.Event) -> int:
-        received.append((str(event.request.AffectedSOPInstanceUID), str(event.context.transfer_syntax)))
+        title = event.assoc.ae.ae_title
+        received.append((title, str(event.request.AffectedSOPInstanceUID), str(event.context.transfer_syntax)))
         return 0
 
     pacs = AE("SEGPACS")
     pacs.add_supported_context(SegmentationStorage, ExplicitVRLittleEndian)
-    server = pacs.start_server(("127.0.0.1", pacs_port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    viewer_pacs = AE("OHIFPACS")
+    viewer_pacs.add_supported_context(SegmentationStorage, [JPEG2000Lossless, ExplicitVRLittleEndian])
+    servers = [
+        ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+        for ae, port in ((pacs, pacs_port), (viewer_pacs, viewer_port))
+    ]
     try:
         for row in segs:
             app.tasks[DELIVERY_TASK].apply(args=[row.id])
     finally:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
     with Session(engine) as session:
-        states = {r.sop_instance_uid: r.state for r in session.exec(select(Delivery)) if r.kind == "seg"}
+        states = {
+            (r.destination, r.sop_instance_uid): r.state for r in session.exec(select(Delivery)) if r.kind == "seg"
+        }
     assert set(states.values()) == {"sent"}
-    assert sorted(received) == sorted((r.sop_instance_uid, ExplicitVRLittleEndian) for r in segs)
+    assert sorted(received) == sorted(
+        (r.destination.split("@")[0], r.sop_instance_uid, ExplicitVRLittleEndian) for r in segs
+    )

@@ -27,10 +27,25 @@ function segmentation(ds) {
   };
 }
 
+// Image coordinates (SCOORD) as a viewer draws them: graphic type, points and the image they are on.
+function region(item) {
+  const image = asList(asList(item.ContentSequence).find((child) => child.ValueType === "IMAGE")?.ReferencedSOPSequence)[0];
+  return {
+    graphicType: item.GraphicType,
+    points: asList(item.GraphicData).length / 2,
+    closed: item.GraphicData[0] === item.GraphicData.at(-2) && item.GraphicData[1] === item.GraphicData.at(-1),
+    image: image ? image.ReferencedSOPInstanceUID : null,
+  };
+}
+
 function report(ds) {
   const numbers = [];
+  const regions = [];
   const walk = (items) => {
     for (const item of asList(items)) {
+      if (item.ValueType === "SCOORD") {
+        regions.push(region(item));
+      }
       if (item.ValueType === "NUM") {
         const measured = asList(item.MeasuredValueSequence)[0];
         numbers.push({
@@ -47,7 +62,7 @@ function report(ds) {
     (item) => item.ValueType === "CONTAINER" && asList(item.ConceptNameCodeSequence)[0].CodeValue === "C0034375",
   );
   const statements = qualitative ? asList(qualitative.ContentSequence).map(statement) : [];
-  return { title: asList(ds.ConceptNameCodeSequence)[0].CodeMeaning, numbers, statements };
+  return { title: asList(ds.ConceptNameCodeSequence)[0].CodeMeaning, numbers, statements, regions };
 }
 
 // A TEXT or CODE item as "concept: value" with the items below it, as a viewer's tree shows it.
