@@ -13,11 +13,14 @@ PYTEST_ARGS ?=
 .PHONY: demo test heavy soak install lint clean
 
 $(BIN)/python:
+	@echo "make: creating the virtual environment $(VENV) with $(PYTHON), then upgrading pip in it"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@echo "make: installing torch==2.13.0 (the CPU build) into $(VENV) from $(if $(TORCH_PIP_ARGS),pip $(TORCH_PIP_ARGS),pip's configured index)"
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
+	@echo "make: installing lungcds (editable) with its dependencies and the [test] extras into $(VENV)"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

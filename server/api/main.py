@@ -86,7 +86,7 @@ def create_app(
     app.state.queue = queue
     app.state.audit_trail = trail
     app.state.oidc = _oidc_verifier(settings)
-    app.state.metrics_registry = registry_for(engine, queue, settings.lost_job_after_s)
+    app.state.metrics_registry = registry_for(engine, queue, settings)
     install_problem_handlers(app)
     install_docs(app, DOCS_URL, DOCS_ASSETS, f"{API_PREFIX}/openapi.json")
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(record_change)])

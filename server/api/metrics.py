@@ -4,7 +4,11 @@ The SCP host, the API and the workers are separate processes (and hosts, distrib
 in-process counters would each see a part; the database sees everything.  Each scrape reads:
 received instances, series and jobs by state, deliveries by state and failed attempts, stage
 durations per model (from the job timeline), queue depths, workers alive, and the jobs that are
-not moving (a lost worker's, held, or waiting for a worker) with the takeovers so far.
+not moving (a lost worker's, held, or waiting for a worker) with the takeovers so far.  The free
+space of the data directory and its reserve are measured by the process that answers the scrape,
+on the file system it shares with the SCP and the workers.
+
+``deploy/monitoring/`` holds the alert rules and the Grafana dashboard built on these names.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from server import crud
+from server.core.config import Settings
+from server.core.disk import free_bytes, reserve_bytes
 from server.db_models import Delivery, Instance, Job, JobEvent, Series, WorkerHeartbeat, utcnow
 from server.tasks.heartbeat import ALIVE_WITHIN
 from server.tasks.queue import QueueGateway
 
-__all__ = ["DatabaseCollector", "router", "registry_for"]
+__all__ = ["DatabaseCollector", "DiskCollector", "router", "registry_for"]
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -128,10 +134,37 @@ class DatabaseCollector(Collector):
         return alive
 
 
-def registry_for(engine: Engine, queue: QueueGateway | None, lost_job_after_s: float = 600.0) -> CollectorRegistry:
-    """A registry holding only this installation's collector (no process-global state)."""
+class DiskCollector(Collector):
+    """Free bytes of the data directory and the reserve below which lungcds stops writing.
+
+    The reserve is ``LUNGCDS_MIN_FREE_DISK_MB``, as :func:`server.core.disk.disk_shortage`
+    applies it: below it the SCP refuses instances and analyses are held.  Both are exported so
+    that an alert compares them and a dashboard shows how close the disk is.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(
+            "lungcds_disk_free_bytes", "Free bytes on the file system of the data directory (LUNGCDS_DATA_DIR)"
+        )
+        free.add_metric([], free_bytes(self._settings)[1])
+        yield free
+        reserve = GaugeMetricFamily(
+            "lungcds_disk_reserve_bytes",
+            "Free space lungcds keeps (LUNGCDS_MIN_FREE_DISK_MB): below it the SCP refuses instances and "
+            "analyses are held",
+        )
+        reserve.add_metric([], reserve_bytes(self._settings))
+        yield reserve
+
+
+def registry_for(engine: Engine, queue: QueueGateway | None, settings: Settings) -> CollectorRegistry:
+    """A registry holding only this installation's collectors (no process-global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, queue, lost_job_after_s))
+    registry.register(DatabaseCollector(engine, queue, settings.lost_job_after_s))
+    registry.register(DiskCollector(settings))
     return registry
 
 

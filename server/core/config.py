@@ -170,7 +170,9 @@ class Settings(BaseSettings):
         description="STOIC2021 members averaged for P(severe), with weights (JSON object)",
     )
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = Field(
+        None, description="JSON lines (true) or readable lines (false); unset: readable on a terminal, else JSON"
+    )
 
     _split = field_validator(
         "allowed_calling_aets",
