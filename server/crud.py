@@ -35,6 +35,7 @@ __all__ = [
     "changed_rows",
     "claim_delivery",
     "claim_series_for_finalizing",
+    "claim_series_for_reevaluation",
     "delivery_failed",
     "delivery_refused",
     "delivery_sent",
@@ -269,7 +270,13 @@ def index_instance(
         ),
     )
     if reopened:
-        session.execute(update(Job).where(col(Job.series_instance_uid) == uid).values(revision=Job.revision + 1))
+        # New content is judged afresh: a running analysis of the old one is stale, and an admin's
+        # eligibility override, granted for the old content, no longer holds.
+        session.execute(
+            update(Job)
+            .where(col(Job.series_instance_uid) == uid)
+            .values(revision=Job.revision + 1, eligibility_override=None)
+        )
     return Indexed(new=True, reopened=bool(reopened), conflicts=tuple(conflicts))
 
 
@@ -302,8 +309,38 @@ def set_series_state(session: Session, series_uid: str, state: str, reasons: Seq
     )
 
 
-def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Job:
-    """Get or create the job of (series, pipeline version) and mark it queued at a new revision."""
+def claim_series_for_reevaluation(session: Session, series_uid: str, states: Sequence[str], reopen_count: int) -> bool:
+    """Move a series in one of ``states`` to ``finalizing`` for an admin's re-evaluation; only one caller wins.
+
+    ``reopen_count`` is the count the caller judged the series at: a late instance reopens the
+    series and raises it, so a decision about other content never applies.  A second admin
+    acting at the same moment loses too, so the series is routed once.
+    """
+    changed = changed_rows(
+        session,
+        update(Series)
+        .where(
+            col(Series.series_instance_uid) == series_uid,
+            col(Series.state).in_(list(states)),
+            col(Series.reopen_count) == reopen_count,
+        )
+        .values(state=SeriesState.FINALIZING),
+    )
+    return bool(changed)
+
+
+def queue_job(
+    session: Session,
+    *,
+    series_uid: str,
+    pipeline_version: str,
+    eligibility_override: dict[str, Any] | None = None,
+) -> Job:
+    """Get or create the job of (series, pipeline version) and mark it queued at a new revision.
+
+    ``eligibility_override`` replaces the job's override (None clears it): routing judges the
+    series afresh each time it queues it, and only an admin's re-evaluation grants one.
+    """
     key = f"{series_uid}:{pipeline_version}"
     insert_ignore(
         session,
@@ -330,13 +367,17 @@ def queue_job(session: Session, *, series_uid: str, pipeline_version: str) -> Jo
             queued_at=utcnow(),
             started_at=None,
             finished_at=None,
+            eligibility_override=eligibility_override,
         )
     )
     set_series_state(session, series_uid, SeriesState.QUEUED)
     job = session.exec(select(Job).where(Job.idempotency_key == key)).one()
     session.refresh(job)
     assert job.id is not None
-    add_job_event(session, job.id, "queued", {"revision": job.revision})
+    detail: dict[str, Any] = {"revision": job.revision}
+    if eligibility_override is not None:
+        detail["eligibility_override"] = eligibility_override
+    add_job_event(session, job.id, "queued", detail)
     return job
 
 
@@ -721,11 +762,20 @@ def add_job_event(
 
 
 def requeue_job(session: Session, job_id: int) -> Job | None:
-    """An admin's re-queue: a new revision of the job, queued again (None if no such job)."""
+    """An admin's re-queue: a new revision of the job, queued again (None if no such job).
+
+    The series' content is unchanged (new content reopens it and routing queues it afresh), so
+    an eligibility override the job carries stays in force.
+    """
     job = session.get(Job, job_id)
     if job is None:
         return None
-    return queue_job(session, series_uid=job.series_instance_uid, pipeline_version=job.pipeline_version)
+    return queue_job(
+        session,
+        series_uid=job.series_instance_uid,
+        pipeline_version=job.pipeline_version,
+        eligibility_override=job.eligibility_override,
+    )
 
 
 def cancel_job(session: Session, job_id: int) -> bool:

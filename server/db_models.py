@@ -11,6 +11,12 @@ so the series is analysed again under the same job instead of starting a second 
 Job: ``queued`` → ``running`` → ``done`` | ``failed``; ``revision`` increases at every
 (re)queue, and a task only acts when the revision it was given is still current.
 
+An admin may re-evaluate a ``rejected`` or ``ignored`` series under the rules in force now
+(:mod:`server.services.reevaluation`): eligible now, it is queued as a fresh series would be;
+with an override (``Job.eligibility_override``) it is queued although technical criteria
+fail, never when its instances disagree on whose images they are or when it is no CT image
+series.
+
 Delivery (the outbox): ``pending`` → ``sending`` → ``sent``; a failed attempt returns to
 ``pending`` with ``next_attempt_at`` pushed back, until the PACS accepts.  A destination that
 refuses the object for good (it does not store that SOP class, or answers a failure status that
@@ -188,6 +194,11 @@ class Job(SQLModel, table=True):
     #: Why a queued job is held back instead of sent (e.g. the results disk is below its reserve);
     #: the routing loop sends it when that is over.
     held_for: str | None = None
+    #: An admin's decision to analyse this series although it fails the eligibility rules:
+    #: ``reason``, ``by`` (the actor), ``at`` (ISO 8601 UTC) and ``reasons`` (what was overridden).
+    #: None for a series the rules let through.  Routing clears it whenever it queues the job
+    #: again (new content is judged afresh); an admin's re-queue keeps it.
+    eligibility_override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Delivery(SQLModel, table=True):

@@ -10,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.audit import AuditUnavailable
+from server.services.admin import Conflict, Invalid, NotFound, ServiceError
+
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response", "validation_detail"]
 
 PROBLEM_JSON = "application/problem+json"
@@ -51,8 +54,23 @@ def validation_detail(errors: Sequence[Any]) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
 
 
+#: HTTP status of each refusal of the write services (:mod:`server.services.admin`).
+SERVICE_STATUS: dict[type[ServiceError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Answer our problems, HTTP errors and validation errors as problem details."""
+    """Answer our problems, the services' refusals, HTTP errors and validation errors as problem details."""
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        status = next((code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind)), 400)
+        return problem_response(Problem(status, exc.title, exc.detail), request.url.path)
+
+    @app.exception_handler(AuditUnavailable)
+    async def _unaudited(request: Request, exc: AuditUnavailable) -> JSONResponse:
+        """A service could not audit its change, so it made none (as :func:`server.api.auditing.record_change`)."""
+        title = "Insufficient storage" if exc.status == 507 else "Audit trail unavailable"
+        return problem_response(Problem(exc.status, title, f"nothing was changed: {exc.reason}"), request.url.path)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

@@ -7,7 +7,16 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-__all__ = ["DeliveryPublic", "Health", "JobPublic", "Page", "SeriesPublic", "StudyPublic"]
+__all__ = [
+    "DeliveryPublic",
+    "EligibilityOverridePublic",
+    "Health",
+    "JobPublic",
+    "Page",
+    "ReevaluationPublic",
+    "SeriesPublic",
+    "StudyPublic",
+]
 
 T = TypeVar("T")
 
@@ -46,6 +55,15 @@ class DeliveryPublic(BaseModel):
     sent_at: datetime | None
 
 
+class EligibilityOverridePublic(BaseModel):
+    """An admin's decision to analyse a series although it fails the eligibility rules."""
+
+    reason: str
+    by: str = Field(description="Who decided: the API key (apikey:ID) or OIDC subject (oidc:SUB)")
+    at: datetime
+    reasons: list[str] = Field(description="The rules' reasons that were overridden")
+
+
 class JobPublic(BaseModel):
     """An analysis job: state, timings and error."""
 
@@ -62,6 +80,9 @@ class JobPublic(BaseModel):
     lease_until: datetime | None = None
     held_for: str | None = Field(None, description="Why a queued job is held back (e.g. the disk is full)")
     timings: dict[str, float]
+    eligibility_override: EligibilityOverridePublic | None = Field(
+        None, description="Set when an admin had the series analysed although it fails the eligibility rules"
+    )
     deliveries: list[DeliveryPublic] = []
 
 
@@ -86,6 +107,18 @@ class SeriesPublic(BaseModel):
     completed_at: datetime | None
     purged_at: datetime | None = None
     job: JobPublic | None = None
+
+
+class ReevaluationPublic(BaseModel):
+    """What re-evaluating a series under the rules in force decided, and the series now."""
+
+    eligible: bool = Field(description="Eligible under the rules in force now (false also when overridden)")
+    queued: bool = Field(description="Its job was queued: eligible now, or overridden")
+    reasons: list[str] = Field(description="Every reason it is not eligible now")
+    eligibility_override: EligibilityOverridePublic | None = Field(
+        None, description="The override recorded on the job, when one was needed"
+    )
+    series: SeriesPublic
 
 
 class Health(BaseModel):

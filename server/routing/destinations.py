@@ -1,9 +1,11 @@
 """Where reports go: the destinations of the settings, or the admin's edited list.
 
 The settings (``LUNGCDS_DESTINATIONS``, ``LUNGCDS_DESTINATION_OUTPUTS``,
-``LUNGCDS_DICOM_TLS_DESTINATIONS``) give the initial list.  Admins change it over REST
-(``PUT /api/v1/destinations``); the validated list is written to ``DATA_DIR/destinations.json``
-and from then on wins over the settings, in every process (workers read it for each job).
+``LUNGCDS_DICOM_TLS_DESTINATIONS``) give the initial list.  Admins change it over REST, whole
+(``PUT /api/v1/destinations``) or one entry at a time by AE title
+(:mod:`server.services.configuration`); the validated list is written to
+``DATA_DIR/destinations.json`` and from then on wins over the settings, in every process
+(workers read it for each job).
 
 That file is an :class:`~server.core.admin_file.AdminFile`: written atomically and read back
 before it takes effect; when it is broken (edited badly by hand, truncated) the last good list
@@ -14,6 +16,7 @@ stays in force, and the error is audited and shown by ``GET /destinations`` and
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -89,7 +92,11 @@ class DestinationEntry(BaseModel):
 
 
 class DestinationList(BaseModel):
-    """Every destination, each address once."""
+    """Every destination, each address and each AE title once.
+
+    The AE title names a destination: the settings give its outputs and TLS per AE title, and
+    the REST API addresses one entry as ``/destinations/{ae_title}``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -100,7 +107,16 @@ class DestinationList(BaseModel):
         addresses = [entry.address for entry in self.destinations]
         if len(addresses) != len(set(addresses)):
             raise ValueError("a destination is listed twice")
+        titles = Counter(entry.ae_title for entry in self.destinations)
+        for title in sorted(t for t, n in titles.items() if n > 1):
+            listed = ", ".join(e.address for e in self.destinations if e.ae_title == title)
+            raise ValueError(f"AE title {title} is listed more than once ({listed}); each destination needs its own")
         return self
+
+    def find(self, ae_title: str) -> DestinationEntry | None:
+        """The entry with AE title ``ae_title`` (compared as DICOM does: without surrounding spaces)."""
+        wanted = ae_title.strip()
+        return next((entry for entry in self.destinations if entry.ae_title == wanted), None)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ lost). When the series is finalised, over all its instances: a series whose inst
 on patient, study, modality or frame of reference is rejected with every disagreement named,
 and never analysed.  A SOP Instance UID already stored in another series is refused before it
 is written (:meth:`SeriesIntake.admit`).
+
+Finalising is :func:`decide_series` then :func:`route_series`; an admin's re-evaluation of a
+rejected series under changed rules (:mod:`server.services.reevaluation`) goes through the
+same two functions.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import getpass
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from dicom_node.completeness import assess_series
 from dicom_node.header import InstanceHeader
@@ -38,9 +44,9 @@ from server.core.config import Settings
 from server.core.db import session_scope
 from server.db_models import SeriesState, utcnow
 from server.routing.notice import is_chest_ct_image_series
-from server.routing.rules import evaluate, load_rules
+from server.routing.rules import Eligibility, EligibilityRules, evaluate, load_rules
 
-__all__ = ["EnqueueAnalysis", "SeriesIntake"]
+__all__ = ["EnqueueAnalysis", "RoutingDecision", "SeriesIntake", "decide_series", "route_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,41 +230,129 @@ class SeriesIntake:
     def finalize(self, series_uid: str, trigger: str) -> bool:
         """Decide eligibility and queue or reject; only one concurrent caller acts."""
         rules = load_rules(self._settings.rules_file, self._settings.max_slice_thickness_mm, self._audit)
-        job_to_enqueue: tuple[int, int] | None = None
         with session_scope(self._engine) as session:
             if not crud.claim_series_for_finalizing(session, series_uid, trigger):
                 return False
-            headers = crud.series_headers(session, series_uid)
-            identity_reasons = series_disagreements(headers) + crud.study_patient_conflicts(session, headers)
-            decision = evaluate(headers, rules)
-            reasons = identity_reasons + [r for r in decision.reasons if r not in identity_reasons]
-            if not decision.analysable:
-                crud.set_series_state(session, series_uid, SeriesState.IGNORED, reasons)
-            elif identity_reasons or not decision.eligible:
-                crud.set_series_state(session, series_uid, SeriesState.REJECTED, reasons)
-                if not identity_reasons and self._settings.notify_not_analysed and is_chest_ct_image_series(headers):
-                    # A job whose worker sends the not-analysed notice; the series stays rejected.
-                    job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
-                    crud.set_series_state(session, series_uid, SeriesState.REJECTED, reasons)
-                    assert job.id is not None
-                    job_to_enqueue = (job.id, job.revision)
-            else:
-                job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
-                assert job.id is not None
-                job_to_enqueue = (job.id, job.revision)
+            decision = decide_series(session, series_uid, rules)
+            job_to_enqueue = route_series(
+                session, series_uid, decision, notify_not_analysed=self._settings.notify_not_analysed
+            )
         logger.info(
             "series finalised",
             extra={"series": series_uid, "trigger": trigger, "queued": job_to_enqueue is not None},
         )
-        if identity_reasons:
+        if decision.identity_reasons:
             self._audit.record(
                 channel="dicom",
                 actor="lungcds:routing",
                 action="identity-check",
                 target=series_uid,
-                outcome="rejected" if decision.analysable else "ignored",
-                detail={"series_instance_uid": series_uid, "reasons": identity_reasons},
+                outcome="rejected" if decision.eligibility.analysable else "ignored",
+                detail={"series_instance_uid": series_uid, "reasons": list(decision.identity_reasons)},
             )
         if job_to_enqueue is not None:
             self._enqueue(*job_to_enqueue)
         return True
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """What the rules and the identity checks say of one stored series, before anything is recorded.
+
+    Attributes
+    ----------
+    eligibility : Eligibility
+        The rules' decision, with every reason.
+    identity_reasons : tuple of str
+        How the instances disagree on patient, study, modality or frame of reference, or how the
+        series' patient differs from its study's (checked whatever the rules say).
+    modalities : tuple of str
+        The distinct Modality values of the instances.
+    chest_ct_images : bool
+        A chest CT image series (:func:`server.routing.notice.is_chest_ct_image_series`).
+    """
+
+    eligibility: Eligibility
+    identity_reasons: tuple[str, ...]
+    modalities: tuple[str, ...]
+    chest_ct_images: bool
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Every reason the series is not analysed, identity first."""
+        return self.identity_reasons + tuple(r for r in self.eligibility.reasons if r not in self.identity_reasons)
+
+    @property
+    def analysed(self) -> bool:
+        """True when the series goes to analysis as it is."""
+        return self.eligibility.analysable and self.eligibility.eligible and not self.identity_reasons
+
+    def override_refusals(self) -> tuple[str, ...]:
+        """Why no admin may have this series analysed against the rules; empty when an override may.
+
+        An override waives technical criteria (thickness, coverage, spacing ...), never patient
+        safety: a volume of two patients or studies would be reported under one name, and the
+        pipeline measures CT images only.
+        """
+        refusals = list(self.identity_reasons)
+        if not self.eligibility.analysable:
+            refusals.extend(self.eligibility.reasons)
+        if self.modalities != ("CT",):
+            refusals.append(f"modality {', '.join(self.modalities) or '(none)'}: only CT series are analysed")
+        return tuple(refusals)
+
+
+def decide_series(session: Session, series_uid: str, rules: EligibilityRules) -> RoutingDecision:
+    """Apply ``rules`` and the identity checks to what is stored of ``series_uid`` (reads only)."""
+    headers = crud.series_headers(session, series_uid)
+    identity = series_disagreements(headers) + crud.study_patient_conflicts(session, headers)
+    return RoutingDecision(
+        eligibility=evaluate(headers, rules),
+        identity_reasons=tuple(identity),
+        modalities=tuple(sorted({(h.modality or "").strip().upper() or "(none)" for h in headers})),
+        chest_ct_images=is_chest_ct_image_series(headers),
+    )
+
+
+def route_series(
+    session: Session,
+    series_uid: str,
+    decision: RoutingDecision,
+    *,
+    notify_not_analysed: bool,
+    eligibility_override: dict[str, Any] | None = None,
+) -> tuple[int, int] | None:
+    """Record ``decision`` on the series; (job, revision) to enqueue after commit, if a job was queued.
+
+    An analysed series, or one an admin overrides (``eligibility_override``), gets its job queued;
+    any other is ``ignored`` (never analysable) or ``rejected`` with every reason, and a rejected
+    chest CT gets the job that sends the not-analysed notice when ``notify_not_analysed``.
+
+    Raises
+    ------
+    ValueError
+        For an override of a series :meth:`RoutingDecision.override_refusals` refuses (callers
+        check first; this keeps the rule in the one path that queues).
+    """
+    if eligibility_override is not None and decision.override_refusals():
+        raise ValueError("; ".join(decision.override_refusals()))
+    if decision.analysed or eligibility_override is not None:
+        job = crud.queue_job(
+            session,
+            series_uid=series_uid,
+            pipeline_version=PIPELINE_VERSION,
+            eligibility_override=eligibility_override,
+        )
+        assert job.id is not None
+        return job.id, job.revision
+    if not decision.eligibility.analysable:
+        crud.set_series_state(session, series_uid, SeriesState.IGNORED, decision.reasons)
+        return None
+    crud.set_series_state(session, series_uid, SeriesState.REJECTED, decision.reasons)
+    if decision.identity_reasons or not notify_not_analysed or not decision.chest_ct_images:
+        return None
+    # A job whose worker sends the not-analysed notice; the series stays rejected.
+    job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
+    crud.set_series_state(session, series_uid, SeriesState.REJECTED, decision.reasons)
+    assert job.id is not None
+    return job.id, job.revision

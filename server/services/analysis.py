@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,11 +210,15 @@ def run_analysis(
     ae_title: str,
     progress: Progress | None = None,
     priors: Sequence[PriorAnalysis] | None = None,
+    eligibility_override: Mapping[str, Any] | None = None,
 ) -> AnalysisOutput:
     """Load the series, run the pipeline, build and write every report object.
 
     ``priors`` are the patient's earlier analyses (:func:`server.services.followup.prior_analyses`)
     for the follow-up comparison; None when there is no patient history to look in (offline).
+    ``eligibility_override`` is the admin's override (``reason``, ``by``, ``at``) under which a
+    series that fails the rules is analysed (:mod:`server.services.reevaluation`): result.json
+    carries it, and the PDF's eligibility notes say so next to the reasons it overrode.
     """
     timings: dict[str, float] = {}
     stages = StageClock()
@@ -229,7 +233,7 @@ def run_analysis(
     try:
         volume = load_series(list(paths))
     except VolumeError as exc:
-        output = _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),))
+        output = _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),), eligibility_override)
         output.stages = stages.close()
         return output
     timings["load_s"] = time.perf_counter() - start
@@ -251,14 +255,17 @@ def run_analysis(
     t0 = time.perf_counter()
     source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     previous = _previous_outputs(out_dir, str(source_headers[0].SeriesInstanceUID))
+    notes = eligibility.reasons
+    if eligibility_override is not None:
+        notes += (f"analysed although not eligible, on an administrator's override: {eligibility_override['reason']}",)
     reports = build_reports(
-        findings, source_headers, report_context(ae_title), eligibility.reasons, predecessors=previous.predecessors()
+        findings, source_headers, report_context(ae_title), notes, predecessors=previous.predecessors()
     )
     dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
     timings["reports_s"] = time.perf_counter() - t0
 
     result = {
-        **_result_header(eligibility, headers, dicom_outputs),
+        **_result_header(eligibility, headers, dicom_outputs, eligibility_override),
         "replaces": previous.replaced(dicom_outputs),
         "analysable": True,
         **findings.as_dict(),
@@ -281,10 +288,14 @@ def run_analysis(
 
 
 def _result_header(
-    eligibility: Eligibility, headers: Sequence[InstanceHeader], dicom_outputs: list[DicomOutput]
+    eligibility: Eligibility,
+    headers: Sequence[InstanceHeader],
+    dicom_outputs: list[DicomOutput],
+    eligibility_override: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "eligibility": eligibility.as_dict(),
+        "eligibility_override": dict(eligibility_override) if eligibility_override is not None else None,
         "series_instance_uid": headers[0].series_instance_uid if headers else None,
         "study_instance_uid": headers[0].study_instance_uid if headers else None,
         "outputs": {
@@ -320,6 +331,7 @@ def _not_analysable(
     headers: Sequence[InstanceHeader],
     ae_title: str,
     reasons: tuple[str, ...],
+    eligibility_override: Mapping[str, Any] | None = None,
 ) -> AnalysisOutput:
     """Reports saying the series was seen but could not be analysed, and why."""
     logger.warning("series not analysable", extra={"out_dir": str(out_dir), "reasons": list(reasons)})
@@ -337,7 +349,7 @@ def _not_analysable(
         for spec in MODEL_SPECS
     }
     result = {
-        **_result_header(eligibility, headers, dicom_outputs),
+        **_result_header(eligibility, headers, dicom_outputs, eligibility_override),
         "replaces": previous.replaced(dicom_outputs),
         "analysable": False,
         "reasons": list(reasons),

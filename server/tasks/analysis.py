@@ -60,6 +60,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         series_uid = job.series_instance_uid
+        override = job.eligibility_override
         headers = crud.series_headers(session, series_uid)
         paths = [Path(p) for p in crud.series_instance_paths(session, series_uid)]
         # Checked when the series was finalised; checked again here, on what is stored now, because
@@ -85,9 +86,11 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
     try:
         rules = load_rules(settings.rules_file, settings.max_slice_thickness_mm)
         eligibility = evaluate(headers, rules)
+        # An admin's override (server.services.reevaluation) analyses a series the rules reject.
+        analysed = eligibility.eligible or (override is not None and eligibility.analysable)
         out_dir = settings.results_dir / series_uid
         with lease_kept(engine, job_id, revision, lease):
-            if eligibility.eligible:
+            if analysed:
                 output = run_analysis(
                     paths=paths,
                     out_dir=out_dir,
@@ -96,6 +99,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                     models=self.models,
                     ae_title=settings.ae_title,
                     priors=priors,
+                    eligibility_override=override if not eligibility.eligible else None,
                 )
             else:  # the job of a rejected chest CT (server.routing.notice): say it was not analysed, and why
                 output = write_not_analysed_notice(paths, out_dir, eligibility, headers, settings.ae_title)
@@ -134,7 +138,7 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
             timings=output.timings,
             series_state=(
                 SeriesState.REJECTED
-                if not eligibility.eligible
+                if not analysed
                 else SeriesState.DONE
                 if output.analysable
                 else SeriesState.NOT_ANALYSABLE

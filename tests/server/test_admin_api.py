@@ -34,7 +34,13 @@ PUBLIC = {
 #: Routes that need the admin role; every other route needs at least a viewer key.
 ADMIN = {
     ("PUT", "/api/v1/rules"),
+    ("PATCH", "/api/v1/rules"),
     ("PUT", "/api/v1/destinations"),
+    ("POST", "/api/v1/destinations"),
+    ("PUT", "/api/v1/destinations/{ae_title}"),
+    ("DELETE", "/api/v1/destinations/{ae_title}"),
+    ("POST", "/api/v1/destinations/{ae_title}/echo"),
+    ("POST", "/api/v1/series/{series_uid}/reevaluate"),
     ("POST", "/api/v1/retrieve"),
     ("PUT", "/api/v1/models/{name}/weights"),
     ("GET", "/api/v1/audit"),
@@ -56,9 +62,17 @@ VIEWER = {
     ("GET", "/api/v1/jobs/{job_id}/timeline"),
     ("GET", "/api/v1/rules"),
     ("GET", "/api/v1/destinations"),
+    ("GET", "/api/v1/destinations/{ae_title}"),
     ("GET", "/api/v1/models"),
 }
-SAMPLE_PATH_VALUES = {"job_id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "kind": "pdf", "name": "corads"}
+SAMPLE_PATH_VALUES = {
+    "job_id": "1",
+    "study_uid": "1.2.3",
+    "series_uid": "1.2.3",
+    "kind": "pdf",
+    "name": "corads",
+    "ae_title": "PACS",
+}
 
 
 class FakeQueue:
@@ -121,7 +135,7 @@ def test_every_route_is_classified(client: TestClient) -> None:
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> int:
     url = path.format(**SAMPLE_PATH_VALUES)
-    body = {} if method in {"PUT", "POST"} else None
+    body = {} if method in {"PUT", "PATCH", "POST"} else None
     return client.request(method, url, headers=headers, json=body).status_code
 
 

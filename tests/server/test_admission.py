@@ -33,7 +33,10 @@ from tests.peers import free_port, wait_for
 
 CHANGES = [
     ("PUT", "/api/v1/rules"),
+    ("PATCH", "/api/v1/rules"),
     ("PUT", "/api/v1/destinations"),
+    ("POST", "/api/v1/destinations"),
+    ("POST", "/api/v1/series/1.2.3/reevaluate"),
     ("PUT", "/api/v1/models/corads/weights"),
     ("POST", "/api/v1/retrieve"),
     ("POST", "/api/v1/jobs/1/resend"),
@@ -84,7 +87,7 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed(settings: Settings, 
     assert streamed.status_code == 413 and streamed.headers["connection"] == "close"
     typed = client.post("/api/v1/retrieve", content=iter([body[:1000], body[1000:]]), headers=headers)
     assert typed.status_code == 413, "a body FastAPI reads itself is limited the same way"
-    assert client.put("/api/v1/rules", json={"min_slices": 3}, headers=headers).status_code == 200
+    assert client.patch("/api/v1/rules", json={"min_slices": 3}, headers=headers).status_code == 200
 
 
 def test_admin_bodies_must_be_json_objects(app_and_key: tuple[TestClient, str]) -> None:
@@ -276,6 +279,10 @@ JSON_BODIES = [
     ("POST", "/api/v1/jobs/1/resend", _largest_object('"destination":"A@h:1"')),
     ("PUT", "/api/v1/destinations", _largest_array("destinations", b"{}")),
     ("PUT", "/api/v1/rules", _largest_array("modalities", b"0")),
+    ("PATCH", "/api/v1/rules", _largest_array("modalities", b"0")),
+    ("POST", "/api/v1/destinations", _largest_object('"address":"A@h:1"')),
+    ("PUT", "/api/v1/destinations/A", _largest_object('"address":"A@h:1"')),
+    ("POST", "/api/v1/series/1.2.3/reevaluate", _largest_object('"override":null')),
 ]
 
 

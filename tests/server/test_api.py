@@ -132,13 +132,13 @@ def test_rules_are_changed_by_admins_only_and_validated(
     client: TestClient, keys: dict[str, str], settings: Settings
 ) -> None:
     assert client.get("/api/v1/rules", headers=_auth(keys["viewer"])).json()["max_slice_thickness_mm"] == 3.0
-    forbidden = client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["viewer"]))
+    forbidden = client.patch("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["viewer"]))
     assert forbidden.status_code == 403
-    bad = client.put("/api/v1/rules", json={"max_axial_tilt_deg": -1}, headers=_auth(keys["admin"]))
+    bad = client.patch("/api/v1/rules", json={"max_axial_tilt_deg": -1}, headers=_auth(keys["admin"]))
     assert bad.status_code == 422
-    unknown = client.put("/api/v1/rules", json={"colour": "red"}, headers=_auth(keys["admin"]))
+    unknown = client.patch("/api/v1/rules", json={"colour": "red"}, headers=_auth(keys["admin"]))
     assert unknown.status_code == 422 and "colour" in unknown.json()["detail"]
-    ok = client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["admin"]))
+    ok = client.patch("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=_auth(keys["admin"]))
     assert ok.status_code == 200 and ok.json()["max_slice_thickness_mm"] == 5.0
     assert settings.rules_file is not None and "max_slice_thickness_mm = 5.0" in settings.rules_file.read_text()
 
@@ -148,11 +148,11 @@ def test_a_line_break_in_a_rule_is_refused_and_nothing_is_written(
 ) -> None:
     """The attack of issue 14 section 4: this once wrote an unparsable rules file and halted intake."""
     admin = _auth(keys["admin"])
-    assert client.put("/api/v1/rules", json={"min_slices": 25}, headers=admin).status_code == 200
+    assert client.patch("/api/v1/rules", json={"min_slices": 25}, headers=admin).status_code == 200
     assert settings.rules_file is not None
     before = settings.rules_file.read_bytes()
     for value in ("CT\n[oops", "CT\r", "CT\u0000", "CT\u001b[2J"):
-        response = client.put("/api/v1/rules", json={"modalities": [value]}, headers=admin)
+        response = client.patch("/api/v1/rules", json={"modalities": [value]}, headers=admin)
         assert response.status_code == 422 and "control character" in response.json()["detail"], value
     assert settings.rules_file.read_bytes() == before
     listed = client.get("/api/v1/rules", headers=admin).json()
@@ -165,7 +165,7 @@ def test_a_hand_broken_rules_file_keeps_routing_on_the_last_good_rules(
     client: TestClient, keys: dict[str, str], settings: Settings, engine: Engine, ct_headers: HeaderFactory
 ) -> None:
     admin = _auth(keys["admin"])
-    assert client.put("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=admin).status_code == 200
+    assert client.patch("/api/v1/rules", json={"max_slice_thickness_mm": 5.0}, headers=admin).status_code == 200
     assert settings.rules_file is not None
     settings.rules_file.write_text('[eligibility]\nmodalities = ["CT\n[oops"]\n')  # edited badly by hand
     trail = client.app.state.audit_trail  # type: ignore[attr-defined]  # shared, as in lungcds serve
@@ -188,7 +188,7 @@ def test_a_hand_broken_rules_file_keeps_routing_on_the_last_good_rules(
     events = client.get("/api/v1/audit", params={"channel": "config"}, headers=admin).json()["items"]
     assert [(e["target"], e["outcome"]) for e in events] == [(str(settings.rules_file), "rejected")]
 
-    repaired = client.put("/api/v1/rules", json={"min_slices": 20}, headers=admin)
+    repaired = client.patch("/api/v1/rules", json={"min_slices": 20}, headers=admin)
     assert repaired.status_code == 200 and (repaired.json()["source"], repaired.json()["error"]) == ("file", None)
     assert client.get("/api/v1/health/ready").json()["status"] == "ready"
 

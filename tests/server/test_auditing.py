@@ -49,13 +49,13 @@ def test_credentials_in_the_url_are_never_stored(
     client.get("/api/v1/series", params={"token": "not-a-key-but-a-token", "limit": 5}, headers=_auth(key))
     client.get("/api/v1/series", params={"q": key, "PASSWORD": "hunter2"}, headers=_auth(key))
     client.get(f"/api/v1/series/{key}", params={"id_token": JWT, "x": JWT}, headers=_auth(key))
-    client.put("/api/v1/rules", params={"access_token": key}, json={"min_slices": 9}, headers=_auth(key))
+    client.patch("/api/v1/rules", params={"access_token": key}, json={"min_slices": 9}, headers=_auth(key))
     with engine.connect() as conn:
         stored = " ".join(str(row) for row in conn.execute(text("SELECT * FROM audit_event")))
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records if not r.name.startswith("httpx"))
     for secret in (key, key[5:], "not-a-key-but-a-token", "hunter2", JWT):
         assert secret not in stored and secret not in logged
-    targets = [e.target for e in _events(engine)]
+    targets = [e.target for e in _events(engine) if e.channel == "api"]
     assert targets[:3] == [
         "/api/v1/series?api_key=REDACTED&limit=5",
         "/api/v1/series?token=REDACTED&limit=5",
@@ -86,16 +86,18 @@ def test_each_change_is_audited_before_it_runs_then_with_its_status(
     settings: Settings, engine: Engine, keys: dict[str, str]
 ) -> None:
     client = TestClient(create_app(settings, engine))
-    assert client.put("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"])).status_code == 200
+    assert client.patch("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"])).status_code == 200
     assert client.get("/api/v1/rules", headers=_auth(keys["viewer"])).status_code == 200
     events = _events(engine)
-    assert [(e.action, e.outcome) for e in events] == [
-        ("PUT /api/v1/rules", REQUESTED),
-        ("PUT /api/v1/rules", "200"),
-        ("GET /api/v1/rules", "200"),
+    assert [(e.channel, e.action, e.outcome) for e in events] == [
+        ("api", "PATCH /api/v1/rules", REQUESTED),
+        ("admin", "merge rules", REQUESTED),  # what the change does, written by the service before it does it
+        ("api", "PATCH /api/v1/rules", "200"),
+        ("api", "GET /api/v1/rules", "200"),
     ]
-    assert events[0].detail["request"] == events[1].detail["request"] != events[2].detail["request"]
-    assert events[0].actor == events[1].actor and events[0].actor.startswith("apikey:")
+    assert events[0].detail["request"] == events[2].detail["request"] != events[3].detail["request"]
+    assert events[0].actor == events[1].actor == events[2].actor and events[0].actor.startswith("apikey:")
+    assert events[1].detail == {"changed": {"min_slices": {"from": 20, "to": 9}}}
 
 
 def test_nothing_is_changed_or_shown_when_the_trail_cannot_be_written(
@@ -103,7 +105,7 @@ def test_nothing_is_changed_or_shown_when_the_trail_cannot_be_written(
 ) -> None:
     broken = AuditTrail(make_engine(f"sqlite:///{tmp_path / 'no-audit-table.db'}"))
     client = TestClient(create_app(settings, engine, audit_trail=broken))
-    change = client.put("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"]))
+    change = client.patch("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"]))
     assert change.status_code == 503 and "nothing was changed" in change.json()["detail"]
     assert settings.rules_file is not None and not settings.rules_file.exists()
     read = client.get("/api/v1/rules", headers=_auth(keys["viewer"]))
@@ -126,9 +128,9 @@ def test_a_change_that_ran_keeps_its_true_answer_when_only_its_outcome_is_lost(
     settings: Settings, engine: Engine, keys: dict[str, str]
 ) -> None:
     client = TestClient(create_app(settings, engine, audit_trail=_OutcomeLost(engine)))
-    response = client.put("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"]))
+    response = client.patch("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"]))
     assert response.status_code == 200 and response.json()["min_slices"] == 9
-    assert [e.outcome for e in _events(engine)] == [REQUESTED]
+    assert [(e.channel, e.outcome) for e in _events(engine)] == [("api", REQUESTED), ("admin", REQUESTED)]
 
 
 def test_changes_are_refused_while_the_disk_is_at_its_reserve_and_reads_below_half_of_it(
@@ -138,7 +140,7 @@ def test_changes_are_refused_while_the_disk_is_at_its_reserve_and_reads_below_ha
     settings.min_free_disk_mb = int(free_mb * 1.5)  # free space is two thirds of the reserve
     client = TestClient(create_app(settings, engine))
     for method, path, body in (
-        ("PUT", "/api/v1/rules", {"min_slices": 9}),
+        ("PATCH", "/api/v1/rules", {"min_slices": 9}),
         ("PUT", "/api/v1/destinations", {"destinations": []}),
         ("POST", "/api/v1/jobs/1/requeue", None),
     ):
@@ -180,7 +182,7 @@ def test_completed_events_and_rejected_files_go_to_the_atna_repository(
     repository = _Repository()
     trail = AuditTrail(engine, repository)  # type: ignore[arg-type]
     client = TestClient(create_app(settings, engine, audit_trail=trail))
-    assert client.put("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"])).status_code == 200
+    assert client.patch("/api/v1/rules", json={"min_slices": 9}, headers=_auth(keys["admin"])).status_code == 200
     assert len(repository.messages) == 1, "the 'requested' event stays in the database"
     assert settings.rules_file is not None
     settings.rules_file.write_text("[eligibility\n")

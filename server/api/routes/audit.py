@@ -1,4 +1,4 @@
-"""The audit trail, for admins: every API access, DICOM association and rejected admin file."""
+"""The audit trail, for admins: every API access, DICOM association, rejected admin file and admin change."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class AuditEventPublic(BaseModel):
 def list_audit_events(
     session: SessionDep,
     _key: Admin,
-    channel: str | None = Query(None, pattern="^(api|dicom|config)$"),
+    channel: str | None = Query(None, pattern="^(api|dicom|config|admin)$"),
     actor: str | None = Query(None, max_length=200),
     outcome: str | None = Query(None, max_length=64),
     since: Instant | None = None,

@@ -1,22 +1,34 @@
-"""Series: state, eligibility reasons, their job, results and report downloads."""
+"""Series: state, eligibility reasons, their job, results and report downloads; re-evaluation by admins."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from server.api.deps import SessionDep, Viewer
+from server.api.deps import (
+    Admin,
+    AuditTrailDep,
+    SessionDep,
+    SettingsDep,
+    Viewer,
+    json_body,
+    json_object,
+    json_request_body,
+)
 from server.api.listing import Instant, order_by
 from server.api.problems import Problem
 from server.api.routes.jobs import job_public
-from server.api.schemas import Page, SeriesPublic
+from server.api.schemas import EligibilityOverridePublic, Page, ReevaluationPublic, SeriesPublic
 from server.db_models import Job, Series, Study
+from server.routing.intake import EnqueueAnalysis
+from server.services.reevaluation import EligibilityOverride, reevaluate_series
 
 router = APIRouter(prefix="/series", tags=["series"])
 
@@ -134,3 +146,89 @@ def get_report(series_uid: str, kind: str, session: SessionDep, _key: Viewer) ->
     if not path.is_file():
         raise Problem(404, "Report not produced", f"the analysis of {series_uid} produced no {name}")
     return FileResponse(path, media_type=media_type, filename=name)
+
+
+class ReevaluateRequest(BaseModel):
+    """Optional: ``override`` has the series analysed although technical eligibility criteria fail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    override: EligibilityOverride | None = None
+
+
+async def _reevaluate_request(request: Request, _caller: Admin) -> ReevaluateRequest:
+    """The body when one is sent (validated off the event loop), else no override."""
+    if not await request.body():
+        return ReevaluateRequest()
+    return await json_body(ReevaluateRequest)(await json_object(request))
+
+
+def _enqueue(request: Request) -> EnqueueAnalysis:
+    """The queue's analysis entry point; 503 before anything changes when this API has no queue."""
+    queue = request.app.state.queue
+    if queue is None:
+        raise Problem(503, "No queue", "this API instance has no task queue configured")
+    enqueue: EnqueueAnalysis = queue.enqueue_analysis
+    return enqueue
+
+
+def _optional_body() -> dict[str, Any]:
+    extra = json_request_body(ReevaluateRequest)
+    extra["requestBody"]["required"] = False
+    return extra
+
+
+@router.post(
+    "/{series_uid}/reevaluate",
+    response_model=ReevaluationPublic,
+    status_code=202,
+    openapi_extra=_optional_body(),
+    responses={
+        200: {
+            "model": ReevaluationPublic,
+            "description": "Still not eligible under the rules in force: not queued, every reason listed",
+        },
+        202: {"description": "Eligible now, or overridden: its job is queued"},
+        404: {"description": "No such series"},
+        409: {"description": "Not rejected or ignored (re-queue its job), changed meanwhile, or override refused"},
+        422: {"description": "An invalid override (reason missing, too long, or with control characters)"},
+    },
+)
+def reevaluate(
+    series_uid: str,
+    caller: Admin,
+    body: Annotated[ReevaluateRequest, Depends(_reevaluate_request)],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    trail: AuditTrailDep,
+) -> ReevaluationPublic:
+    """Judge a rejected or ignored series again under the rules in force now; queue it when eligible.
+
+    202 with the series and its queued job when it is eligible now (or overridden); 200 with every
+    reason when it is still not eligible (its reasons are updated, nothing is queued).  An
+    ``override`` with a ``reason`` analyses it although technical criteria fail, never when its
+    instances disagree on whose images they are or when it is no CT image series (409).
+    """
+    outcome = reevaluate_series(
+        session,
+        settings,
+        trail,
+        caller.actor,
+        series_uid,
+        override=body.override,
+        enqueue=_enqueue(request),
+    )
+    if not outcome.queued:
+        response.status_code = 200
+    series = _get_series(session, series_uid)
+    session.refresh(series)
+    override = outcome.eligibility_override
+    return ReevaluationPublic(
+        eligible=outcome.eligible,
+        queued=outcome.queued,
+        reasons=list(outcome.reasons),
+        eligibility_override=EligibilityOverridePublic(**override) if override is not None else None,
+        series=series_public(session, series),
+    )
