@@ -21,7 +21,8 @@ fails is recorded as failed; the other stages go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -129,12 +130,44 @@ def _failed(name: str, error: Exception) -> ModelRun:
     )
 
 
+class _Stages:
+    """The stage reports of one analysis; loading a model's weights is a stage of its own.
+
+    A weights file can take longer to read than the model takes to run, and the first job of a
+    worker pays for it while later ones reuse the loaded model, so an operator needs the two
+    apart: :meth:`loading` reports ``"<model> weights"`` and then the stage that was running
+    again (the receiver adds up the parts of a stage, e.g. ``server.services.stage_clock``).
+    """
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._current: tuple[str, float] | None = None
+
+    def report(self, stage: str, fraction: float) -> None:
+        """Enter ``stage`` at ``fraction`` of the analysis."""
+        self._current = (stage, fraction)
+        if self._progress is not None:
+            self._progress(stage, fraction)
+
+    @contextmanager
+    def loading(self, model: str) -> Iterator[None]:
+        """Report the weights of ``model`` as a stage while the body loads them, then the stage before."""
+        before = self._current
+        self.report(f"{model} weights", before[1] if before is not None else 0.0)
+        try:
+            yield
+        finally:
+            if before is not None:
+                self.report(*before)
+
+
 @dataclass
 class _State:
-    """What the stages have produced so far."""
+    """What the stages have produced so far, and where the analysis is (``stages``)."""
 
     masks: dict[str, np.ndarray]
     mask_sources: dict[str, str]
+    stages: _Stages = field(default_factory=lambda: _Stages(None))
     runs: dict[str, ModelRun] = field(default_factory=dict)
     corads: CoradsResult | None = None
     severity: SeverityResult | None = None
@@ -179,10 +212,8 @@ def analyse(
         assessment and the segmentation's warnings.
     """
 
-    def report(stage: str, fraction: float) -> None:
-        if progress is not None:
-            progress(stage, fraction)
-
+    stages = _Stages(progress)
+    report = stages.report
     provider = provider or ModelProvider(weights, demo_weights=demo_weights)
     logger.debug("analysing a %s volume (age %s, sex %s)", volume.hu.shape, context.age_years, context.sex)
     report("lung_mask", 0.0)
@@ -192,6 +223,7 @@ def analyse(
     state = _State(
         masks={"lungs": lungs, "lung_left": segmentation.left, "lung_right": segmentation.right},
         mask_sources=dict.fromkeys(("lungs", "lung_left", "lung_right"), CLASSICAL_LUNG_MASK),
+        stages=stages,
     )
     state.runs[CLASSICAL_LUNG_MASK] = _lung_mask_run(segmentation.warnings, bool(lungs.any()))
     _learned_stages(volume, segmentation.left, segmentation.right, quality, provider, state, report)
@@ -411,9 +443,15 @@ def _lungmask_lobes(volume: Volume, provider: ModelProvider, state: _State, note
 
 
 def _load(provider: ModelProvider, name: str, state: _State) -> LearnedModel | None:
-    """The loaded model, or None; a weights file that does not load is recorded as a failure of its model."""
+    """The loaded model, or None; a weights file that does not load is recorded as a failure of its model.
+
+    Loading is a stage of its own (:class:`_Stages`) for a model that has weights to load.
+    """
     try:
-        return provider.load(name)
+        if not _available(name, provider):
+            return provider.load(name)
+        with state.stages.loading(name):
+            return provider.load(name)
     except Exception as exc:  # noqa: BLE001 - e.g. a corrupt or mismatched weights file; the analysis goes on
         state.runs[name] = _failed(name, exc)
         return None

@@ -629,7 +629,12 @@ def render_key_images(findings: Findings) -> list[KeyImage]:
 
 
 def png_bytes(image: Image.Image) -> bytes:
-    """PNG encoding of a key image."""
+    """PNG encoding of a key image.
+
+    zlib level 3 without PIL's ``optimize`` pass: on the shared 64-slice series the two key images
+    took 0.04 s of CPU instead of 0.43 s, for 437 kB instead of 426 kB (issue 19: reports are the
+    slow part of the weight-free path).
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

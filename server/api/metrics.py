@@ -17,12 +17,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -36,6 +37,9 @@ from server.tasks.queue import QueueGateway
 __all__ = ["DatabaseCollector", "DiskCollector", "router", "registry_for"]
 
 logger = logging.getLogger(__name__)
+#: Upper bounds (seconds) of the stage-duration histogram: from the sub-second weight-free stages to
+#: the minutes a learned model takes on a CPU node (issue 19 measured 3.5 to 21 minutes per stage).
+STAGE_SECONDS_BUCKETS: tuple[float, ...] = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 router = APIRouter(tags=["operations"])
 
 
@@ -89,18 +93,29 @@ class DatabaseCollector(Collector):
 
     @staticmethod
     def _stages(session: Session) -> Iterator[Metric]:
-        stages = SummaryMetricFamily(
+        """Stage wall times as a histogram per stage, the buckets counted in SQL (every process's jobs)."""
+        stages = HistogramMetricFamily(
             "lungcds_stage_duration_seconds",
             "Wall time of each analysis stage (loading, each model, reports)",
             labels=["stage"],
         )
+        seconds = func.coalesce(JobEvent.seconds, 0.0)
         rows = session.exec(
-            select(JobEvent.name, func.count(), func.sum(JobEvent.seconds))
+            select(
+                JobEvent.name,
+                func.count(),
+                func.sum(seconds),
+                *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in STAGE_SECONDS_BUCKETS),
+            )
             .where(JobEvent.kind == "stage")
             .group_by(JobEvent.name)
         ).all()
-        for name, count, total in rows:
-            stages.add_metric([name or "unknown"], count_value=count, sum_value=float(total or 0.0))
+        for row in rows:
+            values: tuple[Any, ...] = tuple(row)
+            name, count, total = values[0], int(values[1]), float(values[2] or 0.0)
+            cumulative = [int(value) for value in values[3:]]
+            buckets = [(f"{bound:g}", n) for bound, n in zip(STAGE_SECONDS_BUCKETS, cumulative, strict=True)]
+            stages.add_metric([name or "unknown"], [*buckets, ("+Inf", count)], sum_value=total)
         yield stages
 
     def _stuck(self, session: Session) -> Iterator[Metric]:

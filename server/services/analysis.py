@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,9 @@ from models.volume import VolumeError, load_series, patient_context
 from reports.bundle import SR_FILE, ReportSet, build_not_analysable, build_reports
 from reports.identity import ReportContext
 from server.routing.rules import Eligibility
+from server.services.stage_clock import Stage, StageClock
 
 __all__ = [
-    "Stage",
-    "StageClock",
     "AnalysisOutput",
     "DicomOutput",
     "report_context",
@@ -73,39 +71,6 @@ class DicomOutput:
     path: Path
     sop_instance_uid: str
     series_instance_uid: str
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of an analysis (loading, each model, reports) with its wall-clock span."""
-
-    name: str
-    started_at: datetime
-    ended_at: datetime
-
-
-class StageClock:
-    """Turns the pipeline's progress callbacks into stage start and end times."""
-
-    def __init__(self) -> None:
-        self._done: list[Stage] = []
-        self._current: tuple[str, datetime] | None = None
-
-    def enter(self, name: str) -> None:
-        """Start ``name`` (ending the running stage) unless it is the running one."""
-        now = datetime.now(UTC)
-        if self._current is not None and self._current[0] == name:
-            return
-        if self._current is not None:
-            self._done.append(Stage(self._current[0], self._current[1], now))
-        self._current = (name, now)
-
-    def close(self) -> list[Stage]:
-        """End the running stage; every stage so far."""
-        if self._current is not None:
-            self._done.append(Stage(self._current[0], self._current[1], datetime.now(UTC)))
-            self._current = None
-        return list(self._done)
 
 
 @dataclass
@@ -228,63 +193,70 @@ def run_analysis(
         if progress is not None:
             progress(name, fraction)
 
-    start = time.perf_counter()
-    stage("loading", 0.0)
     try:
-        volume = load_series(list(paths))
-    except VolumeError as exc:
-        output = _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),), eligibility_override)
-        output.stages = stages.close()
-        return output
-    timings["load_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        stage("loading", 0.0)
+        try:
+            volume = load_series(list(paths))
+        except VolumeError as exc:
+            output = _not_analysable(paths, out_dir, eligibility, headers, ae_title, (str(exc),), eligibility_override)
+            output.stages = stages.close()
+            return output
+        timings["load_s"] = time.perf_counter() - start
 
-    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    t0 = time.perf_counter()
-    findings = analyse(
-        volume,
-        patient_context(first),
-        weights=models.weights,
-        demo_weights=models.demo_weights,
-        provider=models,
-        progress=lambda name, frac: stage(name, 0.1 + 0.7 * frac),
-    )
-    findings = with_followup(findings, priors, study_date=str(first.get("StudyDate", "") or "") or None)
-    timings["analyse_s"] = time.perf_counter() - t0
+        first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+        t0 = time.perf_counter()
+        findings = analyse(
+            volume,
+            patient_context(first),
+            weights=models.weights,
+            demo_weights=models.demo_weights,
+            provider=models,
+            progress=lambda name, frac: stage(name, 0.1 + 0.7 * frac),
+        )
+        findings = with_followup(findings, priors, study_date=str(first.get("StudyDate", "") or "") or None)
+        timings["analyse_s"] = time.perf_counter() - t0
 
-    stage("reports", 0.8)
-    t0 = time.perf_counter()
-    source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    previous = _previous_outputs(out_dir, str(source_headers[0].SeriesInstanceUID))
-    notes = eligibility.reasons
-    if eligibility_override is not None:
-        notes += (f"analysed although not eligible, on an administrator's override: {eligibility_override['reason']}",)
-    reports = build_reports(
-        findings, source_headers, report_context(ae_title), notes, predecessors=previous.predecessors()
-    )
-    dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
-    timings["reports_s"] = time.perf_counter() - t0
+        stage("reports", 0.8)
+        t0 = time.perf_counter()
+        source_headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+        previous = _previous_outputs(out_dir, str(source_headers[0].SeriesInstanceUID))
+        notes = eligibility.reasons
+        if eligibility_override is not None:
+            notes += (
+                f"analysed although not eligible, on an administrator's override: {eligibility_override['reason']}",
+            )
+        reports = build_reports(
+            findings, source_headers, report_context(ae_title), notes, predecessors=previous.predecessors()
+        )
+        dicom_outputs = _dicom_outputs(reports, reports.write(out_dir))
+        timings["reports_s"] = time.perf_counter() - t0
+        done = stages.close()
 
-    result = {
-        **_result_header(eligibility, headers, dicom_outputs, eligibility_override),
-        "replaces": previous.replaced(dicom_outputs),
-        "analysable": True,
-        **findings.as_dict(),
-        "timings": timings,
-    }
-    write_result_json(out_dir, result)
-    timings["total_s"] = time.perf_counter() - start
-    if progress is not None:
-        progress("done", 1.0)
-    logger.info("analysis written", extra={"out_dir": str(out_dir), "timings": timings})
-    return AnalysisOutput(
-        findings=findings,
-        reports=reports,
-        result=result,
-        out_dir=out_dir,
-        dicom_outputs=dicom_outputs,
-        timings=timings,
-        stages=stages.close(),
-    )
+        result = {
+            **_result_header(eligibility, headers, dicom_outputs, eligibility_override),
+            "replaces": previous.replaced(dicom_outputs),
+            "analysable": True,
+            **findings.as_dict(),
+            "timings": timings,
+            "stages": [step.as_dict() for step in done],
+        }
+        write_result_json(out_dir, result)
+        timings["total_s"] = time.perf_counter() - start
+        if progress is not None:
+            progress("done", 1.0)
+        logger.info("analysis written", extra={"out_dir": str(out_dir), "timings": timings})
+        return AnalysisOutput(
+            findings=findings,
+            reports=reports,
+            result=result,
+            out_dir=out_dir,
+            dicom_outputs=dicom_outputs,
+            timings=timings,
+            stages=done,
+        )
+    finally:
+        stages.close()  # removes its torch hooks also when the analysis raises
 
 
 def _result_header(

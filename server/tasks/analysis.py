@@ -150,10 +150,17 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 session,
                 job_id,
                 "stage",
-                {"ended_at": step.ended_at.isoformat()},
+                {
+                    "ended_at": step.ended_at.isoformat(),
+                    "cpu_seconds": round(step.cpu_seconds, 3),
+                    "peak_rss_bytes": step.peak_rss_bytes,
+                    "forward_seconds": round(step.forward_seconds, 3),
+                    "forward_calls": step.forward_calls,
+                    "intervals": step.intervals,
+                },
                 at=step.started_at,
                 name=step.name,
-                seconds=(step.ended_at - step.started_at).total_seconds(),
+                seconds=step.seconds,
             )
         if not finished:
             logger.info(

@@ -23,6 +23,8 @@ from dicom_node.scp import AssociationInfo, StorageSCP
 from dicom_node.spool import Spool, StoredInstance
 from server import crud
 from server.core.config import Settings
+from server.core.db import session_scope
+from server.core.security import create_api_key
 from server.db_models import Delivery, Instance, Job, JobEvent, Series, utcnow
 from server.tasks.analysis import lease_kept
 from server.tasks.app import (
@@ -331,7 +333,29 @@ def test_metrics_change_as_the_series_is_processed(
     after = client.get("/metrics").text
     assert 'lungcds_jobs{state="done"} 1.0' in after and 'lungcds_series{state="done"} 1.0' in after
     assert 'lungcds_stage_duration_seconds_count{stage="lung_mask"} 1.0' in after
+    assert 'lungcds_stage_duration_seconds_bucket{le="+Inf",stage="lung_mask"} 1.0' in after
+    assert 'lungcds_stage_duration_seconds_bucket{le="1800",stage="lung_mask"} 1.0' in after
     assert 'lungcds_deliveries{state="pending"} 5.0' in after
+
+    # issue 19, part 2: every stage with wall time, CPU time and peak memory, in result.json and the timeline
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.result_dir is not None
+    result = json.loads((Path(job.result_dir) / "result.json").read_text())
+    names = [stage["name"] for stage in result["stages"]]
+    assert names[0] == "loading" and "lung_mask" in names and names[-1] == "reports"
+    assert all(stage["seconds"] >= 0 and stage["cpu_seconds"] >= 0 for stage in result["stages"]), result["stages"]
+    lung_mask = next(stage for stage in result["stages"] if stage["name"] == "lung_mask")
+    assert lung_mask["seconds"] > 0 and lung_mask["cpu_seconds"] > 0
+    assert all(stage["peak_rss_mb"] is None or stage["peak_rss_mb"] > 10 for stage in result["stages"]), result[
+        "stages"
+    ]
+    with session_scope(engine) as session:
+        viewer = create_api_key(session, "viewer").secret
+    timeline = client.get(f"/api/v1/jobs/{job_id}/timeline", headers={"Authorization": f"Bearer {viewer}"}).json()
+    stage_events = {event["name"]: event for event in timeline if event["kind"] == "stage"}
+    assert list(stage_events) == names
+    assert set(stage_events["lung_mask"]["detail"]) >= {"cpu_seconds", "peak_rss_bytes"}
 
 
 def test_a_running_job_is_held_by_its_lease_and_taken_over_when_it_runs_out(
@@ -462,6 +486,12 @@ def test_every_seg_instance_is_delivered_where_seg_goes_decoded_if_the_pacs_need
     assert {r.sop_instance_uid for r in segs} == {
         result["outputs"][key]["sop_instance_uid"] for key in ("seg", "seg_lobes", "seg_lesions")
     }
+    # issue 19, part 2: loading weights is its own stage; the networks' forward passes are timed in theirs
+    stages = {stage["name"]: stage for stage in result["stages"]}
+    assert {"lobes weights", "lesions weights", "corads weights"} <= set(stages), list(stages)
+    for model in ("lobes", "lesions", "corads"):
+        assert stages[model]["forward_calls"] > 0 and 0 < stages[model]["forward_seconds"] <= stages[model]["seconds"]
+    assert stages["reports"]["forward_calls"] == 0
 
     received: list[tuple[str, str, str]] = []
 
