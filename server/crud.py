@@ -25,6 +25,7 @@ from server.db_models import (
     Job,
     JobEvent,
     JobState,
+    Notification,
     Series,
     SeriesState,
     Study,
@@ -32,6 +33,15 @@ from server.db_models import (
 )
 
 __all__ = [
+    "OutboxTable",
+    "add_notification",
+    "list_notifications",
+    "claim_outbox_row",
+    "due_outbox_rows",
+    "lease_outbox_row",
+    "notification_failed",
+    "notification_refused",
+    "notification_sent",
     "changed_rows",
     "claim_delivery",
     "claim_series_for_finalizing",
@@ -830,3 +840,154 @@ def idle_series(session: Session, older_than: datetime) -> list[str]:
         )
     ).all()
     return list(rows)
+
+
+#: Outbox tables: rows with ``id``, ``state`` (:class:`DeliveryState`), ``attempts``, ``next_attempt_at``
+#: and ``claimed_at``, sent by a task that claims one row per attempt (:mod:`server.tasks.outbox`).
+OutboxTable = type[Delivery] | type[Notification]
+
+
+def due_outbox_rows(
+    session: Session, table: OutboxTable, now: datetime, stale_after: timedelta, limit: int = 100
+) -> list[int]:
+    """Rows of ``table`` to (re)try now: pending and due, or claimed long ago by a sender that died."""
+    rows = session.exec(
+        select(table.id)
+        .where(
+            ((col(table.state) == DeliveryState.PENDING) & (col(table.next_attempt_at) <= now))
+            | ((col(table.state) == DeliveryState.SENDING) & (col(table.claimed_at) < now - stale_after))
+        )
+        .order_by(col(table.next_attempt_at))
+        .limit(limit)
+    ).all()
+    return [r for r in rows if r is not None]
+
+
+def lease_outbox_row(session: Session, table: OutboxTable, row_id: int, until: datetime) -> bool:
+    """Push a pending row's next attempt to ``until`` while its message is on the queue; False if another pump won."""
+    return bool(
+        changed_rows(
+            session,
+            update(table)
+            .where(col(table.id) == row_id, col(table.state) == DeliveryState.PENDING)
+            .values(next_attempt_at=until),
+        )
+    )
+
+
+def claim_outbox_row(session: Session, table: OutboxTable, row_id: int, stale_after: timedelta) -> bool:
+    """Claim a pending (or abandoned ``sending``) row for one attempt; only one sender wins."""
+    now = utcnow()
+    return bool(
+        changed_rows(
+            session,
+            update(table)
+            .where(
+                col(table.id) == row_id,
+                (col(table.state) == DeliveryState.PENDING)
+                | ((col(table.state) == DeliveryState.SENDING) & (col(table.claimed_at) < now - stale_after)),
+            )
+            .values(state=DeliveryState.SENDING, claimed_at=now, attempts=table.attempts + 1),
+        )
+    )
+
+
+def add_notification(
+    session: Session,
+    *,
+    job_id: int | None,
+    series_uid: str,
+    event: str,
+    channel: str,
+    target: str,
+    facts: dict[str, Any],
+) -> int:
+    """Put one result notification for one receiver in the outbox, due now; its id.
+
+    Called in the transaction that changes the series' state, so the notification exists exactly
+    when the change does (a rollback takes both back).
+    """
+    now = utcnow()
+    row = Notification(
+        job_id=job_id,
+        series_instance_uid=series_uid,
+        event=event,
+        channel=channel,
+        target=target,
+        facts=facts,
+        state=DeliveryState.PENDING,
+        created_at=now,
+        next_attempt_at=now,
+    )
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    return row.id
+
+
+def _notification_event(session: Session, notification_id: int, kind: str, detail: dict[str, Any]) -> None:
+    """The outcome in the job's timeline (a series rejected without a job has none)."""
+    row = session.get(Notification, notification_id)
+    if row is not None and row.job_id is not None:
+        full = {"notification": notification_id, "event": row.event, "attempt": row.attempts, **detail}
+        add_job_event(session, row.job_id, kind, full, name=row.channel)
+
+
+def notification_sent(session: Session, notification_id: int, status: int) -> None:
+    """The receiver accepted the notification (HTTP ``status``)."""
+    session.execute(
+        update(Notification)
+        .where(col(Notification.id) == notification_id)
+        .values(state=DeliveryState.SENT, sent_at=utcnow(), last_error=None, response_status=status)
+    )
+    _notification_event(session, notification_id, "notification_sent", {"status": status})
+
+
+def notification_failed(
+    session: Session, notification_id: int, error: str, retry_at: datetime, status: int | None
+) -> None:
+    """One attempt failed (no answer, a timeout, 5xx ...): back to pending, tried again at ``retry_at``."""
+    session.execute(
+        update(Notification)
+        .where(col(Notification.id) == notification_id)
+        .values(
+            state=DeliveryState.PENDING,
+            last_error=error,
+            next_attempt_at=retry_at,
+            response_status=status,
+            failures=Notification.failures + 1,
+        )
+    )
+    _notification_event(session, notification_id, "notification_failed", {"error": error})
+
+
+def notification_refused(session: Session, notification_id: int, error: str, status: int | None) -> None:
+    """The receiver refused the notification for good (a permanent 4xx), or it could not be built: not retried."""
+    session.execute(
+        update(Notification)
+        .where(col(Notification.id) == notification_id)
+        .values(state=DeliveryState.REFUSED, last_error=error, next_attempt_at=None, response_status=status)
+    )
+    _notification_event(session, notification_id, "notification_refused", {"error": error})
+
+
+def list_notifications(
+    session: Session,
+    *,
+    job_id: int | None = None,
+    series_uid: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[Notification]]:
+    """Result notifications, newest first, of a job, a series and/or in a state: (total, this page)."""
+    stmt = select(Notification)
+    if job_id is not None:
+        stmt = stmt.where(Notification.job_id == job_id)
+    if series_uid is not None:
+        stmt = stmt.where(Notification.series_instance_uid == series_uid)
+    if state is not None:
+        stmt = stmt.where(Notification.state == state)
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(stmt.order_by(col(Notification.id).desc()).offset(offset).limit(limit)).all()
+    return int(total), list(rows)

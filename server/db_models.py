@@ -21,12 +21,17 @@ Delivery (the outbox): ``pending`` → ``sending`` → ``sent``; a failed attemp
 ``pending`` with ``next_attempt_at`` pushed back, until the PACS accepts.  A destination that
 refuses the object for good (it does not store that SOP class, or answers a failure status that
 no retry can change) makes it ``refused``, with the reason; the other objects still go.
+
+Notification (the same outbox states): one result notification (a signed webhook or a FHIR
+transaction) to one receiver, written in the transaction that moves a series to ``done``,
+``not_analysable``, ``failed`` or ``rejected`` (:mod:`server.notifications`); ``refused`` after
+a permanent refusal (an HTTP 4xx other than 408, 425 and 429).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import JSON, Column, DateTime, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -41,6 +46,9 @@ __all__ = [
     "Instance",
     "Job",
     "JobState",
+    "Notification",
+    "NotificationChannel",
+    "NotificationEvent",
     "Series",
     "SeriesState",
     "Study",
@@ -112,6 +120,22 @@ class DeliveryState:
     SENDING = "sending"
     SENT = "sent"
     REFUSED = "refused"
+
+
+class NotificationEvent:
+    """What a result notification reports: the series' state that it was written with."""
+
+    DONE: Final = "done"
+    NOT_ANALYSABLE: Final = "not_analysable"
+    FAILED: Final = "failed"
+    REJECTED: Final = "rejected"
+
+
+class NotificationChannel:
+    """How a result notification is sent."""
+
+    WEBHOOK = "webhook"
+    FHIR = "fhir"
 
 
 class Study(SQLModel, table=True):
@@ -215,6 +239,33 @@ class Delivery(SQLModel, table=True):
     state: str = Field(default=DeliveryState.PENDING, index=True)
     attempts: int = 0
     last_error: str | None = None
+    next_attempt_at: datetime | None = _ts()
+    claimed_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+
+
+class Notification(SQLModel, table=True):
+    """One result notification to one receiver: the outbox row that retries until it is accepted.
+
+    ``facts`` is what was known when the series changed state (:class:`server.notifications.facts.EventFacts`),
+    kept so that a retry, or a receiver that comes back a day later, gets the event as it happened,
+    not the series as it is by then.  ``job_id`` is None for a series rejected without a job.
+    ``failures`` counts attempts that failed and are retried (for ``/metrics``).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    series_instance_uid: str = Field(foreign_key="series.series_instance_uid", index=True, max_length=64)
+    event: str
+    channel: str
+    target: str
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default=DeliveryState.PENDING, index=True)
+    attempts: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    response_status: int | None = None
+    created_at: datetime | None = _ts()
     next_attempt_at: datetime | None = _ts()
     claimed_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()

@@ -35,6 +35,7 @@ from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery,
 from server.tasks.broker_tables import purge_consumed_messages
 from server.tasks.delivery import pump_outbox
 from server.tasks.lost_jobs import resend_lost_jobs, resume_held_jobs, take_over_lost_jobs
+from server.tasks.notify import pump_notifications
 from server.tasks.queue import CeleryQueue
 
 __all__ = ["RUNTIME_FILE", "ServerRuntime", "lease_sweep_interval"]
@@ -138,15 +139,17 @@ class ServerRuntime:
         """Run the periodic duties until stopped; one failing duty never stops the others or the loop.
 
         Every tick: finalise idle series (never one an open association is still sending) and pump
-        the outbox.  Every few seconds: take over jobs whose worker was lost and resume jobs held for
-        disk space.  Less often: resend jobs whose message the broker lost, purge the embedded
-        broker's consumed messages, apply the retention policy.
+        the outboxes (report deliveries, result notifications).  Every few seconds: take over jobs
+        whose worker was lost and resume jobs held for disk space.  Less often: resend jobs whose
+        message the broker lost, purge the embedded broker's consumed messages, apply the retention
+        policy.
         """
         settings = self.settings
         tick = min(1.0, settings.series_idle_seconds / 4)
         duties: list[tuple[str, float, Callable[[], object]]] = [
             ("finalise idle series", 0.0, lambda: self.intake.finalize_idle(busy=self._series_being_received())),
             ("outbox", 0.0, lambda: pump_outbox(self.celery, self.engine)),
+            ("notifications", 0.0, lambda: pump_notifications(self.celery, self.engine)),
             ("lost workers", lease_sweep_interval(settings), lambda: take_over_lost_jobs(self.celery, self.engine)),
             ("held jobs", HELD_JOB_INTERVAL_SECONDS, lambda: resume_held_jobs(self.celery, self.engine, settings)),
             (

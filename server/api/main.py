@@ -21,6 +21,7 @@ from server.api.routes import (
     health,
     jobs,
     model_weights,
+    notifications,
     queues,
     retrieve,
     rules,
@@ -91,7 +92,7 @@ def create_app(
     install_docs(app, DOCS_URL, DOCS_ASSETS, f"{API_PREFIX}/openapi.json")
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(record_change)])
     api.include_router(health.router)
-    for module in (studies, series, jobs, rules, destinations, model_weights, retrieve, audit, queues):
+    for module in (studies, series, jobs, notifications, rules, destinations, model_weights, retrieve, audit, queues):
         api.include_router(module.router, responses=AUTH_RESPONSES)
     app.include_router(api)
     app.include_router(metrics.router)

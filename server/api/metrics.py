@@ -2,7 +2,8 @@
 
 The SCP host, the API and the workers are separate processes (and hosts, distributed), so
 in-process counters would each see a part; the database sees everything.  Each scrape reads:
-received instances, series and jobs by state, deliveries by state and failed attempts, stage
+received instances, series and jobs by state, deliveries by state and failed attempts, failed
+and refused result notifications per channel, stage
 durations per model (from the job timeline), queue depths, workers alive, and the jobs that are
 not moving (a lost worker's, held, or waiting for a worker) with the takeovers so far.  The free
 space of the data directory and its reserve are measured by the process that answers the scrape,
@@ -30,7 +31,18 @@ from sqlmodel import Session, col, select
 from server import crud
 from server.core.config import Settings
 from server.core.disk import free_bytes, reserve_bytes
-from server.db_models import Delivery, Instance, Job, JobEvent, Series, WorkerHeartbeat, utcnow
+from server.db_models import (
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobEvent,
+    Notification,
+    NotificationChannel,
+    Series,
+    WorkerHeartbeat,
+    utcnow,
+)
 from server.tasks.heartbeat import ALIVE_WITHIN
 from server.tasks.queue import QueueGateway
 
@@ -90,6 +102,32 @@ class DatabaseCollector(Collector):
         ).all():
             failures.add_metric([kind.removeprefix("delivery_")], count)
         yield failures
+        yield DatabaseCollector._notification_failures(session)
+
+    @staticmethod
+    def _notification_failures(session: Session) -> Metric:
+        """Result notifications that did not get through: attempts retried, and notifications refused for good."""
+        failures = CounterMetricFamily(
+            "lungcds_notification_failures",
+            "Result notifications not accepted: failed attempts (retried) and refusals (final), per channel",
+            labels=["channel", "outcome"],
+        )
+        failed = dict(
+            session.exec(
+                select(Notification.channel, func.sum(Notification.failures)).group_by(Notification.channel)
+            ).all()
+        )
+        refused = dict(
+            session.exec(
+                select(Notification.channel, func.count())
+                .where(Notification.state == DeliveryState.REFUSED)
+                .group_by(Notification.channel)
+            ).all()
+        )
+        for channel in sorted({NotificationChannel.WEBHOOK, NotificationChannel.FHIR} | set(failed) | set(refused)):
+            failures.add_metric([channel, "failed"], float(failed.get(channel) or 0))
+            failures.add_metric([channel, "refused"], float(refused.get(channel) or 0))
+        return failures
 
     @staticmethod
     def _stages(session: Session) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ __all__ = [
     "EligibilityOverridePublic",
     "Health",
     "JobPublic",
+    "NotificationPublic",
     "Page",
     "ReevaluationPublic",
     "SeriesPublic",
@@ -55,6 +56,25 @@ class DeliveryPublic(BaseModel):
     sent_at: datetime | None
 
 
+class NotificationPublic(BaseModel):
+    """One result notification (webhook or FHIR) of a series' event to one receiver."""
+
+    id: int
+    job_id: int | None
+    series_instance_uid: str
+    event: str = Field(description="done, not_analysable, failed or rejected")
+    channel: str = Field(description="webhook or fhir")
+    receiver: str = Field(description="The receiver's URL, without user information or query")
+    state: str = Field(description="pending, sending, sent or refused (a permanent refusal, not retried)")
+    attempts: int
+    failures: int = Field(description="Attempts that failed and were retried")
+    last_error: str | None
+    response_status: int | None = Field(description="HTTP status of the last answer")
+    created_at: datetime | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
 class EligibilityOverridePublic(BaseModel):
     """An admin's decision to analyse a series although it fails the eligibility rules."""
 
@@ -84,6 +104,9 @@ class JobPublic(BaseModel):
         None, description="Set when an admin had the series analysed although it fails the eligibility rules"
     )
     deliveries: list[DeliveryPublic] = []
+    notifications: list[NotificationPublic] = Field(
+        default_factory=list, description="Result notifications of this job's events (webhooks, FHIR)"
+    )
 
 
 class SeriesPublic(BaseModel):

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -127,7 +127,37 @@ class Settings(BaseSettings):
     worker_max_memory_mb: int = Field(
         0, ge=0, description="Replace a worker child after a task left it above this resident memory; 0: no ceiling"
     )
-    delivery_max_backoff_seconds: float = Field(600.0, gt=0)
+    delivery_max_backoff_seconds: float = Field(
+        600.0, gt=0, description="Longest wait between two attempts of a report delivery or a result notification"
+    )
+    notify_webhook_urls: CommaList = Field(
+        default_factory=list,
+        description="http(s) URLs that get a signed JSON POST when a series is done, not analysable, failed or "
+        "rejected (server.notifications)",
+    )
+    notify_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the webhooks' X-Lungcds-Signature; required with notify_webhook_urls"
+    )
+    notify_webhook_patient_id: bool = Field(
+        False, description="Put the Patient ID and its issuer in webhooks (minimum necessary: off by default)"
+    )
+    notify_fhir_base_url: str | None = Field(
+        None, description="FHIR R4 server base URL: a transaction Bundle (DiagnosticReport, Observations) is POSTed"
+    )
+    notify_fhir_token: SecretStr | None = Field(None, description="Bearer token for the FHIR server, if it needs one")
+    notify_fhir_patient_system: str | None = Field(
+        None,
+        description="URI of the site's Patient ID namespace, the system of the FHIR subject identifier; "
+        "unset: the identifier names the DICOM Issuer of Patient ID as its assigner only",
+    )
+    notify_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds one notification request may take before it is retried"
+    )
+    public_api_url: str | None = Field(
+        None,
+        description="Our API's address as receivers reach it (e.g. https://lungcds.hospital.local:8080), for the "
+        "links in notifications; unset: links are paths under /api/v1",
+    )
     dicom_tls_certificate: Path | None = Field(None, description="PEM certificate of our SCP (enables TLS)")
     dicom_tls_private_key: Path | None = Field(None, description="PEM private key of that certificate")
     dicom_tls_ca: Path | None = Field(None, description="CA bundle that signs trusted peers (clients and PACS)")
@@ -175,6 +205,7 @@ class Settings(BaseSettings):
     )
 
     _split = field_validator(
+        "notify_webhook_urls",
         "allowed_calling_aets",
         "destinations",
         "retrieve_sources",
@@ -196,6 +227,23 @@ class Settings(BaseSettings):
             except re.error as exc:
                 raise ValueError(f"priority_accession_pattern is not a regular expression: {exc}") from exc
         return value or None
+
+    @field_validator("notify_webhook_urls", "notify_fhir_base_url", "public_api_url")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        """A receiver is an absolute http(s) URL: anything else would fail only at the first finished series."""
+        for url in value if isinstance(value, list) else [value] if value else []:
+            if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+                raise ValueError(f"{url!r} is not an absolute http:// or https:// URL")
+        return value or ([] if isinstance(value, list) else None)
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        """Every webhook is signed, so receivers can refuse forgeries: URLs without a secret are refused."""
+        secret = self.notify_webhook_secret.get_secret_value() if self.notify_webhook_secret else ""
+        if self.notify_webhook_urls and not secret:
+            raise ValueError("notify_webhook_urls needs notify_webhook_secret (the key the webhooks are signed with)")
+        return self
 
     @field_validator("ae_title")
     @classmethod
@@ -325,7 +373,9 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if isinstance(value, dict):
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, dict):
                 text = json.dumps(value)
             elif isinstance(value, list):
                 text = ",".join(value)

@@ -42,7 +42,8 @@ from server import crud
 from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.db import session_scope
-from server.db_models import SeriesState, utcnow
+from server.db_models import NotificationEvent, SeriesState, utcnow
+from server.notifications.record import record_notifications
 from server.routing.notice import is_chest_ct_image_series
 from server.routing.rules import Eligibility, EligibilityRules, evaluate, load_rules
 
@@ -237,6 +238,15 @@ class SeriesIntake:
             job_to_enqueue = route_series(
                 session, series_uid, decision, notify_not_analysed=self._settings.notify_not_analysed
             )
+            if not decision.analysed and decision.eligibility.analysable:  # rejected (an ignored series is not)
+                record_notifications(
+                    session,
+                    self._settings,
+                    NotificationEvent.REJECTED,
+                    job_id=job_to_enqueue[0] if job_to_enqueue is not None else None,
+                    series_uid=series_uid,
+                    reasons=decision.reasons,
+                )
         logger.info(
             "series finalised",
             extra={"series": series_uid, "trigger": trigger, "queued": job_to_enqueue is not None},

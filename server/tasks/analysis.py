@@ -2,7 +2,8 @@
 
 It re-reads the job from the database, skips a revision that a later arrival superseded,
 runs :func:`server.services.analysis.run_analysis`, and puts one outbox row per report object
-and destination before enqueueing the deliveries after commit.
+and destination before enqueueing the deliveries after commit.  The transaction that settles the
+job also writes its result notifications (:mod:`server.notifications`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from sqlalchemy.exc import OperationalError
 
 from dicom_node.identity import series_disagreements
 from server import crud
+from server.core.config import Settings
 from server.core.db import session_scope
 from server.core.disk import disk_shortage, is_disk_full
-from server.db_models import Job, SeriesState
+from server.db_models import Job, NotificationEvent, SeriesState
+from server.notifications.record import record_notifications
 from server.routing.destinations import load_destinations
 from server.routing.rules import evaluate, load_rules
 from server.services.analysis import run_analysis, write_not_analysed_notice
@@ -67,14 +70,22 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
         # a volume of two patients must never be analysed, whatever happened in between.
         conflicts = series_disagreements(headers) + crud.study_patient_conflicts(session, headers)
         if conflicts:
-            crud.fail_job(
+            if crud.fail_job(
                 session,
                 job_id,
                 revision,
                 "not analysed: the instances of the series disagree on whose images they are",
                 series_state=SeriesState.REJECTED,
                 reasons=conflicts,
-            )
+            ):
+                record_notifications(
+                    session,
+                    settings,
+                    NotificationEvent.REJECTED,
+                    job_id=job_id,
+                    series_uid=series_uid,
+                    reasons=conflicts,
+                )
             logger.warning("job refused: identity conflict in its series", extra={"job": job_id})
             return
         study_uid = headers[0].study_instance_uid if headers else None
@@ -112,20 +123,21 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 with session_scope(engine) as session:
                     crud.requeue_after_transient_error(session, job_id, revision, str(exc))
                 raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
-            _fail(engine, job_id, revision, f"gave up after {MAX_RETRIES} retries: {exc}")
+            _fail(engine, settings, job_id, revision, f"gave up after {MAX_RETRIES} retries: {exc}")
             return
         if isinstance(exc, SoftTimeLimitExceeded):
             limit = settings.analysis_time_limit_s
             logger.error("analysis stopped at its time limit", extra={"job": job_id, "limit_s": limit})
             _fail(
                 engine,
+                settings,
                 job_id,
                 revision,
                 f"stopped at the analysis time limit of {limit} s (LUNGCDS_ANALYSIS_TIME_LIMIT_S)",
             )
             return
         logger.exception("analysis failed", extra={"job": job_id})
-        _fail(engine, job_id, revision, f"{type(exc).__name__}: {exc}")
+        _fail(engine, settings, job_id, revision, f"{type(exc).__name__}: {exc}")
         return
 
     delivery_ids: list[int] = []
@@ -168,6 +180,16 @@ def analyse_series(self: LungcdsTask, job_id: int, revision: int) -> None:
                 extra={"job": job_id, "revision": revision},
             )
             return
+        if analysed:  # not for a notice job: that series' rejection was notified when it was routed
+            record_notifications(
+                session,
+                settings,
+                NotificationEvent.DONE if output.analysable else NotificationEvent.NOT_ANALYSABLE,
+                job_id=job_id,
+                series_uid=series_uid,
+                reasons=output.reasons,
+                result=output.result,
+            )
         for entry in load_destinations(settings).destinations:
             for obj in (o for o in output.dicom_outputs if o.kind in entry.outputs):
                 delivery_ids.append(
@@ -220,6 +242,8 @@ def _hold(engine: Engine, job_id: int, revision: int, why: str) -> None:
         crud.hold_job(session, job_id, revision, why)
 
 
-def _fail(engine: object, job_id: int, revision: int, error: str) -> None:
-    with session_scope(engine) as session:  # type: ignore[arg-type]
-        crud.fail_job(session, job_id, revision, error)
+def _fail(engine: Engine, settings: Settings, job_id: int, revision: int, error: str) -> None:
+    """Fail the job for good, and notify the receivers in the same transaction."""
+    with session_scope(engine) as session:
+        if crud.fail_job(session, job_id, revision, error):
+            record_notifications(session, settings, NotificationEvent.FAILED, job_id=job_id, reasons=[error])

@@ -28,6 +28,7 @@ __all__ = [
     "GPU_QUEUE",
     "HARD_LIMIT_GRACE_S",
     "RETRIEVE_TASK",
+    "NOTIFY_TASK",
     "LungcdsCelery",
     "create_celery",
     "enqueue_analysis",
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 ANALYSIS_TASK = "lungcds.analyse_series"
 DELIVERY_TASK = "lungcds.deliver_object"
 RETRIEVE_TASK = "lungcds.retrieve_study"
+NOTIFY_TASK = "lungcds.send_notification"
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
 #: Separator of kombu's per-priority Redis list names ("gpu", "gpu:9").
@@ -107,8 +109,15 @@ def create_celery(settings: Settings) -> LungcdsCelery:
             ANALYSIS_TASK: {"queue": GPU_QUEUE},
             DELIVERY_TASK: {"queue": CPU_QUEUE},
             RETRIEVE_TASK: {"queue": CPU_QUEUE},
+            NOTIFY_TASK: {"queue": CPU_QUEUE},
         },
-        imports=("server.tasks.analysis", "server.tasks.delivery", "server.tasks.heartbeat", "server.tasks.retrieve"),
+        imports=(
+            "server.tasks.analysis",
+            "server.tasks.delivery",
+            "server.tasks.heartbeat",
+            "server.tasks.notify",
+            "server.tasks.retrieve",
+        ),
     )
     # Register the tasks now, not only when a worker starts, so producers and in-process
     # execution see the same registry.

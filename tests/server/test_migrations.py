@@ -10,7 +10,18 @@ from sqlalchemy.exc import DBAPIError
 
 from server.core.db import downgrade, make_engine, upgrade
 
-TABLES = {"study", "series", "instance", "job", "delivery", "apikey", "audit_event", "job_event", "worker_heartbeat"}
+TABLES = {
+    "study",
+    "series",
+    "instance",
+    "job",
+    "delivery",
+    "apikey",
+    "audit_event",
+    "job_event",
+    "worker_heartbeat",
+    "notification",
+}
 
 
 def _tables(url: str) -> set[str]:
@@ -25,7 +36,7 @@ def test_upgrade_from_empty_downgrade_and_upgrade_again(database_url: str) -> No
     upgrade(database_url)
     assert _tables(database_url) == TABLES
     downgrade(database_url, "0001")
-    assert _tables(database_url) == TABLES - {"audit_event", "job_event", "worker_heartbeat"}
+    assert _tables(database_url) == TABLES - {"audit_event", "job_event", "worker_heartbeat", "notification"}
     downgrade(database_url, "base")
     assert _tables(database_url) == set()
     upgrade(database_url)

@@ -1,4 +1,4 @@
-"""Jobs: state, timings, error and deliveries."""
+"""Jobs: state, timings, error, deliveries and result notifications."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from server import crud
 from server.api.deps import Admin, SessionDep, SettingsDep, Viewer, json_body, json_request_body
 from server.api.listing import Instant, order_by
 from server.api.problems import Problem
+from server.api.routes.notifications import notification_public
 from server.api.schemas import DeliveryPublic, JobPublic, Page
 from server.db_models import Delivery, Job, JobEvent, Series, utcnow
 from server.routing.destinations import load_destinations
@@ -29,10 +30,12 @@ JobId = Annotated[int, FastAPIPath(ge=1, le=2**62, description="Job id")]
 
 
 def job_public(session: Session, job: Job) -> JobPublic:
-    """The public view of a job, with its deliveries."""
+    """The public view of a job, with its deliveries and result notifications (newest first)."""
     deliveries = session.exec(select(Delivery).where(Delivery.job_id == job.id).order_by(col(Delivery.id))).all()
+    _, notifications = crud.list_notifications(session, job_id=job.id, limit=1000)
     data = job.model_dump()
     data["deliveries"] = [DeliveryPublic(**d.model_dump()) for d in deliveries]
+    data["notifications"] = [notification_public(n) for n in notifications]
     return JobPublic(**data)
 
 
