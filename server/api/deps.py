@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import Message
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +37,7 @@ __all__ = [
     "Admin",
     "AuditTrailDep",
     "JsonObject",
+    "NoRole",
     "Principal",
     "SessionDep",
     "SettingsDep",
@@ -44,6 +47,7 @@ __all__ = [
     "json_body",
     "json_request_body",
     "presented_secret",
+    "verify_secret",
 ]
 
 BEARER = HTTPBearer(auto_error=False, description="An API key, or an access token of the configured OIDC issuer")
@@ -75,10 +79,24 @@ AuditTrailDep = Annotated[AuditTrail, Depends(get_audit_trail)]
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key (``apikey:<id>``) or an OIDC subject (``oidc:<sub>``), and the role."""
+    """Who is calling: an API key (``apikey:<id>``) or an OIDC subject (``oidc:<sub>``), and the role.
+
+    ``key_id`` is the API key's id and ``expires_at`` the token's expiry: what a console session
+    opened with the credential checks again at each request (:mod:`server.console.sessions`).
+    """
 
     actor: str
     role: str
+    key_id: int | None = None
+    expires_at: datetime | None = None
+
+
+class NoRole(Problem):
+    """A valid OIDC token that grants no lungcds role (403); ``actor`` names its subject for the audit trail."""
+
+    def __init__(self, actor: str, role_claim: str) -> None:
+        super().__init__(403, "No lungcds role", f"the token grants none of the roles in claim {role_claim!r}")
+        self.actor = actor
 
 
 def _secret(bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> str | None:
@@ -106,24 +124,44 @@ async def authenticate(request: Request, secret: str | None) -> Principal:
     return principal
 
 
-def _verify(request: Request, secret: str) -> Principal:
-    verifier: OidcVerifier | None = request.app.state.oidc
+def verify_secret(engine: Engine, verifier: OidcVerifier | None, role_claim: str, secret: str) -> Principal:
+    """The caller an API key or OIDC access token speaks for (blocking: the key lookup reads the database).
+
+    The one check of a credential: every REST request's, and the console's login form's.
+
+    Raises
+    ------
+    Problem
+        401 for an unknown or revoked key, or a token that does not verify.
+    NoRole
+        403 for a valid token that grants no lungcds role.
+    """
     if verifier is not None and looks_like_jwt(secret):
         try:
             identity = verifier.verify(secret)
         except TokenRejected as exc:
             raise Problem(401, "Invalid token", str(exc)) from exc
-        request.state.actor, request.state.role = f"oidc:{identity.subject}", identity.role
+        actor = f"oidc:{identity.subject}"
         if identity.role is None:
-            claim = request.app.state.settings.oidc_role_claim
-            raise Problem(403, "No lungcds role", f"the token grants none of the roles in claim {claim!r}")
-        return Principal(actor=f"oidc:{identity.subject}", role=identity.role)
-    with Session(request.app.state.engine) as session:
+            raise NoRole(actor, role_claim)
+        return Principal(actor=actor, role=identity.role, expires_at=identity.expires_at)
+    with Session(engine) as session:
         key = verify_api_key(session, secret)
     if key is None:
         raise Problem(401, "Invalid API key", "the API key is unknown or revoked")
-    request.state.actor, request.state.role = f"apikey:{key.id}", key.role
-    return Principal(actor=f"apikey:{key.id}", role=key.role)
+    return Principal(actor=f"apikey:{key.id}", role=key.role, key_id=key.id)
+
+
+def _verify(request: Request, secret: str) -> Principal:
+    """:func:`verify_secret` for one request; who it was is kept for the audit trail, even when refused."""
+    app_state = request.app.state
+    try:
+        principal = verify_secret(app_state.engine, app_state.oidc, app_state.settings.oidc_role_claim, secret)
+    except NoRole as exc:
+        request.state.actor, request.state.role = exc.actor, None
+        raise
+    request.state.actor, request.state.role = principal.actor, principal.role
+    return principal
 
 
 async def current_principal(

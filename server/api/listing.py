@@ -1,15 +1,13 @@
-"""Listings: time filters as UTC instants, and a ``sort`` parameter over an allow-list of columns."""
+"""Listings: time filters as UTC instants; the ``sort`` parameter is :func:`server.services.listings.order_by`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator
-from sqlalchemy import ColumnElement
 
-from server.api.problems import Problem
+from server.services.listings import order_by
 
 __all__ = ["Instant", "order_by"]
 
@@ -30,14 +28,3 @@ def _as_utc(value: datetime) -> datetime:
 
 #: A query-parameter time (ISO 8601); compared in UTC.
 Instant = Annotated[datetime, AfterValidator(_as_utc)]
-
-
-def order_by(sort: str, columns: Mapping[str, Any]) -> ColumnElement[Any]:
-    """The ORDER BY clause for ``sort`` (e.g. ``-last_received_at``); 422 for an unknown column."""
-    descending = sort.startswith("-")
-    name = sort.lstrip("+-")
-    if name not in columns:
-        raise Problem(422, "Unknown sort key", f"sort by one of {', '.join(sorted(columns))} (prefix - to reverse)")
-    column = columns[name]
-    clause: ColumnElement[Any] = column.desc() if descending else column.asc()
-    return clause

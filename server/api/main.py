@@ -29,6 +29,7 @@ from server.api.routes import (
     studies,
 )
 from server.audit import AuditTrail, build_audit_trail
+from server.console import STATIC_PREFIX, ConsoleGate, create_console
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier
 from server.tasks.queue import QueueGateway
@@ -38,7 +39,7 @@ __all__ = ["API_PREFIX", "UNAUDITED_PATHS", "create_app"]
 API_PREFIX = "/api/v1"
 
 DOCS_URL = f"{API_PREFIX}/docs"
-#: Swagger UI's script, styles and icon (no data: not audited).
+#: Swagger UI's script, styles and icon (no data: not audited; nor is the console's style sheet, STATIC_PREFIX).
 DOCS_ASSETS = f"{DOCS_URL}/assets/"
 
 #: Probes and scrapes that would flood the audit trail without touching any data.
@@ -61,9 +62,13 @@ def create_app(
 
     Without a queue (offline tools, some tests) the admin actions that enqueue answer 503.
     Every request passes, in this order: its audit (:mod:`server.api.auditing`), the body
-    limits, then authentication of changes and bodies (:mod:`server.api.admission`).
+    limits, then authentication of changes and bodies (:mod:`server.api.admission`); requests
+    under ``/console`` go to the console after the body limits, which authenticates them by its
+    session instead (:mod:`server.console`).
     """
     trail = audit_trail or build_audit_trail(settings, engine)
+    oidc = _oidc_verifier(settings)
+    console = create_console(settings, engine, queue, trail, oidc)
     weights_upload = f"{API_PREFIX}{model_weights.router.prefix}{model_weights.UPLOAD_PATH}"
     app = FastAPI(
         title="lungcds",
@@ -73,12 +78,15 @@ def create_app(
         docs_url=None,  # served with local assets by install_docs
         redoc_url=None,
         middleware=[
-            Middleware(AuditMiddleware, trail=trail, unaudited=UNAUDITED_PATHS, unaudited_prefixes=(DOCS_ASSETS,)),
+            Middleware(
+                AuditMiddleware, trail=trail, unaudited=UNAUDITED_PATHS, unaudited_prefixes=(DOCS_ASSETS, STATIC_PREFIX)
+            ),
             Middleware(
                 BodyLimit,
                 limit=settings.max_request_body_kb * 2**10,
                 larger=[("PUT", weights_upload, settings.max_weights_upload_mb * 2**20)],
             ),
+            Middleware(ConsoleGate, console=console),
             Middleware(AuthenticateFirst),
         ],
     )
@@ -86,7 +94,7 @@ def create_app(
     app.state.engine = engine
     app.state.queue = queue
     app.state.audit_trail = trail
-    app.state.oidc = _oidc_verifier(settings)
+    app.state.oidc = oidc
     app.state.metrics_registry = registry_for(engine, queue, settings)
     install_problem_handlers(app)
     install_docs(app, DOCS_URL, DOCS_ASSETS, f"{API_PREFIX}/openapi.json")

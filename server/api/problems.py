@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.audit import AuditUnavailable
-from server.services.admin import Conflict, Invalid, NotFound, ServiceError
+from server.services.admin import Conflict, Gone, Invalid, NotFound, ServiceError
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response", "validation_detail"]
 
@@ -55,7 +55,7 @@ def validation_detail(errors: Sequence[Any]) -> str:
 
 
 #: HTTP status of each refusal of the write services (:mod:`server.services.admin`).
-SERVICE_STATUS: dict[type[ServiceError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+SERVICE_STATUS: dict[type[ServiceError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Gone: 410}
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -203,6 +203,12 @@ class Settings(BaseSettings):
     log_json: bool | None = Field(
         None, description="JSON lines (true) or readable lines (false); unset: readable on a terminal, else JSON"
     )
+    console_session_minutes: int = Field(
+        30,
+        ge=1,
+        le=720,
+        description="A console session ends after this many minutes without a request (and after 12 h in any case)",
+    )
 
     _split = field_validator(
         "notify_webhook_urls",

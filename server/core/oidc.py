@@ -10,6 +10,7 @@ it has not expired; its role claim maps to our roles.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,14 @@ class TokenRejected(Exception):
 
 @dataclass(frozen=True)
 class TokenIdentity:
-    """Who a valid token speaks for, and the lungcds role it grants (None: no lungcds role)."""
+    """Who a valid token speaks for, the lungcds role it grants (None: no lungcds role), and until when.
+
+    ``expires_at`` (the ``exp`` claim) bounds a console session opened with the token.
+    """
 
     subject: str
     role: str | None
+    expires_at: datetime | None = None
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -100,4 +105,5 @@ class OidcVerifier:
         values = claims.get(self.role_claim, [])
         granted = {values} if isinstance(values, str) else set(values) if isinstance(values, list) else set()
         role = "admin" if granted & self.admin_values else "viewer" if granted & self.viewer_values else None
-        return TokenIdentity(subject=str(claims["sub"]), role=role)
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), UTC)
+        return TokenIdentity(subject=str(claims["sub"]), role=role, expires_at=expires_at)

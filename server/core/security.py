@@ -15,7 +15,16 @@ from sqlmodel import Session, select
 
 from server.db_models import ApiKey, utcnow
 
-__all__ = ["API_KEY_PREFIX", "ROLES", "NewApiKey", "create_api_key", "hash_key", "revoke_api_key", "verify_api_key"]
+__all__ = [
+    "API_KEY_PREFIX",
+    "ROLES",
+    "NewApiKey",
+    "api_key_active",
+    "create_api_key",
+    "hash_key",
+    "revoke_api_key",
+    "verify_api_key",
+]
 
 ROLES = ("viewer", "admin")
 #: Every API key starts with this, so that a key pasted where it does not belong can be recognised.
@@ -55,6 +64,12 @@ def verify_api_key(session: Session, secret: str) -> ApiKey | None:
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row
+
+
+def api_key_active(session: Session, key_id: int) -> bool:
+    """True while the key ``key_id`` exists and is not revoked: a console session opened with it ends with it."""
+    row = session.get(ApiKey, key_id)
+    return row is not None and row.revoked_at is None
 
 
 def revoke_api_key(session: Session, key_id: int) -> bool:

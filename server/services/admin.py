@@ -1,9 +1,11 @@
 """What every admin write service shares: the errors it refuses with, and the audit event it writes.
 
-The write services (:mod:`server.services.configuration`, :mod:`server.services.reevaluation`)
-are called by the REST API and, later, by the HTML console, so that each behaviour has one code
-path whoever asks.  They raise the errors below, which each front end shows its own way (the
-API answers them as RFC 9457 problem details, :func:`server.api.problems.install_problem_handlers`).
+The write services (:mod:`server.services.configuration`, :mod:`server.services.reevaluation`,
+:mod:`server.services.jobs`) and the read services beside them are called by the REST API and by
+the HTML console (:mod:`server.console`), so that each behaviour has one code path whoever asks.
+They raise the errors below, which each front end shows its own way (the API answers them as
+RFC 9457 problem details, :func:`server.api.problems.install_problem_handlers`; the console as
+pages, :mod:`server.console.app`).
 
 Every change is written to the audit trail before it is made (:func:`audit_change`): channel
 ``admin``, outcome ``requested``, the actor, and what the change does in ``detail`` (the rules
@@ -18,7 +20,7 @@ from typing import Any
 
 from server.audit import REQUESTED, AuditTrail
 
-__all__ = ["ADMIN_CHANNEL", "Conflict", "Invalid", "NotFound", "ServiceError", "audit_change"]
+__all__ = ["ADMIN_CHANNEL", "Conflict", "Gone", "Invalid", "NotFound", "ServiceError", "audit_change"]
 
 #: Audit channel of the changes the write services make.
 ADMIN_CHANNEL = "admin"
@@ -45,6 +47,10 @@ class Conflict(ServiceError):
 
 class Invalid(ServiceError):
     """The request itself is wrong: a missing or unknown rule, an invalid destination (HTTP 422)."""
+
+
+class Gone(ServiceError):
+    """The thing named existed but was removed on purpose: results removed by retention (HTTP 410)."""
 
 
 def audit_change(trail: AuditTrail, *, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:

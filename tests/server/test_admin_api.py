@@ -60,6 +60,7 @@ VIEWER = {
     ("GET", "/api/v1/jobs/stuck"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("GET", "/api/v1/jobs/{job_id}/timeline"),
+    ("GET", "/api/v1/notifications"),
     ("GET", "/api/v1/rules"),
     ("GET", "/api/v1/destinations"),
     ("GET", "/api/v1/destinations/{ae_title}"),

@@ -7,13 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import func
-from sqlmodel import col, select
 
 from server.api.deps import Admin, SessionDep
 from server.api.listing import Instant
 from server.api.schemas import Page
-from server.db_models import AuditEvent
+from server.services.listings import AuditFilter, find_audit_events
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -46,17 +44,7 @@ def list_audit_events(
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[AuditEventPublic]:
     """Audit events, newest first."""
-    stmt = select(AuditEvent)
-    if channel:
-        stmt = stmt.where(AuditEvent.channel == channel)
-    if actor:
-        stmt = stmt.where(AuditEvent.actor == actor)
-    if outcome:
-        stmt = stmt.where(AuditEvent.outcome == outcome)
-    if since:
-        stmt = stmt.where(col(AuditEvent.at) >= since)
-    if until:
-        stmt = stmt.where(col(AuditEvent.at) <= until)
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(AuditEvent.id).desc()).offset(offset).limit(limit)).all()
-    return Page(total=total, limit=limit, offset=offset, items=[AuditEventPublic(**r.model_dump()) for r in rows])
+    filters = AuditFilter(channel=channel, actor=actor, outcome=outcome, since=since, until=until)
+    listing = find_audit_events(session, filters, limit=limit, offset=offset)
+    items = [AuditEventPublic(**r.model_dump()) for r in listing.items]
+    return Page(total=listing.total, limit=limit, offset=offset, items=items)

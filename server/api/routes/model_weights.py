@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from models.registry import KNOWN_MODELS, UnknownModelError, get_spec
+from models.registry import UnknownModelError, get_spec
 from models.weights import WeightsError
 from server.api.deps import Admin, AuditTrailDep, SettingsDep, Viewer
 from server.api.problems import Problem
 from server.core.weights import AdminWeightStore
+from server.services.model_status import ModelStatus, describe_model, describe_models
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -48,20 +50,8 @@ class ModelPublic(BaseModel):
     manifest_error: str | None
 
 
-def _public(store: AdminWeightStore, name: str) -> ModelPublic:
-    spec = get_spec(name)
-    installed = store.get(name) if spec.needs_weights else None
-    return ModelPublic(
-        name=spec.name,
-        version=spec.version,
-        description=spec.description,
-        implemented=spec.implemented,
-        needs_weights=spec.needs_weights,
-        weights_sha256=installed.sha256 if installed else None,
-        weights_installed_at=installed.installed_at if installed else None,
-        validation=installed.validation if installed else None,
-        manifest_error=store.manifest_error(name) if spec.needs_weights else None,
-    )
+def _public(status: ModelStatus) -> ModelPublic:
+    return ModelPublic(**asdict(status))
 
 
 @router.get("", response_model=list[ModelPublic])
@@ -70,8 +60,7 @@ def list_models(settings: SettingsDep, _caller: Viewer, trail: AuditTrailDep) ->
 
     A broken manifest is audited and named in ``manifest_error``; its last good copy stays in force.
     """
-    store = AdminWeightStore(settings.weights_dir, trail)
-    return [_public(store, name) for name in KNOWN_MODELS]
+    return [_public(status) for status in describe_models(settings, trail)]
 
 
 class _Upload:
@@ -136,4 +125,4 @@ async def install_weights(
             raise Problem(422, "Weights not installed", str(exc)) from exc
     finally:
         await run_in_threadpool(upload.discard)
-    return await run_in_threadpool(_public, store, name)
+    return _public(await run_in_threadpool(describe_model, store, name))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from server.api.deps import (
     Admin,
@@ -22,46 +19,26 @@ from server.api.deps import (
     json_object,
     json_request_body,
 )
-from server.api.listing import Instant, order_by
+from server.api.listing import Instant
 from server.api.problems import Problem
 from server.api.routes.jobs import job_public
 from server.api.schemas import EligibilityOverridePublic, Page, ReevaluationPublic, SeriesPublic
-from server.db_models import Job, Series, Study
+from server.db_models import Series
 from server.routing.intake import EnqueueAnalysis
+from server.services.listings import SeriesFilter, find_series
 from server.services.reevaluation import EligibilityOverride, reevaluate_series
+from server.services.results import get_series as find_one_series
+from server.services.results import latest_job, report_file, result_document
 
 router = APIRouter(prefix="/series", tags=["series"])
-
-#: Report downloads: URL name → (file name in the result folder, media type).
-REPORT_FILES: dict[str, tuple[str, str]] = {
-    "pdf": ("report.pdf", "application/pdf"),
-    "sr": ("sr.dcm", "application/dicom"),
-    "seg": ("seg.dcm", "application/dicom"),
-    "seg-lobes": ("seg_lobes.dcm", "application/dicom"),
-    "seg-lesions": ("seg_lesions.dcm", "application/dicom"),
-    "pdf-dicom": ("report_pdf.dcm", "application/dicom"),
-}
-
-
-def _latest_job(session: Session, series_uid: str) -> Job | None:
-    return session.exec(select(Job).where(Job.series_instance_uid == series_uid).order_by(col(Job.id).desc())).first()
 
 
 def series_public(session: Session, series: Series) -> SeriesPublic:
     """The public view of a series, with its current job."""
-    job = _latest_job(session, series.series_instance_uid)
+    job = latest_job(session, series.series_instance_uid)
     data = series.model_dump()
     data["job"] = job_public(session, job) if job else None
     return SeriesPublic(**data)
-
-
-_SERIES_SORT = {
-    "last_received_at": col(Series.last_received_at),
-    "first_received_at": col(Series.first_received_at),
-    "completed_at": col(Series.completed_at),
-    "state": col(Series.state),
-    "series_number": col(Series.series_number),
-}
 
 
 @router.get("", response_model=Page[SeriesPublic])
@@ -79,73 +56,36 @@ def list_series(
     offset: int = Query(0, ge=0, le=2**62),
 ) -> Page[SeriesPublic]:
     """Series, filtered by state, study, patient, accession and receipt time; most recent first by default."""
-    stmt = select(Series)
-    if state:
-        stmt = stmt.where(Series.state == state)
-    if study_uid:
-        stmt = stmt.where(Series.study_instance_uid == study_uid)
-    if patient_id or accession_number:
-        stmt = stmt.join(Study, col(Study.study_instance_uid) == col(Series.study_instance_uid))
-        if patient_id:
-            stmt = stmt.where(Study.patient_id == patient_id)
-        if accession_number:
-            stmt = stmt.where(Study.accession_number == accession_number)
-    if received_from:
-        stmt = stmt.where(col(Series.last_received_at) >= received_from)
-    if received_to:
-        stmt = stmt.where(col(Series.last_received_at) <= received_to)
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(order_by(sort, _SERIES_SORT)).offset(offset).limit(limit)).all()
-    return Page(total=total, limit=limit, offset=offset, items=[series_public(session, r) for r in rows])
-
-
-def _get_series(session: Session, series_uid: str) -> Series:
-    series = session.get(Series, series_uid)
-    if series is None:
-        raise Problem(404, "Series not found", f"no series with Series Instance UID {series_uid}")
-    return series
+    filters = SeriesFilter(
+        state=state,
+        study_uid=study_uid,
+        patient_id=patient_id,
+        accession_number=accession_number,
+        received_from=received_from,
+        received_to=received_to,
+    )
+    listing = find_series(session, filters, sort=sort, limit=limit, offset=offset)
+    items = [series_public(session, r) for r in listing.items]
+    return Page(total=listing.total, limit=limit, offset=offset, items=items)
 
 
 @router.get("/{series_uid}", response_model=SeriesPublic)
 def get_series(series_uid: str, session: SessionDep, _key: Viewer) -> SeriesPublic:
     """One series with its state, reasons and job."""
-    return series_public(session, _get_series(session, series_uid))
-
-
-def _result_dir(session: Session, series_uid: str) -> Path:
-    series = _get_series(session, series_uid)
-    if series.purged_at is not None:
-        raise Problem(
-            410,
-            "Results removed",
-            f"the files of series {series_uid} were removed on {series.purged_at:%Y-%m-%d} by the retention policy",
-        )
-    job = _latest_job(session, series_uid)
-    if job is None or job.result_dir is None:
-        raise Problem(404, "No results", f"series {series_uid} has no completed analysis")
-    return Path(job.result_dir)
+    return series_public(session, find_one_series(session, series_uid))
 
 
 @router.get("/{series_uid}/result")
 def get_result(series_uid: str, session: SessionDep, _key: Viewer) -> dict[str, Any]:
     """The series' result.json (findings, model statuses, eligibility)."""
-    path = _result_dir(session, series_uid) / "result.json"
-    if not path.is_file():
-        raise Problem(404, "No results", f"result.json of series {series_uid} is missing")
-    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return result
+    return result_document(session, series_uid)
 
 
 @router.get("/{series_uid}/reports/{kind}")
 def get_report(series_uid: str, kind: str, session: SessionDep, _key: Viewer) -> FileResponse:
     """Download a report object: ``pdf``, ``sr``, ``seg`` (lungs), ``seg-lobes``, ``seg-lesions`` or ``pdf-dicom``."""
-    if kind not in REPORT_FILES:
-        raise Problem(404, "Unknown report", f"report kind must be one of {', '.join(REPORT_FILES)}")
-    name, media_type = REPORT_FILES[kind]
-    path = _result_dir(session, series_uid) / name
-    if not path.is_file():
-        raise Problem(404, "Report not produced", f"the analysis of {series_uid} produced no {name}")
-    return FileResponse(path, media_type=media_type, filename=name)
+    report = report_file(session, series_uid, kind)
+    return FileResponse(report.path, media_type=report.media_type, filename=report.filename)
 
 
 class ReevaluateRequest(BaseModel):
@@ -222,7 +162,7 @@ def reevaluate(
     )
     if not outcome.queued:
         response.status_code = 200
-    series = _get_series(session, series_uid)
+    series = find_one_series(session, series_uid)
     session.refresh(series)
     override = outcome.eligibility_override
     return ReevaluationPublic(
