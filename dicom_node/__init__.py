@@ -9,12 +9,15 @@ settings. The server wires it up:
 * :func:`send_files`, :func:`send_datasets` and :func:`echo` talk to PACS
   destinations (PS3.4 Annex B, PS3.7 9.1);
 * :func:`assess_series` decides from headers whether a series is complete;
+* :func:`receive_instance` is the one path of a received instance (C-STORE, and
+  the server's STOW-RS route): spool, then sink, every failure a status;
 * :func:`parse_instance` and :func:`validate_dataset` are the acceptance rules
   shared by network reception and folder import.
 """
 
 from dicom_node.completeness import SeriesGeometry, assess_series
 from dicom_node.header import InstanceHeader, summarize
+from dicom_node.reception import Receipt, receive_instance
 from dicom_node.scp import AssociationInfo, InstanceSink, StorageSCP
 from dicom_node.scu import (
     AssociationFailed,
@@ -38,6 +41,7 @@ __all__ = [
     "InstanceSink",
     "InvalidInstance",
     "OutOfResources",
+    "Receipt",
     "SendResult",
     "SeriesGeometry",
     "Spool",
@@ -47,6 +51,7 @@ __all__ = [
     "echo",
     "parse_destination",
     "parse_instance",
+    "receive_instance",
     "send_datasets",
     "send_files",
     "summarize",

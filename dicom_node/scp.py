@@ -4,9 +4,10 @@ A :class:`StorageSCP` accepts associations (PS3.8 Section 7.1), answers
 C-ECHO (PS3.7 9.1.5, Verification Service Class PS3.4 Annex A) and C-STORE
 (PS3.7 9.1.1, Storage Service Class PS3.4 Annex B) for every storage SOP
 class pynetdicom knows, in all common transfer syntaxes (PS3.5 Section 10 and
-Annex A). Each received instance is spooled durably by a
-:class:`~dicom_node.spool.Spool` and then handed to an injected
-:class:`InstanceSink`; Success is sent only after both returned, so an
+Annex A). Each received instance goes the one path every received instance takes,
+:func:`~dicom_node.reception.receive_instance` (the server's STOW-RS route uses
+it too): spooled durably by a :class:`~dicom_node.spool.Spool`, then handed to an
+injected :class:`InstanceSink`; Success is sent only after both returned, so an
 acknowledged instance is on disk and indexed. Every failure becomes a C-STORE
 status of PS3.4 Annex B.2.3 with an Error Comment (0000,0902) (PS3.7 C.4.2):
 
@@ -82,9 +83,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from dicom_node.spool import OutOfResources, Spool, StoredInstance
-from dicom_node.statuses import OUT_OF_RESOURCES, PROCESSING_FAILURE, SUCCESS
-from dicom_node.validation import InvalidInstance
+from dicom_node.reception import receive_instance
+from dicom_node.spool import Spool, StoredInstance
+from dicom_node.statuses import SUCCESS
 
 __all__ = [
     "DEFAULT_ASSOCIATION_REQUEST_TIMEOUT",
@@ -134,8 +135,6 @@ invited to compress diagnostic images lossily.
 
 _ERROR_COMMENT_LENGTH = 64
 _CUT_MARK = "..."
-_SINK_FAILURE_COMMENT = "out of resources: could not index"
-_PROCESSING_FAILURE_COMMENT = "processing failure: internal error while storing"
 _STOP_WAIT_SECONDS = 10.0
 
 DEFAULT_ASSOCIATION_REQUEST_TIMEOUT: float = 5.0
@@ -702,7 +701,7 @@ class StorageSCP:
             return frozenset(uid for state in self._states.values() for uid in state.series_uids)
 
     def handle_store(self, event: Event) -> int | Dataset:
-        """Handle one C-STORE request (``evt.EVT_C_STORE``).
+        """Handle one C-STORE request (``evt.EVT_C_STORE``) through :func:`~dicom_node.reception.receive_instance`.
 
         Parameters
         ----------
@@ -720,76 +719,19 @@ class StorageSCP:
             unexpected errors.
         """
         state = self._state_for(event.assoc)
-        info = state.info
         request = cast(C_STORE, event.request)
-        sop_uid = str(request.AffectedSOPInstanceUID or "")
-        try:
-            stored = self.spool.store(event.encoded_dataset(include_meta=True))
-        except InvalidInstance as exc:
-            return self._refuse_invalid(sop_uid, exc, info)
-        except OutOfResources as exc:
-            logger.error(
-                "refused instance %s from %s (association %s), out of resources: %s",
-                sop_uid,
-                info.calling_aet,
-                info.id,
-                exc.reason,
-            )
-            return self._refuse(sop_uid, exc.status, f"out of resources: {exc.reason}", info)
-        except Exception:
-            logger.exception(
-                "unexpected error spooling instance %s (association %s); answered 0x%04X",
-                sop_uid,
-                info.id,
-                PROCESSING_FAILURE,
-            )
-            return self._refuse(sop_uid, PROCESSING_FAILURE, _PROCESSING_FAILURE_COMMENT, info)
-        try:
-            self.sink.instance_stored(stored, info)
-        except InvalidInstance as exc:
-            # The sink refuses what only it can see (e.g. the SOP Instance UID indexed in another
-            # series by a concurrent association): the file just written goes, nothing unindexed stays.
-            if not stored.duplicate:
-                self.spool.discard(stored)
-            return self._refuse_invalid(sop_uid, exc, info)
-        except Exception:
-            logger.exception(
-                "instance %s is in the spool at %s but could not be indexed; answered 0x%04X",
-                sop_uid,
-                stored.path,
-                OUT_OF_RESOURCES,
-            )
-            return self._refuse(sop_uid, OUT_OF_RESOURCES, _SINK_FAILURE_COMMENT, info)
-        with self._lock:
-            state.series_uids.add(str(stored.header.series_instance_uid))
-        return SUCCESS
-
-    def _refuse_invalid(self, sop_uid: str, exc: InvalidInstance, info: AssociationInfo) -> Dataset:
-        """Log and refuse an instance that the spool or the sink found invalid, with its status and reason."""
-        logger.warning(
-            "refused instance %s from %s (association %s) with 0x%04X: %s",
-            sop_uid,
-            info.calling_aet,
-            info.id,
-            exc.status,
-            exc.reason,
+        receipt = receive_instance(
+            self.spool,
+            self.sink,
+            state.info,
+            lambda: event.encoded_dataset(include_meta=True),
+            str(request.AffectedSOPInstanceUID or ""),
         )
-        return self._refuse(sop_uid, exc.status, exc.reason, info, exc.detail)
-
-    def _refuse(
-        self,
-        sop_uid: str,
-        status: int,
-        reason: str,
-        info: AssociationInfo,
-        detail: Mapping[str, object] | None = None,
-    ) -> Dataset:
-        """Tell the sink about a refusal (never failing the response for it) and build the failure status."""
-        try:
-            self.sink.instance_refused(sop_uid, status, reason, info, detail or {})
-        except Exception:
-            logger.exception("sink failed to record the refusal of instance %s", sop_uid)
-        return _failure(status, reason)
+        if receipt.stored is None:
+            return _failure(receipt.status, receipt.reason)
+        with self._lock:
+            state.series_uids.add(str(receipt.stored.header.series_instance_uid))
+        return SUCCESS
 
     def _state_for(self, assoc: Association) -> _AssociationState:
         """Return the book-keeping of an association, creating it on first sight."""

@@ -52,7 +52,9 @@ __all__ = [
     "ContextsRefused",
     "Destination",
     "SendResult",
+    "decoded_dataset",
     "echo",
+    "is_decodable",
     "parse_destination",
     "send_datasets",
     "send_files",
@@ -372,7 +374,7 @@ def _describe_dataset(ds: Dataset) -> _Outgoing:
     )
 
 
-def _decodable(syntax: str) -> bool:
+def is_decodable(syntax: str) -> bool:
     """Whether ``syntax`` compresses the pixel data and pydicom has a working decoder for it here."""
     uid = UID(syntax)
     if not uid.is_encapsulated:
@@ -393,10 +395,10 @@ def _contexts_for(items: Sequence[_Outgoing], uncompressed: bool) -> list[Presen
     pairs: dict[tuple[str, str], None] = {}
     sendable = [item for item in items if not item.error and item.sop_class_uid and item.transfer_syntax_uid]
     for item in sendable:
-        if not (uncompressed and _decodable(str(item.transfer_syntax_uid))):
+        if not (uncompressed and is_decodable(str(item.transfer_syntax_uid))):
             pairs.setdefault((str(item.sop_class_uid), str(item.transfer_syntax_uid)), None)
     for item in sendable:
-        if _decodable(str(item.transfer_syntax_uid)):
+        if is_decodable(str(item.transfer_syntax_uid)):
             pairs.setdefault((str(item.sop_class_uid), ExplicitVRLittleEndian), None)
     if len(pairs) > MAX_PRESENTATION_CONTEXTS:
         raise ValueError(
@@ -421,7 +423,7 @@ def _syntax_for(assoc: Association, item: _Outgoing, uncompressed: bool) -> str 
     decoded; None when neither."""
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     own = str(item.transfer_syntax_uid)
-    decodable = _decodable(own)
+    decodable = is_decodable(own)
     if (item.sop_class_uid, own) in accepted and not (uncompressed and decodable):
         return own
     if decodable and (item.sop_class_uid, ExplicitVRLittleEndian) in accepted:
@@ -430,13 +432,18 @@ def _syntax_for(assoc: Association, item: _Outgoing, uncompressed: bool) -> str 
 
 
 def _decoded(item: _Outgoing) -> Dataset:
-    """The item's object with its pixel data decoded, in Explicit VR Little Endian (PS3.5 A.2).
+    """The item's object decoded (:func:`decoded_dataset`)."""
+    return decoded_dataset(dcmread(Path(str(item.path))) if item.dataset is None else copy.deepcopy(item.dataset))
+
+
+def decoded_dataset(ds: Dataset) -> Dataset:
+    """``ds`` with its pixel data decoded, in Explicit VR Little Endian (PS3.5 A.2), changed in place.
 
     The SOP Instance UID stays (see the module docstring), unlike in pydicom's default.  pydicom
     decodes Bits Allocated 1 to one byte per pixel; such pixel data is packed back to eight
-    pixels a byte (PS3.5 8.1.1), as the BINARY segmentations need.
+    pixels a byte (PS3.5 8.1.1), as the BINARY segmentations need.  The STOW-RS sender of the
+    server decodes with it too, for destinations that take compressed objects only decoded.
     """
-    ds = dcmread(Path(str(item.path))) if item.dataset is None else copy.deepcopy(item.dataset)
     pixels = int(ds.get("NumberOfFrames") or 1) * int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel)
     decompress(ds, as_rgb=False, generate_instance_uid=False)
     if int(ds.BitsAllocated) == 1:

@@ -63,6 +63,9 @@ _PART10_PREFIX = b"DICM"
 _PREAMBLE_LENGTH = 128
 _LOCK_STRIPES = 64
 _TEMP_SUFFIX = ".part"
+#: Lock stripes shared by every spool of the process: the SCP's and the STOW-RS route's spools of
+#: one directory are separate objects, and one SOP Instance UID must still be written once.
+_LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
 
 #: The owner's admission check: raises :class:`~dicom_node.validation.InvalidInstance` to refuse.
@@ -178,8 +181,8 @@ class Spool:
 
     Notes
     -----
-    Thread-safe: stores of the same SOP Instance UID are serialised, so
-    concurrent associations sending one instance write it once.
+    Thread-safe: stores of the same SOP Instance UID are serialised (across every spool of
+    the process), so concurrent senders of one instance write it once.
     """
 
     def __init__(
@@ -191,7 +194,6 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self.admit = admit
         self.root.mkdir(parents=True, exist_ok=True)
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """Return where an instance is (or would be) stored.
@@ -293,7 +295,7 @@ class Spool:
 
     def _lock_for(self, sop_uid: str) -> threading.Lock:
         """Return the lock stripe that serialises writes of one SOP Instance UID."""
-        return self._locks[zlib.crc32(sop_uid.encode("ascii")) % _LOCK_STRIPES]
+        return _LOCKS[zlib.crc32(sop_uid.encode("ascii")) % _LOCK_STRIPES]
 
     def discard(self, stored: StoredInstance) -> None:
         """Remove a file this spool has just written and that its owner refused after all.

@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy
 
 __all__ = [
+    "ORTHANC_DICOMWEB_PLUGIN",
     "SHARED_DATA",
     "LungcdsProcess",
     "OrthancPeer",
@@ -162,10 +163,23 @@ class OrthancPeer:
             self.process.kill()
 
 
-def start_orthanc(workdir: Path, aet: str = "ORTHANC", ports: tuple[int, int] | None = None) -> OrthancPeer:
+#: Debian's DICOMweb plugin of Orthanc (package orthanc-dicomweb).
+ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def start_orthanc(
+    workdir: Path,
+    aet: str = "ORTHANC",
+    ports: tuple[int, int] | None = None,
+    *,
+    extra_config: dict[str, Any] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> OrthancPeer:
     """Start Orthanc with its own storage under ``workdir``; loopback only, no auth.
 
     ``ports`` (DICOM, HTTP) restarts a stopped peer where it was, with the storage it had.
+    ``extra_config`` is merged into its configuration (e.g. ``Plugins`` and ``DicomWeb``); with
+    ``auth`` (user, password) its REST client authenticates, for a configuration that requires it.
     """
     binary = shutil.which("Orthanc")
     if binary is None:
@@ -190,13 +204,14 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC", ports: tuple[int, int] | 
         "Plugins": [],
         "HttpServerEnabled": True,
         "StableAge": 2,
+        **(extra_config or {}),
     }
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config))
     log = workdir / "orthanc.log"
     with log.open("wb") as fh:
         process = subprocess.Popen([binary, str(config_path)], stdout=fh, stderr=subprocess.STDOUT, env=DCMTK_ENV)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30, auth=auth)
 
     def ready() -> bool:
         if process.poll() is not None:

@@ -78,7 +78,8 @@ class BodyLimit:
             413,
             "Content too large",
             f"the request body exceeds the limit of {limit} bytes of this route "
-            "(LUNGCDS_MAX_REQUEST_BODY_KB; weights uploads: LUNGCDS_MAX_WEIGHTS_UPLOAD_MB)",
+            "(LUNGCDS_MAX_REQUEST_BODY_KB; weights uploads: LUNGCDS_MAX_WEIGHTS_UPLOAD_MB; "
+            "STOW-RS: LUNGCDS_MAX_STOW_REQUEST_MB)",
         )
         declared = _declared_length(scope)
         if declared is not None and declared > limit:

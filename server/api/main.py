@@ -18,6 +18,7 @@ from server.api.problems import install_problem_handlers
 from server.api.routes import (
     audit,
     destinations,
+    dicomweb,
     health,
     jobs,
     model_weights,
@@ -84,7 +85,13 @@ def create_app(
             Middleware(
                 BodyLimit,
                 limit=settings.max_request_body_kb * 2**10,
-                larger=[("PUT", weights_upload, settings.max_weights_upload_mb * 2**20)],
+                larger=[
+                    ("PUT", weights_upload, settings.max_weights_upload_mb * 2**20),
+                    *[
+                        ("POST", f"{API_PREFIX}{dicomweb.router.prefix}{path}", settings.max_stow_request_mb * 2**20)
+                        for path in dicomweb.STORE_PATHS
+                    ],
+                ],
             ),
             Middleware(ConsoleGate, console=console),
             Middleware(AuthenticateFirst),
@@ -100,7 +107,19 @@ def create_app(
     install_docs(app, DOCS_URL, DOCS_ASSETS, f"{API_PREFIX}/openapi.json")
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(record_change)])
     api.include_router(health.router)
-    for module in (studies, series, jobs, notifications, rules, destinations, model_weights, retrieve, audit, queues):
+    for module in (
+        studies,
+        series,
+        jobs,
+        notifications,
+        rules,
+        destinations,
+        model_weights,
+        retrieve,
+        audit,
+        queues,
+        dicomweb,
+    ):
         api.include_router(module.router, responses=AUTH_RESPONSES)
     app.include_router(api)
     app.include_router(metrics.router)

@@ -55,7 +55,31 @@ class Settings(BaseSettings):
     dicom_port: int = Field(11112, ge=0, le=65535)
     api_port: int = Field(8080, ge=0, le=65535)
     allowed_calling_aets: CommaList = Field(default_factory=list, description="Empty = any calling AE")
-    destinations: CommaList = Field(default_factory=list, description="AET@host:port, comma separated")
+    destinations: CommaList = Field(
+        default_factory=list,
+        description="Comma separated: AET@host:port (C-STORE), NAME@stow+https://host/base (STOW-RS to that DICOMweb "
+        "base URL) or NAME@return-to-sender (whoever sent the series, through sender_addresses)",
+    )
+    sender_addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where a return-to-sender destination sends, per origin of the series: its calling AE title, or "
+        'for STOW-RS its sender (apikey:<id>, oidc:<subject>), e.g. {"CT1": "CT1@10.0.0.5:104"}; an origin not '
+        "listed gets nothing (the delivery is refused with that reason)",
+    )
+    dicomweb_allowed_senders: CommaList = Field(
+        default_factory=list,
+        description="Who may send over STOW-RS (apikey:<id>, oidc:<subject>); empty = any authenticated caller",
+    )
+    max_stow_request_mb: int = Field(
+        2048, ge=1, description="Largest STOW-RS request body (MiB), streamed to disk part by part"
+    )
+    dicomweb_credentials: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per STOW-RS destination name, bearer:<token> or basic:<user>:<password> (secret)",
+    )
+    dicomweb_ca: Path | None = Field(
+        None, description="CA bundle verifying https STOW-RS destinations (default: the system's)"
+    )
     retrieve_sources: CommaList = Field(
         default_factory=list, description="PACS (AET@host:port) an admin may retrieve studies from (C-GET/C-MOVE)"
     )
@@ -214,6 +238,7 @@ class Settings(BaseSettings):
         "notify_webhook_urls",
         "allowed_calling_aets",
         "destinations",
+        "dicomweb_allowed_senders",
         "retrieve_sources",
         "dicom_tls_destinations",
         "uncompressed_destinations",
@@ -271,6 +296,32 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"destination_outputs[{title!r}] has unknown outputs {unknown}; use {OUTPUT_KINDS}")
         return self
+
+    @field_validator("dicomweb_credentials")
+    @classmethod
+    def _credentials_have_a_kind(cls, value: dict[str, str]) -> dict[str, str]:
+        """Each credential is a bearer token or a basic user and password (its value never in the message)."""
+        for name, credential in value.items():
+            kind, _, secret = credential.partition(":")
+            user, _, password = secret.partition(":")
+            if not (kind == "bearer" and secret) and not (kind == "basic" and user and password):
+                raise ValueError(f"dicomweb_credentials[{name!r}] must be bearer:<token> or basic:<user>:<password>")
+        return value
+
+    @field_validator("sender_addresses")
+    @classmethod
+    def _sender_addresses_are_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        """Every sender's address is a C-STORE or STOW-RS destination (not another return-to-sender)."""
+        from server.routing.destinations import parse_address
+
+        for origin, address in value.items():
+            try:
+                parsed = parse_address(address)
+            except ValueError as exc:
+                raise ValueError(f"sender_addresses[{origin!r}]: {exc}") from exc
+            if parsed.kind == "return-to-sender":
+                raise ValueError(f"sender_addresses[{origin!r}] must be an address, not return-to-sender")
+        return value
 
     @model_validator(mode="after")
     def _tls_settings_are_complete(self) -> Settings:

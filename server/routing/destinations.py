@@ -1,5 +1,19 @@
 """Where reports go: the destinations of the settings, or the admin's edited list.
 
+A destination is one of three kinds, told apart by its address (:func:`parse_address`):
+
+* ``AET@host:port``: a DICOM peer, sent C-STORE (PS3.4 Annex B);
+* ``NAME@stow+https://host/base`` (or ``stow+http``): a DICOMweb origin server, sent STOW-RS
+  (PS3.18 10.5) to ``https://host/base/studies``, with the credential
+  ``LUNGCDS_DICOMWEB_CREDENTIALS[NAME]`` when there is one;
+* ``NAME@return-to-sender``: whoever sent the series, looked up by its origin (the calling AE
+  title, or the STOW-RS sender) in ``LUNGCDS_SENDER_ADDRESSES`` when each object is sent
+  (:func:`sender_address`); an origin not listed gets nothing, and the delivery is refused
+  with that reason.
+
+The part before ``@`` names every destination (for a DICOM peer it is its AE title): the
+settings give outputs per name, and the REST API addresses one entry as ``/destinations/{name}``.
+
 The settings (``LUNGCDS_DESTINATIONS``, ``LUNGCDS_DESTINATION_OUTPUTS``,
 ``LUNGCDS_DICOM_TLS_DESTINATIONS``) give the initial list.  Admins change it over REST, whole
 (``PUT /api/v1/destinations``) or one entry at a time by AE title
@@ -20,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -31,23 +46,114 @@ if TYPE_CHECKING:
     from server.audit import AuditTrail
 
 __all__ = [
+    "RETURN_TO_SENDER",
+    "Address",
     "DestinationEntry",
     "DestinationList",
     "DestinationsInForce",
     "destinations_file",
     "destinations_in_force",
     "load_destinations",
+    "parse_address",
     "save_destinations",
+    "sender_address",
 ]
+
+#: The address (after ``NAME@``) of the destination that is whoever sent the series.
+RETURN_TO_SENDER = "return-to-sender"
+#: Address schemes of STOW-RS destinations and the scheme of the DICOMweb base URL each stands for.
+_STOW_SCHEMES = {"stow+http": "http", "stow+https": "https"}
+
+DestinationKind = Literal["dicom", "stow-rs", "return-to-sender"]
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed destination address.
+
+    Attributes
+    ----------
+    kind : str
+        ``dicom``, ``stow-rs`` or ``return-to-sender``.
+    name : str
+        What names the destination: the AE title of a DICOM peer, else the part before ``@``.
+    dicom : dicom_node.scu.Destination or None
+        The DICOM peer (kind ``dicom``).
+    url : str or None
+        The DICOMweb base URL, without a trailing slash (kind ``stow-rs``).
+    """
+
+    kind: DestinationKind
+    name: str
+    dicom: Destination | None = None
+    url: str | None = None
+
+    def __str__(self) -> str:
+        if self.dicom is not None:
+            return str(self.dicom)
+        if self.url is not None:
+            return f"{self.name}@stow+{self.url}"
+        return f"{self.name}@{RETURN_TO_SENDER}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``AET@host:port``, ``NAME@stow+http(s)://host[:port]/base`` or ``NAME@return-to-sender``.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: as :func:`dicom_node.scu.parse_destination` for a DICOM address; an
+        invalid name (the rules of an AE title, PS3.5 6.2); a STOW-RS URL without a host, with a
+        user or password (credentials go in ``LUNGCDS_DICOMWEB_CREDENTIALS``, never in an address
+        that is listed and logged), a query or a fragment, or a bad port.
+    """
+    stripped = text.strip()
+    name, _, rest = stripped.partition("@")
+    scheme = rest.partition("://")[0]
+    if rest != RETURN_TO_SENDER and scheme not in _STOW_SCHEMES:
+        return Address("dicom", (dicom := parse_destination(stripped)).ae_title, dicom=dicom)
+    try:
+        Destination(name, "localhost", 104)
+    except ValueError as exc:
+        raise ValueError(f"destination {text!r}: the name before '@' follows the rules of an AE title: {exc}") from exc
+    if rest == RETURN_TO_SENDER:
+        return Address("return-to-sender", name)
+    url = _STOW_SCHEMES[scheme] + rest[len(scheme) :]
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ValueError(f"destination {text!r}: {exc}") from exc
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"destination {name}: no user or password in the address; use LUNGCDS_DICOMWEB_CREDENTIALS[{name!r}]"
+        )
+    if not parts.hostname:
+        raise ValueError(f"destination {text!r} has no host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"destination {text!r}: a DICOMweb base URL has no query or fragment")
+    return Address("stow-rs", name, url=url.rstrip("/"))
+
+
+def sender_address(settings: Settings, origin: str | None) -> Address | None:
+    """Where ``origin`` (the calling AE title or STOW-RS sender of a series) is reached; None when not listed."""
+    if origin is None:
+        return None
+    address = settings.sender_addresses.get(origin.strip())
+    return parse_address(address) if address is not None else None
 
 
 class DestinationEntry(BaseModel):
     """One destination: its address, the outputs it receives, whether it is reached over TLS and
-    whether it takes compressed objects (the JPEG 2000 SEGs) only decoded."""
+    whether it takes compressed objects (the JPEG 2000 SEGs) only decoded.
+
+    ``tls`` and ``calling_aet`` are for DICOM peers (a return-to-sender entry applies them to the
+    DICOM peer it finds); a STOW-RS destination is reached over HTTPS by its ``stow+https`` URL.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str = Field(description="AET@host:port")
+    address: str = Field(description="AET@host:port, NAME@stow+https://host/dicomweb-base or NAME@return-to-sender")
     outputs: list[str] = Field(default_factory=lambda: list(OUTPUT_KINDS))
     tls: bool = False
     calling_aet: str | None = Field(
@@ -62,7 +168,13 @@ class DestinationEntry(BaseModel):
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        return str(parse_destination(refuse_control_characters(value)))
+        return str(parse_address(refuse_control_characters(value)))
+
+    @model_validator(mode="after")
+    def _dicom_options_for_dicom_peers(self) -> DestinationEntry:
+        if self.kind == "stow-rs" and (self.tls or self.calling_aet is not None):
+            raise ValueError("tls and calling_aet are for DICOM peers; a STOW-RS destination uses a stow+https address")
+        return self
 
     @field_validator("calling_aet")
     @classmethod
@@ -83,12 +195,23 @@ class DestinationEntry(BaseModel):
 
     @property
     def ae_title(self) -> str:
-        """The destination's AE title."""
-        return parse_destination(self.address).ae_title
+        """The destination's name: the AE title of a DICOM peer, else the part of its address before ``@``."""
+        return parse_address(self.address).name
+
+    @property
+    def kind(self) -> DestinationKind:
+        """``dicom``, ``stow-rs`` or ``return-to-sender``."""
+        return parse_address(self.address).kind
 
     def destination(self) -> Destination:
-        """The address as a :class:`Destination` (without TLS; see :func:`server.core.tls.destination`)."""
-        return parse_destination(self.address)
+        """The address as a :class:`Destination` (without TLS; see :func:`server.core.tls.destination`).
+
+        Raises ``ValueError`` for a STOW-RS or return-to-sender entry, which has no DICOM address.
+        """
+        dicom = parse_address(self.address).dicom
+        if dicom is None:
+            raise ValueError(f"{self.address} is a {self.kind} destination, not a DICOM peer")
+        return dicom
 
 
 class DestinationList(BaseModel):
@@ -172,11 +295,11 @@ def _from_settings(settings: Settings) -> DestinationList:
             DestinationEntry(
                 address=text,
                 outputs=list(settings.outputs_for(text)),
-                tls=parse_destination(text).ae_title in settings.dicom_tls_destinations,
+                tls=address.kind != "stow-rs" and address.name in settings.dicom_tls_destinations,
                 calling_aet=None,
-                uncompressed=parse_destination(text).ae_title in settings.uncompressed_destinations,
+                uncompressed=address.name in settings.uncompressed_destinations,
             )
-            for text in settings.destinations
+            for text, address in ((text, parse_address(text)) for text in settings.destinations)
         ]
     )
 

@@ -33,15 +33,18 @@ from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.tls import with_tls
 from server.routing.destinations import (
+    Address,
     DestinationEntry,
     DestinationList,
     DestinationsInForce,
     destinations_file,
     destinations_in_force,
+    parse_address,
     save_destinations,
 )
 from server.routing.rules import EligibilityRules, RulesInForce, rules_in_force, save_rules
 from server.services.admin import Conflict, Invalid, NotFound, audit_change
+from server.services.dicomweb_send import probe
 
 __all__ = [
     "ECHO_TIMEOUT_S",
@@ -163,18 +166,36 @@ class EchoResult:
 
 
 def _echo(settings: Settings, entry: DestinationEntry) -> EchoResult:
-    """C-ECHO ``entry`` as the outbox reaches it: over TLS (our certificate, the CA) when it says so."""
-    try:
-        target = with_tls(settings, entry.destination()) if entry.tls else entry.destination()
-    except (ValueError, OSError) as exc:  # no CA configured, or its files unreadable (ssl.SSLError is an OSError)
-        return EchoResult(entry.ae_title, entry.address, entry.tls, False, f"TLS cannot be set up: {exc}")
-    answered = echo(target, settings.ae_title, timeout=ECHO_TIMEOUT_S)
-    detail = (
-        "answered the C-ECHO"
-        if answered
-        else f"no successful C-ECHO answer within {ECHO_TIMEOUT_S:g} s (the server log says why)"
-    )
+    """Check ``entry`` as the outbox reaches it: a C-ECHO (over TLS, our certificate and the CA, when it
+    says so), a QIDO-RS search for a STOW-RS destination, and for return-to-sender every address of
+    ``LUNGCDS_SENDER_ADDRESSES``."""
+    address = parse_address(entry.address)
+    if address.kind == "return-to-sender":
+        checks = {
+            origin: _answers(settings, entry, parse_address(a)) for origin, a in settings.sender_addresses.items()
+        }
+        silent = [f"{origin}: {detail}" for origin, (answered, detail) in checks.items() if not answered]
+        if not checks:
+            detail = "return to sender: LUNGCDS_SENDER_ADDRESSES lists no sender"
+        else:
+            detail = "; ".join(silent) or f"every sender of LUNGCDS_SENDER_ADDRESSES answered ({len(checks)})"
+        return EchoResult(entry.ae_title, entry.address, entry.tls, bool(checks) and not silent, detail)
+    answered, detail = _answers(settings, entry, address)
     return EchoResult(entry.ae_title, entry.address, entry.tls, answered, detail)
+
+
+def _answers(settings: Settings, entry: DestinationEntry, address: Address) -> tuple[bool, str]:
+    """Whether one DICOM peer (C-ECHO) or STOW-RS destination (QIDO-RS search) answers, and in words."""
+    if address.url is not None:
+        return probe(settings, address.name, address.url)
+    assert address.dicom is not None
+    try:
+        target = with_tls(settings, address.dicom) if entry.tls else address.dicom
+    except (ValueError, OSError) as exc:  # no CA configured, or its files unreadable (ssl.SSLError is an OSError)
+        return False, f"TLS cannot be set up: {exc}"
+    if echo(target, settings.ae_title, timeout=ECHO_TIMEOUT_S):
+        return True, "answered the C-ECHO"
+    return False, f"no successful C-ECHO answer within {ECHO_TIMEOUT_S:g} s (the server log says why)"
 
 
 def _verify(settings: Settings, entries: Sequence[DestinationEntry]) -> None:

@@ -15,11 +15,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from dicom_node.scu import parse_destination
 from server import crud
 from server.core.config import Settings
 from server.db_models import Delivery, Job, JobEvent, Series
-from server.routing.destinations import load_destinations
+from server.routing.destinations import load_destinations, parse_address
 from server.routing.intake import EnqueueAnalysis
 from server.services.admin import Conflict, Invalid, NotFound
 
@@ -112,7 +111,7 @@ def resend_job(session: Session, settings: Settings, job_id: int, destination: s
     job = get_job(session, job_id)
     if destination is not None:
         try:
-            destination = str(parse_destination(destination))
+            destination = str(parse_address(destination))
         except ValueError as exc:
             raise Invalid("Invalid destination", str(exc)) from exc
         known = {entry.address for entry in load_destinations(settings).destinations}

@@ -1,4 +1,10 @@
-"""The outbox: report objects are C-STOREd to each destination until the PACS accepts.
+"""The outbox: report objects go to each destination until it accepts them.
+
+A DICOM peer is sent C-STORE, a STOW-RS destination one STOW-RS request per object
+(:mod:`server.services.dicomweb_send`), and a return-to-sender destination whichever of the two
+its series' origin is listed at in ``LUNGCDS_SENDER_ADDRESSES``, looked up at each attempt; an
+origin that is not listed (or a series without one, imported from a folder) is refused for good,
+with that reason on the row and in the audit trail, and nothing is sent anywhere else.
 
 Every object and destination is a ``Delivery`` row.  The pump of the ``serve`` process leases
 due rows and enqueues one delivery task each; a task claims its row, makes one attempt and
@@ -17,14 +23,16 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from dicom_node.scu import AssociationFailed, ContextsRefused, Destination, parse_destination, send_files
+from dicom_node.scu import AssociationFailed, ContextsRefused, send_files
 from dicom_node.statuses import status_name
 from server import crud
+from server.audit import build_audit_trail
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.core.tls import with_tls
-from server.db_models import Delivery, DeliveryState, utcnow
-from server.routing.destinations import load_destinations
+from server.db_models import Delivery, DeliveryState, Job, Series, utcnow
+from server.routing.destinations import Address, DestinationEntry, load_destinations, parse_address, sender_address
+from server.services.dicomweb_send import store_object
 from server.tasks.app import DELIVERY_TASK
 from server.tasks.base import LungcdsTask
 
@@ -66,18 +74,64 @@ def pump_outbox(app: Celery, engine: Engine) -> int:
     return len(leased)
 
 
-def _resolve(settings: Settings, address: str) -> tuple[Destination, str, bool]:
-    """The destination of an outbox row (over TLS when its entry says so), our calling AE for it and
-    whether it gets compressed objects decoded."""
-    target = parse_destination(address)
-    entry = next((e for e in load_destinations(settings).destinations if e.address == address), None)
-    if entry is None:
-        return target, settings.ae_title, False
-    return (
-        (with_tls(settings, target) if entry.tls else target),
-        entry.calling_aet or settings.ae_title,
-        entry.uncompressed,
+class NoSender(Exception):
+    """A return-to-sender delivery whose series' origin has no address: refused for good, with why."""
+
+
+def _entry(settings: Settings, address: str) -> DestinationEntry:
+    """The destination entry of an outbox row; an address no longer listed is sent as it is, plainly."""
+    listed = next((e for e in load_destinations(settings).destinations if e.address == address), None)
+    return listed or DestinationEntry(address=address, calling_aet=None, uncompressed=False)
+
+
+def _origin(engine: Engine, job_id: int) -> str | None:
+    """Who sent the series of ``job_id``: its calling AE title, or its STOW-RS sender."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        series = session.get(Series, job.series_instance_uid) if job is not None else None
+        return series.calling_aet if series is not None else None
+
+
+def _target(settings: Settings, engine: Engine, entry: DestinationEntry, job_id: int) -> Address:
+    """Where the object goes: the entry's own address, or for return-to-sender the sender's.
+
+    Raises
+    ------
+    NoSender
+        The series has no origin, or its origin is not in ``LUNGCDS_SENDER_ADDRESSES``.
+    """
+    address = parse_address(entry.address)
+    if address.kind != "return-to-sender":
+        return address
+    origin = _origin(engine, job_id)
+    found = sender_address(settings, origin)
+    if found is None:
+        raise NoSender(
+            "return to sender: the series has no recorded sender (imported, or retrieved from a PACS)"
+            if origin is None
+            else f"return to sender: {origin} is not in LUNGCDS_SENDER_ADDRESSES; not sent anywhere else"
+        )
+    return found
+
+
+def _send(settings: Settings, entry: DestinationEntry, target: Address, path: Path) -> tuple[str | None, bool]:
+    """One attempt to send ``path`` to ``target`` with the options of ``entry``: (error or None, final)."""
+    if target.url is not None:
+        outcome = store_object(settings, target.name, target.url, path, uncompressed=entry.uncompressed)
+        if outcome.stored:
+            return None, False
+        final = not outcome.transient if outcome.failure_reason is None else is_final_refusal(outcome.failure_reason)
+        return outcome.error, final
+    assert target.dicom is not None
+    peer = with_tls(settings, target.dicom) if entry.tls else target.dicom
+    results = send_files(
+        peer, [path], calling_aet=entry.calling_aet or settings.ae_title, uncompressed=entry.uncompressed
     )
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return None, False
+    error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)
+    return error, all(is_final_refusal(r.status) for r in failed)
 
 
 def is_final_refusal(status: int) -> bool:
@@ -94,22 +148,22 @@ def is_final_refusal(status: int) -> bool:
 
 @shared_task(bind=True, base=LungcdsTask, name=DELIVERY_TASK)
 def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
-    """One C-STORE attempt of one report object to one destination."""
+    """One attempt (C-STORE or STOW-RS) to send one report object to one destination."""
     engine, settings = self.engine, self.settings
     with session_scope(engine) as session:
         delivery = crud.claim_delivery(session, delivery_id, LEASE)
         if delivery is None:
             return
         destination, path, attempts = delivery.destination, Path(delivery.path), delivery.attempts
+        job_id = delivery.job_id
     error: str | None = None
     final = False
     try:
-        target, calling_aet, uncompressed = _resolve(settings, destination)
-        results = send_files(target, [path], calling_aet=calling_aet, uncompressed=uncompressed)
-        failed = [r for r in results if not r.ok]
-        if failed:
-            error = "; ".join(r.error or f"status {status_name(r.status)}" for r in failed)
-            final = all(is_final_refusal(r.status) for r in failed)
+        entry = _entry(settings, destination)
+        error, final = _send(settings, entry, _target(settings, engine, entry, job_id), path)
+    except NoSender as exc:
+        error, final = str(exc), True
+        _audit_no_sender(settings, engine, delivery_id, job_id, destination, error)
     except ContextsRefused as exc:
         error, final = f"refused by the destination: {exc.reason}", True
     except AssociationFailed as exc:
@@ -128,3 +182,17 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
             retry_at = utcnow() + retry_delay(attempts, settings.delivery_max_backoff_seconds)
             crud.delivery_failed(session, delivery_id, error, retry_at)
             logger.warning("delivery failed; will retry", extra=extra)
+
+
+def _audit_no_sender(
+    settings: Settings, engine: Engine, delivery_id: int, job_id: int, destination: str, reason: str
+) -> None:
+    """Audit a return-to-sender delivery refused because the sender has no address."""
+    build_audit_trail(settings, engine).record(
+        channel="dicom",
+        actor="lungcds:delivery",
+        action="return-to-sender",
+        target=destination,
+        outcome="refused",
+        detail={"delivery": delivery_id, "job": job_id, "origin": _origin(engine, job_id), "reason": reason},
+    )

@@ -65,6 +65,9 @@ VIEWER = {
     ("GET", "/api/v1/destinations"),
     ("GET", "/api/v1/destinations/{ae_title}"),
     ("GET", "/api/v1/models"),
+    # STOW-RS: any authenticated sender, unless LUNGCDS_DICOMWEB_ALLOWED_SENDERS lists who may.
+    ("POST", "/api/v1/dicomweb/studies"),
+    ("POST", "/api/v1/dicomweb/studies/{study}"),
 }
 SAMPLE_PATH_VALUES = {
     "job_id": "1",
@@ -73,6 +76,7 @@ SAMPLE_PATH_VALUES = {
     "kind": "pdf",
     "name": "corads",
     "ae_title": "PACS",
+    "study": "1.2.3",
 }
 
 
