@@ -32,7 +32,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Published networks on real series, the painted-lesion suites and the 20-series load test (minutes) are kept out of `make test`.
+# Published networks on real series, the painted-lesion suites, the 20-series load test and the lost-worker tests (minutes) are kept out of `make test`.
 heavy: $(STAMP)
 	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 

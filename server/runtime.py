@@ -31,6 +31,8 @@ from server.core.db import make_engine, upgrade
 from server.core.tls import scp_ssl_context
 from server.retention import purge_expired
 from server.routing.intake import SeriesIntake
+from server.services.dicomweb_multipart import STOW_INCOMING, remove_abandoned_parts
+from server.services.dicomweb_store import series_in_open_requests
 from server.tasks.app import CPU_QUEUE, GPU_QUEUE, LungcdsCelery, create_celery, enqueue_analysis
 from server.tasks.broker_tables import purge_consumed_messages
 from server.tasks.delivery import pump_outbox
@@ -85,6 +87,11 @@ class ServerRuntime:
         settings = self.settings
         for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.weights_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        abandoned = remove_abandoned_parts(settings.data_dir / STOW_INCOMING)
+        if abandoned:
+            logger.warning(
+                "removed STOW-RS part files of requests that ended with their process", extra={"files": abandoned}
+            )
         upgrade(settings.database_url)
         spool = Spool(settings.spool_dir, min_free_bytes=settings.min_free_disk_mb * 2**20, admit=self.intake.admit)
         self._scp = StorageSCP(
@@ -172,9 +179,11 @@ class ServerRuntime:
                     logger.exception("routing loop duty failed; retrying", extra={"duty": name})
 
     def _series_being_received(self) -> frozenset[str]:
-        """Series that an open association of our SCP is still sending (never finalised as idle)."""
+        """Series that an open association of our SCP or a STOW-RS request of this process is still
+        sending (never finalised as idle)."""
         scp = self._scp
-        return scp.series_in_open_associations() if scp is not None else frozenset()
+        associations = scp.series_in_open_associations() if scp is not None else frozenset()
+        return associations | series_in_open_requests()
 
     def _write_runtime_file(self) -> None:
         info = {

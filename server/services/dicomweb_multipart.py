@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -25,12 +26,20 @@ __all__ = [
     "MultipartError",
     "Part",
     "PartWriter",
+    "STOW_INCOMING",
     "UnsupportedMediaType",
+    "ABANDONED_AFTER_S",
     "related_boundary",
+    "remove_abandoned_parts",
 ]
 
 #: The media type of a DICOM instance in a STOW-RS request (PS3.18 8.7.3.1, a Part 10 file).
 DICOM_MEDIA_TYPE = "application/dicom"
+#: The folder under the data directory where request bodies are written part by part.
+STOW_INCOMING = "stow-incoming"
+#: A part file not written to for this long belongs to no request any more (its process ended while
+#: writing it): a request in progress writes its open part at least every few seconds.
+ABANDONED_AFTER_S = 3600.0
 #: Longest header block of one part: a few fields are expected, never kilobytes.
 MAX_HEADER_BYTES = 16 * 2**10
 #: Longest line after a delimiter (its transport padding, RFC 2046 5.1.1).
@@ -98,6 +107,24 @@ class Part:
     content_type: str | None
     path: Path
     size: int
+
+
+def remove_abandoned_parts(folder: Path, older_than_s: float = ABANDONED_AFTER_S) -> int:
+    """Remove the part files a process left behind when it ended mid-request; how many.
+
+    Only files not modified for ``older_than_s``: another API process on the same data
+    directory may be writing its own parts right now.
+    """
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for path in folder.glob(".stow-*.part"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 class PartWriter:

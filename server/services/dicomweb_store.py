@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = [
     "StoreAnswer",
     "StowReception",
     "check_sender",
+    "series_in_open_requests",
     "valid_uid",
 ]
 
@@ -59,6 +62,40 @@ STUDY_MISMATCH = 0xC409
 MAX_WARNINGS = 10
 _WARNING_TEXT = 400
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+class _OpenRequests:
+    """Series that STOW-RS requests of this process are still sending, counted per request.
+
+    The idle timer never finalises them (:meth:`server.runtime.ServerRuntime`), as it never
+    finalises a series of an open DICOM association: a sender that pauses between parts for
+    longer than ``LUNGCDS_SERIES_IDLE_SECONDS`` must not see its series analysed half received.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, series_uid: str) -> None:
+        with self._lock:
+            self._counts[series_uid] += 1
+
+    def remove(self, series_uids: Iterable[str]) -> None:
+        with self._lock:
+            self._counts.subtract(series_uids)
+            self._counts = +self._counts  # drops the series no request sends any more
+
+    def series(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._counts)
+
+
+_OPEN_REQUESTS = _OpenRequests()
+
+
+def series_in_open_requests() -> frozenset[str]:
+    """Series that a STOW-RS request of this process is still sending (never finalised as idle)."""
+    return _OPEN_REQUESTS.series()
 
 
 def valid_uid(text: str) -> bool:
@@ -263,7 +300,9 @@ class StowReception:
         receipt = receive_instance(self._spool, self._sink, self.origin, lambda: encoded, sop_instance or "")
         if receipt.stored is not None:
             header = receipt.stored.header
-            self._series.add(str(header.series_instance_uid))
+            if str(header.series_instance_uid) not in self._series:
+                self._series.add(str(header.series_instance_uid))
+                _OPEN_REQUESTS.add(str(header.series_instance_uid))
             return PartResult(part.number, header.sop_class_uid, header.sop_instance_uid, SUCCESS, "")
         return PartResult(part.number, sop_class, sop_instance, receipt.status, receipt.reason)
 
@@ -314,6 +353,7 @@ class StowReception:
         idle timer.
         """
         series = sorted(self._series)
+        _OPEN_REQUESTS.remove(series)
         self._trail.record(
             channel="dicom",
             actor=f"dicom:{self.origin.calling_aet}",

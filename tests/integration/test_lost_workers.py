@@ -43,7 +43,8 @@ from tests.peers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+# Minutes of killing and freezing workers: with the heavy suites (`make heavy`, which .ci/run calls).
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 LEASE_S = 6
 SOURCE = "lung-dx-a0001-chest-5mm-s2"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from server.services.dicomweb_multipart import (
+    ABANDONED_AFTER_S,
     MultipartError,
     PartWriter,
     UnsupportedMediaType,
     related_boundary,
+    remove_abandoned_parts,
 )
 
 BOUNDARY = "b0undary-42"
@@ -92,3 +96,21 @@ def test_the_content_type_of_a_stow_rs_request() -> None:
     for bad in ("multipart/related; type=application/dicom", f"multipart/related; boundary={'x' * 257}"):
         with pytest.raises(MultipartError, match="boundary"):
             related_boundary(bad)
+
+
+def test_part_files_left_by_an_ended_process_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
+    writer = PartWriter(BOUNDARY, tmp_path)
+    writer.feed(f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\nhalf a part".encode())
+    (in_progress,) = tmp_path.glob(".stow-*.part")
+    abandoned = tmp_path / ".stow-crashed.part"
+    abandoned.write_bytes(b"left behind")
+    hour_ago = time.time() - 2 * ABANDONED_AFTER_S
+    os.utime(abandoned, (hour_ago, hour_ago))
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not a part")
+    os.utime(unrelated, (hour_ago, hour_ago))
+
+    assert remove_abandoned_parts(tmp_path) == 1
+
+    assert not abandoned.exists() and in_progress.exists() and unrelated.exists()
+    writer.discard()

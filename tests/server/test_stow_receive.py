@@ -34,7 +34,7 @@ from server.core.db import session_scope
 from server.core.security import create_api_key
 from server.db_models import AuditEvent, Instance, Series
 from server.routing.intake import SeriesIntake
-from server.services.dicomweb_store import STUDY_MISMATCH
+from server.services.dicomweb_store import STUDY_MISMATCH, series_in_open_requests
 from tests.peers import free_port, wait_for
 from tests.server.test_admin_api import FakeQueue
 
@@ -305,3 +305,51 @@ def test_the_study_of_the_url_is_the_study_of_every_instance(
     assert other in mismatch.headers["warning"]
     assert api.post([dicom(ds)], path=f"/studies/{ds.StudyInstanceUID}").status_code == 200
     assert api.post([dicom(ds)], path="/studies/1.2.x").status_code == 400
+
+
+def test_a_series_still_being_sent_is_never_idle(
+    serve_api: ApiFactory, engine: Engine, phantom_series: list[Path]
+) -> None:
+    """A sender pausing between parts for longer than the idle time keeps its series open, as an open
+    association does: the runtime's idle timer skips :func:`series_in_open_requests`."""
+    api = serve_api()
+    slices = [pydicom.dcmread(p) for p in phantom_series[:12]]
+    first = slices[0]
+    series_uid = str(first.SeriesInstanceUID)
+    body = multipart([dicom(ds) for ds in slices])
+    delimiter = f"\r\n--{BOUNDARY}\r\n".encode()
+    cut = 0
+    for _ in range(11):  # through the line that ends the tenth part: more than the route gathers before storing
+        cut = body.index(delimiter, cut) + len(delimiter)
+    assert cut > 256 * 2**10
+    resume = threading.Event()
+
+    def slowly() -> Iterator[bytes]:
+        yield body[:cut]
+        resume.wait(30)
+        yield body[cut:]
+
+    def first_stored() -> bool:
+        query = select(Instance).where(Instance.sop_instance_uid == str(first.SOPInstanceUID))
+        with Session(engine) as session:
+            return session.exec(query).first() is not None
+
+    headers = {"Content-Type": RELATED, "Authorization": f"Bearer {api.keys['viewer'][1]}"}
+    answers: list[httpx.Response] = []
+
+    def send() -> None:
+        answers.append(httpx.post(api.base + "/studies", content=slowly(), headers=headers, timeout=60))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        wait_for(first_stored, 30, 0.05, "the first part to be stored")
+        assert series_uid in series_in_open_requests()
+        with Session(engine) as session:
+            series = session.get(Series, series_uid)
+        assert series is not None and series.state == "receiving"
+    finally:
+        resume.set()
+        sender.join(60)
+    assert [answer.status_code for answer in answers] == [200]
+    assert series_uid not in series_in_open_requests(), "the request ended: the idle timer may act again"

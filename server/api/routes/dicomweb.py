@@ -23,7 +23,13 @@ from server.api.deps import AuditTrailDep, SettingsDep, Viewer
 from server.api.problems import Problem
 from server.audit import AuditTrail
 from server.core.config import Settings
-from server.services.dicomweb_multipart import MultipartError, PartWriter, UnsupportedMediaType, related_boundary
+from server.services.dicomweb_multipart import (
+    STOW_INCOMING,
+    MultipartError,
+    PartWriter,
+    UnsupportedMediaType,
+    related_boundary,
+)
 from server.services.dicomweb_store import SenderRefused, StowReception, check_sender, valid_uid
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -109,7 +115,7 @@ async def _store(request: Request, actor: str, settings: Settings, trail: AuditT
             study_uid=study,
         )
     )
-    writer = await run_in_threadpool(PartWriter, boundary, settings.data_dir / "stow-incoming")
+    writer = await run_in_threadpool(PartWriter, boundary, settings.data_dir / STOW_INCOMING)
     completed = False
     try:
         pending = bytearray()
