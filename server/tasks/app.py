@@ -20,6 +20,7 @@ from server import crud
 from server.core.config import Settings
 from server.core.db import make_engine
 from server.routing.priority import is_urgent, message_priority
+from server.tasks.embedded_broker import use_embedded_broker_transport
 
 __all__ = [
     "ANALYSIS_TASK",
@@ -64,6 +65,7 @@ class LungcdsCelery(Celery):
 def create_celery(settings: Settings) -> LungcdsCelery:
     """Build the app for ``settings``; opens no connection (house rule 9)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    use_embedded_broker_transport()
     app = LungcdsCelery("lungcds", broker=settings.broker_url, set_as_current=True)
     # The default app for every thread: SCP threads enqueue too, and Celery's "current app"
     # is thread-local, so a thread that has not seen this app would otherwise fall back to

@@ -37,6 +37,7 @@ from server.tasks.app import (
 )
 from server.tasks.base import thread_budget
 from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
+from server.tasks.embedded_broker import EMBEDDED_POLLING_INTERVAL_S, EmbeddedTransport
 from server.tasks.lost_jobs import resend_lost_jobs
 from server.tasks.queue import CeleryQueue
 from tests.peers import free_port
@@ -183,6 +184,18 @@ def test_queue_semantics_of_the_app(settings: Settings) -> None:
     assert conf.task_soft_time_limit == 600 and conf.task_time_limit == 600 + HARD_LIMIT_GRACE_S
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.worker_max_memory_per_child == 6000 * 1024
+
+
+def test_the_embedded_broker_is_polled_ten_times_a_second_and_works(settings: Settings) -> None:
+    """kombu polls its SQLAlchemy transport once a second unless told otherwise (issue 19, part 3)."""
+    app = create_celery(settings)
+    assert settings.broker_url.startswith("sqla+sqlite:///")
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, EmbeddedTransport)
+        assert connection.transport.polling_interval == EMBEDDED_POLLING_INTERVAL_S == 0.1
+        with connection.SimpleQueue("lungcds-poll-check") as queue:
+            queue.put({"n": 1})
+            assert queue.get(timeout=5).payload == {"n": 1}
 
 
 def test_each_concurrent_analysis_gets_its_share_of_the_cores(settings: Settings) -> None:
