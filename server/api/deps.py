@@ -32,6 +32,7 @@ from server.audit import AuditTrail
 from server.core.config import Settings
 from server.core.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from server.core.security import verify_api_key
+from server.tasks.queue import QueueGateway
 
 __all__ = [
     "Admin",
@@ -47,11 +48,20 @@ __all__ = [
     "json_body",
     "json_request_body",
     "presented_secret",
+    "task_queue",
     "verify_secret",
 ]
 
 BEARER = HTTPBearer(auto_error=False, description="An API key, or an access token of the configured OIDC issuer")
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+def task_queue(request: Request) -> QueueGateway:
+    """This server's task queue; 503, before anything changes, when it has none (offline tools, some tests)."""
+    queue: QueueGateway | None = request.app.state.queue
+    if queue is None:
+        raise Problem(503, "No queue", "this server has no task queue configured; nothing was changed")
+    return queue
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -21,15 +21,14 @@ from fastapi import Path as FastAPIPath
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from server.api.deps import AuditTrailDep, SessionDep, SettingsDep
-from server.api.problems import Problem, validation_detail
+from server.api.deps import AuditTrailDep, SessionDep, SettingsDep, task_queue
+from server.api.problems import validation_detail
 from server.console.auth import CONSOLE_PREFIX, AdminForm, User
 from server.console.forms import Form
 from server.console.rendering import render
 from server.console.rules_form import RULE_FIELDS, changes, fingerprint, form_values, rules_from_form
 from server.console.sessions import ConsoleSession, Notice
 from server.routing.destinations import DestinationEntry
-from server.routing.intake import EnqueueAnalysis
 from server.services.admin import Conflict, Invalid
 from server.services.configuration import (
     create_destination,
@@ -61,15 +60,6 @@ def _back_to(request: Request, path: str) -> str:
     return path
 
 
-def _enqueue(request: Request) -> EnqueueAnalysis:
-    """The queue's analysis entry point; 503 before anything changes when this server has no queue."""
-    queue = request.app.state.queue
-    if queue is None:
-        raise Problem(503, "No queue", "this server has no task queue configured; nothing was changed")
-    enqueue: EnqueueAnalysis = queue.enqueue_analysis
-    return enqueue
-
-
 def _series_path(series_uid: str) -> str:
     return f"{CONSOLE_PREFIX}/series/{series_uid}"
 
@@ -93,7 +83,13 @@ def reevaluate(
         except ValidationError as exc:
             raise Invalid("Override refused", "the reason: " + validation_detail(exc.errors())) from exc
     outcome = reevaluate_series(
-        session, settings, trail, user.actor, series_uid, override=override, enqueue=_enqueue(request)
+        session,
+        settings,
+        trail,
+        user.actor,
+        series_uid,
+        override=override,
+        enqueue=task_queue(request).enqueue_analysis,
     )
     if outcome.eligible:
         return _done(user, back, f"Eligible under the rules in force now: queued for analysis (job {outcome.job_id}).")
@@ -105,7 +101,7 @@ def reevaluate(
 @router.post("/jobs/{job_id}/requeue")
 def requeue(request: Request, job_id: JobId, user: User, form: AdminForm, session: SessionDep) -> Response:
     """Analyse the job's series again (a new revision)."""
-    job = requeue_job(session, job_id, _enqueue(request))
+    job = requeue_job(session, job_id, task_queue(request).enqueue_analysis)
     return _done(user, _back_to(request, _series_path(job.series_instance_uid)), f"Job {job_id} queued again.")
 
 

@@ -12,15 +12,13 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from server import crud
-from server.api.deps import Admin, SessionDep, SettingsDep, Viewer, json_body, json_request_body
+from server.api.deps import Admin, SessionDep, SettingsDep, Viewer, json_body, json_request_body, task_queue
 from server.api.listing import Instant
-from server.api.problems import Problem
 from server.api.routes.notifications import notification_public
 from server.api.schemas import DeliveryPublic, JobPublic, Page
 from server.db_models import Job, utcnow
 from server.services import jobs as job_actions
 from server.services.listings import JobFilter, find_jobs
-from server.tasks.queue import QueueGateway
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -98,13 +96,6 @@ class ResendRequest(BaseModel):
     destination: str | None = Field(None, max_length=200)
 
 
-def _queue(request: Request) -> QueueGateway:
-    queue: QueueGateway | None = request.app.state.queue
-    if queue is None:
-        raise Problem(503, "No queue", "this API instance has no task queue configured")
-    return queue
-
-
 @router.get("/{job_id}/timeline", response_model=list[TimelineEntry])
 def get_timeline(job_id: JobId, session: SessionDep, _key: Viewer) -> list[TimelineEntry]:
     """Everything that happened to the job's series, oldest first."""
@@ -116,7 +107,7 @@ def get_timeline(job_id: JobId, session: SessionDep, _key: Viewer) -> list[Timel
 def requeue(job_id: JobId, request: Request, session: SessionDep, _key: Admin) -> JobPublic:
     """Analyse the job's series again (a new revision; outputs replace the earlier ones)."""
     job_actions.get_job(session, job_id)  # an unknown job is 404 even on an API without a queue
-    return job_public(session, job_actions.requeue_job(session, job_id, _queue(request).enqueue_analysis))
+    return job_public(session, job_actions.requeue_job(session, job_id, task_queue(request).enqueue_analysis))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from models.registry import UnknownModelError, get_spec
@@ -33,34 +31,13 @@ UPLOAD_PATH = "/{name}/weights"
 _FLUSH_BYTES = 4 * 2**20
 
 
-class ModelPublic(BaseModel):
-    """A registered model and its installed weights; ``manifest_error`` says why its manifest is not in force.
-
-    When the manifest is broken, its last good copy (if any) is what the other fields describe.
-    """
-
-    name: str
-    version: str
-    description: str
-    implemented: bool
-    needs_weights: bool
-    weights_sha256: str | None
-    weights_installed_at: str | None
-    validation: str | None
-    manifest_error: str | None
-
-
-def _public(status: ModelStatus) -> ModelPublic:
-    return ModelPublic(**asdict(status))
-
-
-@router.get("", response_model=list[ModelPublic])
-def list_models(settings: SettingsDep, _caller: Viewer, trail: AuditTrailDep) -> list[ModelPublic]:
+@router.get("", response_model=list[ModelStatus])
+def list_models(settings: SettingsDep, _caller: Viewer, trail: AuditTrailDep) -> list[ModelStatus]:
     """Every registered model and installable alternative (lungmask), with the hash of its installed weights.
 
     A broken manifest is audited and named in ``manifest_error``; its last good copy stays in force.
     """
-    return [_public(status) for status in describe_models(settings, trail)]
+    return describe_models(settings, trail)
 
 
 class _Upload:
@@ -87,7 +64,7 @@ class _Upload:
         self.path.unlink(missing_ok=True)
 
 
-@router.put(UPLOAD_PATH, response_model=ModelPublic)
+@router.put(UPLOAD_PATH, response_model=ModelStatus)
 async def install_weights(
     name: str,
     request: Request,
@@ -95,7 +72,7 @@ async def install_weights(
     settings: SettingsDep,
     x_content_sha256: str = Header(..., pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file"),
     validation: str | None = Query(None, max_length=500, description="The site's validation statement"),
-) -> ModelPublic:
+) -> ModelStatus:
     """Install the uploaded weights for ``name`` after checking their SHA-256.
 
     The body streams to a temporary file in chunks of at most ``_FLUSH_BYTES``, written and
@@ -125,4 +102,4 @@ async def install_weights(
             raise Problem(422, "Weights not installed", str(exc)) from exc
     finally:
         await run_in_threadpool(upload.discard)
-    return _public(await run_in_threadpool(describe_model, store, name))
+    return await run_in_threadpool(describe_model, store, name)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dicom_node.validation import check_uid
-from server.api.deps import Admin, SettingsDep, json_body, json_request_body
+from server.api.deps import Admin, SettingsDep, json_body, json_request_body, task_queue
 from server.api.problems import Problem
 
 router = APIRouter(prefix="/retrieve", tags=["retrieve"])
@@ -52,8 +52,7 @@ def retrieve(
     if len(matches) != 1:
         configured = ", ".join(settings.retrieve_sources) or "none"
         raise Problem(422, "Unknown source", f"{body.source!r} is not a configured retrieve source ({configured})")
-    queue = request.app.state.queue
-    if queue is None:
-        raise Problem(503, "No queue", "this API instance has no task queue configured")
-    task_id = queue.enqueue_retrieval(matches[0], body.study_instance_uid, body.series_instance_uid, body.method)
+    task_id = task_queue(request).enqueue_retrieval(
+        matches[0], body.study_instance_uid, body.series_instance_uid, body.method
+    )
     return RetrieveAccepted(task_id=task_id, source=matches[0], method=body.method)

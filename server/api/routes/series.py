@@ -18,13 +18,12 @@ from server.api.deps import (
     json_body,
     json_object,
     json_request_body,
+    task_queue,
 )
 from server.api.listing import Instant
-from server.api.problems import Problem
 from server.api.routes.jobs import job_public
 from server.api.schemas import EligibilityOverridePublic, Page, ReevaluationPublic, SeriesPublic
 from server.db_models import Series
-from server.routing.intake import EnqueueAnalysis
 from server.services.listings import SeriesFilter, find_series
 from server.services.reevaluation import EligibilityOverride, reevaluate_series
 from server.services.results import get_series as find_one_series
@@ -103,15 +102,6 @@ async def _reevaluate_request(request: Request, _caller: Admin) -> ReevaluateReq
     return await json_body(ReevaluateRequest)(await json_object(request))
 
 
-def _enqueue(request: Request) -> EnqueueAnalysis:
-    """The queue's analysis entry point; 503 before anything changes when this API has no queue."""
-    queue = request.app.state.queue
-    if queue is None:
-        raise Problem(503, "No queue", "this API instance has no task queue configured")
-    enqueue: EnqueueAnalysis = queue.enqueue_analysis
-    return enqueue
-
-
 def _optional_body() -> dict[str, Any]:
     extra = json_request_body(ReevaluateRequest)
     extra["requestBody"]["required"] = False
@@ -158,7 +148,7 @@ def reevaluate(
         caller.actor,
         series_uid,
         override=body.override,
-        enqueue=_enqueue(request),
+        enqueue=task_queue(request).enqueue_analysis,
     )
     if not outcome.queued:
         response.status_code = 200
