@@ -43,13 +43,11 @@ __all__ = [
     "notification_refused",
     "notification_sent",
     "changed_rows",
-    "claim_delivery",
     "claim_series_for_finalizing",
     "claim_series_for_reevaluation",
     "delivery_failed",
     "delivery_refused",
     "delivery_sent",
-    "due_deliveries",
     "fail_job",
     "add_job_event",
     "requeue_job",
@@ -700,24 +698,6 @@ def upsert_delivery(
     return row.id
 
 
-def claim_delivery(session: Session, delivery_id: int, stale_after: timedelta) -> Delivery | None:
-    """Claim a pending (or abandoned ``sending``) delivery for one send attempt."""
-    now = utcnow()
-    changed = changed_rows(
-        session,
-        update(Delivery)
-        .where(
-            col(Delivery.id) == delivery_id,
-            (col(Delivery.state) == DeliveryState.PENDING)
-            | ((col(Delivery.state) == DeliveryState.SENDING) & (col(Delivery.claimed_at) < now - stale_after)),
-        )
-        .values(state=DeliveryState.SENDING, claimed_at=now, attempts=Delivery.attempts + 1),
-    )
-    if not changed:
-        return None
-    return session.get(Delivery, delivery_id)
-
-
 def _delivery_event(session: Session, delivery_id: int, kind: str, error: str | None = None) -> None:
     row = session.get(Delivery, delivery_id)
     if row is not None:
@@ -816,20 +796,6 @@ def resend_deliveries(session: Session, job_id: int, destination: str | None) ->
     add_job_event(session, job_id, "resend", {"destination": destination or "all", "objects": len(rows)})
     session.flush()
     return [r.id for r in rows if r.id is not None]
-
-
-def due_deliveries(session: Session, now: datetime, stale_after: timedelta, limit: int = 100) -> list[int]:
-    """Outbox rows to (re)try now: pending and due, or claimed long ago by a sender that died."""
-    rows = session.exec(
-        select(Delivery.id)
-        .where(
-            ((col(Delivery.state) == DeliveryState.PENDING) & (col(Delivery.next_attempt_at) <= now))
-            | ((col(Delivery.state) == DeliveryState.SENDING) & (col(Delivery.claimed_at) < now - stale_after))
-        )
-        .order_by(col(Delivery.next_attempt_at))
-        .limit(limit)
-    ).all()
-    return [r for r in rows if r is not None]
 
 
 def idle_series(session: Session, older_than: datetime) -> list[str]:

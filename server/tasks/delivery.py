@@ -15,13 +15,10 @@ whose sender died is leased again after the lease expires, so a lost message los
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery, shared_task
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import col
 
 from dicom_node.scu import AssociationFailed, ContextsRefused, send_files
 from dicom_node.statuses import status_name
@@ -30,23 +27,16 @@ from server.audit import build_audit_trail
 from server.core.config import Settings
 from server.core.db import session_scope
 from server.core.tls import with_tls
-from server.db_models import Delivery, DeliveryState, Job, Series, utcnow
+from server.db_models import Delivery, Job, Series, utcnow
 from server.routing.destinations import Address, DestinationEntry, load_destinations, parse_address, sender_address
 from server.services.dicomweb_send import store_object
 from server.tasks.app import DELIVERY_TASK
 from server.tasks.base import LungcdsTask
+from server.tasks.outbox import LEASE, lease_due, retry_delay
 
-__all__ = ["LEASE", "deliver_object", "enqueue_delivery", "is_final_refusal", "pump_outbox", "retry_delay"]
+__all__ = ["deliver_object", "enqueue_delivery", "is_final_refusal", "pump_outbox"]
 
 logger = logging.getLogger(__name__)
-
-#: How long a leased or claimed delivery may stay without an outcome before it is retried.
-LEASE = timedelta(minutes=5)
-
-
-def retry_delay(attempts: int, cap_seconds: float) -> timedelta:
-    """Exponential back-off from 5 s, capped at ``cap_seconds``."""
-    return timedelta(seconds=min(cap_seconds, 5.0 * 2 ** max(0, attempts - 1)))
 
 
 def enqueue_delivery(app: Celery, delivery_id: int) -> None:
@@ -55,20 +45,8 @@ def enqueue_delivery(app: Celery, delivery_id: int) -> None:
 
 
 def pump_outbox(app: Celery, engine: Engine) -> int:
-    """Lease every due outbox row and enqueue its delivery; the number enqueued."""
-    now = utcnow()
-    with session_scope(engine) as session:
-        due = crud.due_deliveries(session, now, LEASE)
-        leased: list[int] = []
-        for delivery_id in due:
-            won = crud.changed_rows(
-                session,
-                update(Delivery)
-                .where(col(Delivery.id) == delivery_id, col(Delivery.state) == DeliveryState.PENDING)
-                .values(next_attempt_at=now + LEASE),
-            )
-            if won:
-                leased.append(delivery_id)
+    """Lease every due delivery row and enqueue its attempt; the number enqueued."""
+    leased = lease_due(engine, Delivery, LEASE)
     for delivery_id in leased:
         enqueue_delivery(app, delivery_id)
     return len(leased)
@@ -151,9 +129,10 @@ def deliver_object(self: LungcdsTask, delivery_id: int) -> None:
     """One attempt (C-STORE or STOW-RS) to send one report object to one destination."""
     engine, settings = self.engine, self.settings
     with session_scope(engine) as session:
-        delivery = crud.claim_delivery(session, delivery_id, LEASE)
-        if delivery is None:
+        if not crud.claim_outbox_row(session, Delivery, delivery_id, LEASE):
             return
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
         destination, path, attempts = delivery.destination, Path(delivery.path), delivery.attempts
         job_id = delivery.job_id
     error: str | None = None

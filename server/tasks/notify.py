@@ -32,8 +32,7 @@ from server.notifications.fhir import FHIR_JSON, fhir_bundle
 from server.notifications.webhook import signed_webhook
 from server.tasks.app import NOTIFY_TASK
 from server.tasks.base import LungcdsTask
-from server.tasks.delivery import LEASE, retry_delay
-from server.tasks.outbox import lease_due
+from server.tasks.outbox import LEASE, lease_due, retry_delay
 
 __all__ = ["Outcome", "is_permanent_refusal", "post", "pump_notifications", "send_notification"]
 

@@ -6,7 +6,7 @@ attempt (:func:`server.crud.claim_outbox_row`).  The pump of the ``serve`` proce
 due row by pushing its next attempt past the lease, so a second pump (or the next tick) does not
 enqueue it again while its message waits; a row whose message or sender was lost becomes due
 again when the lease runs out, so nothing is lost.  Failed attempts are retried with the
-deliveries' capped exponential back-off (:func:`server.tasks.delivery.retry_delay`).
+same capped exponential back-off (:func:`retry_delay`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ from server import crud
 from server.core.db import session_scope
 from server.db_models import utcnow
 
-__all__ = ["lease_due"]
+__all__ = ["LEASE", "lease_due", "retry_delay"]
+
+#: How long a claimed or leased row is left to its sender before another may take it.
+LEASE = timedelta(minutes=5)
+
+
+def retry_delay(attempts: int, cap_seconds: float) -> timedelta:
+    """Exponential back-off from 5 s, capped at ``cap_seconds``."""
+    return timedelta(seconds=min(cap_seconds, 5.0 * 2 ** max(0, attempts - 1)))
 
 
 def lease_due(engine: Engine, table: crud.OutboxTable, lease: timedelta) -> list[int]:

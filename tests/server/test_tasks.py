@@ -36,9 +36,10 @@ from server.tasks.app import (
     create_celery,
 )
 from server.tasks.base import thread_budget
-from server.tasks.delivery import LEASE, is_final_refusal, pump_outbox, retry_delay
+from server.tasks.delivery import is_final_refusal, pump_outbox
 from server.tasks.embedded_broker import EMBEDDED_POLLING_INTERVAL_S, EmbeddedTransport
 from server.tasks.lost_jobs import resend_lost_jobs
+from server.tasks.outbox import LEASE, retry_delay
 from server.tasks.queue import CeleryQueue
 from tests.peers import free_port
 from tests.small_models import small_provider
