@@ -8,8 +8,11 @@ before they become path components, so they cannot escape ``root``.
 Writes are durable before the caller acknowledges the C-STORE (PS3.4 Annex
 B.2.3: Success means the SCP has taken responsibility for the instance): the
 bytes go to a temporary file in the target directory, the file is flushed and
-fsynced, renamed over the final name with :func:`os.replace` (atomic on POSIX)
-and the directory is fsynced so that the new name survives a power cut.
+fdatasynced, renamed over the final name with :func:`os.replace` (atomic on POSIX)
+and the directory is fsynced, by an fsync that started after the rename, so that
+the new name survives a power cut. Writers into one directory at the same time
+share that directory fsync (a group commit, :mod:`dicom_node._durable`); when it
+fails, each of them removes its file and is refused ``0xA700``.
 
 A SOP Instance UID names one instance for ever (PS3.5 Section 9). One that
 arrives again is kept once when its content is the same (a re-send), and is
@@ -39,6 +42,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
+from dicom_node._durable import DirectorySync, flush_file, fsync_directory
 from dicom_node.header import InstanceHeader
 from dicom_node.statuses import CANNOT_UNDERSTAND, DUPLICATE_SOP_INSTANCE, OUT_OF_RESOURCES
 from dicom_node.validation import InvalidInstance, parse_instance, validate_dataset
@@ -66,6 +70,8 @@ _TEMP_SUFFIX = ".part"
 #: Lock stripes shared by every spool of the process: the SCP's and the STOW-RS route's spools of
 #: one directory are separate objects, and one SOP Instance UID must still be written once.
 _LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
+#: The directory fsyncs of every spool of the process, shared by writers into one directory at once.
+_DIRECTORY_SYNC = DirectorySync()
 
 
 #: The owner's admission check: raises :class:`~dicom_node.validation.InvalidInstance` to refuse.
@@ -307,7 +313,7 @@ class Spool:
             raise ValueError("a duplicate points at the instance stored earlier; it is not discarded")
         with self._lock_for(str(stored.header.sop_instance_uid)):
             _remove_quietly(stored.path)
-            _fsync_directory(stored.path.parent)
+            fsync_directory(stored.path.parent)
 
     def _write(self, header: InstanceHeader, ds: Dataset, encoded: bytes) -> StoredInstance:
         """Write validated bytes to their final place, durably and at most once."""
@@ -337,7 +343,7 @@ class Spool:
             )
 
     def _write_durably(self, target: Path, encoded: bytes) -> None:
-        """Temporary file, flush, fsync, atomic rename, directory fsync; clean up on any OSError."""
+        """Temporary file, flush, fdatasync, atomic rename, directory fsync (shared); clean up on any OSError."""
         directory = target.parent
         temp_name: str | None = None
         try:
@@ -346,14 +352,23 @@ class Spool:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(encoded)
                 handle.flush()
-                os.fsync(handle.fileno())
+                flush_file(handle.fileno())
             os.replace(temp_name, target)
             temp_name = None
-            _fsync_directory(directory)
         except OSError as exc:
             if temp_name is not None:
                 _remove_quietly(Path(temp_name))
             raise OutOfResources(f"could not write {target.name}: {_describe(exc)}") from exc
+        try:
+            _DIRECTORY_SYNC.sync(directory)
+        except OSError as exc:
+            # The name may or may not have reached the disk: it goes, so that what is there was answered Success.
+            _remove_quietly(target)
+            try:
+                fsync_directory(directory)
+            except OSError:
+                logger.error("could not flush %s after removing %s", directory, target.name)
+            raise OutOfResources(f"could not flush the directory of {target.name}: {_describe(exc)}") from exc
 
     def _make_directories(self, directory: Path) -> None:
         """Create the study and series directories, fsyncing each parent that gained an entry."""
@@ -364,7 +379,7 @@ class Spool:
             current = current.parent
         for path in reversed(missing):
             path.mkdir(exist_ok=True)
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
 
 
 def _check_same_content(stored_path: Path, header: InstanceHeader, ds: Dataset, encoded: bytes) -> None:
@@ -406,15 +421,6 @@ def _same_pixels(stored: Dataset, received: Dataset) -> bool:
     except Exception as exc:  # noqa: BLE001 - pixels that cannot be decoded cannot be shown equal
         logger.info("pixel data of a re-sent instance could not be compared: %s", type(exc).__name__)
         return False
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Flush a directory entry to disk so a rename survives a crash (POSIX)."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path: Path) -> None:

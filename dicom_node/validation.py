@@ -486,7 +486,8 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: str | None) -> None:
         return
     image = _image_pixel(ds)
     value = pixel_data.value if isinstance(pixel_data, (DataElement, RawDataElement)) else None
-    data = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+    # Native data is only measured: no copy of the (large) value unless its items must be read.
+    data = value if isinstance(value, (bytes, bytearray, memoryview)) else b""
     encapsulated = getattr(pixel_data, "length", None) == _UNDEFINED_LENGTH or bool(
         getattr(pixel_data, "is_undefined_length", False)
     )
@@ -504,7 +505,7 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: str | None) -> None:
             CANNOT_UNDERSTAND,
         )
     if encapsulated:
-        _check_encapsulated(data, image, transfer_syntax)
+        _check_encapsulated(bytes(data), image, transfer_syntax)
     else:
         _check_native_length(len(data), image)
 

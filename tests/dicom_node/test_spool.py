@@ -155,7 +155,9 @@ def test_failed_write_leaves_no_file_and_no_temporary_file(
             raise OSError(code, os.strerror(code))
         real_fsync(fd)
 
+    # The file is flushed with fdatasync where the platform has it, else fsync: fail either.
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync, raising=False)
 
     with pytest.raises(OutOfResources) as caught:
         spool.store(data)
@@ -164,7 +166,7 @@ def test_failed_write_leaves_no_file_and_no_temporary_file(
     assert calls["n"] >= 1
     assert all_files(tmp_path / "spool") == []
 
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.undo()
     assert spool.store(data).duplicate is False
 
 
