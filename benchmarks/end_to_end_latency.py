@@ -91,6 +91,7 @@ def one_run(series_dir: Path, workdir: Path) -> dict[str, Any]:
             "LUNGCDS_MAX_SLICE_THICKNESS_MM": "5",
             "LUNGCDS_DESTINATIONS": orthanc.destination,
             "LUNGCDS_LOG_LEVEL": "WARNING",
+            "LUNGCDS_WARM_UP": "true",  # as deployed: the worker warms up before its first job
         },
     )
     try:

@@ -67,7 +67,7 @@ from models.runtime import LearnedModel, ModelProvider, installed_model
 from models.segmentation import segment_lesions, segment_lobes
 from models.severity import severity_from_masks
 from models.stoic.catalog import AUTHORS_LUNG_MASKS
-from models.stoic.ensemble import EnsembleResult, MemberReport, StoicEnsemble, combine
+from models.stoic.ensemble import EnsembleResult, MemberReport, combine, run_member
 from models.stoic.member import MemberInputs
 from models.volume import PatientContext
 from models.weights import WeightStore
@@ -301,8 +301,18 @@ def _learned_stages(
     report("lobes", 0.15)
     _lobes(volume, left, right, provider, state)
     report("lesions", 0.4)
-    lesions = _load(provider, "lesions", state)
-    if lesions is not None:
+    _lesions(volume, lungs, provider, state)
+    report("severity", 0.65)
+    _severity(volume, state)
+    report("corads", 0.7)
+    _corads(volume, lungs, provider, state)
+
+
+def _lesions(volume: Volume, lungs: np.ndarray, provider: ModelProvider, state: _State) -> None:
+    """The lesion masks, when the lesion network can run."""
+    with _using(provider, "lesions", state) as lesions:
+        if lesions is None:
+            return
         try:
             found = segment_lesions(
                 volume,
@@ -316,11 +326,13 @@ def _learned_stages(
             state.runs["lesions"] = _ran(lesions, f"{provider.lesion_kind} network")
         except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
             state.runs["lesions"] = _failed("lesions", exc)
-    report("severity", 0.65)
-    _severity(volume, state)
-    report("corads", 0.7)
-    corads = _load(provider, "corads", state)
-    if corads is not None:
+
+
+def _corads(volume: Volume, lungs: np.ndarray, provider: ModelProvider, state: _State) -> None:
+    """CO-RADS, when the ensemble can run (with the lesion map in channel 2 when there is one)."""
+    with _using(provider, "corads", state) as corads:
+        if corads is None:
+            return
         try:
             state.corads = corads.model.predict(volume, lungs, state.masks.get("lesions"))
             note = "lesion map in channel 2" if "lesions" in state.masks else "no lesion map: CT in all three channels"
@@ -385,17 +397,19 @@ def _own_lobes(
     volume: Volume, left: np.ndarray, right: np.ndarray, provider: ModelProvider, state: _State, note: str
 ) -> bool:
     """The project's lobe network on the classical lung masks; True when it gave the masks."""
-    lobes = _load(provider, "lobes", state)
-    if lobes is None:
-        return False
-    try:
-        found = segment_lobes(volume, left, right, lobes.model, device=provider.device, settings=provider.lobe_settings)
-    except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
-        state.runs["lobes"] = _failed("lobes", exc)
-        return False
-    _add_masks(state, found, "lobes")
-    state.runs["lobes"] = _ran(lobes, note)
-    return True
+    with _using(provider, "lobes", state) as lobes:
+        if lobes is None:
+            return False
+        try:
+            found = segment_lobes(
+                volume, left, right, lobes.model, device=provider.device, settings=provider.lobe_settings
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
+            state.runs["lobes"] = _failed("lobes", exc)
+            return False
+        _add_masks(state, found, "lobes")
+        state.runs["lobes"] = _ran(lobes, note)
+        return True
 
 
 def _lungmask_version() -> str:
@@ -411,16 +425,17 @@ def _lungmask_lobes(volume: Volume, provider: ModelProvider, state: _State, note
     Fused, the lobe masks depend on both files: their provenance is the less trusted of the two,
     and R231 gets its own record of having run as the fill model.
     """
-    loaded = _load(provider, LUNGMASK_LTRCLOBES, state)
-    if loaded is None:
-        return False
-    try:
-        found = loaded.model.lobes.segment(volume)
-    except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
-        state.runs[LUNGMASK_LTRCLOBES] = _failed(LUNGMASK_LTRCLOBES, exc)
-        return False
+    with _using(provider, LUNGMASK_LTRCLOBES, state) as lungmask:
+        if lungmask is None:
+            return False
+        try:
+            found = lungmask.model.lobes.segment(volume)
+        except Exception as exc:  # noqa: BLE001 - recorded on the model; the analysis goes on
+            state.runs[LUNGMASK_LTRCLOBES] = _failed(LUNGMASK_LTRCLOBES, exc)
+            return False
+        fill = lungmask.model.fill  # the R231 file loaded with it, even if another was installed since
+        loaded = replace(lungmask, model=None)  # its record, without the networks
     _add_masks(state, found, LUNGMASK_LTRCLOBES)
-    fill = loaded.model.fill  # the R231 file loaded with it, even if another was installed since
     how = f"lungmask {_lungmask_version()} LMInferer on the series, CPU"
     if fill is None:
         how += (
@@ -455,6 +470,19 @@ def _load(provider: ModelProvider, name: str, state: _State) -> LearnedModel | N
     except Exception as exc:  # noqa: BLE001 - e.g. a corrupt or mismatched weights file; the analysis goes on
         state.runs[name] = _failed(name, exc)
         return None
+
+
+@contextmanager
+def _using(provider: ModelProvider, name: str, state: _State) -> Iterator[LearnedModel | None]:
+    """The loaded model (:func:`_load`) for the body, released afterwards (:meth:`ModelProvider.release`).
+
+    The caller's name for it stays bound after the block; each use sits in its own function, so
+    that the model's memory goes when that function returns.
+    """
+    try:
+        yield _load(provider, name, state)
+    finally:
+        provider.release(name)
 
 
 def _available(name: str, provider: ModelProvider) -> bool:
@@ -518,8 +546,6 @@ def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, sta
     each member's record names the mask it used.
     """
     config = provider.stoic_config
-    loaded = {name: _load(provider, name, state) for name in config.members}
-    members = {name: model.model if model is not None else None for name, model in loaded.items()}
     classical = MemberInputs(
         volume=volume,
         lungs=state.masks["lungs"],
@@ -529,26 +555,42 @@ def _stoic(volume: Volume, context: PatientContext, provider: ModelProvider, sta
         age_years=context.age_years,
         sex=context.sex,
     )
-    wanting_r231 = [name for name, model in members.items() if model is not None and name in AUTHORS_LUNG_MASKS]
+    wanting_r231 = [name for name in config.members if name in AUTHORS_LUNG_MASKS and _available(name, provider)]
     authors = _authors_lung_inputs(classical, provider, state, wanting_r231)
     mask_notes = {name: _mask_note(name, authors is not None) for name in config.members}
-    ensemble = StoicEnsemble(members, config)
+    records: dict[str, LearnedModel] = {}
     reports = {
-        name: MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
-        if name in state.runs
-        else ensemble.run_member(name, authors if authors is not None and name in wanting_r231 else classical)
+        name: _member_report(
+            name, provider, state, authors if authors is not None and name in wanting_r231 else classical, records
+        )
         for name in config.members
     }
     result = combine(config, reports)
     for name, report in result.members.items():
-        model = loaded.get(name)
-        if model is not None:
-            state.runs[name] = _member_run(report, model, mask_notes[name])
+        record = records.get(name)
+        if record is not None:
+            state.runs[name] = _member_run(report, record, mask_notes[name])
     for name in STOIC_MEMBERS:
         if name not in config.members and _available(name, provider):
             state.runs[name] = _skipped(name, f"not run: not a member of the configured ensemble {config.name}")
     state.stoic = result.to_stoic_result()
     state.runs[STOIC] = _stoic_run(result, state.runs)
+
+
+def _member_report(
+    name: str, provider: ModelProvider, state: _State, inputs: MemberInputs, records: dict[str, LearnedModel]
+) -> MemberReport:
+    """One member loaded, run on ``inputs`` and released, so that the next member's weights take its memory.
+
+    The record of its weights (without the networks) goes to ``records`` for its :class:`ModelRun`.
+    """
+    with _using(provider, name, state) as loaded:
+        if loaded is None:
+            if name in state.runs:  # its weights did not load (recorded by _load)
+                return MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
+            return MemberReport(name, "not_installed", "no weights installed")
+        records[name] = replace(loaded, model=None)
+        return run_member(name, loaded.model, inputs)
 
 
 def _authors_lung_inputs(
@@ -560,14 +602,15 @@ def _authors_lung_inputs(
     """
     if not members or provider.installed(LUNGMASK_R231) is None:
         return None
-    r231 = _load(provider, LUNGMASK_R231, state)
-    if r231 is None:
-        return None
-    try:
-        left, right = r231.model.segment(classical.volume)
-    except Exception as exc:  # noqa: BLE001 - recorded on the model; the members fall back to the classical mask
-        state.runs[LUNGMASK_R231] = _failed(LUNGMASK_R231, exc)
-        return None
+    with _using(provider, LUNGMASK_R231, state) as loaded:
+        if loaded is None:
+            return None
+        try:
+            left, right = loaded.model.segment(classical.volume)
+        except Exception as exc:  # noqa: BLE001 - recorded on the model; the members fall back to the classical mask
+            state.runs[LUNGMASK_R231] = _failed(LUNGMASK_R231, exc)
+            return None
+        r231 = replace(loaded, model=None)  # its record, without the network
     served = f"as the input lung mask of {', '.join(members)} (as their authors ran them)"
     before = state.runs.get(LUNGMASK_R231)
     if before is not None and before.status == "ran":
@@ -645,10 +688,14 @@ def _stoic_run(result: EnsembleResult, runs: Mapping[str, ModelRun]) -> ModelRun
 
 
 def _i3dr(volume: Volume, provider: ModelProvider, state: _State) -> None:
+    """I3Dr, when it can run (:func:`_run_i3dr`)."""
+    with _using(provider, I3DR, state) as loaded:
+        if loaded is not None:
+            _run_i3dr(volume, loaded, state)
+
+
+def _run_i3dr(volume: Volume, loaded: LearnedModel, state: _State) -> None:
     """I3Dr per lobe when the five lobe masks exist and are not empty, else model A at patient level, saying why."""
-    loaded = _load(provider, I3DR, state)
-    if loaded is None:
-        return
     lobes = {name: state.masks[name] for name in LOBE_NAMES if name in state.masks and state.masks[name].any()}
     missing = [name for name in LOBE_NAMES if name not in lobes]
     lobe_source = state.mask_sources.get(LOBE_NAMES[0], "lobes")

@@ -12,6 +12,8 @@ returns ``None`` (and :func:`models.registry.unavailable_run` says why).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -95,6 +97,23 @@ def installed_model(model: Any, installed: InstalledWeights) -> LearnedModel:
     )
 
 
+def _return_free_heap() -> None:
+    """Give the free pages of malloc's heaps back to the kernel (glibc's ``malloc_trim(0)``; nothing elsewhere).
+
+    A network's weights are mostly tensors of a few MB, which glibc serves from its heaps, not from
+    mappings of their own; freed, they stay resident until malloc reuses them, and the next
+    model's activations (larger, mapped afresh) come on top.  Trimming makes the resident size
+    follow what is alive (on the shared series: the ``i3dr`` stage's peak with the STOIC2021
+    members freed before it, ``benchmarks/full_pipeline.py``).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 class ModelProvider:
     """Loads each learned model at most once (thread-safe), from the weight store or generated.
 
@@ -115,6 +134,13 @@ class ModelProvider:
         full-size one (small networks for quick tests); only used with ``demo_weights``.
     stoic_config : EnsembleConfig, optional
         Members and weights of the STOIC2021 ensemble (thesis Table 4.1's top three by default).
+    keep_loaded : bool, optional
+        Keep every model once loaded (the default on a GPU, where a job takes seconds and loading
+        would dominate), or forget each one when :meth:`release` says its stage is done (the
+        default on the CPU: the default ensemble's networks hold about 4 GB of float32 weights
+        together, a CPU job takes minutes and reading one model's file again a second or less;
+        ``benchmarks/full_pipeline.py`` measures both).  A released model is loaded again when
+        next asked for; the pipeline reports that as its ``"<model> weights"`` stage.
     """
 
     def __init__(
@@ -128,6 +154,7 @@ class ModelProvider:
         lesion_settings: LesionSettings | None = None,
         demo_factories: Mapping[str, Callable[[], Any]] | None = None,
         stoic_config: EnsembleConfig = STOIC_TOP3,
+        keep_loaded: bool | None = None,
     ) -> None:
         self.weights = weights
         self.demo_weights = demo_weights
@@ -137,8 +164,10 @@ class ModelProvider:
         self.lesion_settings = lesion_settings
         self._demo_factories = dict(demo_factories or {})
         self._loaded: dict[str, LearnedModel | None] = {}
+        self._released = False
         self._lock = threading.Lock()
         self.stoic_config = stoic_config
+        self.keep_loaded = torch.device(device).type != "cpu" if keep_loaded is None else keep_loaded
         self._builders: dict[str, Callable[[InstalledWeights | None], Any]] = {
             "lobes": self._lobes,
             "lesions": self._lesions,
@@ -157,8 +186,24 @@ class ModelProvider:
         """The model ``name`` ready to run, or None when it has neither installed nor demo weights."""
         with self._lock:
             if name not in self._loaded:
+                if self._released:  # the released model's memory is free by now: give it back first
+                    _return_free_heap()
+                    self._released = False
                 self._loaded[name] = self._load(name)
             return self._loaded[name]
+
+    def release(self, name: str) -> None:
+        """Say that the stage using ``name`` is done: the model is forgotten unless models are kept loaded.
+
+        Its memory returns once the caller's own references are gone too; malloc's free lists
+        reuse it for the next model, so the process's peak is that of the largest stage, not of
+        all models together.
+        """
+        if self.keep_loaded:
+            return
+        with self._lock:
+            self._loaded.pop(name, None)
+            self._released = True
 
     def _load(self, name: str) -> LearnedModel | None:
         if name not in self._builders:

@@ -314,6 +314,8 @@ def start_lungcds(
             "LUNGCDS_SERIES_IDLE_SECONDS": "10",
             "LUNGCDS_LOG_LEVEL": "INFO",
             "LUNGCDS_WORKER_CONCURRENCY": "2",
+            # The tests start many short-lived servers; the warm-up has its own tests (tests/server/test_warmup.py).
+            "LUNGCDS_WARM_UP": "false",
         }
     )
     env.update(extra_env or {})

@@ -73,11 +73,12 @@ def _small_i3dr() -> Any:
     )
 
 
-def small_provider(weights: WeightStore | None = None) -> ModelProvider:
+def small_provider(weights: WeightStore | None = None, *, keep_loaded: bool | None = None) -> ModelProvider:
     """A provider with demo weights and small networks for every learned model of the default pipeline."""
     return ModelProvider(
         weights,
         demo_weights=True,
+        keep_loaded=keep_loaded,
         lobe_settings=LobeSettings(spacing_mm=(4.0, 4.0, 4.0), patch=(32, 32, 32), overlap=0.25),
         lesion_settings=LesionSettings(
             nnunet_spacing_mm=(4.0, 4.0, 4.0), nnunet_patch=(32, 32, 32), nnunet_overlap=0.25

@@ -42,6 +42,7 @@ __all__ = [
     "MemberStatus",
     "StoicEnsemble",
     "combine",
+    "run_member",
 ]
 
 logger = logging.getLogger(__name__)
@@ -289,6 +290,25 @@ def combine(config: EnsembleConfig, reports: Mapping[str, MemberReport]) -> Ense
     )
 
 
+def run_member(name: str, member: StoicMember | None, inputs: MemberInputs) -> MemberReport:
+    """One member's report on one series: its output, or why it did not run.
+
+    A failing member must not take the ensemble down: its error is logged with the traceback
+    and reported as ``failed``; a member that cannot use this input says why (``unavailable``).
+    """
+    if member is None:
+        return MemberReport(name, "not_installed", "no weights installed")
+    demo = bool(member.card.get("demo", False))
+    try:
+        output = member.predict(inputs)
+    except MemberUnavailable as unavailable:
+        return MemberReport(name, "unavailable", unavailable.reason, demo=demo)
+    except Exception as error:  # noqa: BLE001 - reported as failed, with the traceback in the log
+        logger.exception("STOIC member %s failed", name)
+        return MemberReport(name, "failed", f"{type(error).__name__}: {error}", demo=demo)
+    return MemberReport(name, "ran", "", output, demo)
+
+
 class StoicEnsemble:
     """Run the configured members that are installed and combine their outputs.
 
@@ -313,19 +333,8 @@ class StoicEnsemble:
         self.config = config
 
     def run_member(self, name: str, inputs: MemberInputs) -> MemberReport:
-        """One member's report: its output, or why it did not run."""
-        member = self.members.get(name)
-        if member is None:
-            return MemberReport(name, "not_installed", "no weights installed")
-        demo = bool(member.card.get("demo", False))
-        try:
-            output = member.predict(inputs)
-        except MemberUnavailable as unavailable:
-            return MemberReport(name, "unavailable", unavailable.reason, demo=demo)
-        except Exception as error:  # a failing member must not take the ensemble down; logged with traceback
-            logger.exception("STOIC member %s failed", name)
-            return MemberReport(name, "failed", f"{type(error).__name__}: {error}", demo=demo)
-        return MemberReport(name, "ran", "", output, demo)
+        """One member's report: its output, or why it did not run (:func:`run_member`)."""
+        return run_member(name, self.members.get(name), inputs)
 
     def predict(self, inputs: MemberInputs) -> EnsembleResult:
         """Run every configured member on one series and combine (:func:`combine`)."""

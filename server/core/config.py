@@ -214,6 +214,18 @@ class Settings(BaseSettings):
         "nnunet", description="Lesion network the installed `lesions` weights are for"
     )
     device: str = Field("cpu", description="Torch device of the analysis workers, e.g. cpu or cuda")
+    warm_up: bool = Field(
+        True,
+        description="Each worker runs one weight-free analysis of a small phantom at start, so the first study is not "
+        "slower than the rest",
+    )
+    keep_models_loaded: bool | None = Field(
+        None,
+        description=(
+            "Keep every learned model in memory between jobs (true), or load each for its stage and free it after "
+            "(false); unset: kept on a GPU, freed on the CPU, where the default ensemble's weights alone are about 4 GB"
+        ),
+    )
     # Thesis Table 4.1, "Top three ensemble": the three best solutions per output, equal weights.
     stoic_covid_members: dict[str, float] = Field(
         default_factory=lambda: {"stoic_simonj": 1.0, "stoic_flyingbird": 1.0, "stoic_hal9000": 1.0},
@@ -374,7 +386,7 @@ class Settings(BaseSettings):
         return STOIC_TOP3 if same else config
 
     def model_provider(self, *, demo_weights: bool | None = None) -> ModelProvider:
-        """The learned models of this installation (load once per process and keep it)."""
+        """The learned models of this installation (one per process; it keeps or frees models as configured)."""
         from models.runtime import ModelProvider
         from server.core.weights import AdminWeightStore
 
@@ -384,6 +396,7 @@ class Settings(BaseSettings):
             device=self.device,
             lesion_kind=self.lesion_model,
             stoic_config=self.stoic_ensemble(),
+            keep_loaded=self.keep_models_loaded,
         )
 
     def outputs_for(self, destination: str) -> tuple[str, ...]:

@@ -119,6 +119,7 @@ def create_celery(settings: Settings) -> LungcdsCelery:
             "server.tasks.heartbeat",
             "server.tasks.notify",
             "server.tasks.retrieve",
+            "server.tasks.warmup",
         ),
     )
     # Register the tasks now, not only when a worker starts, so producers and in-process

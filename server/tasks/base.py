@@ -54,7 +54,7 @@ class LungcdsTask(Task):
 
     @cached_property
     def models(self) -> ModelProvider:
-        """The learned models, loaded at their first use in this process and kept.
+        """The learned models of this process, loaded at first use (kept, or freed after each stage: see Settings).
 
         The process' thread budget is set here, once, before the first analysis computes anything.
         """

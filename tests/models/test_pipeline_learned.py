@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -107,6 +108,36 @@ def test_untrained_networks_give_impossible_numbers_and_they_are_withheld(findin
         assert (
             body["measurements"][w.site]["volume_ml"] is None and body["measurements"][w.site]["withheld"] == w.reason
         )
+
+
+def test_on_the_cpu_each_model_is_freed_after_its_stage_unless_models_are_kept(  # type: ignore[no-untyped-def]
+    phantom, findings: Findings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Freed models are loaded again by the next job; kept ones by the first job only.
+
+    The numbers do not depend on it: a model loaded again is the same model.
+    """
+    volume = phantom.volume()
+
+    def loads(provider: ModelProvider) -> tuple[list[str], Findings]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="models.runtime"):
+            found = analyse(volume, CONTEXT, provider=provider)
+        loaded = [r.getMessage().split()[2] for r in caplog.records if r.getMessage().startswith("loaded model ")]
+        return loaded, found
+
+    freed = small_provider()
+    assert not freed.keep_loaded and ModelProvider(None, device="cuda").keep_loaded, "the defaults per device"
+    learned = {"lobes", "lesions", "corads", "i3dr", *STOIC_TOP3.members}
+    first, _ = loads(freed)
+    again, refound = loads(freed)
+    assert set(first) == learned and sorted(again) == sorted(first)
+    kept = small_provider(keep_loaded=True)
+    assert set(loads(kept)[0]) == learned and loads(kept)[0] == []
+    assert refound.corads == findings.corads and refound.stoic == findings.stoic and refound.i3dr == findings.i3dr
+    for name in ("lobes", *LOBE_NAMES, "lesions"):
+        if name in findings.masks:
+            assert np.array_equal(refound.masks[name], findings.masks[name]), name
 
 
 def test_lobe_masks_are_on_the_right_side_and_measured(findings: Findings) -> None:
