@@ -19,8 +19,9 @@ arithmetic of the published networks, not their numbers).  Per stage of
 The whole pipeline's wall time, peak memory and ratio to the limit follow, beside the targets of
 the issue (6 min, 4 GB, 2x).  Counting FLOPs passes every torch operation through a Python
 dispatch mode; ``--no-flops`` runs without it, to see what the counting costs.  The process is
-set up as a worker's is (``server.cli``: transparent huge pages for torch's allocations; set
-``THP_MEM_ALLOC_ENABLE=0`` to compare) and models are freed after their stage as on a CPU worker
+set up as a worker's is (``server.cli.allocator``: transparent huge pages for torch's allocations,
+set ``THP_MEM_ALLOC_ENABLE=0`` to compare; a fixed glibc mapping threshold, which
+``MALLOC_MMAP_THRESHOLD_`` in the environment replaces) and models are freed after their stage as on a CPU worker
 (``--keep-models`` keeps them, as on a GPU).
 
 Run with the project's interpreter on an otherwise idle machine, e.g.::
@@ -37,7 +38,6 @@ import server.cli  # noqa: F401
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.pipeline import analyse
 from models.runtime import ModelProvider
 from models.volume import load_series, patient_context
+from server.cli.allocator import describe_allocators
 from server.services.stage_clock import Stage, StageClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def main() -> int:
 
     print(
         f"{args.series.name}, {args.threads} threads, matmul peak {peak:.1f} GFLOP/s (before {peak_before:.1f}), "
-        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, models "
+        f"{describe_allocators()}, models "
         f"{'kept' if args.keep_models else 'freed after their stage'}"
     )
     print(

@@ -12,8 +12,6 @@ returns ``None`` (and :func:`models.registry.unavailable_run` says why).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -97,23 +95,6 @@ def installed_model(model: Any, installed: InstalledWeights) -> LearnedModel:
     )
 
 
-def _return_free_heap() -> None:
-    """Give the free pages of malloc's heaps back to the kernel (glibc's ``malloc_trim(0)``; nothing elsewhere).
-
-    A network's weights are mostly tensors of a few MB, which glibc serves from its heaps, not from
-    mappings of their own; freed, they stay resident until malloc reuses them, and the next
-    model's activations (larger, mapped afresh) come on top.  Trimming makes the resident size
-    follow what is alive (on the shared series: the ``i3dr`` stage's peak with the STOIC2021
-    members freed before it, ``benchmarks/full_pipeline.py``).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
 class ModelProvider:
     """Loads each learned model at most once (thread-safe), from the weight store or generated.
 
@@ -164,7 +145,6 @@ class ModelProvider:
         self.lesion_settings = lesion_settings
         self._demo_factories = dict(demo_factories or {})
         self._loaded: dict[str, LearnedModel | None] = {}
-        self._released = False
         self._lock = threading.Lock()
         self.stoic_config = stoic_config
         self.keep_loaded = torch.device(device).type != "cpu" if keep_loaded is None else keep_loaded
@@ -186,9 +166,6 @@ class ModelProvider:
         """The model ``name`` ready to run, or None when it has neither installed nor demo weights."""
         with self._lock:
             if name not in self._loaded:
-                if self._released:  # the released model's memory is free by now: give it back first
-                    _return_free_heap()
-                    self._released = False
                 self._loaded[name] = self._load(name)
             return self._loaded[name]
 
@@ -203,7 +180,6 @@ class ModelProvider:
             return
         with self._lock:
             self._loaded.pop(name, None)
-            self._released = True
 
     def _load(self, name: str) -> LearnedModel | None:
         if name not in self._builders:

@@ -66,12 +66,20 @@ the 64-slice, 512x512 shared series: with hand-made lungs, lobes and typed lesio
 smaller; about 40 % of that is headers and per-frame functional groups); ``lungcds analyze``
 without weights (the two lungs, 127 frames) went from 3,540,208 to 136,408 bytes.
 
+The encoder (pylibjpeg-openjpeg 2.6's ``encode_array``, which highdicom calls for each frame) is
+not thread-safe: two threads encoding at once crash the process with a segmentation fault within
+seconds (two threads encoding 512x512 binary frames in a loop: dead after 1-9 s, three runs; one
+thread: 16,539 frames without fault), and the embedded worker analyses two series at once in
+threads.  Building a SEG holds :data:`_ENCODER_LOCK`, so frames are encoded one instance at a time
+per process.  Decoding the same codestreams in two threads was not affected (900 frames).
+
 highdicom 0.28 needs only the metadata of the source images (no Pixel Data), so headers read
 with ``stop_before_pixels=True`` are accepted as they are.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal
@@ -127,6 +135,8 @@ _SEGMENT_CAVEATS = {
 SEG_CONTENT_LABEL = "LUNGCDS"
 #: Transfer Syntax of every SEG (see the module docstring).
 SEG_TRANSFER_SYNTAX = JPEG2000Lossless
+#: Held while a SEG is built: its JPEG 2000 encoder must not run in two threads at once.
+_ENCODER_LOCK = threading.Lock()
 
 SegLayer = Literal["lungs", "lobes", "lesions"]
 
@@ -339,25 +349,27 @@ def build_segs(
         descriptions = [
             _description(segment, name, findings, context, series_uid) for segment, name in enumerate(names, start=1)
         ]
-        segs[layer] = hd.seg.Segmentation(
-            source_images=evidence_headers(sources),
-            pixel_array=_pixel_array(findings, stacked, number_of_frames),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=context.output_uid(digest, "seg", "series"),
-            series_number=context.seg_series_number,
-            sop_instance_uid=context.output_uid(digest, "seg", "instance", None if layer == "lungs" else layer),
-            instance_number=number,
-            manufacturer=context.manufacturer,
-            manufacturer_model_name=context.manufacturer_model_name,
-            software_versions=context.software_version,
-            device_serial_number=context.device_serial_number,
-            content_description=_CONTENT_DESCRIPTIONS[layer],
-            content_label=f"{SEG_CONTENT_LABEL}_{layer.upper()}",
-            omit_empty_frames=True,
-            series_description=SEG_UNVALIDATED_SERIES_DESCRIPTION if unvalidated else SEG_SERIES_DESCRIPTION,
-            institution_name=context.institution_name,
-            specific_character_set=OUTPUT_CHARACTER_SET,
-            transfer_syntax_uid=SEG_TRANSFER_SYNTAX,
-        )
+        pixel_array = _pixel_array(findings, stacked, number_of_frames)
+        with _ENCODER_LOCK:
+            segs[layer] = hd.seg.Segmentation(
+                source_images=evidence_headers(sources),
+                pixel_array=pixel_array,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=context.output_uid(digest, "seg", "series"),
+                series_number=context.seg_series_number,
+                sop_instance_uid=context.output_uid(digest, "seg", "instance", None if layer == "lungs" else layer),
+                instance_number=number,
+                manufacturer=context.manufacturer,
+                manufacturer_model_name=context.manufacturer_model_name,
+                software_versions=context.software_version,
+                device_serial_number=context.device_serial_number,
+                content_description=_CONTENT_DESCRIPTIONS[layer],
+                content_label=f"{SEG_CONTENT_LABEL}_{layer.upper()}",
+                omit_empty_frames=True,
+                series_description=SEG_UNVALIDATED_SERIES_DESCRIPTION if unvalidated else SEG_SERIES_DESCRIPTION,
+                institution_name=context.institution_name,
+                specific_character_set=OUTPUT_CHARACTER_SET,
+                transfer_syntax_uid=SEG_TRANSFER_SYNTAX,
+            )
     return segs

@@ -253,8 +253,13 @@ class LungcdsProcess:
         )
 
     def series(self, uid: str) -> dict[str, Any] | None:
-        with self.api as client:
-            response = client.get(f"/series/{uid}")
+        try:
+            with self.api as client:
+                response = client.get(f"/series/{uid}")
+        except httpx.TransportError as exc:
+            # A dropped connection is a server that died or stopped: say which, with its log.
+            state = "running" if self.process.poll() is None else f"exited {self.process.returncode}"
+            raise AssertionError(f"GET /series/{uid}: {exc!r}; lungcds serve is {state}\n{self.log_tail()}") from exc
         if response.status_code == 404:
             return None
         response.raise_for_status()

@@ -5,6 +5,7 @@ Sub-commands: serve, worker, analyze, import, demo, apikey, models, db, config, 
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -91,6 +92,18 @@ def _global_options(
     """Options that apply before any command (Typer needs a callback to hold them)."""
 
 
+def _report_native_crashes() -> None:
+    """Have a crash in native code (a segmentation fault, an abort) print every thread's Python stack.
+
+    A long-running process that dies that way otherwise leaves only its exit signal; with this its
+    log shows where each thread was (the process's own stderr, which the service manager or the log
+    file keeps, even where ``sys.stderr`` has been replaced).  Worker processes forked from this one
+    inherit it.
+    """
+    if sys.__stderr__ is not None:
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -99,6 +112,7 @@ def serve(
     """Run the DICOM SCP and the REST API (plus a worker in the embedded default)."""
     from server.runtime import ServerRuntime
 
+    _report_native_crashes()
     settings = _settings(config)
     runtime = ServerRuntime(settings, with_worker=not no_worker)
     runtime.start()
@@ -127,6 +141,7 @@ def worker(
     from server.core.db import upgrade
     from server.tasks.app import create_celery
 
+    _report_native_crashes()
     settings = _settings(config)
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})

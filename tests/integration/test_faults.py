@@ -1,5 +1,6 @@
 """Faults that must lose nothing (issue 9, "Fault tolerance"): the PACS away for a while, an
-association aborted mid-series, a full disk, a sender pausing mid-series (issue 14).
+association aborted mid-series, a full disk, a sender pausing mid-series (issue 14), a crash in
+native code that must leave where every thread was.
 
 The worker-killed-mid-analysis case runs on PostgreSQL and Redis in ``test_distributed.py``.
 """
@@ -7,6 +8,7 @@ The worker-killed-mid-analysis case runs on PostgreSQL and Redis in ``test_distr
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -163,5 +165,20 @@ def test_a_sender_pausing_longer_than_the_idle_time_keeps_its_series_open(ct_dir
         assert series["state"] == "done", series
         assert (series["instance_count"], series["reopen_count"], series["job"]["attempts"]) == (64, 0, 1)
         assert series["completion_trigger"] == "association released"
+    finally:
+        server.stop()
+
+
+def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(tmp_path: Path) -> None:
+    """A segmentation fault of ``serve`` (here the signal itself) prints each thread's stack to its log."""
+    server = start_lungcds(tmp_path / "lungcds")
+    try:
+        server.process.send_signal(signal.SIGSEGV)
+        server.process.wait(timeout=30)
+        log = server.log.read_text(errors="replace")
+        assert server.process.returncode == -signal.SIGSEGV
+        crash = log[log.index("Fatal Python error: Segmentation fault") :]
+        assert "server/runtime.py" in crash, crash  # the main thread, running the embedded worker
+        assert "site-packages/uvicorn/" in crash, crash  # and the REST API's thread: every thread is shown
     finally:
         server.stop()

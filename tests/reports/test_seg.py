@@ -4,7 +4,10 @@ masks, multi-frame sources, JPEG 2000 Lossless read back by highdicom, dciodvfy.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import highdicom as hd
@@ -377,3 +380,38 @@ def test_dciodvfy_accepts_every_seg(
         seg.save_as(path, enforce_file_format=True)
         result = dciodvfy(path)
         assert not result.errors, (layer, "\n".join(result.errors))
+
+
+def test_two_threads_building_segs_never_run_the_jpeg2000_encoder_at_once(
+    monkeypatch: pytest.MonkeyPatch, headers: list[Dataset], findings: Findings, context: ReportContext
+) -> None:
+    """pylibjpeg-openjpeg's encoder crashes the process when two threads encode at once (reports/seg.py).
+
+    The encoder is wrapped to count the calls in progress and to linger, so that without the lock
+    two workers' SEGs would overlap in it within the first frames.
+    """
+    import openjpeg.utils
+
+    encode = openjpeg.utils.encode_array
+    inside, most = 0, 0
+    count = threading.Lock()
+
+    def watched(*args: object, **kwargs: object) -> bytes:
+        nonlocal inside, most
+        with count:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.002)
+            return encode(*args, **kwargs)
+        finally:
+            with count:
+                inside -= 1
+
+    monkeypatch.setattr(openjpeg.utils, "encode_array", watched)
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(lambda _: build_segs(findings, headers, context), range(2)))
+    assert most == 1
+    assert [sorted(segs) for segs in built] == [["lesions", "lobes", "lungs"]] * 2
+    first, second = ({layer: seg.PixelData for layer, seg in segs.items()} for segs in built)
+    assert first == second  # same inputs, same bytes: the serialised encoder lost nothing
