@@ -585,12 +585,11 @@ def _member_report(
     The record of its weights (without the networks) goes to ``records`` for its :class:`ModelRun`.
     """
     with _using(provider, name, state) as loaded:
-        if loaded is None:
-            if name in state.runs:  # its weights did not load (recorded by _load)
-                return MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
-            return MemberReport(name, "not_installed", "no weights installed")
-        records[name] = replace(loaded, model=None)
-        return run_member(name, loaded.model, inputs)
+        if loaded is None and name in state.runs:  # its weights did not load (recorded by _load)
+            return MemberReport(name, "failed", state.runs[name].reason.removeprefix("failed: "))
+        if loaded is not None:
+            records[name] = replace(loaded, model=None)
+        return run_member(name, loaded.model if loaded is not None else None, inputs)
 
 
 def _authors_lung_inputs(

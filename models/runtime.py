@@ -172,9 +172,9 @@ class ModelProvider:
     def release(self, name: str) -> None:
         """Say that the stage using ``name`` is done: the model is forgotten unless models are kept loaded.
 
-        Its memory returns once the caller's own references are gone too; malloc's free lists
-        reuse it for the next model, so the process's peak is that of the largest stage, not of
-        all models together.
+        Its memory returns once the caller's own references are gone too (at once in a ``lungcds``
+        process, :mod:`server.cli.allocator`), so the process's peak is that of the largest stage,
+        not of all models together.
         """
         if self.keep_loaded:
             return
