@@ -5,7 +5,8 @@ settings. The server wires it up:
 
 * :class:`StorageSCP` answers C-ECHO and C-STORE (PS3.4 Annexes A and B),
   writes each instance durably with :class:`Spool` and tells an
-  :class:`InstanceSink`;
+  :class:`InstanceSink`; with a :class:`StorageCommitment` it is also the
+  Storage Commitment Push Model SCP (PS3.4 Annex J);
 * :func:`send_files`, :func:`send_datasets` and :func:`echo` talk to PACS
   destinations (PS3.4 Annex B, PS3.7 9.1);
 * :func:`assess_series` decides from headers whether a series is complete;
@@ -15,6 +16,8 @@ settings. The server wires it up:
   shared by network reception and folder import.
 """
 
+from dicom_node.commitment_journal import CommitmentJournal
+from dicom_node.commitment_scp import StorageCommitment
 from dicom_node.completeness import SeriesGeometry, assess_series
 from dicom_node.header import InstanceHeader, summarize
 from dicom_node.reception import Receipt, receive_instance
@@ -36,6 +39,7 @@ __all__ = [
     "AssociationFailed",
     "ContextsRefused",
     "AssociationInfo",
+    "CommitmentJournal",
     "Destination",
     "InstanceHeader",
     "InstanceSink",
@@ -45,6 +49,7 @@ __all__ = [
     "SendResult",
     "SeriesGeometry",
     "Spool",
+    "StorageCommitment",
     "StorageSCP",
     "StoredInstance",
     "assess_series",

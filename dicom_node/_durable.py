@@ -25,13 +25,15 @@ fsync's outcome: a failure reaches every file it was meant to cover.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DirectorySync", "flush_file", "fsync_directory"]
+__all__ = ["DirectorySync", "flush_file", "fsync_directory", "replace_durably"]
 
 
 def flush_file(fd: int) -> None:
@@ -47,6 +49,33 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_durably(target: Path, data: bytes, temp_suffix: str = ".part") -> None:
+    """Put ``data`` at ``target`` through a flushed temporary file and an atomic rename (step 1 and the rename).
+
+    The temporary file is made next to ``target`` (a hidden name ending in ``temp_suffix``), written,
+    flushed with :func:`flush_file` and renamed over ``target`` with :func:`os.replace`, so that a
+    reader or a crash sees the old content or the new one, never a part. The directory is not
+    flushed here: the caller runs :func:`fsync_directory` or a shared :meth:`DirectorySync.sync`
+    after it, and only then may it say the file is safe.
+
+    Raises
+    ------
+    OSError
+        When any step fails; the temporary file is removed first.
+    """
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=temp_suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            flush_file(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
 
 
 @dataclass

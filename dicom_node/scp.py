@@ -22,6 +22,11 @@ status of PS3.4 Annex B.2.3 with an Error Comment (0000,0902) (PS3.7 C.4.2):
 Every refusal is also reported to the sink (``instance_refused``), so that the
 reason is on record where operators look, not only in the sender's log.
 
+With a :class:`~dicom_node.commitment_scp.StorageCommitment`, it also accepts the Storage
+Commitment Push Model (PS3.4 Annex J) as SCP: an N-ACTION request is checked and recorded durably
+in the handler and answered at once; its result (N-EVENT-REPORT) is sent from a worker thread.
+Without one, that presentation context is rejected (abstract syntax not supported, PS3.8 9.3.3.2).
+
 The SCP does no slow work in its handlers: the peer waits for the response
 until the handler returns (PS3.7 9.3.1.2).
 
@@ -76,13 +81,15 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_STORE, N_ACTION
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from dicom_node.commitment import COMMITMENT_TRANSFER_SYNTAXES, STORAGE_COMMITMENT_PUSH_MODEL, RequestRefused
+from dicom_node.commitment_scp import StorageCommitment
 from dicom_node.reception import receive_instance
 from dicom_node.spool import Spool, StoredInstance
 from dicom_node.statuses import SUCCESS
@@ -266,7 +273,7 @@ def error_comment(reason: str) -> str:
 
 
 def _failure(status: int, reason: str) -> Dataset:
-    """Build the status data set of a failed C-STORE: Status and Error Comment (PS3.7 C.4.2)."""
+    """Build the status data set of a failed C-STORE or N-ACTION: Status and Error Comment (PS3.7 C.4.2)."""
     response = Dataset()
     response.Status = status
     response.ErrorComment = error_comment(reason)
@@ -546,6 +553,9 @@ class StorageSCP:
     on_rejected : callable, optional
         Called with the requestor and the reason in words for every association we reject
         (unknown calling AE title, too many associations), e.g. for an audit trail.
+    storage_commitment : StorageCommitment, optional
+        When given, the Storage Commitment Push Model is accepted and its N-ACTION handled
+        (PS3.4 Annex J); started and stopped with the SCP. When not, its context is rejected.
     """
 
     def __init__(
@@ -562,6 +572,7 @@ class StorageSCP:
         ssl_context: ssl.SSLContext | None = None,
         association_request_timeout: float = DEFAULT_ASSOCIATION_REQUEST_TIMEOUT,
         maximum_pending_per_peer: int = DEFAULT_MAXIMUM_PENDING_PER_PEER,
+        storage_commitment: StorageCommitment | None = None,
     ) -> None:
         if maximum_pdu_size < 0:
             raise ValueError(f"maximum_pdu_size must be >= 0, got {maximum_pdu_size}")
@@ -583,6 +594,7 @@ class StorageSCP:
         self.ssl_context = ssl_context
         self.association_request_timeout = association_request_timeout
         self.maximum_pending_per_peer = maximum_pending_per_peer
+        self.storage_commitment = storage_commitment
         self._ae: AE | None = None
         self._server: _AssociationServer | None = None
         self._states: dict[Association, _AssociationState] = {}
@@ -639,6 +651,10 @@ class StorageSCP:
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
+        if self.storage_commitment is not None:
+            ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, list(COMMITMENT_TRANSFER_SYNTAXES))
+            handlers.append((evt.EVT_N_ACTION, self.handle_action))
+            self.storage_commitment.start()
         server = cast(
             _AssociationServer,
             ae.make_server(
@@ -682,6 +698,8 @@ class StorageSCP:
         if server is not None:
             server.close_pending()
         ae.shutdown()
+        if self.storage_commitment is not None:
+            self.storage_commitment.stop()
         with self._lock:
             watchers, self._watchers = self._watchers, []
         deadline = time.monotonic() + _STOP_WAIT_SECONDS
@@ -747,6 +765,39 @@ class StorageSCP:
         with self._lock:
             state.series_uids.add(str(receipt.stored.header.series_instance_uid))
         return SUCCESS
+
+    def handle_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        """Handle one N-ACTION of the Storage Commitment Push Model (``evt.EVT_N_ACTION``, PS3.4 J.3.2).
+
+        Parameters
+        ----------
+        event : pynetdicom.events.Event
+            The N-ACTION event.
+
+        Returns
+        -------
+        tuple
+            ``0x0000`` and no Action Reply once the request is recorded durably (its result
+            follows as an N-EVENT-REPORT); otherwise a status data set with Status and Error
+            Comment (PS3.7 10.1.4.1.10, C.4): ``0x0123``, ``0x0112``, ``0x0120``, ``0x0115`` for
+            malformed requests, ``0x0110`` when it could not be recorded.
+        """
+        commitment = self.storage_commitment
+        if commitment is None:  # pynetdicom only calls it on a context that was accepted
+            raise RuntimeError("Storage Commitment is not enabled")
+        state = self._state_for(event.assoc)
+        request = cast(N_ACTION, event.request)
+        try:
+            commitment.request(
+                event.assoc,
+                state.info,
+                event.action_type,
+                str(request.RequestedSOPInstanceUID or ""),
+                lambda: event.action_information,
+            )
+        except RequestRefused as exc:
+            return _failure(exc.status, exc.reason), None
+        return SUCCESS, None
 
     def _state_for(self, assoc: Association) -> _AssociationState:
         """Return the book-keeping of an association, creating it on first sight."""

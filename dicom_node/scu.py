@@ -40,6 +40,7 @@ from pydicom.pixels.utils import decompress, pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -52,10 +53,13 @@ __all__ = [
     "ContextsRefused",
     "Destination",
     "SendResult",
+    "association_problem",
     "decoded_dataset",
     "echo",
     "is_decodable",
     "parse_destination",
+    "request_association",
+    "requestor_ae",
     "send_datasets",
     "send_files",
 ]
@@ -244,8 +248,8 @@ class _Outgoing:
     error: str = ""
 
 
-def _make_ae(calling_aet: str, timeout: float) -> AE:
-    """Build a requestor AE with all timeouts set to ``timeout`` seconds."""
+def requestor_ae(calling_aet: str, timeout: float) -> AE:
+    """Build a requestor AE with all timeouts set to ``timeout`` seconds (every association we open starts here)."""
     problem = _ae_title_problem(calling_aet)
     if problem:
         raise ValueError(f"invalid calling AE title {calling_aet!r}: {problem}")
@@ -257,10 +261,17 @@ def _make_ae(calling_aet: str, timeout: float) -> AE:
     return ae
 
 
-def _associate(
-    ae: AE, dest: Destination, contexts: list[PresentationContext] | None = None
+def request_association(
+    ae: AE,
+    dest: Destination,
+    contexts: list[PresentationContext] | None = None,
+    ext_neg: Sequence[SCP_SCU_RoleSelectionNegotiation] = (),
 ) -> tuple[Association, bool]:
-    """Request an association; return it and whether the TCP connection was made at all."""
+    """Request an association; return it and whether the TCP connection was made at all.
+
+    ``ext_neg`` carries SCP/SCU Role Selection items (PS3.7 D.3.3.4), for the services
+    where we, the requestor, act as SCP (the Storage Commitment report, PS3.4 J.3.3.1).
+    """
     connected = threading.Event()
     assoc = ae.associate(
         dest.host,
@@ -268,13 +279,14 @@ def _associate(
         contexts=contexts,
         ae_title=dest.ae_title,
         max_pdu=0,
+        ext_neg=[*ext_neg],
         evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
         tls_args=(dest.tls, dest.host) if dest.tls is not None else None,
     )
     return assoc, connected.is_set()
 
 
-def _association_problem(assoc: Association, connected: bool, dest: Destination) -> str:
+def association_problem(assoc: Association, connected: bool, dest: Destination) -> str:
     """Describe why an association was not established (PS3.8 7.1.1.7 to 7.1.1.9 for rejections)."""
     if not connected:
         return f"could not connect to {dest} (unreachable, refused or timed out)"
@@ -309,11 +321,11 @@ def echo(dest: Destination, calling_aet: str, timeout: float = 10.0) -> bool:
         ``True`` when the association was accepted and the C-ECHO status was
         Success; ``False`` otherwise (the reason is logged).
     """
-    ae = _make_ae(calling_aet, timeout)
+    ae = requestor_ae(calling_aet, timeout)
     ae.add_requested_context(Verification)
-    assoc, connected = _associate(ae, dest)
+    assoc, connected = request_association(ae, dest)
     if not assoc.is_established:
-        logger.warning("C-ECHO to %s failed: %s", dest, _association_problem(assoc, connected, dest))
+        logger.warning("C-ECHO to %s failed: %s", dest, association_problem(assoc, connected, dest))
         return False
     try:
         response = assoc.send_c_echo()
@@ -467,15 +479,15 @@ def _send(
     results: list[SendResult] = []
     if not contexts:
         return [_not_sent(item, item.error or "no SOP Class UID or transfer syntax") for item in items]
-    ae = _make_ae(calling_aet, timeout)
-    assoc, connected = _associate(ae, dest, contexts)
+    ae = requestor_ae(calling_aet, timeout)
+    assoc, connected = request_association(ae, dest, contexts)
     if not assoc.is_established:
         refused = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
         if assoc.is_aborted and refused and not assoc.accepted_contexts:
             raise ContextsRefused(
                 f"{dest} refused every proposed presentation context (SOP classes {', '.join(refused)})", refused
             )
-        raise AssociationFailed(_association_problem(assoc, connected, dest))
+        raise AssociationFailed(association_problem(assoc, connected, dest))
     try:
         for item in items:
             if item.error or not item.sop_class_uid or not item.transfer_syntax_uid:

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import zlib
 from collections.abc import Callable
@@ -42,7 +40,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
-from dicom_node._durable import DirectorySync, flush_file, fsync_directory
+from dicom_node._durable import DirectorySync, fsync_directory, replace_durably
 from dicom_node.header import InstanceHeader
 from dicom_node.statuses import CANNOT_UNDERSTAND, DUPLICATE_SOP_INSTANCE, OUT_OF_RESOURCES
 from dicom_node.validation import InvalidInstance, parse_instance, validate_dataset
@@ -345,19 +343,10 @@ class Spool:
     def _write_durably(self, target: Path, encoded: bytes) -> None:
         """Temporary file, flush, fdatasync, atomic rename, directory fsync (shared); clean up on any OSError."""
         directory = target.parent
-        temp_name: str | None = None
         try:
             self._make_directories(directory)
-            fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}.", suffix=_TEMP_SUFFIX)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(encoded)
-                handle.flush()
-                flush_file(handle.fileno())
-            os.replace(temp_name, target)
-            temp_name = None
+            replace_durably(target, encoded, _TEMP_SUFFIX)
         except OSError as exc:
-            if temp_name is not None:
-                _remove_quietly(Path(temp_name))
             raise OutOfResources(f"could not write {target.name}: {_describe(exc)}") from exc
         try:
             _DIRECTORY_SYNC.sync(directory)

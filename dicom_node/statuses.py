@@ -3,6 +3,8 @@
 The values come from the DICOM standard:
 
 * PS3.7 Annex C (status type encoding) and C.1 to C.5 (general statuses);
+* PS3.7 10.1.4.1.10 (N-ACTION statuses) and PS3.4 J.3.3 (the Failure Reasons of a Storage
+  Commitment result, general statuses of PS3.7 Annex C);
 * PS3.4 Annex B.2.3 (Storage Service Class C-STORE statuses): ``0xA7xx``
   *Refused: Out of Resources*, ``0xA9xx`` *Error: Data Set does not match SOP
   Class*, ``0xCxxx`` *Error: Cannot understand*, and the warnings ``0xB000``,
@@ -15,12 +17,17 @@ from __future__ import annotations
 
 __all__ = [
     "CANNOT_UNDERSTAND",
+    "CLASS_INSTANCE_CONFLICT",
     "COERCION_OF_DATA_ELEMENTS",
     "DATASET_DOES_NOT_MATCH_SOP_CLASS",
     "DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING",
     "DUPLICATE_SOP_INSTANCE",
     "ELEMENTS_DISCARDED",
+    "INVALID_ARGUMENT_VALUE",
+    "MISSING_ATTRIBUTE",
     "NOT_SENT",
+    "NO_SUCH_ACTION_TYPE",
+    "NO_SUCH_OBJECT_INSTANCE",
     "OUT_OF_RESOURCES",
     "PROCESSING_FAILURE",
     "SUCCESS",
@@ -34,6 +41,23 @@ SUCCESS: int = 0x0000
 
 PROCESSING_FAILURE: int = 0x0110
 """Failure: Processing failure (PS3.7 C.4.2)."""
+
+NO_SUCH_OBJECT_INSTANCE: int = 0x0112
+"""Failure: No such object instance (PS3.7 C.4, 0112H): as N-ACTION status, another Requested SOP Instance
+than the well-known one; as Failure Reason of Storage Commitment (PS3.4 J.3.3), an instance we do not hold."""
+
+INVALID_ARGUMENT_VALUE: int = 0x0115
+"""Failure: Invalid argument value (PS3.7 C.4, 0115H): an N-ACTION argument that is not valid (e.g. a bad UID)."""
+
+CLASS_INSTANCE_CONFLICT: int = 0x0119
+"""Failure: Class-instance conflict (PS3.7 C.4, 0119H): Failure Reason of Storage Commitment for an instance
+held under another SOP class than the request names (PS3.4 J.3.3)."""
+
+MISSING_ATTRIBUTE: int = 0x0120
+"""Failure: Missing attribute (PS3.7 C.4, 0120H): a required attribute of the Action Information is absent."""
+
+NO_SUCH_ACTION_TYPE: int = 0x0123
+"""Failure: No such action (PS3.7 C.4, 0123H): an Action Type ID the SOP class does not define."""
 
 DUPLICATE_SOP_INSTANCE: int = 0xC111
 """Error: Cannot understand (PS3.4 Annex B.2.3, range ``0xCxxx``), used for a SOP Instance UID already
@@ -74,6 +98,11 @@ WARNING_STATUSES: frozenset[int] = frozenset(
 _NAMES: dict[int, str] = {
     SUCCESS: "Success",
     PROCESSING_FAILURE: "Failure: processing failure",
+    NO_SUCH_OBJECT_INSTANCE: "Failure: no such object instance",
+    INVALID_ARGUMENT_VALUE: "Failure: invalid argument value",
+    CLASS_INSTANCE_CONFLICT: "Failure: class-instance conflict",
+    MISSING_ATTRIBUTE: "Failure: missing attribute",
+    NO_SUCH_ACTION_TYPE: "Failure: no such action",
     DUPLICATE_SOP_INSTANCE: "Error: cannot understand (SOP Instance UID already in use)",
     COERCION_OF_DATA_ELEMENTS: "Warning: coercion of data elements",
     ELEMENTS_DISCARDED: "Warning: elements discarded",

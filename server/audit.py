@@ -55,6 +55,9 @@ def _atna_event(
         series = tuple(uid for uid in (target or "").split(",") if uid)
         if outcome == "rejected":
             return AtnaEvent("user_authentication", "E", 4, requestor, source, receiver)
+        if action == "storage-commitment":  # no instances move: an activity, failed when refused or undelivered
+            failed = outcome in ("refused", "undelivered")
+            return AtnaEvent("application_activity", "E", 4 if failed else 0, requestor, source, receiver)
         return AtnaEvent(
             "instances_transferred", "C", 0 if outcome == "released" else 4, requestor, source, receiver, series
         )

@@ -22,6 +22,8 @@ from types import FrameType
 
 import uvicorn
 
+from dicom_node.commitment_journal import CommitmentJournal
+from dicom_node.commitment_scp import StorageCommitment
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
 from server.api.main import create_app
@@ -30,6 +32,7 @@ from server.core.config import Settings
 from server.core.db import make_engine, upgrade
 from server.core.tls import scp_ssl_context
 from server.retention import purge_expired
+from server.routing.destinations import commitment_requester
 from server.routing.intake import SeriesIntake
 from server.services.dicomweb_multipart import STOW_INCOMING, remove_abandoned_parts
 from server.services.dicomweb_store import series_in_open_requests
@@ -40,7 +43,7 @@ from server.tasks.lost_jobs import resend_lost_jobs, resume_held_jobs, take_over
 from server.tasks.notify import pump_notifications
 from server.tasks.queue import CeleryQueue
 
-__all__ = ["RUNTIME_FILE", "ServerRuntime", "lease_sweep_interval"]
+__all__ = ["RUNTIME_FILE", "ServerRuntime", "lease_sweep_interval", "storage_commitment_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,24 @@ def lease_sweep_interval(settings: Settings) -> float:
     A lost worker's job is thus taken over within about the lease plus this interval.
     """
     return min(30.0, max(1.0, settings.job_lease_s / 6))
+
+
+def storage_commitment_for(settings: Settings, intake: SeriesIntake) -> StorageCommitment | None:
+    """The SCP's Storage Commitment (PS3.4 Annex J) when ``LUNGCDS_STORAGE_COMMITMENT`` is on, else None.
+
+    Instances are checked against the index (``intake.locate_instance``), results that cannot go on
+    the requesting association go to the requester's address in ``LUNGCDS_SENDER_ADDRESSES``, and
+    every request and result is audited through the intake.
+    """
+    if not settings.storage_commitment:
+        return None
+    return StorageCommitment(
+        settings.ae_title,
+        CommitmentJournal(settings.commitment_dir),
+        intake.locate_instance,
+        lambda calling_aet: commitment_requester(settings, calling_aet),
+        intake,
+    )
 
 
 class ServerRuntime:
@@ -104,6 +125,7 @@ class ServerRuntime:
             maximum_pending_per_peer=settings.max_pending_connections_per_peer,
             on_rejected=self.intake.association_rejected,
             ssl_context=scp_ssl_context(settings),
+            storage_commitment=storage_commitment_for(settings, self.intake),
         )
         self.dicom_port = self._scp.start(settings.bind_host, settings.dicom_port)
         self._start_api()

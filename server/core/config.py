@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         le=1000,
         description="Connections one address may hold open before its A-ASSOCIATE-RQ; its oldest is closed beyond",
     )
+    storage_commitment: bool = Field(
+        True,
+        description="Accept DICOM Storage Commitment (Push Model, PS3.4 Annex J) as SCP; results go back on the "
+        "requesting association, else to the requester's address in sender_addresses",
+    )
     priority_calling_aets: CommaList = Field(
         default_factory=list, description="Calling AE titles whose series are analysed before routine ones"
     )
@@ -426,6 +431,11 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Where received instances are written, ``spool/<study>/<series>/<sop>.dcm``."""
         return self.data_dir / "spool"
+
+    @property
+    def commitment_dir(self) -> Path:
+        """Storage Commitment requests whose result is not yet delivered, one file each."""
+        return self.data_dir / "storage-commitment"
 
     @property
     def results_dir(self) -> Path:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dicom_node.scu import Destination, parse_destination
 from server.core.admin_file import AdminFile, refuse_control_characters
 from server.core.config import OUTPUT_KINDS, Settings
+from server.core.tls import with_tls
 
 if TYPE_CHECKING:
     from server.audit import AuditTrail
@@ -51,6 +52,7 @@ __all__ = [
     "DestinationEntry",
     "DestinationList",
     "DestinationsInForce",
+    "commitment_requester",
     "destinations_file",
     "destinations_in_force",
     "load_destinations",
@@ -141,6 +143,20 @@ def sender_address(settings: Settings, origin: str | None) -> Address | None:
         return None
     address = settings.sender_addresses.get(origin.strip())
     return parse_address(address) if address is not None else None
+
+
+def commitment_requester(settings: Settings, calling_aet: str) -> Destination | None:
+    """Where a Storage Commitment requester takes its result on a new association (PS3.4 J.3.3.1).
+
+    Its calling AE title's entry in ``LUNGCDS_SENDER_ADDRESSES``, the address return-to-sender
+    uses too, reached over TLS when that address's AE title is in ``LUNGCDS_DICOM_TLS_DESTINATIONS``;
+    None when it is not listed or is a STOW-RS sender (which cannot take an N-EVENT-REPORT).
+    """
+    found = sender_address(settings, calling_aet)
+    if found is None or found.dicom is None:
+        return None
+    peer = found.dicom
+    return with_tls(settings, peer) if peer.ae_title in settings.dicom_tls_destinations else peer
 
 
 class DestinationEntry(BaseModel):

@@ -185,6 +185,28 @@ class SeriesIntake:
         """Audit an association the SCP refused (e.g. a calling AE title not on the allow-list)."""
         self._audit_dicom(assoc, "association", "rejected", {"reason": reason, "called_aet": assoc.called_aet})
 
+    def locate_instance(self, sop_instance_uid: str) -> Path | None:
+        """The spool file of an indexed SOP Instance UID (what Storage Commitment checks), or None.
+
+        The row outlives its file when the retention policy removed it; the caller then finds no
+        file (failure reason ``0x0112``).
+        """
+        with Session(self._engine) as session:
+            found = crud.instance_at(session, sop_instance_uid)
+        return Path(found[1]) if found is not None else None
+
+    def storage_commitment(self, requester: str, peer: str | None, outcome: str, detail: Mapping[str, object]) -> None:
+        """Audit a Storage Commitment event (:class:`dicom_node.commitment_scp.CommitmentAudit`)."""
+        self._audit.record(
+            channel="dicom",
+            actor=f"dicom:{requester}",
+            source=peer,
+            action="storage-commitment",
+            outcome=outcome,
+            target=str(detail.get("transaction_uid") or "") or None,
+            detail=dict(detail),
+        )
+
     def _audit_dicom(
         self, assoc: AssociationInfo, action: str, outcome: str, detail: dict[str, Any], target: str | None = None
     ) -> None:
