@@ -23,6 +23,7 @@ import torch
 from models.corads.ensemble import CoradsEnsemble
 from models.findings import Provenance
 from models.i3dr import I3dr
+from models.memory import return_freed_memory_at_once
 from models.registry import I3DR, LUNGMASK_LTRCLOBES, LUNGMASK_R231, STOIC_MEMBERS, get_spec
 from models.segmentation import (
     LesionSettings,
@@ -105,7 +106,8 @@ class ModelProvider:
     demo_weights : bool
         Generate deterministic demonstration weights for models without installed ones.
     device : str
-        Torch device for inference.
+        Torch device every learned model runs on (``LUNGCDS_DEVICE``); CO-RADS, I3Dr and each
+        STOIC2021 member are built there and copy their inputs there with :func:`models.device.to_device`.
     lesion_kind : {"nnunet", "resnet18_unet"}
         Which lesion network the ``lesions`` weights are for.
     lobe_settings, lesion_settings : optional
@@ -172,9 +174,9 @@ class ModelProvider:
     def release(self, name: str) -> None:
         """Say that the stage using ``name`` is done: the model is forgotten unless models are kept loaded.
 
-        Its memory returns once the caller's own references are gone too (at once in a ``lungcds``
-        process, :mod:`server.cli.allocator`), so the process's peak is that of the largest stage,
-        not of all models together.
+        Its memory returns once the caller's own references are gone too (at once: loading the
+        first model fixed glibc's mapping threshold, :mod:`models.memory`), so the process's peak is
+        that of the largest stage, not of all models together.
         """
         if self.keep_loaded:
             return
@@ -188,6 +190,7 @@ class ModelProvider:
         installed = self.installed(name)
         if installed is None and (not self.demo_weights or name in (LUNGMASK_LTRCLOBES, LUNGMASK_R231)):
             return None  # lungmask runs on its authors' installed weights only, never on generated ones
+        return_freed_memory_at_once()  # a model is about to be built: see models.memory
         if installed is None and name in self._demo_factories:
             model = self._demo_factories[name]()
         else:
@@ -265,11 +268,10 @@ class ModelProvider:
             return I3dr.from_safetensors(installed.path, device=self.device)
         return I3dr.demo(DEMO_SEED, device=self.device)
 
-    @staticmethod
-    def _stoic_builder(name: str) -> Callable[[InstalledWeights | None], StoicMember]:
+    def _stoic_builder(self, name: str) -> Callable[[InstalledWeights | None], StoicMember]:
         def build(installed: InstalledWeights | None) -> StoicMember:
             if installed is not None:
-                return load_member(name, installed.path)
-            return demo_member(name, DEMO_SEED)
+                return load_member(name, installed.path, device=self.device)
+            return demo_member(name, DEMO_SEED, device=self.device)
 
         return build

@@ -343,6 +343,7 @@ def build_segs(
     series_uid = str(sources[0].SeriesInstanceUID)
     digest = analysis_digest(findings, identity_source(findings, by_uid))
     unvalidated = any(segment_caveat(findings, name) for names in layers.values() for name in names)
+    evidence = evidence_headers(sources)  # highdicom only reads them: one copy serves every layer
     segs = {}
     for number, layer in enumerate(layers, start=1):
         names, stacked = _layer_stack(findings, layer)
@@ -352,7 +353,7 @@ def build_segs(
         pixel_array = _pixel_array(findings, stacked, number_of_frames)
         with _ENCODER_LOCK:
             segs[layer] = hd.seg.Segmentation(
-                source_images=evidence_headers(sources),
+                source_images=evidence,
                 pixel_array=pixel_array,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions,

@@ -139,6 +139,11 @@ class OrthancPeer:
         result: list[dict[str, Any]] = self.http.post("/tools/lookup", content=uid).json()
         return result
 
+    def find_instances(self, **query: str) -> list[str]:
+        """Orthanc IDs of the stored instances whose DICOM attributes match ``query`` (``/tools/find``)."""
+        found: list[str] = self.http.post("/tools/find", json={"Level": "Instance", "Query": query}).json()
+        return found
+
     def instance_file(self, orthanc_id: str) -> bytes:
         return self.http.get(f"/instances/{orthanc_id}/file").content
 

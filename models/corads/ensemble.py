@@ -12,7 +12,7 @@ members (architecture name, overrides, outputs, preprocessing) and where the wei
 
 Serving follows house rules 4 and 12: members are built and loaded once, kept in eval mode and
 run under ``torch.inference_mode``; inputs are batched up to ``batch_size``; 3D members use the
-channels-last-3D memory format by default (``benchmarks/corads_forward.py``: identical outputs,
+channels-last-3D memory format by default (``benchmarks/channels_last.py``: identical outputs,
 faster in 10 of 15 interleaved passes on the shared 2-core CPU, about 1.2x on average; torch
 sends the smallest convolutions to its non-oneDNN kernel, where channels-last costs copies, so
 the gain is modest) and bf16 autocast on CUDA.
@@ -34,6 +34,7 @@ from models import PIPELINE_VERSION
 from models.card_file import MODEL_CARD_KEY, read_card_file, write_card_file
 from models.corads.preprocessing import PreprocessedInput, PreprocessingConfig, preprocess
 from models.corads.scoring import category_from_probability
+from models.device import inference_context, memory_format_for, to_device
 from models.findings import CoradsResult, Volume
 from models.zoo import build
 
@@ -222,11 +223,7 @@ class CoradsEnsemble:
         self.card: dict[str, Any] = dict(card)
         self.preprocessing = PreprocessingConfig.from_dict(card["preprocessing"])
         self.batch_size = batch_size
-        self.memory_format = (
-            torch.channels_last_3d
-            if channels_last and str(card["architecture"]).endswith("_3d")
-            else torch.contiguous_format
-        )
+        self.memory_format = memory_format_for(members[0]) if channels_last else torch.contiguous_format
         self.members = [self._prepare(m) for m in members]
 
     def _prepare(self, member: nn.Module) -> nn.Module:
@@ -323,10 +320,9 @@ class CoradsEnsemble:
         if inputs.ndim != 5 or tuple(inputs.shape[1:]) != expected:
             raise ValueError(f"expected inputs (N, {', '.join(map(str, expected))}), got {tuple(inputs.shape)}")
         outputs = []
-        autocast = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with inference_context(self.device, bf16=True):
             for batch in torch.split(inputs, self.batch_size):
-                x = batch.to(self.device, dtype=torch.float32).contiguous(memory_format=self.memory_format)
+                x = to_device(batch.float(), self.device).contiguous(memory_format=self.memory_format)
                 logits = torch.cat([member(x).float().reshape(-1, 1) for member in self.members], dim=1)
                 outputs.append(torch.sigmoid(logits).cpu())
         return torch.cat(outputs)

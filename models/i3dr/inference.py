@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.device import inference_context, memory_format_for, place_network, to_device
 from models.findings import LOBE_NAMES, I3drResult, Volume
 from models.i3dr.card import (
     I3DR_MODEL_VERSION,
@@ -201,7 +202,7 @@ class I3dr:
         self.b = self._prepare(b)
 
     def _prepare(self, model: RegionSumRegressor) -> RegionSumRegressor:
-        model = model.to(self.device).eval()
+        model = place_network(model, self.device).eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model
@@ -287,7 +288,9 @@ class I3dr:
     def _run(self, model: RegionSumRegressor, block: Tensor) -> Tensor:
         """Backbone features ``(1, F)`` of one one-channel block ``(1, D, H, W)``."""
         self._check_block(block)
-        x = replicate_channels(block.to(self.device, torch.float32)[None])
+        x = replicate_channels(to_device(block.float(), self.device)[None]).contiguous(
+            memory_format=memory_format_for(model)
+        )
         features: Tensor = model.backbone(x)
         return features
 
@@ -296,7 +299,7 @@ class I3dr:
             raise ValueError(f"expected a block (1, {', '.join(map(str, self.preprocessing.size))}), got {block.shape}")
 
     def _patient_a(self, lungs: Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with inference_context(self.device, bf16=False):  # measurements, not probabilities (models.device)
             raw = self.a.outputs_from_features(self._run(self.a, lungs)[:, None])
         values = raw[0, 0].double().cpu().numpy() * self.scales["a"]
         if not np.isfinite(values).all():
@@ -307,7 +310,7 @@ class I3dr:
         """``(5, 7)`` lobe estimates ``y_B^l``, one backbone pass per lobe (peak memory of one pass)."""
         if lobes.shape[0] != NUM_LOBES:
             raise ValueError(f"expected {NUM_LOBES} lobe blocks, got {lobes.shape[0]}")
-        with torch.inference_mode():
+        with inference_context(self.device, bf16=False):  # measurements, not probabilities (models.device)
             features = torch.stack([self._run(self.b, block) for block in lobes], dim=1)
             raw = self.b.outputs_from_features(features)
         values = raw[0].double().cpu().numpy() * self.scales["b"][None, :]

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from monai.inferers.inferer import Inferer, SlidingWindowInferer
 from torch import nn
 
+from models.device import inference_context, to_device
+
 __all__ = ["GAUSSIAN_SIGMA_SCALE", "argmax_on_grid", "predict_probabilities", "sliding_window_inferer"]
 
 #: Gaussian sigma of the blending weights as a fraction of the patch (nnU-Net v1: 1/8).
@@ -72,9 +74,10 @@ def predict_probabilities(
     if image.ndim != 4:
         raise ValueError(f"image must be [channels, z, y, x], got shape {tuple(image.shape)}")
     network.eval()
-    network.to(device)
-    with torch.inference_mode():
-        logits = inferer(image[None].to(device), network)
+    target = torch.device(device)
+    network.to(target)
+    with inference_context(target, bf16=False):  # the masks' published arithmetic: float32 everywhere
+        logits = inferer(to_device(image[None], target), network)
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"the inferer returned {type(logits).__name__}, expected a tensor")
         return torch.softmax(logits.float(), dim=1)[0].cpu()

@@ -37,6 +37,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import Tensor, nn
 
+from models.device import inference_context, to_device
 from models.stoic.member import MemberInputs, MemberOutput
 from models.stoic.volumes import (
     GEOMETRY,
@@ -258,9 +259,9 @@ class StoicBaseline(VolumeMember[BaselineConfig]):
 
     def predict(self, inputs: MemberInputs) -> MemberOutput:
         """Sigmoid of the two logits: index 0 COVID-19, index 1 severe (BLF ``inference/process.py``)."""
-        prepared = self.preprocess(inputs)
-        with torch.inference_mode():
-            logits = self.networks["model"][0](prepared.tensors["image"].unsqueeze(0))
+        image = to_device(self.preprocess(inputs).tensors["image"].unsqueeze(0), self.device)
+        with inference_context(self.device, bf16=False):
+            logits = self.networks["model"][0](image)
             p_covid, p_severe = (float(v) for v in torch.sigmoid(logits.float())[0])
         notes = (*self.weight_notes(), "the baseline does not use age or sex (thesis 4.2.5)")
         return MemberOutput(p_covid=p_covid, p_severe=p_severe, notes=notes, details={})

@@ -3,8 +3,9 @@
 The members' modules pull in large network definitions; a process that runs two of them
 should not import all eight.  :func:`member_class` maps a registry name
 (:data:`models.registry.STOIC_MEMBERS`) to its class, which satisfies
-:class:`~models.stoic.member.StoicMember` and offers ``from_safetensors(path)`` and
-``demo(seed, **small_overrides)``.
+:class:`~models.stoic.member.StoicMember` and offers ``from_safetensors(path, *, device=None)`` and
+``demo(seed, *, device=None, **small_overrides)``: the member's networks are put on ``device``
+(CPU by default) once, and each prediction copies its inputs there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import torch
 
 from models.registry import LUNGMASK_R231, STOIC_MEMBERS, UnknownModelError
 from models.stoic.member import StoicMember
@@ -57,19 +60,21 @@ def member_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def load_member(name: str, path: Path) -> StoicMember:
-    """Member ``name`` with the weights of an installed file (its card must name the member)."""
-    member: StoicMember = member_class(name).from_safetensors(path)
+def load_member(name: str, path: Path, *, device: torch.device | str | None = None) -> StoicMember:
+    """Member ``name`` with the weights of an installed file (its card must name the member), on ``device``."""
+    member: StoicMember = member_class(name).from_safetensors(path, device=device)
     return member
 
 
-def demo_member(name: str, seed: int, **small_overrides: Any) -> StoicMember:
-    """Member ``name`` with generated demonstration weights (card ``"demo": true``).
+def demo_member(
+    name: str, seed: int, *, device: torch.device | str | None = None, **small_overrides: Any
+) -> StoicMember:
+    """Member ``name`` with generated demonstration weights (card ``"demo": true``), on ``device``.
 
     ``small_overrides`` shrink the networks for quick tests; without them the member has its
     published size.
     """
-    member: StoicMember = member_class(name).demo(seed, **small_overrides)
+    member: StoicMember = member_class(name).demo(seed, device=device, **small_overrides)
     return member
 
 

@@ -34,6 +34,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import nn
 
+from models.device import inference_context, to_device
 from models.stoic.convnext3d import TINY_DEPTHS, TINY_DIMS, ConvNeXt3d
 from models.stoic.member import MemberInputs, MemberOutput, age_bin
 from models.stoic.volumes import (
@@ -227,8 +228,8 @@ class StoicCode1055(VolumeMember[Code1055Config]):
 
     def predict(self, inputs: MemberInputs) -> MemberOutput:
         """``P(severe)`` and ``P(COVID-19)``: means over folds of ``sigmoid(logit[1])`` and ``sigmoid(logit[0])``."""
-        image = self.preprocess(inputs).tensors["image"].unsqueeze(0)
-        with torch.inference_mode():
+        image = to_device(self.preprocess(inputs).tensors["image"].unsqueeze(0), self.device)
+        with inference_context(self.device, bf16=False):
             probabilities = [torch.sigmoid(net(image).float()[0]) for net in self.networks["fold"]]
         folds = [float(p[1]) for p in probabilities]
         covid = [float(p[0]) for p in probabilities]

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.device import inference_context, to_device
 from models.stoic.baseline import baseline_input
 from models.stoic.member import MemberInputs, MemberOutput
 from models.stoic.volumes import MemberConfig, PreparedInput, VolumeMember, summary_row
@@ -145,8 +146,8 @@ class StoicDeakin(VolumeMember[DeakinConfig]):
 
     def predict(self, inputs: MemberInputs) -> MemberOutput:
         """Sigmoid of the two logits: index 0 COVID-19, index 1 severe; one forward pass."""
-        image = self.preprocess(inputs).tensors["image"].unsqueeze(0)
-        with torch.inference_mode():
+        image = to_device(self.preprocess(inputs).tensors["image"].unsqueeze(0), self.device)
+        with inference_context(self.device, bf16=False):
             p_covid, p_severe = (float(v) for v in torch.sigmoid(self.networks["model"][0](image).float())[0])
         notes = (
             *self.weight_notes(),

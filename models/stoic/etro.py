@@ -54,6 +54,7 @@ from monai.transforms.transform import MapTransform
 from scipy import ndimage
 from torch import Tensor, nn
 
+from models.device import inference_context, place_network, to_device
 from models.findings import Geometry
 from models.stoic.convnext3d import ConvNeXtBackbone3d
 from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable, age_bin
@@ -605,6 +606,8 @@ class EtroMember:
         Model card (``"demo": true`` for generated weights).
     convnext_input : tuple of 3 int
         ConvNeXt input size (112, 224, 224; smaller only for tests).
+    device : torch.device or str, optional
+        Where the ConvNeXt runs (CPU by default); the regressions run on the host in float64.
     """
 
     NAME: ClassVar[str] = NAME
@@ -618,10 +621,12 @@ class EtroMember:
         card: Mapping[str, Any],
         *,
         convnext_input: tuple[int, int, int] = CONVNEXT_INPUT,
+        device: torch.device | str | None = None,
     ) -> None:
         self.name = NAME
         self.heads = heads
-        self.convnext = convnext.eval().requires_grad_(False) if convnext is not None else None
+        self.device = torch.device(device or "cpu")
+        self.convnext = None if convnext is None else place_network(convnext.eval().requires_grad_(False), self.device)
         self.card: dict[str, Any] = dict(card)
         self.convnext_input = convnext_input
 
@@ -666,8 +671,9 @@ class EtroMember:
         depths: Sequence[int] = BASE_DEPTHS,
         dims: Sequence[int] = BASE_DIMS,
         convnext_input: tuple[int, int, int] = CONVNEXT_INPUT,
+        device: torch.device | str | None = None,
     ) -> EtroMember:
-        """Generated, deterministic, untrained weights (card ``"demo": true``): never clinical.
+        """Generated, deterministic, untrained weights (card ``"demo": true``) on ``device``: never clinical.
 
         Regression coefficients N(0, 0.5) and intercepts N(-1, 0.5) from
         ``numpy.random.default_rng(seed)``; rescaling extrema kurtosis [-1, 30] and skewness
@@ -693,11 +699,11 @@ class EtroMember:
             seed=seed,
             provenance="generated demonstration weights: never trained, no clinical meaning",
         )
-        return cls(heads, network, card, convnext_input=convnext_input)
+        return cls(heads, network, card, convnext_input=convnext_input, device=device)
 
     @classmethod
-    def from_safetensors(cls, path: Path | str) -> EtroMember:
-        """Load a file written by :meth:`save` (``heads.*`` and, when the card has one, ``convnext.*``).
+    def from_safetensors(cls, path: Path | str, *, device: torch.device | str | None = None) -> EtroMember:
+        """Load a file written by :meth:`save` (``heads.*`` and, when the card has one, ``convnext.*``) onto ``device``.
 
         Raises
         ------
@@ -711,7 +717,7 @@ class EtroMember:
             network = EtroConvNeXt(3, 2, card["convnext"]["depths"], card["convnext"]["dims"])
             network.load_state_dict(prefixed(tensors, "convnext"), strict=True)
         size = card["convnext_input"]
-        return cls(heads, network, card, convnext_input=(int(size[0]), int(size[1]), int(size[2])))
+        return cls(heads, network, card, convnext_input=(int(size[0]), int(size[1]), int(size[2])), device=device)
 
     def save(self, path: Path | str) -> Path:
         """Write regressions, the ConvNeXt (if any) and the card to one safetensors file."""
@@ -748,8 +754,9 @@ class EtroMember:
         notes = list(prepared.notes)
         p_covid = None
         if self.convnext is not None and prepared.convnext is not None:
-            with torch.inference_mode():
-                logits = self.convnext(prepared.convnext[None])
+            image = to_device(prepared.convnext[None], self.device)
+            with inference_context(self.device, bf16=False):
+                logits = self.convnext(image)
             p_covid = float(torch.softmax(logits.double(), dim=1)[0, 1])
         else:
             notes.append("no ConvNeXt weights in this file: etro gives no P(COVID-19)")

@@ -36,6 +36,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import Tensor, nn
 
+from models.device import inference_context, to_device
 from models.findings import Geometry
 from models.stoic.member import MemberInputs, MemberOutput
 from models.stoic.volumes import (
@@ -343,10 +344,14 @@ class StoicFlyingBird(VolumeMember[FlyingBirdConfig]):
         return flyingbird_input(self.config, inputs)
 
     def task_probability(self, task: str, image: Tensor, age: Tensor) -> tuple[float, list[float]]:
-        """Mean over folds of the mean over the four views of ``softmax[1]``, and each fold's value."""
+        """Mean over folds of the mean over the four views of ``softmax[1]``, and each fold's value.
+
+        ``image`` and ``age`` are on the member's device (:meth:`predict` copies them there once;
+        the flipped views are then made there).
+        """
         side = age.unsqueeze(0)
         folds = []
-        with torch.inference_mode():
+        with inference_context(self.device, bf16=False):
             for network in self.networks[task]:
                 views = [
                     float(torch.softmax(network(v.unsqueeze(0), side).float(), 1)[0, 1]) for v in flip_views(image)
@@ -357,7 +362,8 @@ class StoicFlyingBird(VolumeMember[FlyingBirdConfig]):
     def predict(self, inputs: MemberInputs) -> MemberOutput:
         """P(COVID-19) and P(severe), each 5 folds x 4 views averaged."""
         prepared = self.preprocess(inputs)
-        image, age = prepared.tensors["image"], prepared.tensors["age"]
+        image = to_device(prepared.tensors["image"], self.device)
+        age = to_device(prepared.tensors["age"], self.device)
         p_covid, covid_folds = self.task_probability("covid", image, age)
         p_severe, severe_folds = self.task_probability("severe", image, age)
         details = {f"covid_fold{i}": p for i, p in enumerate(covid_folds)}

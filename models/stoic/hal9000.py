@@ -46,6 +46,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import Tensor, nn
 
+from models.device import inference_context, place_network, to_device
 from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable
 from models.stoic.mobilenet import MobileNetV3Large
 from models.stoic.storage import MEMBER_CARD_FORMAT, prefixed, read_member_file, write_member_file
@@ -401,6 +402,9 @@ class Hal9000Member:
         Architecture and input.
     card : mapping
         Model card (``"demo": true`` for generated weights).
+    device : torch.device or str, optional
+        Where the networks run (CPU by default); the views are made on the host, as the authors'
+        OpenCV code made them, and copied there.
 
     Raises
     ------
@@ -412,13 +416,21 @@ class Hal9000Member:
     VERSION: ClassVar[str] = VERSION
     DESCRIPTION: ClassVar[str] = DESCRIPTION
 
-    def __init__(self, networks: Sequence[SliceTopKNet], config: HalConfig, card: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        networks: Sequence[SliceTopKNet],
+        config: HalConfig,
+        card: Mapping[str, Any],
+        *,
+        device: torch.device | str | None = None,
+    ) -> None:
         if len(networks) != len(config.kinds):
             raise ValueError(f"{len(networks)} networks for a configuration of {len(config.kinds)}")
         self.name = NAME
         self.config = config
         self.card: dict[str, Any] = dict(card)
-        self.networks = [network.eval().requires_grad_(False) for network in networks]
+        self.device = torch.device(device or "cpu")
+        self.networks = [place_network(network.eval().requires_grad_(False), self.device) for network in networks]
 
     @staticmethod
     def make_card(config: HalConfig, *, demo: bool, **provenance: Any) -> dict[str, Any]:
@@ -444,8 +456,8 @@ class Hal9000Member:
             return sum(count_parameters(build_network(kind, config)) for kind in config.kinds)
 
     @classmethod
-    def demo(cls, seed: int, **small_overrides: Any) -> Hal9000Member:
-        """Generated, deterministic, untrained weights (card ``"demo": true``): never clinical.
+    def demo(cls, seed: int, *, device: torch.device | str | None = None, **small_overrides: Any) -> Hal9000Member:
+        """Generated, deterministic, untrained weights (card ``"demo": true``) on ``device``: never clinical.
 
         Network ``i`` gets its architecture's initialisation under torch seed ``1000 * seed + i``
         (the caller's random state is untouched).  ``small_overrides`` are :class:`HalConfig`
@@ -463,11 +475,11 @@ class Hal9000Member:
             seed=seed,
             provenance="generated demonstration weights: never trained, no clinical meaning",
         )
-        return cls(networks, config, card)
+        return cls(networks, config, card, device=device)
 
     @classmethod
-    def from_safetensors(cls, path: Path | str) -> Hal9000Member:
-        """Load a file written by :meth:`save` (network ``i`` under ``net{i}.``).
+    def from_safetensors(cls, path: Path | str, *, device: torch.device | str | None = None) -> Hal9000Member:
+        """Load a file written by :meth:`save` (network ``i`` under ``net{i}.``), to run on ``device``.
 
         Raises
         ------
@@ -481,7 +493,7 @@ class Hal9000Member:
             network = build_network(kind, config)
             network.load_state_dict(prefixed(tensors, f"net{i}"), strict=True)
             networks.append(network)
-        return cls(networks, config, card)
+        return cls(networks, config, card, device=device)
 
     def save(self, path: Path | str) -> Path:
         """Write all networks and the card to one safetensors file."""
@@ -512,14 +524,14 @@ class Hal9000Member:
             )
         return HalInput(slices=out[IMAGE], record=dict(out[RECORD]), notes=tuple(notes))
 
-    @torch.inference_mode()
     def network_probabilities(self, prepared: HalInput) -> Tensor:
-        """``(networks, 2)`` sigmoid outputs, each the mean over the nine views."""
-        views = [view for _, view in tta_views(prepared.slices, self.config)]
+        """``(networks, 2)`` float32 sigmoid outputs on the CPU, each the mean over the nine views."""
+        views = [to_device(view[None], self.device) for _, view in tta_views(prepared.slices, self.config)]
         rows = []
-        for network in self.networks:
-            rows.append(torch.stack([torch.sigmoid(network(view[None]))[0] for view in views]).mean(0))
-        return torch.stack(rows)
+        with inference_context(self.device, bf16=False):
+            for network in self.networks:
+                rows.append(torch.stack([torch.sigmoid(network(view).float())[0] for view in views]).mean(0))
+        return torch.stack(rows).cpu()
 
     def predict(self, inputs: MemberInputs) -> MemberOutput:
         """P(COVID-19) (index 1) and P(severe) (index 0), averaged over networks and views."""

@@ -46,6 +46,7 @@ from monai.transforms.transform import MapTransform
 from scipy import ndimage
 from torch import Tensor
 
+from models.device import inference_context, place_network, to_device
 from models.findings import Geometry
 from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable, age_bin
 from models.stoic.storage import (
@@ -360,10 +361,12 @@ def age_sex_features(age_years: float | None, sex: str | None) -> tuple[float, f
     return age, sex_value, tuple(notes)
 
 
-@torch.inference_mode()
 def slice_features(network: VisionTransformer, slices: Tensor, batch_size: int = 8) -> np.ndarray:
     """SJ ``iBOTExtractor``: CLS tokens averaged over slices, then over the slices and their
     vertical flips (``torch.flip(image, dims=(2,))`` on ``(Z, 3, H, W)``).
+
+    The network runs where its parameters are, in float32 on every device: its features are what
+    the fitted regressions read, not probabilities (:mod:`models.device`).
 
     Parameters
     ----------
@@ -383,10 +386,11 @@ def slice_features(network: VisionTransformer, slices: Tensor, batch_size: int =
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = next(network.parameters()).device
     means = []
-    for view in (slices, torch.flip(slices, dims=(2,))):
-        tokens = [network(batch.to(device)).double().cpu() for batch in torch.split(view, batch_size)]
-        means.append(torch.cat(tokens).mean(0))
-    result: np.ndarray = torch.stack(means).mean(0).numpy()
+    with inference_context(device, bf16=False):
+        for view in (slices, torch.flip(slices, dims=(2,))):
+            tokens = [network(to_device(batch, device)).double().cpu() for batch in torch.split(view, batch_size)]
+            means.append(torch.cat(tokens).mean(0))
+        result: np.ndarray = torch.stack(means).mean(0).numpy()
     return result
 
 
@@ -487,6 +491,8 @@ class SimonjMember:
         Model card (``"demo": true`` for generated weights).
     batch_size : int
         Slices per forward pass.
+    device : torch.device or str, optional
+        Where both networks run (CPU by default); the regressions run on the host in float64.
 
     Raises
     ------
@@ -506,6 +512,7 @@ class SimonjMember:
         card: Mapping[str, Any],
         *,
         batch_size: int = 8,
+        device: torch.device | str | None = None,
     ) -> None:
         for key, network in (("full", full), ("lung", lung)):
             for output, extra in (("covid", 0), ("severe", 2)):
@@ -518,8 +525,9 @@ class SimonjMember:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.name = NAME
         self.card: dict[str, Any] = dict(card)
-        self.full = full.eval().requires_grad_(False)
-        self.lung = lung.eval().requires_grad_(False)
+        self.device = torch.device(device or "cpu")
+        self.full = place_network(full.eval().requires_grad_(False), self.device)
+        self.lung = place_network(lung.eval().requires_grad_(False), self.device)
         self.heads = heads
         self.batch_size = batch_size
 
@@ -560,8 +568,10 @@ class SimonjMember:
         return count_parameters(full) + count_parameters(lung)
 
     @classmethod
-    def demo(cls, seed: int, *, batch_size: int = 8, **small_overrides: Any) -> SimonjMember:
-        """Generated, deterministic, untrained weights (card ``"demo": true``): never clinical.
+    def demo(
+        cls, seed: int, *, batch_size: int = 8, device: torch.device | str | None = None, **small_overrides: Any
+    ) -> SimonjMember:
+        """Generated, deterministic, untrained weights (card ``"demo": true``) on ``device``: never clinical.
 
         The networks get iBOT's initialisation under torch seeds ``seed`` and ``seed + 1`` (the
         caller's random state is untouched); regression coefficients are N(0, 1/d) and
@@ -573,6 +583,8 @@ class SimonjMember:
             Seed of everything generated.
         batch_size : int
             Slices per forward pass.
+        device : torch.device or str, optional
+            Where the networks run.
         **small_overrides
             ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``, ``patch_size``, ``lung_depth``
             for quick tests (ViT-L/16 with 24 and 16 blocks by default).
@@ -602,11 +614,15 @@ class SimonjMember:
             seed=seed,
             provenance="generated demonstration weights: never trained, no clinical meaning",
         )
-        return cls(full, lung, SimonjHeads(heads, {"covid": 0.5, "severe": 0.5}), card, batch_size=batch_size)
+        return cls(
+            full, lung, SimonjHeads(heads, {"covid": 0.5, "severe": 0.5}), card, batch_size=batch_size, device=device
+        )
 
     @classmethod
-    def from_safetensors(cls, path: Path | str, *, batch_size: int = 8) -> SimonjMember:
-        """Load a file written by :meth:`save` (``full.*``, ``lung.*``, ``heads.*`` and the card).
+    def from_safetensors(
+        cls, path: Path | str, *, batch_size: int = 8, device: torch.device | str | None = None
+    ) -> SimonjMember:
+        """Load a file written by :meth:`save` (``full.*``, ``lung.*``, ``heads.*`` and the card) onto ``device``.
 
         Raises
         ------
@@ -621,7 +637,7 @@ class SimonjMember:
         full.load_state_dict(prefixed(tensors, "full"), strict=True)
         lung.load_state_dict(prefixed(tensors, "lung"), strict=True)
         heads = SimonjHeads.from_tensors(prefixed(tensors, "heads"))
-        return cls(full, lung, heads, card, batch_size=batch_size)
+        return cls(full, lung, heads, card, batch_size=batch_size, device=device)
 
     def save(self, path: Path | str) -> Path:
         """Write networks, regressions and card to one safetensors file."""

@@ -55,6 +55,7 @@ from monai.transforms.transform import MapTransform
 from monai.transforms.utility.dictionary import CopyItemsd
 from torch import Tensor, nn
 
+from models.device import inference_context, to_device
 from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable
 from models.stoic.volumes import (
     GEOMETRY,
@@ -513,11 +514,9 @@ class StoicUaux2(VolumeMember[Uaux2Config]):
         """P(COVID-19) = p(positive) + p(severe); P(severe) = mean over the bag of softmax[1]."""
         prepared = self.preprocess(inputs)
         details: dict[str, float] = {}
-        with torch.inference_mode():
-            covid = [
-                torch.softmax(net(prepared.tensors["covid_image"].unsqueeze(0)).float(), 1)[0]
-                for net in self.networks["covid"]
-            ]
+        with inference_context(self.device, bf16=False):
+            covid_image = to_device(prepared.tensors["covid_image"].unsqueeze(0), self.device)
+            covid = [torch.softmax(net(covid_image).float(), 1)[0] for net in self.networks["covid"]]
             p_covid = float(np.mean([float(p[1] + p[2]) for p in covid]))
             details.update(
                 {f"covid_p_{name}": float(covid[0][i]) for i, name in enumerate(("negative", "positive", "severe"))}
@@ -525,11 +524,9 @@ class StoicUaux2(VolumeMember[Uaux2Config]):
             p_severe: float | None = None
             metadata = prepared.tensors.get("metadata")
             if metadata is not None:
-                image = prepared.tensors["image"].unsqueeze(0)
-                bag = [
-                    float(torch.softmax(net(image, metadata.unsqueeze(0)).float(), 1)[0, 1])
-                    for net in self.networks["severe"]
-                ]
+                image = to_device(prepared.tensors["image"].unsqueeze(0), self.device)
+                side = to_device(metadata.unsqueeze(0), self.device)
+                bag = [float(torch.softmax(net(image, side).float(), 1)[0, 1]) for net in self.networks["severe"]]
                 p_severe = float(np.mean(bag))
                 details.update({f"severe_model{i}": p for i, p in enumerate(bag)})
                 details["infection_lung_ratio"] = float(metadata[2])

@@ -43,6 +43,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from models import PIPELINE_VERSION
+from models.device import place_network
 from models.findings import Geometry
 from models.stoic.member import MemberInputs, MemberOutput, age_bin
 from models.stoic.storage import MEMBER_CARD_FORMAT, read_member_file, sitk_resample, write_member_file
@@ -591,6 +592,9 @@ class VolumeMember(Generic[ConfigT]):
         The member's networks by group (e.g. five severity folds); they are put in eval mode.
     card : mapping
         The model card (:func:`make_card`); its ``config`` rebuilds the configuration.
+    device : torch.device or str, optional
+        Where the networks run (CPU by default); they are moved there once, and each prediction
+        copies its inputs there with :func:`models.device.to_device`.
 
     Raises
     ------
@@ -603,7 +607,13 @@ class VolumeMember(Generic[ConfigT]):
     DESCRIPTION: ClassVar[str]
     CONFIG: ClassVar[type[MemberConfig]]
 
-    def __init__(self, networks: Mapping[str, Sequence[nn.Module]], card: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        networks: Mapping[str, Sequence[nn.Module]],
+        card: Mapping[str, Any],
+        *,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.name: str = self.NAME
         self.card: dict[str, Any] = dict(card)
         self.config = cast(ConfigT, self.CONFIG.from_dict(card["config"]))
@@ -611,8 +621,10 @@ class VolumeMember(Generic[ConfigT]):
         found = {group: len(modules) for group, modules in networks.items()}
         if found != expected:
             raise ValueError(f"{self.NAME} with this configuration needs networks {expected}, got {found}")
+        self.device = torch.device(device or "cpu")
         self.networks: dict[str, list[nn.Module]] = {
-            group: [inference_ready(module) for module in modules] for group, modules in networks.items()
+            group: [place_network(inference_ready(module), self.device) for module in modules]
+            for group, modules in networks.items()
         }
 
     @classmethod
@@ -626,8 +638,8 @@ class VolumeMember(Generic[ConfigT]):
         raise NotImplementedError
 
     @classmethod
-    def from_safetensors(cls, path: Path | str) -> Self:
-        """Load a member file written by :meth:`save` (or by the training code).
+    def from_safetensors(cls, path: Path | str, *, device: torch.device | str | None = None) -> Self:
+        """Load a member file written by :meth:`save` (or by the training code), to run on ``device``.
 
         Raises
         ------
@@ -643,11 +655,11 @@ class VolumeMember(Generic[ConfigT]):
                 network = cls.build_network(config, group)
                 network.load_state_dict(state, strict=True)
                 networks[group].append(network)
-        return cls(networks, card)
+        return cls(networks, card, device=device)
 
     @classmethod
-    def demo(cls, seed: int = 0, **overrides: Any) -> Self:
-        """The member with generated, deterministic, untrained weights (card ``"demo": true``).
+    def demo(cls, seed: int = 0, *, device: torch.device | str | None = None, **overrides: Any) -> Self:
+        """The member with generated, deterministic, untrained weights (card ``"demo": true``), on ``device``.
 
         Network ``i`` of the ``k``-th group is initialised under the torch seed
         :func:`network_seed` ``(seed, k, i)`` (the caller's random state is left alone), so groups
@@ -670,11 +682,18 @@ class VolumeMember(Generic[ConfigT]):
             seed=seed,
             weights="generated demonstration weights: never trained, no clinical meaning",
         )
-        return cls(networks, card)
+        return cls(networks, card, device=device)
 
     @classmethod
-    def trained(cls, config: ConfigT, networks: Mapping[str, Sequence[nn.Module]], **provenance: Any) -> Self:
-        """The member from trained networks, with a card recording ``provenance``."""
+    def trained(
+        cls,
+        config: ConfigT,
+        networks: Mapping[str, Sequence[nn.Module]],
+        *,
+        device: torch.device | str | None = None,
+        **provenance: Any,
+    ) -> Self:
+        """The member from trained networks, on ``device``, with a card recording ``provenance``."""
         card = make_card(
             member=cls.NAME,
             version=cls.VERSION,
@@ -684,7 +703,7 @@ class VolumeMember(Generic[ConfigT]):
             demo=False,
             **provenance,
         )
-        return cls(networks, card)
+        return cls(networks, card, device=device)
 
     def save(self, path: Path | str) -> Path:
         """Write the member's networks and card to one safetensors file."""

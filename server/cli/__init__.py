@@ -1,8 +1,8 @@
 """The ``lungcds`` command line (``server.cli.main``).
 
-Every process it starts (``serve``, ``worker``, ``analyze``) sets up its memory allocators before
-anything imports torch (:mod:`server.cli.allocator`: huge pages for torch's large allocations, a
-fixed mapping threshold for glibc's malloc, so that a freed model's memory goes back at once).
+Every process it starts (``serve``, ``worker``, ``analyze``) asks for huge pages for torch's large
+allocations before anything allocates a tensor (:mod:`server.cli.allocator`); glibc's mapping
+threshold is fixed when the process loads its first learned model (:mod:`models.memory`).
 """
 
 from server.cli.allocator import configure_allocators

@@ -173,6 +173,9 @@ def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(tmp_path: P
     """A segmentation fault of ``serve`` (here the signal itself) prints each thread's stack to its log."""
     server = start_lungcds(tmp_path / "lungcds")
     try:
+        # Once the embedded worker is up, the main thread waits in its loop; while Celery starts, its
+        # stack can be deeper than the 100 frames faulthandler prints per thread, runtime.py cut off.
+        wait_for(lambda: "ready." in server.log.read_text(errors="replace"), 60, 0.2, "the embedded worker ready")
         server.process.send_signal(signal.SIGSEGV)
         server.process.wait(timeout=30)
         log = server.log.read_text(errors="replace")

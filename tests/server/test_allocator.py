@@ -1,9 +1,10 @@
-"""The command line's allocator set-up (``server.cli.allocator``): freed memory goes back at once.
+"""When a ``lungcds`` process gives freed memory back (``models.memory``, ``server.cli.allocator``).
 
-Each case runs in a fresh interpreter, because glibc's malloc parameters are process-wide: it frees
-a 16 MiB block first (which makes glibc's own dynamic threshold rise above 2 MiB), then holds 200
-blocks of 2 MiB with a live heap block after them, frees the 200 and reports how much of their
-resident memory went back to the kernel.
+Each case runs in a fresh interpreter, because glibc's malloc parameters are process-wide.  The
+probe frees a 16 MiB block first (which makes glibc's own threshold rise above 2 MiB), then holds
+200 blocks of 2 MiB with a live heap block after them, frees the 200 and reports how much of their
+resident memory went back to the kernel: kept for reuse before the process loads a learned model,
+returned at once after it, and what the heaps held free when the model was loaded is returned too.
 """
 
 from __future__ import annotations
@@ -22,25 +23,41 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the m
 
 PROBE = """
 import json, sys
-setup = "glibc's defaults"  # importing anything of server.cli would configure the allocators
-if sys.argv[1] == "lungcds":
-    import server.cli  # noqa: F401  (what every lungcds process does first)
-    from server.cli.allocator import describe_allocators
-    setup = describe_allocators()
+import server.cli  # noqa: F401  (what every lungcds process does first)
+from server.cli.allocator import describe_allocators
 import numpy as np
+import torch
+from models.runtime import ModelProvider  # imported before measuring: its libraries are resident too
 
 def resident_mb():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096 / 2**20
 
+def load_a_model():
+    provider = ModelProvider(None, demo_weights=True, demo_factories={"lobes": lambda: torch.nn.Linear(2, 2)})
+    assert provider.load("lobes") is not None
+
+def hold_and_free():
+    before = resident_mb()
+    blocks = [np.ones(2 * 2**20, dtype=np.uint8) for _ in range(200)]
+    fence = np.ones(256 * 1024, dtype=np.uint8)  # a live heap block after them: the top cannot be trimmed
+    held = resident_mb()
+    del blocks
+    return before, held, resident_mb(), fence
+
 big = np.ones(16 * 2**20, dtype=np.uint8); del big  # a mapped block freed: glibc raises its threshold
-before = resident_mb()
-blocks = [np.ones(2 * 2**20, dtype=np.uint8) for _ in range(200)]
-fence = np.ones(256 * 1024, dtype=np.uint8)  # a live heap block after them: the top cannot be trimmed
-held = resident_mb()
-del blocks
-freed = resident_mb()
-print(json.dumps({"held": held - before, "returned": held - freed, "setup": setup}))
+figures = {"setup_at_start": describe_allocators()}
+if sys.argv[1] == "kept-then-returned-at-load":
+    before, held, freed, fence = hold_and_free()
+    load_a_model()
+    figures.update(held=held - before, returned=held - freed, returned_at_load=freed - resident_mb())
+else:
+    if sys.argv[1] == "after-a-model":
+        load_a_model()
+    before, held, freed, fence = hold_and_free()
+    figures.update(held=held - before, returned=held - freed)
+figures["setup"] = describe_allocators()
+print(json.dumps(figures))
 """
 
 
@@ -59,20 +76,32 @@ def _probe(mode: str, **env: str) -> dict[str, object]:
     return result
 
 
-def test_a_lungcds_process_returns_freed_blocks_of_a_few_megabytes_at_once() -> None:
-    result = _probe("lungcds")
-    assert float(result["held"]) > 350  # type: ignore[arg-type]
-    assert float(result["returned"]) > 0.9 * float(result["held"]), result  # type: ignore[arg-type]
+def _figure(result: dict[str, object], key: str) -> float:
+    return float(result[key])  # type: ignore[arg-type]
+
+
+def test_before_any_learned_model_freed_blocks_stay_for_reuse() -> None:
+    result = _probe("weight-free")
+    assert _figure(result, "held") > 350
+    assert _figure(result, "returned") < 0.5 * _figure(result, "held"), result
+    assert "rising" in str(result["setup"]) and "THP_MEM_ALLOC_ENABLE=1" in str(result["setup"])
+
+
+def test_after_a_learned_model_is_loaded_freed_blocks_go_back_at_once() -> None:
+    result = _probe("after-a-model")
+    assert _figure(result, "held") > 350
+    assert _figure(result, "returned") > 0.9 * _figure(result, "held"), result
+    assert "rising" in str(result["setup_at_start"])
     assert "fixed at 128 KiB" in str(result["setup"])
 
 
-def test_without_it_glibc_keeps_them_resident_so_the_probe_can_tell() -> None:
-    result = _probe("plain")
-    assert float(result["held"]) > 350  # type: ignore[arg-type]
-    assert float(result["returned"]) < 0.5 * float(result["held"]), result  # type: ignore[arg-type]
+def test_loading_the_first_model_returns_what_the_heaps_held_free() -> None:
+    result = _probe("kept-then-returned-at-load")
+    assert _figure(result, "returned") < 0.5 * _figure(result, "held"), result
+    assert _figure(result, "returned") + _figure(result, "returned_at_load") > 0.9 * _figure(result, "held"), result
 
 
 def test_an_operators_threshold_in_the_environment_wins() -> None:
-    result = _probe("lungcds", MALLOC_MMAP_THRESHOLD_=str(32 * 2**20))
-    assert float(result["returned"]) < 0.5 * float(result["held"]), result  # type: ignore[arg-type]
+    result = _probe("after-a-model", MALLOC_MMAP_THRESHOLD_=str(32 * 2**20))
+    assert _figure(result, "returned") < 0.5 * _figure(result, "held"), result
     assert "from the environment" in str(result["setup"])
