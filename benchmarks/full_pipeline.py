@@ -20,8 +20,9 @@ The whole pipeline's wall time, peak memory and ratio to the limit follow, besid
 the issue (6 min, 4 GB, 2x).  Counting FLOPs passes every torch operation through a Python
 dispatch mode; ``--no-flops`` runs without it, to see what the counting costs.  The process is
 set up as a worker's is (``server.cli.allocator``: transparent huge pages for torch's allocations,
-set ``THP_MEM_ALLOC_ENABLE=0`` to compare; a fixed glibc mapping threshold, which
-``MALLOC_MMAP_THRESHOLD_`` in the environment replaces) and models are freed after their stage as on a CPU worker
+set ``THP_MEM_ALLOC_ENABLE=0`` to compare; glibc's mapping threshold fixed from the first model load,
+``models.memory``, which ``MALLOC_MMAP_THRESHOLD_`` in the environment replaces) and models are freed
+after their stage as on a CPU worker
 (``--keep-models`` keeps them, as on a GPU).
 
 Run with the project's interpreter on an otherwise idle machine, e.g.::

@@ -11,11 +11,10 @@ members (architecture name, overrides, outputs, preprocessing) and where the wei
 (training data, seeds, metrics, code version, or ``"demo": true`` for generated weights).
 
 Serving follows house rules 4 and 12: members are built and loaded once, kept in eval mode and
-run under ``torch.inference_mode``; inputs are batched up to ``batch_size``; 3D members use the
-channels-last-3D memory format by default (``benchmarks/channels_last.py``: identical outputs,
-faster in 10 of 15 interleaved passes on the shared 2-core CPU, about 1.2x on average; torch
-sends the smallest convolutions to its non-oneDNN kernel, where channels-last costs copies, so
-the gain is modest) and bf16 autocast on CUDA.
+run under ``torch.inference_mode``; inputs are batched up to ``batch_size``; members and inputs are
+laid out channels last, as every convolutional network the model code places
+(:func:`models.device.memory_format_for`, measured by ``benchmarks/channels_last.py``), and run
+with bf16 autocast on CUDA.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from models import PIPELINE_VERSION
 from models.card_file import MODEL_CARD_KEY, read_card_file, write_card_file
 from models.corads.preprocessing import PreprocessedInput, PreprocessingConfig, preprocess
 from models.corads.scoring import category_from_probability
-from models.device import inference_context, memory_format_for, to_device
+from models.device import inference_context, memory_format_for, place_network, to_device
 from models.findings import CoradsResult, Volume
 from models.zoo import build
 
@@ -194,9 +193,8 @@ class CoradsEnsemble:
     card : mapping
         The model card (:func:`make_model_card`).
     device : torch.device or str, optional
-        Where to run (CPU by default).
-    channels_last : bool
-        Use the channels-last-3D memory format for 3D members (faster on this CPU).
+        Where to run (CPU by default), in the layout of :func:`models.device.memory_format_for`
+        (channels last: faster on this CPU).
     batch_size : int
         Inputs per forward pass in :meth:`member_probabilities`.
 
@@ -212,7 +210,6 @@ class CoradsEnsemble:
         card: Mapping[str, Any],
         *,
         device: torch.device | str | None = None,
-        channels_last: bool = True,
         batch_size: int = 1,
     ) -> None:
         if not members:
@@ -223,12 +220,11 @@ class CoradsEnsemble:
         self.card: dict[str, Any] = dict(card)
         self.preprocessing = PreprocessingConfig.from_dict(card["preprocessing"])
         self.batch_size = batch_size
-        self.memory_format = memory_format_for(members[0]) if channels_last else torch.contiguous_format
+        self.memory_format = memory_format_for(members[0])
         self.members = [self._prepare(m) for m in members]
 
     def _prepare(self, member: nn.Module) -> nn.Module:
-        # Module.to accepts memory_format at run time; torch's stubs do not list it.
-        member = member.to(self.device, memory_format=self.memory_format).eval()  # type: ignore[call-overload]
+        member = place_network(member, self.device).eval()
         for parameter in member.parameters():
             parameter.requires_grad_(False)
         return member
@@ -243,12 +239,11 @@ class CoradsEnsemble:
         path: Path | str,
         *,
         device: torch.device | str | None = None,
-        channels_last: bool = True,
         batch_size: int = 1,
     ) -> CoradsEnsemble:
         """Load an ensemble file (members under ``member{i}.``, card in the metadata)."""
         members, card = load_ensemble_file(Path(path))
-        return cls(members, card, device=device, channels_last=channels_last, batch_size=batch_size)
+        return cls(members, card, device=device, batch_size=batch_size)
 
     @classmethod
     def demo(
@@ -260,7 +255,6 @@ class CoradsEnsemble:
         architecture_overrides: Mapping[str, Any] | None = None,
         preprocessing: PreprocessingConfig | None = None,
         device: torch.device | str | None = None,
-        channels_last: bool = True,
     ) -> CoradsEnsemble:
         """An ensemble with generated, deterministic, untrained weights (clearly marked ``demo``).
 
@@ -276,7 +270,7 @@ class CoradsEnsemble:
             Number of members (10 as deployed; fewer for quick tests).
         architecture, architecture_overrides, preprocessing
             Network and input size (deployed values by default; small ones for tests).
-        device, channels_last
+        device
             As for the constructor.
         """
         if members < 1:
@@ -296,7 +290,7 @@ class CoradsEnsemble:
             seeds=[1000 * seed + i for i in range(members)],
             description="generated demonstration weights: never trained, no clinical meaning",
         )
-        return cls(networks, card, device=device, channels_last=channels_last)
+        return cls(networks, card, device=device)
 
     def save(self, path: Path | str) -> Path:
         """Write this ensemble to one safetensors file with its model card."""
