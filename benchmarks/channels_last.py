@@ -123,17 +123,28 @@ def measure(name: str, repeats: int) -> None:
     )
 
 
-def main() -> None:
-    """Measure and print."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def network_arguments(description: str) -> argparse.ArgumentParser:
+    """A command line naming networks of :data:`CASES`, with ``--repeats`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("networks", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per layout (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant (after a warm-up)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    return parser
+
+
+def parse_network_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed command line, unknown networks refused, torch's thread count set."""
     args = parser.parse_args()
     unknown = set(args.networks) - set(CASES)
     if unknown:
         parser.error(f"unknown networks {sorted(unknown)}; choose from {', '.join(CASES)}")
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    """Measure and print."""
+    args = parse_network_arguments(network_arguments(__doc__.splitlines()[0]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} timed passes per layout")
     for name in args.networks or CASES:
         measure(name, args.repeats)
