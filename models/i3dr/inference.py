@@ -200,6 +200,8 @@ class I3dr:
         self.min_denominator_fraction = float(card["rescale"]["min_denominator_fraction"])
         self.a = self._prepare(a)
         self.b = self._prepare(b)
+        # The layout of each part's input blocks, found once (it walks the network's modules).
+        self._layouts = {id(self.a): memory_format_for(self.a), id(self.b): memory_format_for(self.b)}
 
     def _prepare(self, model: RegionSumRegressor) -> RegionSumRegressor:
         model = place_network(model, self.device).eval()
@@ -288,9 +290,8 @@ class I3dr:
     def _run(self, model: RegionSumRegressor, block: Tensor) -> Tensor:
         """Backbone features ``(1, F)`` of one one-channel block ``(1, D, H, W)``."""
         self._check_block(block)
-        x = replicate_channels(to_device(block.float(), self.device)[None]).contiguous(
-            memory_format=memory_format_for(model)
-        )
+        x = replicate_channels(to_device(block.float(), self.device)[None])
+        x = x.contiguous(memory_format=self._layouts[id(model)])
         features: Tensor = model.backbone(x)
         return features
 
