@@ -317,6 +317,23 @@ def set_series_state(session: Session, series_uid: str, state: str, reasons: Seq
     )
 
 
+def _move_series_of_job(session: Session, series_uid: str, state: str, reasons: Sequence[str] = ()) -> None:
+    """Set the series' state for a step of its job, unless the series is ``rejected``.
+
+    The only job a rejected series has is the one that sends its not-analysed notice
+    (:func:`server.routing.intake.route_series`).  Queuing, running, holding, taking over,
+    failing or cancelling that job must not show the series as queued or being analysed, nor
+    drop the reasons it was turned away for: a reader or admin would see "Being analysed" for a
+    series that never will be.  Only routing (a re-evaluation, a reopened series) and the
+    job's own outcome (:func:`finish_job`, an identity conflict in :func:`fail_job`) move it.
+    """
+    session.execute(
+        update(Series)
+        .where(col(Series.series_instance_uid) == series_uid, col(Series.state) != SeriesState.REJECTED)
+        .values(state=state, reasons=list(reasons))
+    )
+
+
 def claim_series_for_reevaluation(session: Session, series_uid: str, states: Sequence[str], reopen_count: int) -> bool:
     """Move a series in one of ``states`` to ``finalizing`` for an admin's re-evaluation; only one caller wins.
 
@@ -378,7 +395,7 @@ def queue_job(
             eligibility_override=eligibility_override,
         )
     )
-    set_series_state(session, series_uid, SeriesState.QUEUED)
+    _move_series_of_job(session, series_uid, SeriesState.QUEUED)
     job = session.exec(select(Job).where(Job.idempotency_key == key)).one()
     session.refresh(job)
     assert job.id is not None
@@ -426,7 +443,7 @@ def start_job(session: Session, job_id: int, revision: int, lease: timedelta) ->
     job = session.get(Job, job_id)
     if changed and job is not None:
         session.refresh(job)
-        set_series_state(session, job.series_instance_uid, SeriesState.ANALYSING)
+        _move_series_of_job(session, job.series_instance_uid, SeriesState.ANALYSING)
         detail: dict[str, Any] = {"revision": revision, "attempt": job.attempts}
         if took_over:
             detail["taken_over"] = "the previous attempt's lease expired (its worker was lost)"
@@ -473,7 +490,7 @@ def take_over_lost_jobs(session: Session, now: datetime) -> list[tuple[int, int]
         job = session.get(Job, job_id)
         assert job is not None
         session.refresh(job)
-        set_series_state(session, job.series_instance_uid, SeriesState.QUEUED)
+        _move_series_of_job(session, job.series_instance_uid, SeriesState.QUEUED)
         add_job_event(
             session,
             job_id,
@@ -612,7 +629,8 @@ def fail_job(
     if changed:
         job = session.get(Job, job_id)
         assert job is not None
-        set_series_state(session, job.series_instance_uid, series_state, list(reasons) or [error])
+        move = set_series_state if series_state == SeriesState.REJECTED else _move_series_of_job
+        move(session, job.series_instance_uid, series_state, list(reasons) or [error])
         add_job_event(session, job_id, "failed", {"error": error})
     return bool(changed)
 
@@ -641,7 +659,7 @@ def hold_job(session: Session, job_id: int, revision: int, why: str) -> bool:
     if changed:
         job = session.get(Job, job_id)
         assert job is not None
-        set_series_state(session, job.series_instance_uid, SeriesState.QUEUED, [f"waiting: {why}"])
+        _move_series_of_job(session, job.series_instance_uid, SeriesState.QUEUED, [f"waiting: {why}"])
         add_job_event(session, job_id, "held", {"why": why})
     return bool(changed)
 
@@ -779,7 +797,7 @@ def cancel_job(session: Session, job_id: int) -> bool:
     if changed:
         job = session.get(Job, job_id)
         assert job is not None
-        set_series_state(session, job.series_instance_uid, SeriesState.CANCELLED, ["cancelled by an admin"])
+        _move_series_of_job(session, job.series_instance_uid, SeriesState.CANCELLED, ["cancelled by an admin"])
         add_job_event(session, job_id, "cancelled")
     return bool(changed)
 

@@ -4,9 +4,11 @@ States
 ------
 Series: ``receiving`` → ``finalizing`` → ``queued`` | ``rejected`` | ``ignored``;
 ``queued`` → ``analysing`` → ``done`` | ``not_analysable`` (routed, but the pixels could not be
-analysed; reports say why) | ``failed`` (an error, on the job).  An instance that arrives after the series
-left ``receiving`` reopens it (``reopen_count`` + 1) and invalidates the running job revision,
-so the series is analysed again under the same job instead of starting a second one.
+analysed; reports say why) | ``failed`` (an error, on the job).  A ``rejected`` chest CT's notice
+job (queued, running, held, failed or cancelled) never moves its series out of ``rejected``.  An
+instance that arrives after the series left ``receiving`` reopens it (``reopen_count`` + 1) and
+invalidates the running job revision, so the series is analysed again under the same job instead
+of starting a second one.
 
 Job: ``queued`` → ``running`` → ``done`` | ``failed``; ``revision`` increases at every
 (re)queue, and a task only acts when the revision it was given is still current.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pydicom
@@ -10,8 +12,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from server import crud
 from server.core.config import Settings
-from server.db_models import Delivery, Job
+from server.db_models import Delivery, Job, utcnow
 from server.routing.intake import SeriesIntake
 from server.routing.notice import is_chest_ct_image_series
 from server.tasks.app import ANALYSIS_TASK, create_celery
@@ -110,3 +113,43 @@ def test_the_worker_sends_an_sr_and_pdf_saying_why_and_the_series_stays_rejected
     assert result["reasons"] == series.reasons
     sr = pydicom.dcmread(Path(job.result_dir) / "sr.dcm")
     assert sr.PatientID == "PHANTOM-1" and sr.SeriesDescription.startswith("lungcds: series not analysable")
+
+
+def test_no_step_of_the_notice_job_shows_the_rejected_series_as_queued_or_analysed(
+    intake: SeriesIntake, engine: Engine, queue: Recorder, ct_headers: HeaderFactory
+) -> None:
+    """CI once saw a rejected series read "analysing" (its reasons gone) while its notice job ran."""
+    uid = _finalise(intake, ct_headers(**THICK, body_part_examined="CHEST"))
+    job_id, revision = queue.calls[0][0], queue.calls[0][1]
+    rejected = _series(engine, uid).reasons
+    lease = timedelta(seconds=60)
+
+    def after(step: Callable[[Session], object]) -> tuple[str, list[str]]:
+        with Session(engine) as session:
+            step(session)
+            session.commit()
+        series = _series(engine, uid)
+        return series.state, series.reasons
+
+    def current() -> int:
+        with Session(engine) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job.revision
+
+    assert after(lambda s: crud.start_job(s, job_id, revision, lease)) == ("rejected", rejected)
+    assert after(lambda s: crud.hold_job(s, job_id, revision, "the disk is full")) == ("rejected", rejected)
+    assert after(lambda s: crud.start_job(s, job_id, revision, timedelta(seconds=-1))) == ("rejected", rejected)
+    assert after(lambda s: crud.take_over_lost_jobs(s, utcnow())) == ("rejected", rejected)
+    assert after(lambda s: crud.fail_job(s, job_id, current(), "RuntimeError: boom")) == ("rejected", rejected)
+    assert after(lambda s: crud.requeue_job(s, job_id)) == ("rejected", rejected)
+    assert after(lambda s: crud.cancel_job(s, job_id)) == ("rejected", rejected)
+
+    # An analysis job still shows its series queued, then being analysed.
+    analysed = _finalise(intake, ct_headers(series_uid="1.2.826.0.1.3680043.8.498.3", body_part_examined="CHEST"))
+    job_id, revision = queue.calls[1][0], queue.calls[1][1]
+    assert _series(engine, analysed).state == "queued"
+    with Session(engine) as session:
+        assert crud.start_job(session, job_id, revision, lease).started
+        session.commit()
+    assert _series(engine, analysed).state == "analysing"
