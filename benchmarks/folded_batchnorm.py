@@ -1,6 +1,8 @@
 """CPU forward time of each network of the pipeline with its BatchNorms folded into the convolutions before them.
 
-Issue 19, part 1, the BatchNorm-folding lever (measured, not adopted: see benchmarks/README.md).
+Issue 19, part 1, the BatchNorm-folding lever (adopted for hal9000, Flying Bird and I3Dr through
+``models.device.folded_for_inference``; see benchmarks/README.md).  This script folds by adjacency,
+to measure every network alike; the pipeline folds only declared pairs.
 In eval mode ``bn(conv(x))`` equals one convolution with per-channel scaled weights and a bias
 (torch's ``fuse_conv_bn_eval``), which saves one pass over the activations per pair.  For each
 network named on the command line (default: all of ``benchmarks/channels_last.py``'s, at the same

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from models.device import inference_context, memory_format_for, place_network, to_device
+from models.device import folded_for_inference, inference_context, memory_format_for, place_network, to_device
 from models.findings import LOBE_NAMES, I3drResult, Volume
 from models.i3dr.card import (
     I3DR_MODEL_VERSION,
@@ -287,12 +287,12 @@ class I3dr:
         """Write both parts and the card to one safetensors file."""
         return save_i3dr_file(Path(path), {"a": self.a, "b": self.b}, self.card)
 
-    def _run(self, model: RegionSumRegressor, block: Tensor) -> Tensor:
-        """Backbone features ``(1, F)`` of one one-channel block ``(1, D, H, W)``."""
+    def _run(self, model: RegionSumRegressor, backbone: nn.Module, block: Tensor) -> Tensor:
+        """Features ``(1, F)`` of one one-channel block ``(1, D, H, W)`` from ``model``'s (folded) ``backbone``."""
         self._check_block(block)
         x = replicate_channels(to_device(block.float(), self.device)[None])
         x = x.contiguous(memory_format=self._layouts[id(model)])
-        features: Tensor = model.backbone(x)
+        features: Tensor = backbone(x)
         return features
 
     def _check_block(self, block: Tensor) -> None:
@@ -301,7 +301,8 @@ class I3dr:
 
     def _patient_a(self, lungs: Tensor) -> np.ndarray:
         with inference_context(self.device, bf16=False):  # measurements, not probabilities (models.device)
-            raw = self.a.outputs_from_features(self._run(self.a, lungs)[:, None])
+            backbone = folded_for_inference(self.a.backbone)  # a copy for this prediction (models.device)
+            raw = self.a.outputs_from_features(self._run(self.a, backbone, lungs)[:, None])
         values = raw[0, 0].double().cpu().numpy() * self.scales["a"]
         if not np.isfinite(values).all():
             raise ValueError(f"model A produced non-finite outputs {values.tolist()}")
@@ -312,7 +313,8 @@ class I3dr:
         if lobes.shape[0] != NUM_LOBES:
             raise ValueError(f"expected {NUM_LOBES} lobe blocks, got {lobes.shape[0]}")
         with inference_context(self.device, bf16=False):  # measurements, not probabilities (models.device)
-            features = torch.stack([self._run(self.b, block) for block in lobes], dim=1)
+            backbone = folded_for_inference(self.b.backbone)  # a copy for this prediction (models.device)
+            features = torch.stack([self._run(self.b, backbone, block) for block in lobes], dim=1)
             raw = self.b.outputs_from_features(features)
         values = raw[0].double().cpu().numpy() * self.scales["b"][None, :]
         if not np.isfinite(values).all():

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import Tensor, nn
 
-from models.device import inference_context, to_device
+from models.device import folded_for_inference, inference_context, to_device
 from models.findings import Geometry
 from models.stoic.member import MemberInputs, MemberOutput
 from models.stoic.volumes import (
@@ -227,6 +227,9 @@ def flip_views(image: Tensor) -> list[Tensor]:
 class _BasicBlock(nn.Module):
     """Two 3^3 convolutions with BN and a residual connection (torchvision ``BasicBlock`` in 3D)."""
 
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, inplanes: int, planes: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(inplanes, planes, 3, stride, 1, bias=False)
@@ -267,6 +270,9 @@ class FlyingBirdResNet(nn.Module):
     ValueError
         For a wrong number of stages or non-positive sizes.
     """
+
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"),)
 
     def __init__(
         self,
@@ -352,7 +358,8 @@ class StoicFlyingBird(VolumeMember[FlyingBirdConfig]):
         side = age.unsqueeze(0)
         folds = []
         with inference_context(self.device, bf16=False):
-            for network in self.networks[task]:
+            for placed in self.networks[task]:
+                network = folded_for_inference(placed)  # one copy at a time (models.device)
                 views = [
                     float(torch.softmax(network(v.unsqueeze(0), side).float(), 1)[0, 1]) for v in flip_views(image)
                 ]

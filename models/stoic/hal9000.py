@@ -46,7 +46,7 @@ from monai.transforms.compose import Compose
 from monai.transforms.transform import MapTransform
 from torch import Tensor, nn
 
-from models.device import inference_context, place_network, to_device
+from models.device import folded_for_inference, inference_context, place_network, to_device
 from models.stoic.member import MemberInputs, MemberOutput, MemberUnavailable
 from models.stoic.mobilenet import MobileNetV3Large
 from models.stoic.storage import MEMBER_CARD_FORMAT, prefixed, read_member_file, write_member_file
@@ -529,7 +529,8 @@ class Hal9000Member:
         views = [to_device(view[None], self.device) for _, view in tta_views(prepared.slices, self.config)]
         rows = []
         with inference_context(self.device, bf16=False):
-            for network in self.networks:
+            for placed in self.networks:
+                network = folded_for_inference(placed)  # one copy at a time (models.device)
                 rows.append(torch.stack([torch.sigmoid(network(view).float())[0] for view in views]).mean(0))
         return torch.stack(rows).cpu()
 

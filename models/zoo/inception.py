@@ -22,6 +22,8 @@ head (``out_channels=None``) it is the I3D feature extractor that the thesis' I3
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
@@ -50,6 +52,9 @@ NUM_FEATURES = 1024
 
 class _BasicConv(nn.Module):
     """Bias-free "SAME" convolution, BN (eps 1e-3) and a functional ReLU (``Unit3D``)."""
+
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ so that 2D ImageNet weights load and inflate by name.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
@@ -32,6 +32,9 @@ RESNET_CONFIGS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, int, 
 
 class _BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (one ReLU module, applied twice)."""
+
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"))
 
     expansion = 1
 
@@ -56,6 +59,9 @@ class _BasicBlock(nn.Module):
 
 class _Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand by 4, with a residual connection."""
+
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     expansion = 4
 
@@ -107,6 +113,9 @@ class ResNet(nn.Module):
     ValueError
         For ``spatial_dims`` other than 2 or 3, a wrong number of stages, or a non-positive size.
     """
+
+    #: ``bn(conv(x))`` pairs, folded for inference (models.device.folded_for_inference).
+    BATCHNORM_AFTER_CONV: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"),)
 
     def __init__(
         self,

@@ -27,15 +27,18 @@ from torch import Tensor, nn
 
 from models.corads.ensemble import CoradsEnsemble
 from models.corads.preprocessing import PreprocessingConfig
-from models.device import inference_context, memory_format_for, place_network, to_device
+from models.device import folded_for_inference, inference_context, memory_format_for, place_network, to_device
 from models.i3dr import I3dr
 from models.i3dr.model import BackboneSpec
 from models.i3dr.preprocessing import I3drPreprocessingConfig
 from models.registry import STOIC_MEMBERS
 from models.runtime import ModelProvider
 from models.stoic import catalog
+from models.stoic.flyingbird import FlyingBirdResNet
 from models.stoic.member import MemberInputs, MemberOutput
+from models.stoic.mobilenet import MobileNetV3Large
 from models.weights import WeightStore
+from models.zoo import InceptionV1, ResNet
 from tests.models.stoic.synthetic import synthetic_case
 from tests.models.stoic_volumes.conftest import SMALL_UAUX2_NETWORKS
 from tests.small_models import SMALL_DENSENET, SMALL_STOIC_MEMBERS
@@ -305,3 +308,81 @@ def test_place_network_moves_and_lays_out_once() -> None:
     assert placed is conv3d and all(p.device == META for p in placed.parameters())
     weight = place_network(conv2d, torch.device("cpu"))[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def _randomised(network: nn.Module) -> nn.Module:
+    """``network`` in eval mode with BatchNorm statistics and affine parameters far from the identity.
+
+    Generated weights have mean 0, variance 1, scale 1 and shift 0, under which folding a
+    BatchNorm into the wrong convolution would hardly change the output.
+    """
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for tensor, low, high in (
+                    (module.running_mean, -0.5, 0.5),
+                    (module.running_var, 0.3, 2.0),
+                    (module.weight, 0.5, 1.5),
+                    (module.bias, -0.3, 0.3),
+                ):
+                    assert tensor is not None
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return network.eval()
+
+
+def _batchnorms(network: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
+
+
+FOLDABLE: dict[str, tuple[Any, tuple[tuple[int, ...], ...], int]] = {
+    # name: (network builder, input shapes (the image first), BatchNorms the fold leaves)
+    "2-D ResNet (hal9000)": (
+        lambda: ResNet(2, 3, 2, block="basic", layers=(1, 1, 1, 1), widths=(8, 8, 16, 16)),
+        ((2, 3, 64, 64),),
+        0,
+    ),
+    "3-D bottleneck ResNet": (
+        lambda: ResNet(3, 1, 2, block="bottleneck", layers=(1, 1, 1, 1), widths=(4, 4, 8, 8)),
+        ((1, 1, 16, 32, 32),),
+        0,
+    ),
+    "MobileNetV3 (hal9000)": (lambda: MobileNetV3Large(3, 2, width_mult=0.25), ((2, 3, 64, 64),), 0),
+    "Flying Bird ResNet": (
+        lambda: FlyingBirdResNet(1, 2, widths=(4, 4, 8, 8), layers=(1, 1, 1, 1)),
+        ((1, 1, 32, 32, 32), (1, 1)),  # the image and the age
+        0,
+    ),
+    "I3D (I3Dr, baseline)": (lambda: InceptionV1(3, 3, 2), ((1, 3, 16, 64, 64),), 0),
+}
+
+
+@pytest.mark.parametrize("name", list(FOLDABLE))
+def test_a_folded_copy_computes_the_same_and_leaves_the_placed_network_as_loaded(name: str) -> None:
+    make, shapes, left = FOLDABLE[name]
+    torch.manual_seed(0)
+    network = place_network(_randomised(make()), torch.device("cpu"))
+    state = {key: value.clone() for key, value in network.state_dict().items()}
+    image, *side = (torch.rand(shape) for shape in shapes)
+    x = (image.contiguous(memory_format=memory_format_for(network)), *side)
+    folded = folded_for_inference(network)
+    with torch.inference_mode():
+        expected, got = network(*x), folded(*x)
+    expected, got = (v if isinstance(v, Tensor) else v[0] for v in (expected, got))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert _batchnorms(folded) == left < _batchnorms(network)
+    assert state.keys() == network.state_dict().keys()
+    unchanged = all(torch.equal(state[key], value) for key, value in network.state_dict().items())
+    assert unchanged, "the placed network stays as loaded (weights are saved and compared from it)"
+    for module in folded.modules():
+        if isinstance(module, nn.Conv2d | nn.Conv3d) and module.weight.dim() == 5:
+            assert module.weight.is_contiguous(memory_format=torch.channels_last_3d), "its layout is kept"
+
+
+def test_a_bn_not_after_a_convolution_is_not_folded_and_a_network_without_one_is_returned_as_it_is() -> None:
+    pre_activation = nn.Sequential(nn.BatchNorm3d(2), nn.ReLU(), nn.Conv3d(2, 2, 3)).eval()
+    assert folded_for_inference(pre_activation) is pre_activation
+    untracked = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2, track_running_stats=False)).eval()
+    assert folded_for_inference(untracked) is untracked, "batch statistics at inference time cannot be folded"
+    with pytest.raises(ValueError, match="eval mode"):
+        folded_for_inference(nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2)))
