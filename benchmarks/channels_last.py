@@ -77,6 +77,40 @@ CASES: dict[str, Case] = {
 }
 
 
+#: Networks the pipeline runs in the default layout (they are not placed through place_network).
+DEFAULT_LAYOUT = frozenset({"lobes", "lesions"})
+
+
+def pipeline_layout(name: str, network: nn.Module) -> torch.memory_format:
+    """The memory layout the pipeline runs network ``name`` in."""
+    return torch.contiguous_format if name in DEFAULT_LAYOUT else memory_format_for(network)
+
+
+def first_output(output: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """A network's output, or the first of its outputs."""
+    return output if isinstance(output, Tensor) else output[0]
+
+
+def interleaved_passes(
+    variants: dict[str, tuple[nn.Module, tuple[Tensor, ...]]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
+    """Seconds of ``repeats`` passes of each variant (network, inputs), one of each per round after a warm-up.
+
+    Alternating spreads changes in machine load over all variants alike.  Returns the seconds per
+    variant and each variant's last output.
+    """
+    for network, inputs in variants.values():
+        _one_pass(network, inputs)
+    times: dict[str, list[float]] = {key: [] for key in variants}
+    outputs: dict[str, Tensor] = {}
+    for _ in range(repeats):
+        for key, (network, inputs) in variants.items():
+            seconds, output = _one_pass(network, inputs)
+            times[key].append(seconds)
+            outputs[key] = first_output(output)
+    return times, outputs
+
+
 def _laid_out(inputs: tuple[Tensor, ...], layout: torch.memory_format) -> tuple[Tensor, ...]:
     """The inputs as the model code passes them: those of the layout's rank converted, others as they are."""
     rank = 5 if layout == torch.channels_last_3d else 4
@@ -101,14 +135,9 @@ def measure(name: str, repeats: int) -> None:
     inputs = make_inputs()
     inputs_channels_last = _laid_out(inputs, layout)
     print(f"{name}: input {' + '.join('x'.join(map(str, x.shape)) for x in inputs)}; load {os.getloadavg()[0]:.1f}")
-    _one_pass(contiguous, inputs)
-    _one_pass(channels_last, inputs_channels_last)
-    times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
-    for _ in range(repeats):
-        seconds, out_contiguous = _one_pass(contiguous, inputs)
-        times["contiguous"].append(seconds)
-        seconds, out_channels_last = _one_pass(channels_last, inputs_channels_last)
-        times["channels_last"].append(seconds)
+    times, outputs = interleaved_passes(
+        {"contiguous": (contiguous, inputs), "channels_last": (channels_last, inputs_channels_last)}, repeats
+    )
     median = {k: statistics.median(v) for k, v in times.items()}
     fastest = {k: min(v) for k, v in times.items()}
     for key, label in (("contiguous", "default      "), ("channels_last", "channels last")):
@@ -118,7 +147,7 @@ def measure(name: str, repeats: int) -> None:
     print(
         f"  ratio default / channels-last: {median['contiguous'] / median['channels_last']:.2f} (medians), "
         f"{fastest['contiguous'] / fastest['channels_last']:.2f} (fastest passes); largest output difference "
-        f"{float((out_contiguous.float() - out_channels_last.float()).abs().max()):.1e}; "
+        f"{float((outputs['contiguous'].float() - outputs['channels_last'].float()).abs().max()):.1e}; "
         f"load {os.getloadavg()[0]:.1f}"
     )
 

@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from channels_last import CASES, _laid_out, _one_pass, network_arguments, parse_network_arguments
-from torch import Tensor, nn
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.device import memory_format_for  # noqa: E402
-
-#: Networks the pipeline runs in the default layout (they are not placed through place_network).
-DEFAULT_LAYOUT = frozenset({"lobes", "lesions"})
+from channels_last import (
+    CASES,
+    _laid_out,
+    _one_pass,
+    first_output,
+    network_arguments,
+    parse_network_arguments,
+    pipeline_layout,
+)
+from torch import nn
 
 
 def _placed(name: str, seed: int) -> tuple[nn.Module, torch.memory_format]:
@@ -47,7 +46,7 @@ def _placed(name: str, seed: int) -> tuple[nn.Module, torch.memory_format]:
     make_network, _ = CASES[name]
     torch.manual_seed(seed)
     network = make_network().eval()
-    layout = torch.contiguous_format if name in DEFAULT_LAYOUT else memory_format_for(network)
+    layout = pipeline_layout(name, network)
     return network.to(memory_format=layout), layout  # type: ignore[call-overload]
 
 
@@ -55,10 +54,6 @@ def compiled(network: nn.Module) -> nn.Module:
     """``network`` with its forward pass compiled (its class, weights and state dict unchanged)."""
     network.forward = torch.compile(network.forward, dynamic=False)  # type: ignore[method-assign]
     return network
-
-
-def _first(output: Tensor | tuple[Tensor, ...]) -> Tensor:
-    return output if isinstance(output, Tensor) else output[0]
 
 
 def measure(name: str, repeats: int) -> None:
@@ -78,8 +73,8 @@ def measure(name: str, repeats: int) -> None:
         steady.append(seconds)
     other, _ = _placed(name, 1)
     other_first, _ = _one_pass(compiled(other), inputs)
-    difference = float((_first(reference).float() - _first(output).float()).abs().max())
-    scale = float(_first(reference).float().abs().max())
+    difference = float((first_output(reference).float() - first_output(output).float()).abs().max())
+    scale = float(first_output(reference).float().abs().max())
     print(f"  eager:    {', '.join(f'{t:.2f}' for t in eager)} s; median {statistics.median(eager):.2f} s")
     print(f"  compiled: {', '.join(f'{t:.2f}' for t in steady)} s; median {statistics.median(steady):.2f} s")
     print(

@@ -28,21 +28,18 @@ import copy
 import itertools
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import torch
-from channels_last import CASES, _laid_out, _one_pass, network_arguments, parse_network_arguments
-from torch import Tensor, nn
+from channels_last import (
+    CASES,
+    _laid_out,
+    interleaved_passes,
+    network_arguments,
+    parse_network_arguments,
+    pipeline_layout,
+)
+from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.device import memory_format_for  # noqa: E402
-
-#: Networks the pipeline runs in the default layout (they are not placed through place_network).
-DEFAULT_LAYOUT = frozenset({"lobes", "lesions"})
 
 
 def _batchnorms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -77,17 +74,13 @@ def folded(network: nn.Module) -> tuple[nn.Module, int]:
     return copied, count
 
 
-def _first(output: Tensor | tuple[Tensor, ...]) -> Tensor:
-    return output if isinstance(output, Tensor) else output[0]
-
-
 def measure(name: str, repeats: int) -> None:
     """Time one network unfolded and folded, interleaved, and print the comparison."""
     make_network, make_inputs = CASES[name]
     torch.manual_seed(0)
     network = make_network().eval()
     randomise_statistics(network)
-    layout = torch.contiguous_format if name in DEFAULT_LAYOUT else memory_format_for(network)
+    layout = pipeline_layout(name, network)
     network = network.to(memory_format=layout)  # type: ignore[call-overload]
     fused, count = folded(network)
     fused = fused.to(memory_format=layout)  # type: ignore[call-overload]
@@ -96,19 +89,12 @@ def measure(name: str, repeats: int) -> None:
     if count == 0:
         return
     inputs = _laid_out(make_inputs(), layout)
-    _one_pass(network, inputs)
-    _one_pass(fused, inputs)
-    times: dict[str, list[float]] = {"unfolded": [], "folded": []}
-    for _ in range(repeats):
-        seconds, reference = _one_pass(network, inputs)
-        times["unfolded"].append(seconds)
-        seconds, output = _one_pass(fused, inputs)
-        times["folded"].append(seconds)
+    times, outputs = interleaved_passes({"unfolded": (network, inputs), "folded": (fused, inputs)}, repeats)
     for key, label in (("unfolded", "unfolded"), ("folded", "folded  ")):
         passes = ", ".join(f"{t:.2f}" for t in times[key])
         print(f"  {label}: {passes} s; median {statistics.median(times[key]):.2f} s")
-    difference = float((_first(reference).float() - _first(output).float()).abs().max())
-    scale = float(_first(reference).float().abs().max())
+    difference = float((outputs["unfolded"].float() - outputs["folded"].float()).abs().max())
+    scale = float(outputs["unfolded"].float().abs().max())
     print(
         f"  ratio unfolded / folded {statistics.median(times['unfolded']) / statistics.median(times['folded']):.2f} "
         f"(medians); largest output difference {difference:.1e} (largest output {scale:.2g}); "

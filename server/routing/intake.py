@@ -383,8 +383,7 @@ def route_series(
     crud.set_series_state(session, series_uid, SeriesState.REJECTED, decision.reasons)
     if decision.identity_reasons or not notify_not_analysed or not decision.chest_ct_images:
         return None
-    # A job whose worker sends the not-analysed notice; the series stays rejected.
+    # A job whose worker sends the not-analysed notice; queuing it leaves the series rejected.
     job = crud.queue_job(session, series_uid=series_uid, pipeline_version=PIPELINE_VERSION)
-    crud.set_series_state(session, series_uid, SeriesState.REJECTED, decision.reasons)
     assert job.id is not None
     return job.id, job.revision
